@@ -1,0 +1,212 @@
+//! The JSON bodies of the public and the engine (internal) HTTP API.
+//!
+//! Payloads and results stay raw JSON text (`RawValue`) on the hot path: the gateway stores and forwards them
+//! without building a tree for every job.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// The lifecycle of a job. `succeeded`, `dead` and `cancelled` are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Dead,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 5] = [
+        Self::Queued,
+        Self::Running,
+        Self::Succeeded,
+        Self::Dead,
+        Self::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Dead => "dead",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Dead | Self::Cancelled)
+    }
+}
+
+/// `POST /jobs` body. Only `engine` and `kind` are required.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnqueueRequest {
+    pub engine: String,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// A job as every endpoint returns it. Times are RFC 3339 with milliseconds, in UTC.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    pub engine: String,
+    pub user: String,
+    pub kind: String,
+    pub status: JobStatus,
+    pub payload: Box<RawValue>,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub priority: i32,
+    pub timeout_ms: u64,
+    pub run_at: String,
+    pub enqueued_at: String,
+    pub claimed_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub result: Option<Box<RawValue>>,
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+}
+
+/// `GET /jobs` answer: newest first; `next_cursor` continues the listing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobPage {
+    pub jobs: Vec<Job>,
+    pub next_cursor: Option<String>,
+}
+
+/// The error body of every failed request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub message: String,
+}
+
+/// `POST /internal/claim`: wait up to `wait_ms` for up to `max` runnable jobs and lease them for `lease_ms`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRequest {
+    pub max: u32,
+    #[serde(default)]
+    pub wait_ms: u64,
+    pub lease_ms: u64,
+    /// Who holds the leases (host and process), for operators reading the store.
+    pub worker: String,
+}
+
+/// One leased job: only the holder of `lease_token` may heartbeat or finish it, and only until it expires.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Lease {
+    pub job: Job,
+    pub lease_token: String,
+    pub lease_expires_at: String,
+}
+
+/// `POST /internal/claim` answer; empty when nothing became runnable within `wait_ms`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClaimResponse {
+    pub leases: Vec<Lease>,
+}
+
+/// `POST /internal/jobs/{id}/heartbeat`: extend the lease by `lease_ms` from now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatRequest {
+    pub lease_token: String,
+    pub lease_ms: u64,
+}
+
+/// `POST /internal/jobs/{id}/heartbeat` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    pub lease_expires_at: String,
+}
+
+/// Whether an attempt worked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttemptOutcome {
+    Succeeded,
+    Failed,
+}
+
+/// `POST /internal/jobs/{id}/finish`: the outcome of one attempt. A flat struct rather than a tagged enum
+/// because serde cannot buffer a `RawValue` inside an internally tagged enum.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinishRequest {
+    pub lease_token: String,
+    pub outcome: AttemptOutcome,
+    /// The result of a succeeded attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Box<RawValue>>,
+    /// What went wrong in a failed attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Whether another attempt may succeed (a timeout, a 503); `false` for a request that can never work.
+    #[serde(default)]
+    pub retryable: bool,
+}
+
+/// `POST /internal/jobs/{id}/finish` answer: where the job went.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FinishResponse {
+    pub status: JobStatus,
+    /// When a retried job becomes runnable again.
+    pub run_at: Option<String>,
+}
+
+/// `GET /internal/whoami` answer: the engine the token belongs to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WhoAmI {
+    pub engine_id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finish_request_keeps_the_result_raw() {
+        let ok: FinishRequest =
+            serde_json::from_str(r#"{"outcome":"succeeded","lease_token":"t","result":{"a": 1}}"#)
+                .unwrap();
+        assert_eq!(ok.outcome, AttemptOutcome::Succeeded);
+        assert_eq!(ok.result.unwrap().get(), r#"{"a": 1}"#);
+        let failed: FinishRequest = serde_json::from_str(
+            r#"{"outcome":"failed","lease_token":"t","error":"boom","retryable":true}"#,
+        )
+        .unwrap();
+        assert!(failed.retryable && failed.error.as_deref() == Some("boom"));
+        assert!(
+            serde_json::from_str::<FinishRequest>(r#"{"outcome":"maybe","lease_token":"t"}"#)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn status_names_round_trip() {
+        for s in JobStatus::ALL {
+            assert_eq!(JobStatus::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(JobStatus::parse("done"), None);
+    }
+}

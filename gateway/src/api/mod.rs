@@ -1,0 +1,61 @@
+//! The HTTP API: one module per resource, assembled into one router here.
+
+pub mod engines;
+pub mod extract;
+pub mod jobs;
+pub mod status;
+
+use std::any::Any;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::Uri;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::server::AppState;
+
+/// Request bodies above this are refused with 413 before they are read in full.
+const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// All routes of the gateway.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(status::healthz))
+        .route("/readyz", get(status::readyz))
+        .route("/jobs", post(jobs::create).get(jobs::list))
+        .route("/jobs/{id}", get(jobs::get))
+        .route("/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/internal/whoami", get(engines::whoami))
+        .route("/internal/claim", post(engines::claim))
+        .route("/internal/jobs/{id}/heartbeat", post(engines::heartbeat))
+        .route("/internal/jobs/{id}/finish", post(engines::finish))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(panic_response))
+        .with_state(state)
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found("route_not_found", format!("no route for {}", uri.path()))
+}
+
+async fn method_not_allowed(uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed {
+        message: format!("{} does not support this method", uri.path()),
+    }
+}
+
+fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into());
+    ApiError::Internal(format!("handler panicked: {detail}")).into_response()
+}

@@ -1,0 +1,73 @@
+//! axum extractors that authenticate a request: `AuthUser` (access JWT) and `AuthEngine` (engine token).
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+
+use super::{AuthError, engine_token};
+use crate::error::ApiError;
+use crate::server::AppState;
+
+/// The signed-in user making the request.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    pub id: String,
+}
+
+/// The engine making an internal call; its token opens only its own shard.
+#[derive(Debug, Clone)]
+pub struct AuthEngine {
+    pub id: String,
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or(AuthError::MissingToken)?;
+        let value = header
+            .to_str()
+            .map_err(|_| AuthError::MalformedAuthorization)?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(AuthError::MalformedAuthorization)?;
+        let claims = state.keys.verify(token)?;
+        if flowork_common::ids::validate_user_id(&claims.sub).is_err() {
+            return Err(AuthError::InvalidToken("the token names an invalid user".into()).into());
+        }
+        Ok(Self { id: claims.sub })
+    }
+}
+
+impl FromRequestParts<AppState> for AuthEngine {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get("x-engine-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(AuthError::MissingEngineToken)?;
+        // Looking up by hash compares hashes, not the secret, so timing reveals nothing about the token.
+        let engine = state
+            .control
+            .engine_for_token_hash(&engine_token::hash(token))
+            .await
+            .map_err(AuthError::Store)?
+            .ok_or(AuthError::InvalidEngineToken)?;
+        Ok(Self { id: engine.id })
+    }
+}

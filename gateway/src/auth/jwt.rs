@@ -1,0 +1,257 @@
+//! User access tokens: HS256 JWTs signed with keys kept in `<data-dir>/keys/` (0600), selected by `kid`.
+//!
+//! The newest key signs; every key on disk verifies. A token with an unknown `kid` makes the ring re-read the
+//! folder (at most once a second), so a key added by another process (`keys rotate`, a second gateway) is
+//! picked up without a restart.
+
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use super::AuthError;
+use crate::secure_fs::{create_private_dir, write_private_file_new};
+
+const ISSUER: &str = "flowork";
+const KEY_PREFIX: &str = "jwt-";
+const KEY_SUFFIX: &str = ".key";
+
+/// What an access token says.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessClaims {
+    /// The user id.
+    pub sub: String,
+    pub iat: i64,
+    pub exp: i64,
+    pub iss: String,
+}
+
+struct SigningKey {
+    kid: String,
+    secret: Vec<u8>,
+}
+
+/// The signing keys of one data directory.
+pub struct KeyRing {
+    dir: PathBuf,
+    keys: RwLock<Vec<SigningKey>>,
+    last_reload: RwLock<Instant>,
+}
+
+fn key_error(e: impl std::fmt::Display) -> AuthError {
+    AuthError::Keys(e.to_string())
+}
+
+fn read_keys(dir: &Path) -> Result<Vec<SigningKey>, AuthError> {
+    let mut keys = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(key_error)? {
+        let entry = entry.map_err(key_error)?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(kid) = name
+            .strip_prefix(KEY_PREFIX)
+            .and_then(|n| n.strip_suffix(KEY_SUFFIX))
+        else {
+            continue;
+        };
+        let text = std::fs::read_to_string(entry.path()).map_err(key_error)?;
+        let secret = hex::decode(text.trim()).map_err(|e| key_error(format!("{name}: {e}")))?;
+        if secret.len() < 32 {
+            return Err(key_error(format!(
+                "{name}: a signing key must be at least 32 bytes"
+            )));
+        }
+        keys.push(SigningKey {
+            kid: kid.to_string(),
+            secret,
+        });
+    }
+    // Kids start with a zero-padded creation time, so name order is age order; the newest signs.
+    keys.sort_by(|a, b| a.kid.cmp(&b.kid));
+    Ok(keys)
+}
+
+impl KeyRing {
+    /// Loads the keys under `<data_dir>/keys`, creating the first one if there is none.
+    pub fn load_or_create(data_dir: &Path) -> Result<Self, AuthError> {
+        let dir = data_dir.join("keys");
+        create_private_dir(&dir).map_err(key_error)?;
+        let mut keys = read_keys(&dir)?;
+        if keys.is_empty() {
+            add_key(&dir)?;
+            keys = read_keys(&dir)?;
+        }
+        Ok(Self {
+            dir,
+            keys: RwLock::new(keys),
+            last_reload: RwLock::new(Instant::now()),
+        })
+    }
+
+    /// Adds a new newest key (the old ones keep verifying the tokens they signed); returns its kid.
+    pub fn rotate(&self) -> Result<String, AuthError> {
+        let kid = add_key(&self.dir)?;
+        self.reload()?;
+        Ok(kid)
+    }
+
+    fn reload(&self) -> Result<(), AuthError> {
+        let keys = read_keys(&self.dir)?;
+        if let Ok(mut slot) = self.keys.write() {
+            *slot = keys;
+        }
+        if let Ok(mut at) = self.last_reload.write() {
+            *at = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Signs an access token for `user`, valid for `ttl`.
+    pub fn mint(&self, user: &str, ttl: Duration, now_ms: i64) -> Result<String, AuthError> {
+        let keys = self.keys.read().map_err(key_error)?;
+        let key = keys.last().ok_or_else(|| key_error("no signing key"))?;
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(key.kid.clone());
+        let iat = now_ms / 1000;
+        let claims = AccessClaims {
+            sub: user.to_string(),
+            iat,
+            exp: iat.saturating_add(ttl.as_secs() as i64),
+            iss: ISSUER.to_string(),
+        };
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(&key.secret))
+            .map_err(key_error)
+    }
+
+    fn secret_for(&self, kid: &str) -> Option<Vec<u8>> {
+        let keys = self.keys.read().ok()?;
+        keys.iter().find(|k| k.kid == kid).map(|k| k.secret.clone())
+    }
+
+    /// Checks signature, algorithm, issuer and expiry; returns the claims.
+    pub fn verify(&self, token: &str) -> Result<AccessClaims, AuthError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| AuthError::InvalidToken(e.to_string()))?;
+        if header.alg != Algorithm::HS256 {
+            return Err(AuthError::InvalidToken(
+                "unexpected signing algorithm".into(),
+            ));
+        }
+        let kid = header
+            .kid
+            .ok_or_else(|| AuthError::InvalidToken("no key id".into()))?;
+        let secret = match self.secret_for(&kid) {
+            Some(secret) => secret,
+            None => {
+                let stale = self
+                    .last_reload
+                    .read()
+                    .map(|t| t.elapsed() > Duration::from_secs(1))
+                    .unwrap_or(true);
+                if stale {
+                    self.reload()?;
+                }
+                self.secret_for(&kid)
+                    .ok_or_else(|| AuthError::InvalidToken("unknown signing key".into()))?
+            }
+        };
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        validation.set_issuer(&[ISSUER]);
+        validation.set_required_spec_claims(&["exp", "sub", "iss"]);
+        jsonwebtoken::decode::<AccessClaims>(token, &DecodingKey::from_secret(&secret), &validation)
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::ExpiredToken,
+                _ => AuthError::InvalidToken(e.to_string()),
+            })
+    }
+}
+
+/// Writes a new random key file; returns its kid.
+fn add_key(dir: &Path) -> Result<String, AuthError> {
+    let secret: [u8; 32] = rand::random();
+    let suffix: [u8; 4] = rand::random();
+    let kid = format!(
+        "{:013}-{}",
+        flowork_common::clock::system_now_ms(),
+        hex::encode(suffix)
+    );
+    write_private_file_new(
+        &dir.join(format!("{KEY_PREFIX}{kid}{KEY_SUFFIX}")),
+        hex::encode(secret).as_bytes(),
+    )
+    .map_err(key_error)?;
+    Ok(kid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowork_common::clock::system_now_ms;
+
+    #[test]
+    fn mints_and_verifies_and_rejects_tampering_and_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = KeyRing::load_or_create(dir.path()).unwrap();
+        let token = ring
+            .mint("alice", Duration::from_secs(60), system_now_ms())
+            .unwrap();
+        assert_eq!(ring.verify(&token).unwrap().sub, "alice");
+
+        let mut tampered = token.clone();
+        tampered.pop();
+        tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
+        assert!(matches!(
+            ring.verify(&tampered),
+            Err(AuthError::InvalidToken(_))
+        ));
+
+        let old = ring
+            .mint("alice", Duration::from_secs(1), system_now_ms() - 10_000)
+            .unwrap();
+        assert!(matches!(ring.verify(&old), Err(AuthError::ExpiredToken)));
+
+        let other = KeyRing::load_or_create(tempfile::tempdir().unwrap().path()).unwrap();
+        let foreign = other
+            .mint("alice", Duration::from_secs(60), system_now_ms())
+            .unwrap();
+        assert!(
+            ring.verify(&foreign).is_err(),
+            "a token from another data directory must not verify"
+        );
+    }
+
+    #[test]
+    fn rotation_keeps_old_tokens_valid_and_signs_with_the_new_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = KeyRing::load_or_create(dir.path()).unwrap();
+        let before = ring
+            .mint("bob", Duration::from_secs(60), system_now_ms())
+            .unwrap();
+        let kid = ring.rotate().unwrap();
+        let after = ring
+            .mint("bob", Duration::from_secs(60), system_now_ms())
+            .unwrap();
+        assert_eq!(
+            jsonwebtoken::decode_header(&after).unwrap().kid.as_deref(),
+            Some(kid.as_str())
+        );
+        assert!(ring.verify(&before).is_ok());
+        assert!(ring.verify(&after).is_ok());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn key_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        KeyRing::load_or_create(dir.path()).unwrap();
+        for entry in std::fs::read_dir(dir.path().join("keys")).unwrap() {
+            let mode = entry.unwrap().metadata().unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+    }
+}

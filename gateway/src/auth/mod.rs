@@ -1,0 +1,30 @@
+//! Who is calling: users by access JWT, engines by engine token.
+
+pub mod engine_token;
+pub mod extract;
+pub mod jwt;
+
+use thiserror::Error;
+
+use crate::store::StoreError;
+
+/// Why a caller was not let in. Each variant has its own machine-readable code (see `error.rs`).
+#[derive(Debug, Error)]
+pub enum AuthError {
+    #[error("this endpoint needs an `Authorization: Bearer <access token>` header")]
+    MissingToken,
+    #[error("the Authorization header must be `Bearer <access token>`")]
+    MalformedAuthorization,
+    #[error("the access token has expired; sign in again or refresh it")]
+    ExpiredToken,
+    #[error("the access token is not valid: {0}")]
+    InvalidToken(String),
+    #[error("engine calls need an `X-Engine-Token` header")]
+    MissingEngineToken,
+    #[error("the engine token is unknown or revoked")]
+    InvalidEngineToken,
+    #[error("signing keys: {0}")]
+    Keys(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

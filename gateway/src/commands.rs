@@ -1,0 +1,134 @@
+//! The administrative sub-commands: engines, tokens, keys. They work while `serve` runs (WAL, busy timeout).
+
+use std::sync::Arc;
+
+use flowork_common::clock::{Clock, SystemClock};
+use flowork_common::ids::{validate_engine_id, validate_user_id};
+use serde_json::json;
+
+use crate::auth::engine_token;
+use crate::auth::jwt::KeyRing;
+use crate::config::{DataArgs, EngineCommand, KeysCommand, TokenCommand};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{ControlStore, RetryPolicy};
+
+async fn open_store(data: &DataArgs) -> anyhow::Result<SqliteStore> {
+    Ok(SqliteStore::open(
+        &data.data_dir,
+        Arc::new(SystemClock),
+        RetryPolicy::default(),
+    )
+    .await?)
+}
+
+fn print_token(engine: &str, token: &str, json: bool, verb: &str) {
+    if json {
+        println!("{}", json!({ "engine_id": engine, "token": token }));
+    } else {
+        println!(
+            "engine {engine} {verb}. Its token (shown only now; store it in a 0600 file):\n{token}"
+        );
+    }
+}
+
+/// `flowork-gateway engine ...`
+pub async fn engine(command: EngineCommand) -> anyhow::Result<()> {
+    match command {
+        EngineCommand::Add {
+            name,
+            owner,
+            json,
+            data,
+        } => {
+            validate_engine_id(&name)?;
+            if let Some(owner) = &owner {
+                validate_user_id(owner)?;
+            }
+            let store = open_store(&data).await?;
+            let token = engine_token::generate();
+            store
+                .add_engine(&name, owner.as_deref(), &engine_token::hash(&token))
+                .await?;
+            print_token(&name, &token, json, "registered");
+        }
+        EngineCommand::List { json, data } => {
+            let engines = open_store(&data).await?.list_engines().await?;
+            if json {
+                let list: Vec<_> = engines
+                    .iter()
+                    .map(|e| {
+                        json!({
+                            "engine_id": e.id,
+                            "owner": e.owner,
+                            "created_at": flowork_common::timefmt::format_ms(e.created_at_ms),
+                            "revoked": !e.is_active(),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(list));
+            } else {
+                println!("{:<32} {:<24} {:<26} STATE", "ENGINE", "OWNER", "CREATED");
+                for e in engines {
+                    let state = if e.is_active() { "active" } else { "revoked" };
+                    let created = flowork_common::timefmt::format_ms(e.created_at_ms);
+                    println!(
+                        "{:<32} {:<24} {:<26} {state}",
+                        e.id,
+                        e.owner.as_deref().unwrap_or("-"),
+                        created
+                    );
+                }
+            }
+        }
+        EngineCommand::RotateToken { name, json, data } => {
+            let store = open_store(&data).await?;
+            let token = engine_token::generate();
+            store
+                .set_engine_token(&name, &engine_token::hash(&token))
+                .await?;
+            print_token(&name, &token, json, "has a new token");
+        }
+        EngineCommand::Revoke { name, data } => {
+            open_store(&data).await?.revoke_engine(&name).await?;
+            println!("engine {name} revoked");
+        }
+    }
+    Ok(())
+}
+
+/// `flowork-gateway token mint ...`
+pub async fn token(command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Mint {
+            user,
+            ttl,
+            json,
+            data,
+        } => {
+            validate_user_id(&user)?;
+            open_store(&data).await?; // creates the data directory on a fresh machine
+            let keys = KeyRing::load_or_create(&data.data_dir)?;
+            let token = keys.mint(&user, ttl, SystemClock.now_ms())?;
+            if json {
+                println!(
+                    "{}",
+                    json!({ "access_token": token, "token_type": "Bearer", "expires_in": ttl.as_secs() })
+                );
+            } else {
+                println!("{token}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `flowork-gateway keys ...`
+pub fn keys(command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Rotate { data } => {
+            let kid = KeyRing::load_or_create(&data.data_dir)?.rotate()?;
+            println!("new signing key {kid} is now used for new tokens");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! The command line of `flowork-gateway` (clap), every flag with a `FLOWORK_*` environment fallback.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Flowork gateway: authenticates users, stores jobs in per-engine SQLite shards and hands them to engines.
+#[derive(Debug, Parser)]
+#[command(name = "flowork-gateway", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format: `json` (one object per line) or `pretty`; default: pretty on a terminal, json otherwise.
+    #[arg(long, global = true, env = "FLOWORK_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve(ServeArgs),
+    /// Register and manage engines.
+    #[command(subcommand)]
+    Engine(EngineCommand),
+    /// Mint user access tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Manage the JWT signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// Where the data lives.
+#[derive(Debug, Clone, Args)]
+pub struct DataArgs {
+    /// Folder of the control database, the per-engine shards and the signing keys.
+    #[arg(long, env = "FLOWORK_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Address to listen on (port 0 picks a free one; the chosen address is logged as `listening`).
+    #[arg(long, env = "FLOWORK_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Largest job payload accepted, in bytes (JSON as stored).
+    #[arg(long, env = "FLOWORK_MAX_PAYLOAD_BYTES", default_value_t = 256 * 1024)]
+    pub max_payload_bytes: usize,
+    /// Attempts a job gets when its request names none.
+    #[arg(long, env = "FLOWORK_DEFAULT_MAX_ATTEMPTS", default_value_t = 5)]
+    pub default_max_attempts: u32,
+    /// Timeout of a job (ms) when its request names none.
+    #[arg(long, env = "FLOWORK_DEFAULT_TIMEOUT_MS", default_value_t = 30_000)]
+    pub default_timeout_ms: u64,
+    /// Base of the retry backoff (ms): the n-th retry waits a random time up to base * 2^(n-1).
+    #[arg(long, env = "FLOWORK_RETRY_BASE_MS", default_value_t = 1_000)]
+    pub retry_base_ms: u64,
+    /// Cap of the retry backoff (ms).
+    #[arg(long, env = "FLOWORK_RETRY_CAP_MS", default_value_t = 3_600_000)]
+    pub retry_cap_ms: u64,
+    /// How often expired leases are put back in the queue (ms); claims also do it as they go.
+    #[arg(long, env = "FLOWORK_REAP_INTERVAL_MS", default_value_t = 1_000)]
+    pub reap_interval_ms: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EngineCommand {
+    /// Register an engine and create its shard; prints its token once.
+    Add {
+        /// Engine id: lowercase letters, digits and '-'.
+        name: String,
+        /// User id of the engine's owner.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Print `{"engine_id", "token"}` as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// List registered engines.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Replace an engine's token (the old one stops working at once); prints the new token once.
+    RotateToken {
+        name: String,
+        /// Print `{"engine_id", "token"}` as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Revoke an engine's token; its queued jobs stay in its shard.
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Mint a user access JWT (for scripts and local use).
+    Mint {
+        /// The user id the token is for.
+        #[arg(long)]
+        user: String,
+        /// Lifetime, e.g. `15m`, `12h`, `30d`.
+        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// Print `{"access_token", "token_type", "expires_in"}` as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add a new JWT signing key; tokens signed by older keys stay valid until they expire.
+    Rotate {
+        #[command(flatten)]
+        data: DataArgs,
+    },
+}

@@ -1,0 +1,185 @@
+//! The one place where every failure becomes an HTTP status and a `{"error", "message"}` body.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use flowork_common::wire::ErrorBody;
+use thiserror::Error;
+
+use crate::auth::AuthError;
+use crate::store::StoreError;
+
+/// A request that could not be served, by what the client should do about it.
+#[derive(Debug, Error)]
+pub enum ApiError {
+    /// 400: the request is malformed.
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    /// 401 (or 503 when the store behind authentication fails).
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("{message}")]
+    NotFound { code: &'static str, message: String },
+    #[error("{message}")]
+    MethodNotAllowed { message: String },
+    #[error("{message}")]
+    Conflict {
+        code: &'static str,
+        message: String,
+        retry_after_s: Option<u64>,
+    },
+    #[error("{message}")]
+    PayloadTooLarge { message: String },
+    #[error("{message}")]
+    UnsupportedMediaType { message: String },
+    /// 422: well-formed, but not acceptable.
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// 500: a bug (a panic caught by the panic layer).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::NotFound {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Conflict {
+            code,
+            message: message.into(),
+            retry_after_s: None,
+        }
+    }
+
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Unprocessable {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Status, machine code and Retry-After seconds of this error.
+    fn parts(&self) -> (StatusCode, &'static str, Option<u64>) {
+        match self {
+            Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code, None),
+            Self::Auth(error) => match error {
+                AuthError::MissingToken => (StatusCode::UNAUTHORIZED, "missing_token", None),
+                AuthError::MalformedAuthorization => {
+                    (StatusCode::UNAUTHORIZED, "malformed_authorization", None)
+                }
+                AuthError::ExpiredToken => (StatusCode::UNAUTHORIZED, "token_expired", None),
+                AuthError::InvalidToken(_) => (StatusCode::UNAUTHORIZED, "invalid_token", None),
+                AuthError::MissingEngineToken => {
+                    (StatusCode::UNAUTHORIZED, "missing_engine_token", None)
+                }
+                AuthError::InvalidEngineToken => {
+                    (StatusCode::UNAUTHORIZED, "invalid_engine_token", None)
+                }
+                AuthError::Keys(_) | AuthError::Store(_) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    Some(1),
+                ),
+            },
+            Self::NotFound { code, .. } => (StatusCode::NOT_FOUND, code, None),
+            Self::MethodNotAllowed { .. } => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None)
+            }
+            Self::Conflict {
+                code,
+                retry_after_s,
+                ..
+            } => (StatusCode::CONFLICT, code, *retry_after_s),
+            Self::PayloadTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None)
+            }
+            Self::UnsupportedMediaType { .. } => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                None,
+            ),
+            Self::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code, None),
+            Self::Store(error) => match error {
+                StoreError::EngineNotFound(_) => (StatusCode::NOT_FOUND, "engine_not_found", None),
+                StoreError::JobNotFound(_) => (StatusCode::NOT_FOUND, "job_not_found", None),
+                StoreError::LeaseLost(_) => (StatusCode::CONFLICT, "lease_lost", None),
+                StoreError::EngineExists(_) => (StatusCode::CONFLICT, "engine_exists", None),
+                _ => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    Some(1),
+                ),
+            },
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, retry_after) = self.parts();
+        let message = if status.is_server_error() {
+            // Internal detail goes to the log, not to the client.
+            tracing::error!(error = %self, code, "request failed");
+            match status {
+                StatusCode::SERVICE_UNAVAILABLE => {
+                    "the job store is temporarily unavailable; retry shortly".to_string()
+                }
+                _ => "internal error; the gateway log has the details".to_string(),
+            }
+        } else {
+            self.to_string()
+        };
+        let mut response = (
+            status,
+            Json(ErrorBody {
+                error: code.to_string(),
+                message,
+            }),
+        )
+            .into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        let message = rejection.body_text();
+        match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge {
+                message: "the request body is too large".into(),
+            },
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType {
+                message: "send the body as JSON with `Content-Type: application/json`".into(),
+            },
+            StatusCode::UNPROCESSABLE_ENTITY => Self::unprocessable("invalid_body", message),
+            _ => Self::bad_request("malformed_json", message),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::bad_request("invalid_query", rejection.body_text())
+    }
+}

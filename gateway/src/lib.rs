@@ -1,0 +1,13 @@
+//! The Flowork gateway as a library: the binary (`main.rs`) only parses the command line and calls in here.
+
+pub mod api;
+pub mod auth;
+pub mod commands;
+pub mod config;
+pub mod enqueue;
+pub mod error;
+pub mod inflight;
+pub mod logging;
+pub mod secure_fs;
+pub mod server;
+pub mod store;

@@ -1,0 +1,17 @@
+//! `flowork-gateway`: parse the command line, run the chosen command.
+
+use clap::Parser;
+use flowork_gateway::config::{Cli, Command};
+use flowork_gateway::{commands, logging, server};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    match cli.command {
+        Command::Serve(args) => server::serve(args).await,
+        Command::Engine(command) => commands::engine(command).await,
+        Command::Token(command) => commands::token(command).await,
+        Command::Keys(command) => commands::keys(command),
+    }
+}

@@ -1,0 +1,127 @@
+//! Running the gateway: shared state, the listener, the lease reaper and graceful shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flowork_common::clock::{Clock, SystemClock};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::jwt::KeyRing;
+use crate::config::ServeArgs;
+use crate::enqueue::JobLimits;
+use crate::inflight::InflightKeys;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{ControlStore, JobStore, RetryPolicy};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub jobs: Arc<dyn JobStore>,
+    pub control: Arc<dyn ControlStore>,
+    pub keys: Arc<KeyRing>,
+    pub limits: Arc<JobLimits>,
+    pub inflight: Arc<InflightKeys>,
+    pub clock: Arc<dyn Clock>,
+    /// Cancelled on shutdown: long-polling claims return at once.
+    pub shutdown: CancellationToken,
+}
+
+/// Runs `flowork-gateway serve` until SIGINT/SIGTERM.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let retry = RetryPolicy {
+        base_ms: args.retry_base_ms,
+        cap_ms: args.retry_cap_ms,
+    };
+    let store = Arc::new(SqliteStore::open(&args.data.data_dir, clock.clone(), retry).await?);
+    let keys = Arc::new(KeyRing::load_or_create(&args.data.data_dir)?);
+    let limits = JobLimits {
+        max_payload_bytes: args.max_payload_bytes,
+        default_max_attempts: args.default_max_attempts,
+        default_timeout_ms: args.default_timeout_ms,
+        ..JobLimits::default()
+    };
+    let shutdown = CancellationToken::new();
+    let state = AppState {
+        jobs: store.clone(),
+        control: store.clone(),
+        keys,
+        limits: Arc::new(limits),
+        inflight: Arc::default(),
+        clock,
+        shutdown: shutdown.clone(),
+    };
+
+    let listener = TcpListener::bind(args.listen).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(addr = %addr, data_dir = %args.data.data_dir.display(), "listening");
+
+    // Open the known shards in the background: readiness does not wait for them.
+    let warm = store.clone();
+    tokio::spawn(async move {
+        match warm.open_all_shards().await {
+            Ok(count) => tracing::info!(shards = count, "shards open"),
+            Err(error) => tracing::error!(%error, "could not open every shard"),
+        }
+    });
+    tokio::spawn(reap_expired_leases(
+        store.clone(),
+        Duration::from_millis(args.reap_interval_ms.max(10)),
+        shutdown.clone(),
+    ));
+
+    let signal = shutdown.clone();
+    axum::serve(listener, crate::api::router(state))
+        .with_graceful_shutdown(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            signal.cancel();
+        })
+        .await?;
+    Ok(())
+}
+
+/// Periodically requeues jobs whose engine stopped heartbeating.
+async fn reap_expired_leases(
+    store: Arc<SqliteStore>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        match store.reap_expired_leases().await {
+            Ok(0) => {}
+            Ok(reaped) => tracing::info!(reaped, "requeued jobs with expired leases"),
+            Err(error) => tracing::warn!(%error, "lease reaper failed"),
+        }
+    }
+}
+
+/// Resolves on Ctrl-C, or SIGTERM on Unix.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,214 @@
+//! The job store interface: everything the API needs from storage, behind two traits.
+//!
+//! `JobStore` holds jobs (sharded by engine id); `ControlStore` holds engines and users. The embedded SQLite
+//! shards implement both today; a PostgreSQL backend for gateway fleets implements the same traits later.
+//! Every correctness rule (idempotency, leases, fencing) is enforced inside the implementation's database so
+//! that two gateway processes sharing one store stay correct.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use flowork_common::wire::{Job, JobPage, JobStatus, Lease};
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+
+/// A validated job ready to be written, with its id and idempotency data already decided.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: String,
+    pub engine: String,
+    pub user: String,
+    pub kind: String,
+    /// Canonical JSON text of the payload.
+    pub payload: String,
+    pub priority: i32,
+    pub run_at_ms: i64,
+    pub max_attempts: u32,
+    pub timeout_ms: u64,
+    pub idempotency_key: String,
+    pub fingerprint: String,
+    pub traceparent: Option<String>,
+}
+
+/// What an enqueue did.
+#[derive(Debug)]
+pub enum EnqueueOutcome {
+    /// A new job was stored.
+    Created(Job),
+    /// The key was used before with the same request: the original job, nothing new stored.
+    Replayed(Job),
+    /// The key was used before with a different request.
+    KeyReused,
+}
+
+/// Filters of a job listing, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub status: Option<JobStatus>,
+    pub engine: Option<String>,
+    pub limit: usize,
+    /// Only jobs older than this job id (the previous page's cursor).
+    pub before_id: Option<String>,
+}
+
+/// What a cancel did.
+#[derive(Debug)]
+pub enum CancelOutcome {
+    Cancelled(Job),
+    /// The job exists but is past the point where it can be cancelled.
+    NotCancellable(JobStatus),
+    NotFound,
+}
+
+/// A claim: up to `max` jobs, leased for `lease_ms`, waiting up to `wait_ms` for work.
+#[derive(Debug, Clone)]
+pub struct ClaimParams {
+    pub max: u32,
+    pub wait_ms: u64,
+    pub lease_ms: u64,
+    pub worker: String,
+}
+
+/// The outcome an engine reports for one attempt.
+#[derive(Debug, Clone)]
+pub enum Finish {
+    Succeeded { result: Option<String> },
+    Failed { error: String, retryable: bool },
+}
+
+/// Where a finished attempt left the job.
+#[derive(Debug, Clone)]
+pub struct FinishOutcome {
+    pub status: JobStatus,
+    pub run_at_ms: Option<i64>,
+}
+
+/// When a failed attempt is retried: exponential backoff with full jitter between `base_ms` and `cap_ms`.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub base_ms: u64,
+    pub cap_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            base_ms: 1_000,
+            cap_ms: 3_600_000,
+        }
+    }
+}
+
+/// A registered engine (never its token).
+#[derive(Debug, Clone)]
+pub struct EngineRecord {
+    pub id: String,
+    pub owner: Option<String>,
+    pub created_at_ms: i64,
+    pub revoked_at_ms: Option<i64>,
+}
+
+impl EngineRecord {
+    pub fn is_active(&self) -> bool {
+        self.revoked_at_ms.is_none()
+    }
+}
+
+/// Queue depth of one engine.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueueCounts {
+    pub queued: u64,
+    pub running: u64,
+}
+
+/// Storage failures, and the store-level refusals the API turns into 404/409.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("engine {0:?} is not registered")]
+    EngineNotFound(String),
+    #[error("engine {0:?} is already registered")]
+    EngineExists(String),
+    #[error("job {0} not found")]
+    JobNotFound(String),
+    #[error("the lease on job {0} is not held by this token or has expired")]
+    LeaseLost(String),
+    #[error(
+        "{path} has schema version {found}, but this build knows only up to {supported}: it was written by a newer \
+         Flowork; run that version or restore a backup"
+    )]
+    NewerSchema {
+        path: String,
+        found: u32,
+        supported: u32,
+    },
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("connection pool error: {0}")]
+    Pool(#[from] r2d2::Error),
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the shard writer for engine {0:?} has stopped")]
+    WriterStopped(String),
+    #[error("a blocking store task failed: {0}")]
+    Task(String),
+}
+
+/// Jobs: enqueue, read, cancel, and the engine side (claim, heartbeat, finish).
+#[async_trait]
+pub trait JobStore: Send + Sync + 'static {
+    async fn enqueue(&self, job: NewJob) -> Result<EnqueueOutcome, StoreError>;
+    async fn get_job(&self, user: &str, id: &str) -> Result<Option<Job>, StoreError>;
+    async fn list_jobs(&self, user: &str, query: ListQuery) -> Result<JobPage, StoreError>;
+    async fn cancel(&self, user: &str, id: &str) -> Result<CancelOutcome, StoreError>;
+    /// Leases runnable jobs, waiting up to `wait_ms` (woken by enqueues, not by polling) unless `stop` fires.
+    async fn claim(
+        &self,
+        engine: &str,
+        params: ClaimParams,
+        stop: CancellationToken,
+    ) -> Result<Vec<Lease>, StoreError>;
+    /// Extends a lease; returns the new expiry (Unix ms).
+    async fn heartbeat(
+        &self,
+        engine: &str,
+        job_id: &str,
+        lease_token: &str,
+        lease_ms: u64,
+    ) -> Result<i64, StoreError>;
+    async fn finish(
+        &self,
+        engine: &str,
+        job_id: &str,
+        lease_token: &str,
+        finish: Finish,
+    ) -> Result<FinishOutcome, StoreError>;
+    /// Puts jobs whose lease expired back in the queue (or to `dead` when out of attempts), on every open shard.
+    async fn reap_expired_leases(&self) -> Result<u64, StoreError>;
+    async fn queue_counts(&self, engine: &str) -> Result<QueueCounts, StoreError>;
+}
+
+/// Engines and users.
+#[async_trait]
+pub trait ControlStore: Send + Sync + 'static {
+    /// Registers an engine and creates its shard.
+    async fn add_engine(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+        token_hash: &str,
+    ) -> Result<(), StoreError>;
+    async fn list_engines(&self) -> Result<Vec<EngineRecord>, StoreError>;
+    async fn engine(&self, id: &str) -> Result<Option<EngineRecord>, StoreError>;
+    async fn engine_for_token_hash(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<EngineRecord>, StoreError>;
+    /// Replaces an engine's token (and un-revokes it).
+    async fn set_engine_token(&self, id: &str, token_hash: &str) -> Result<(), StoreError>;
+    async fn revoke_engine(&self, id: &str) -> Result<(), StoreError>;
+    /// A cheap check that the databases answer, for `/readyz`.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

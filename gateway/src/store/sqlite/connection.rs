@@ -1,0 +1,49 @@
+//! Opening SQLite files the one way Flowork wants them: WAL, `synchronous=NORMAL`, a busy timeout, foreign keys.
+
+use std::path::Path;
+use std::time::Duration;
+
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::Connection;
+
+use crate::store::StoreError;
+
+/// How long a writer waits for another process's write lock (a second gateway on the same data directory)
+/// before giving up with `SQLITE_BUSY`.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Read connections per database: enough for concurrent API reads on a small box.
+const READ_POOL_SIZE: u32 = 4;
+
+pub type ReadPool = r2d2::Pool<SqliteConnectionManager>;
+
+/// Applies the per-connection settings every Flowork connection uses.
+pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String =
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "journal_mode could not be set to WAL (got {mode})"
+        )));
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+/// Opens (creating if needed) a read-write connection, for writers and migrations.
+pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    configure(&conn)?;
+    Ok(conn)
+}
+
+/// A small pool of connections for reads (they never block the writer thanks to WAL).
+pub fn open_read_pool(path: &Path) -> Result<ReadPool, StoreError> {
+    let manager = SqliteConnectionManager::file(path).with_init(|conn| configure(conn));
+    Ok(r2d2::Pool::builder()
+        .max_size(READ_POOL_SIZE)
+        .min_idle(Some(1))
+        .build(manager)?)
+}

@@ -1,0 +1,378 @@
+//! The embedded store: one SQLite file per engine ("shard") plus a control database, under the data directory.
+//!
+//! Layout: `control.sqlite3`, `shards/<engine>.sqlite3`. Shards open lazily on first use (so start-up time does
+//! not grow with the number of engines) and stay open.
+
+pub mod connection;
+pub mod control;
+pub mod migrate;
+pub mod queries;
+pub mod shard;
+pub mod writer;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flowork_common::clock::Clock;
+use flowork_common::wire::{Job, JobPage, Lease};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use self::control::ControlDb;
+use self::shard::Shard;
+use self::writer::{WriteDone, WriteOp};
+use crate::secure_fs::create_private_dir;
+use crate::store::{
+    CancelOutcome, ClaimParams, ControlStore, EngineRecord, EnqueueOutcome, Finish, FinishOutcome,
+    JobStore, ListQuery, NewJob, QueueCounts, RetryPolicy, StoreError,
+};
+
+/// The SQLite-backed store.
+pub struct SqliteStore {
+    data_dir: PathBuf,
+    control: Arc<ControlDb>,
+    shards: RwLock<HashMap<String, Arc<Shard>>>,
+    opening: tokio::sync::Mutex<()>,
+    clock: Arc<dyn Clock>,
+    retry: RetryPolicy,
+}
+
+/// Runs blocking SQLite work off the async executor.
+async fn blocking<T, F>(work: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+}
+
+fn unexpected(done: WriteDone) -> StoreError {
+    StoreError::Task(format!(
+        "shard writer answered with an unexpected result: {done:?}"
+    ))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the data directory and the control database.
+    pub async fn open(
+        data_dir: &Path,
+        clock: Arc<dyn Clock>,
+        retry: RetryPolicy,
+    ) -> Result<Self, StoreError> {
+        let dir = data_dir.to_path_buf();
+        let control = blocking(move || {
+            for folder in [dir.clone(), dir.join("shards")] {
+                create_private_dir(&folder).map_err(|source| StoreError::Io {
+                    path: folder.display().to_string(),
+                    source,
+                })?;
+            }
+            ControlDb::open(&dir.join("control.sqlite3"))
+        })
+        .await?;
+        Ok(Self {
+            data_dir: data_dir.to_path_buf(),
+            control: Arc::new(control),
+            shards: RwLock::new(HashMap::new()),
+            opening: tokio::sync::Mutex::new(()),
+            clock,
+            retry,
+        })
+    }
+
+    fn open_shard_if_loaded(&self, engine: &str) -> Option<Arc<Shard>> {
+        self.shards.read().ok()?.get(engine).cloned()
+    }
+
+    /// The shard of a registered engine, opened on first use.
+    async fn shard(&self, engine: &str) -> Result<Arc<Shard>, StoreError> {
+        if let Some(shard) = self.open_shard_if_loaded(engine) {
+            return Ok(shard);
+        }
+        let _opening = self.opening.lock().await;
+        if let Some(shard) = self.open_shard_if_loaded(engine) {
+            return Ok(shard);
+        }
+        if self.engine(engine).await?.is_none() {
+            return Err(StoreError::EngineNotFound(engine.to_string()));
+        }
+        let (dir, name, clock, retry) = (
+            self.data_dir.clone(),
+            engine.to_string(),
+            self.clock.clone(),
+            self.retry,
+        );
+        let shard = Arc::new(blocking(move || Shard::open(&dir, &name, clock, retry)).await?);
+        if let Ok(mut shards) = self.shards.write() {
+            shards.insert(engine.to_string(), shard.clone());
+        }
+        Ok(shard)
+    }
+
+    /// Every registered engine's shard (for reads across engines).
+    async fn all_shards(&self) -> Result<Vec<Arc<Shard>>, StoreError> {
+        let mut shards = Vec::new();
+        for engine in self.list_engines().await? {
+            shards.push(self.shard(&engine.id).await?);
+        }
+        Ok(shards)
+    }
+
+    /// Opens every registered shard now (migrating them), so problems surface at start-up in the logs.
+    pub async fn open_all_shards(&self) -> Result<usize, StoreError> {
+        Ok(self.all_shards().await?.len())
+    }
+
+    async fn read<T, F>(&self, shard: &Arc<Shard>, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection, &str) -> Result<T, StoreError> + Send + 'static,
+    {
+        let shard = shard.clone();
+        blocking(move || {
+            let conn = shard.reads.get()?;
+            work(&conn, &shard.engine)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl JobStore for SqliteStore {
+    async fn enqueue(&self, job: NewJob) -> Result<EnqueueOutcome, StoreError> {
+        let shard = self.shard(&job.engine).await?;
+        match shard.writer.write(WriteOp::Enqueue(job)).await? {
+            WriteDone::Enqueued(outcome) => Ok(outcome),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn get_job(&self, user: &str, id: &str) -> Result<Option<Job>, StoreError> {
+        for shard in self.all_shards().await? {
+            let (user, id) = (user.to_string(), id.to_string());
+            if let Some(job) = self
+                .read(&shard, move |conn, engine| {
+                    queries::get(conn, engine, &user, &id)
+                })
+                .await?
+            {
+                return Ok(Some(job));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn list_jobs(&self, user: &str, query: ListQuery) -> Result<JobPage, StoreError> {
+        let shards = match &query.engine {
+            Some(engine) => match self.shard(engine).await {
+                Ok(shard) => vec![shard],
+                Err(StoreError::EngineNotFound(_)) => Vec::new(),
+                Err(e) => return Err(e),
+            },
+            None => self.all_shards().await?,
+        };
+        // Each shard returns its newest `limit + 1`; UUIDv7 ids sort by time, so a merge by id gives the
+        // newest across shards and tells whether another page exists.
+        let mut jobs = Vec::new();
+        for shard in shards {
+            let (user, status, before, limit) = (
+                user.to_string(),
+                query.status,
+                query.before_id.clone(),
+                query.limit + 1,
+            );
+            jobs.extend(
+                self.read(&shard, move |conn, engine| {
+                    queries::list(conn, engine, &user, status, before.as_deref(), limit)
+                })
+                .await?,
+            );
+        }
+        jobs.sort_by(|a, b| b.id.cmp(&a.id));
+        let more = jobs.len() > query.limit;
+        jobs.truncate(query.limit);
+        let next_cursor = if more {
+            jobs.last().map(|j| j.id.clone())
+        } else {
+            None
+        };
+        Ok(JobPage { jobs, next_cursor })
+    }
+
+    async fn cancel(&self, user: &str, id: &str) -> Result<CancelOutcome, StoreError> {
+        let Some(job) = self.get_job(user, id).await? else {
+            return Ok(CancelOutcome::NotFound);
+        };
+        let shard = self.shard(&job.engine).await?;
+        let op = WriteOp::Cancel {
+            user: user.to_string(),
+            job_id: id.to_string(),
+        };
+        match shard.writer.write(op).await? {
+            WriteDone::Cancelled(outcome) => Ok(outcome),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn claim(
+        &self,
+        engine: &str,
+        params: ClaimParams,
+        stop: CancellationToken,
+    ) -> Result<Vec<Lease>, StoreError> {
+        let shard = self.shard(engine).await?;
+        let deadline = Instant::now() + Duration::from_millis(params.wait_ms);
+        loop {
+            // Register for the wake-up before looking, so an enqueue committed in between is not missed.
+            let woken = shard.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let op = WriteOp::Claim {
+                max: params.max,
+                lease_ms: params.lease_ms,
+                worker: params.worker.clone(),
+            };
+            let (leases, next_due_ms) = match shard.writer.write(op).await? {
+                WriteDone::Claimed {
+                    leases,
+                    next_due_ms,
+                } => (leases, next_due_ms),
+                other => return Err(unexpected(other)),
+            };
+            if !leases.is_empty() || Instant::now() >= deadline {
+                return Ok(leases);
+            }
+            let mut wake_at = deadline;
+            if let Some(due) = next_due_ms {
+                let in_ms = (due - self.clock.now_ms()).max(1) as u64;
+                wake_at = wake_at.min(Instant::now() + Duration::from_millis(in_ms));
+            }
+            tokio::select! {
+                _ = woken => {}
+                _ = tokio::time::sleep_until(wake_at) => {}
+                _ = stop.cancelled() => return Ok(Vec::new()),
+            }
+        }
+    }
+
+    async fn heartbeat(
+        &self,
+        engine: &str,
+        job_id: &str,
+        lease_token: &str,
+        lease_ms: u64,
+    ) -> Result<i64, StoreError> {
+        let shard = self.shard(engine).await?;
+        let op = WriteOp::Heartbeat {
+            job_id: job_id.to_string(),
+            lease_token: lease_token.to_string(),
+            lease_ms,
+        };
+        match shard.writer.write(op).await? {
+            WriteDone::Heartbeat(expires) => Ok(expires),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn finish(
+        &self,
+        engine: &str,
+        job_id: &str,
+        lease_token: &str,
+        finish: Finish,
+    ) -> Result<FinishOutcome, StoreError> {
+        let shard = self.shard(engine).await?;
+        let op = WriteOp::Finish {
+            job_id: job_id.to_string(),
+            lease_token: lease_token.to_string(),
+            finish,
+        };
+        match shard.writer.write(op).await? {
+            WriteDone::Finished(outcome) => Ok(outcome),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn reap_expired_leases(&self) -> Result<u64, StoreError> {
+        let shards: Vec<Arc<Shard>> = match self.shards.read() {
+            Ok(shards) => shards.values().cloned().collect(),
+            Err(_) => Vec::new(),
+        };
+        let mut reaped = 0;
+        for shard in shards {
+            match shard.writer.write(WriteOp::ReapExpired).await? {
+                WriteDone::Reaped(n) => reaped += n,
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(reaped)
+    }
+
+    async fn queue_counts(&self, engine: &str) -> Result<QueueCounts, StoreError> {
+        let shard = self.shard(engine).await?;
+        self.read(&shard, |conn, _| queries::counts(conn)).await
+    }
+}
+
+#[async_trait]
+impl ControlStore for SqliteStore {
+    async fn add_engine(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+        token_hash: &str,
+    ) -> Result<(), StoreError> {
+        let (control, id, owner, hash) = (
+            self.control.clone(),
+            id.to_string(),
+            owner.map(str::to_string),
+            token_hash.to_string(),
+        );
+        let path = shard::shard_path(&self.data_dir, &id);
+        let now = self.clock.now_ms();
+        blocking(move || {
+            // The shard exists before the engine is visible, so a registered engine always has one.
+            shard::create_or_migrate(&path)?;
+            control.insert_engine(&id, owner.as_deref(), &hash, now)
+        })
+        .await
+    }
+
+    async fn list_engines(&self) -> Result<Vec<EngineRecord>, StoreError> {
+        let control = self.control.clone();
+        blocking(move || control.engines()).await
+    }
+
+    async fn engine(&self, id: &str) -> Result<Option<EngineRecord>, StoreError> {
+        let (control, id) = (self.control.clone(), id.to_string());
+        blocking(move || control.engine(&id)).await
+    }
+
+    async fn engine_for_token_hash(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<EngineRecord>, StoreError> {
+        let (control, hash) = (self.control.clone(), token_hash.to_string());
+        blocking(move || control.engine_for_token_hash(&hash)).await
+    }
+
+    async fn set_engine_token(&self, id: &str, token_hash: &str) -> Result<(), StoreError> {
+        let (control, id, hash) = (self.control.clone(), id.to_string(), token_hash.to_string());
+        blocking(move || control.set_engine_token(&id, &hash)).await
+    }
+
+    async fn revoke_engine(&self, id: &str) -> Result<(), StoreError> {
+        let (control, id, now) = (self.control.clone(), id.to_string(), self.clock.now_ms());
+        blocking(move || control.revoke_engine(&id, now)).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let control = self.control.clone();
+        blocking(move || control.ping()).await
+    }
+}

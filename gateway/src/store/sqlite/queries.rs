@@ -1,0 +1,383 @@
+//! The SQL of one shard: every job state transition as one function over a connection.
+//!
+//! The writer thread calls the mutating functions inside its group-commit transaction; the read functions run
+//! on pooled connections. State guards live in the `WHERE` clauses, so a stale caller changes nothing.
+
+use flowork_common::backoff::full_jitter_delay_ms;
+use flowork_common::timefmt::format_ms;
+use flowork_common::wire::{Job, JobStatus, Lease};
+use rusqlite::types::Type;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde_json::value::RawValue;
+
+use crate::store::{
+    CancelOutcome, EnqueueOutcome, Finish, FinishOutcome, NewJob, QueueCounts, RetryPolicy,
+    StoreError,
+};
+
+/// The columns `job_from_row` reads, in order.
+const JOB_COLUMNS: &str = "id, user_id, kind, status, payload, attempts, max_attempts, priority, timeout_ms, run_at, \
+                           enqueued_at, claimed_at, finished_at, result, error, traceparent";
+
+fn raw_json(text: String, column: usize) -> rusqlite::Result<Box<RawValue>> {
+    RawValue::from_string(text)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(column, Type::Text, Box::new(e)))
+}
+
+/// Builds the API's job from a row selected with `JOB_COLUMNS`.
+fn job_from_row(row: &Row<'_>, engine: &str) -> rusqlite::Result<Job> {
+    let status: String = row.get(3)?;
+    let status = JobStatus::parse(&status).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            3,
+            Type::Text,
+            format!("unknown job status {status:?}").into(),
+        )
+    })?;
+    let result: Option<String> = row.get(13)?;
+    Ok(Job {
+        id: row.get(0)?,
+        engine: engine.to_string(),
+        user: row.get(1)?,
+        kind: row.get(2)?,
+        status,
+        payload: raw_json(row.get(4)?, 4)?,
+        attempts: row.get(5)?,
+        max_attempts: row.get(6)?,
+        priority: row.get(7)?,
+        timeout_ms: row.get::<_, i64>(8)?.max(0) as u64,
+        run_at: format_ms(row.get(9)?),
+        enqueued_at: format_ms(row.get(10)?),
+        claimed_at: row.get::<_, Option<i64>>(11)?.map(format_ms),
+        finished_at: row.get::<_, Option<i64>>(12)?.map(format_ms),
+        result: result.map(|r| raw_json(r, 13)).transpose()?,
+        error: row.get(14)?,
+        traceparent: row.get(15)?,
+    })
+}
+
+/// Stores a job unless its (user, idempotency key) is taken; then answers with the original or a conflict.
+pub fn enqueue(conn: &Connection, job: &NewJob, now: i64) -> Result<EnqueueOutcome, StoreError> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO jobs (id, user_id, kind, payload, priority, run_at, max_attempts, timeout_ms, status,
+                               enqueued_at, idempotency_key, request_fingerprint, traceparent)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', ?9, ?10, ?11, ?12)
+             ON CONFLICT (user_id, idempotency_key) DO NOTHING",
+        )?
+        .execute(params![
+            job.id,
+            job.user,
+            job.kind,
+            job.payload,
+            job.priority,
+            job.run_at_ms,
+            job.max_attempts,
+            job.timeout_ms as i64,
+            now,
+            job.idempotency_key,
+            job.fingerprint,
+            job.traceparent,
+        ])?;
+    if inserted == 1 {
+        return Ok(EnqueueOutcome::Created(Job {
+            id: job.id.clone(),
+            engine: job.engine.clone(),
+            user: job.user.clone(),
+            kind: job.kind.clone(),
+            status: JobStatus::Queued,
+            payload: raw_json(job.payload.clone(), 4)?,
+            attempts: 0,
+            max_attempts: job.max_attempts,
+            priority: job.priority,
+            timeout_ms: job.timeout_ms,
+            run_at: format_ms(job.run_at_ms),
+            enqueued_at: format_ms(now),
+            claimed_at: None,
+            finished_at: None,
+            result: None,
+            error: None,
+            traceparent: job.traceparent.clone(),
+        }));
+    }
+    let sql = format!(
+        "SELECT {JOB_COLUMNS}, request_fingerprint FROM jobs WHERE user_id = ?1 AND idempotency_key = ?2"
+    );
+    let existing = conn
+        .prepare_cached(&sql)?
+        .query_row(params![job.user, job.idempotency_key], |row| {
+            Ok((job_from_row(row, &job.engine)?, row.get::<_, String>(16)?))
+        })?;
+    Ok(if existing.1 == job.fingerprint {
+        EnqueueOutcome::Replayed(existing.0)
+    } else {
+        EnqueueOutcome::KeyReused
+    })
+}
+
+/// Leases up to `max` runnable jobs (highest priority, then earliest `run_at`, then oldest), each with its own
+/// random lease token, counting the attempt.
+pub fn claim(
+    conn: &Connection,
+    engine: &str,
+    max: u32,
+    lease_ms: u64,
+    worker: &str,
+    now: i64,
+) -> Result<Vec<Lease>, StoreError> {
+    let expires = now.saturating_add(lease_ms as i64);
+    let sql = format!(
+        "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = ?1,
+                lease_token = lower(hex(randomblob(16))), lease_expires_at = ?2, claimed_at = ?3
+         WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND run_at <= ?3
+                      ORDER BY priority DESC, run_at, id LIMIT ?4)
+         RETURNING {JOB_COLUMNS}, lease_token"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params![worker, expires, now, max], |row| {
+        Ok(Lease {
+            job: job_from_row(row, engine)?,
+            lease_token: row.get(16)?,
+            lease_expires_at: format_ms(expires),
+        })
+    })?;
+    let mut leases = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    // RETURNING gives no order guarantee; hand jobs out in claim order.
+    leases.sort_by(|a, b| {
+        b.job
+            .priority
+            .cmp(&a.job.priority)
+            .then_with(|| a.job.run_at.cmp(&b.job.run_at))
+            .then_with(|| a.job.id.cmp(&b.job.id))
+    });
+    Ok(leases)
+}
+
+/// Why a lease check failed: the job does not exist here, or the lease is not (or no longer) this token's.
+fn lease_failure(conn: &Connection, job_id: &str) -> Result<StoreError, StoreError> {
+    let exists = conn
+        .prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")?
+        .query_row([job_id], |_| Ok(()))
+        .optional()?
+        .is_some();
+    Ok(if exists {
+        StoreError::LeaseLost(job_id.to_string())
+    } else {
+        StoreError::JobNotFound(job_id.to_string())
+    })
+}
+
+/// Extends a live lease held by `lease_token`; returns the new expiry.
+pub fn heartbeat(
+    conn: &Connection,
+    job_id: &str,
+    lease_token: &str,
+    lease_ms: u64,
+    now: i64,
+) -> Result<i64, StoreError> {
+    let expires = now.saturating_add(lease_ms as i64);
+    let updated = conn
+        .prepare_cached(
+            "UPDATE jobs SET lease_expires_at = ?1
+             WHERE id = ?2 AND status = 'running' AND lease_token = ?3 AND lease_expires_at > ?4",
+        )?
+        .execute(params![expires, job_id, lease_token, now])?;
+    if updated == 1 {
+        Ok(expires)
+    } else {
+        Err(lease_failure(conn, job_id)?)
+    }
+}
+
+/// Records an attempt's outcome, if `lease_token` still holds a live lease (fencing).
+///
+/// A retryable failure with attempts left goes back to `queued` after a full-jitter backoff; any other
+/// failure is final (`dead`).
+pub fn finish(
+    conn: &Connection,
+    job_id: &str,
+    lease_token: &str,
+    outcome: &Finish,
+    now: i64,
+    policy: RetryPolicy,
+    jitter_unit: f64,
+) -> Result<FinishOutcome, StoreError> {
+    let held: Option<(u32, u32)> = conn
+        .prepare_cached(
+            "SELECT attempts, max_attempts FROM jobs
+             WHERE id = ?1 AND status = 'running' AND lease_token = ?2 AND lease_expires_at > ?3",
+        )?
+        .query_row(params![job_id, lease_token, now], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .optional()?;
+    let Some((attempts, max_attempts)) = held else {
+        return Err(lease_failure(conn, job_id)?);
+    };
+    const CLEAR_LEASE: &str = "lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL";
+    match outcome {
+        Finish::Succeeded { result } => {
+            conn.prepare_cached(&format!(
+                "UPDATE jobs SET status = 'succeeded', result = ?1, error = NULL, finished_at = ?2, {CLEAR_LEASE}
+                 WHERE id = ?3"
+            ))?
+            .execute(params![result.as_deref().unwrap_or("null"), now, job_id])?;
+            Ok(FinishOutcome {
+                status: JobStatus::Succeeded,
+                run_at_ms: None,
+            })
+        }
+        Finish::Failed { error, retryable } if *retryable && attempts < max_attempts => {
+            let delay = full_jitter_delay_ms(attempts, policy.base_ms, policy.cap_ms, jitter_unit);
+            let run_at = now.saturating_add(delay as i64);
+            conn.prepare_cached(&format!(
+                "UPDATE jobs SET status = 'queued', run_at = ?1, error = ?2, {CLEAR_LEASE} WHERE id = ?3"
+            ))?
+            .execute(params![run_at, error, job_id])?;
+            Ok(FinishOutcome {
+                status: JobStatus::Queued,
+                run_at_ms: Some(run_at),
+            })
+        }
+        Finish::Failed { error, .. } => {
+            conn.prepare_cached(&format!(
+                "UPDATE jobs SET status = 'dead', error = ?1, finished_at = ?2, {CLEAR_LEASE} WHERE id = ?3"
+            ))?
+            .execute(params![error, now, job_id])?;
+            Ok(FinishOutcome {
+                status: JobStatus::Dead,
+                run_at_ms: None,
+            })
+        }
+    }
+}
+
+/// Cancels a queued job of `user`.
+pub fn cancel(
+    conn: &Connection,
+    engine: &str,
+    user: &str,
+    job_id: &str,
+    now: i64,
+) -> Result<CancelOutcome, StoreError> {
+    let sql = format!(
+        "UPDATE jobs SET status = 'cancelled', finished_at = ?1
+         WHERE id = ?2 AND user_id = ?3 AND status = 'queued' RETURNING {JOB_COLUMNS}"
+    );
+    let cancelled = conn
+        .prepare_cached(&sql)?
+        .query_row(params![now, job_id, user], |row| job_from_row(row, engine))
+        .optional()?;
+    if let Some(job) = cancelled {
+        return Ok(CancelOutcome::Cancelled(job));
+    }
+    let status: Option<String> = conn
+        .prepare_cached("SELECT status FROM jobs WHERE id = ?1 AND user_id = ?2")?
+        .query_row(params![job_id, user], |row| row.get(0))
+        .optional()?;
+    Ok(match status.as_deref().and_then(JobStatus::parse) {
+        Some(status) => CancelOutcome::NotCancellable(status),
+        None => CancelOutcome::NotFound,
+    })
+}
+
+/// Puts back leases whose claim answer never reached the engine, without counting the attempt.
+pub fn release(conn: &Connection, leases: &[(String, String)]) -> Result<u64, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE jobs SET status = 'queued', attempts = attempts - 1, claimed_at = NULL,
+                lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+         WHERE id = ?1 AND lease_token = ?2 AND status = 'running'",
+    )?;
+    let mut released = 0;
+    for (id, token) in leases {
+        released += stmt.execute(params![id, token])? as u64;
+    }
+    Ok(released)
+}
+
+/// Requeues jobs whose lease expired (the attempt counts), or marks them `dead` when no attempt is left.
+pub fn reap_expired(conn: &Connection, now: i64) -> Result<u64, StoreError> {
+    let reaped = conn
+        .prepare_cached(
+            "UPDATE jobs SET
+                 status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
+                 finished_at = CASE WHEN attempts >= max_attempts THEN ?1 ELSE NULL END,
+                 error = 'lease expired on attempt ' || attempts || ' of ' || max_attempts
+                         || ': the engine stopped heartbeating',
+                 run_at = ?1, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+             WHERE status = 'running' AND lease_expires_at <= ?1",
+        )?
+        .execute([now])?;
+    Ok(reaped as u64)
+}
+
+/// The earliest moment something may become claimable: a delayed job's `run_at` or a lease's expiry.
+pub fn next_due(conn: &Connection) -> Result<Option<i64>, StoreError> {
+    let run_at: Option<i64> = conn
+        .prepare_cached("SELECT min(run_at) FROM jobs WHERE status = 'queued'")?
+        .query_row([], |row| row.get(0))?;
+    let expiry: Option<i64> = conn
+        .prepare_cached("SELECT min(lease_expires_at) FROM jobs WHERE status = 'running'")?
+        .query_row([], |row| row.get(0))?;
+    Ok(match (run_at, expiry) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    })
+}
+
+/// One job of `user` by id.
+pub fn get(
+    conn: &Connection,
+    engine: &str,
+    user: &str,
+    job_id: &str,
+) -> Result<Option<Job>, StoreError> {
+    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1 AND user_id = ?2");
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row(params![job_id, user], |row| job_from_row(row, engine))
+        .optional()?)
+}
+
+/// Up to `limit` jobs of `user`, newest first, optionally of one status and older than `before_id`.
+pub fn list(
+    conn: &Connection,
+    engine: &str,
+    user: &str,
+    status: Option<JobStatus>,
+    before_id: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Job>, StoreError> {
+    let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE user_id = ?1");
+    sql.push_str(if status.is_some() {
+        " AND status = ?2"
+    } else {
+        " AND ?2 IS NULL"
+    });
+    sql.push_str(if before_id.is_some() {
+        " AND id < ?3"
+    } else {
+        " AND ?3 IS NULL"
+    });
+    sql.push_str(" ORDER BY id DESC LIMIT ?4");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(
+        params![user, status.map(JobStatus::as_str), before_id, limit as i64],
+        |row| job_from_row(row, engine),
+    )?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// How many jobs are queued and running.
+pub fn counts(conn: &Connection) -> Result<QueueCounts, StoreError> {
+    // Literal statuses so SQLite can answer from the partial indexes.
+    let count = |sql: &str| -> Result<u64, StoreError> {
+        Ok(conn
+            .prepare_cached(sql)?
+            .query_row([], |row| row.get::<_, i64>(0))? as u64)
+    };
+    Ok(QueueCounts {
+        queued: count("SELECT count(*) FROM jobs WHERE status = 'queued'")?,
+        running: count("SELECT count(*) FROM jobs WHERE status = 'running'")?,
+    })
+}

@@ -1,0 +1,67 @@
+//! One engine's shard: its SQLite file, the read pool, the single writer and the wake-up signal for claims.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use flowork_common::clock::Clock;
+use tokio::sync::Notify;
+
+use super::connection::{ReadPool, open_read_pool, open_writer};
+use super::migrate;
+use super::writer::{ShardWriter, WriterContext};
+use crate::store::{RetryPolicy, StoreError};
+
+/// An open shard.
+pub struct Shard {
+    pub engine: Arc<str>,
+    pub path: PathBuf,
+    pub reads: ReadPool,
+    pub writer: ShardWriter,
+    /// Notified after commits that made jobs claimable.
+    pub wake: Arc<Notify>,
+}
+
+/// Where an engine's shard lives under the data directory.
+pub fn shard_path(data_dir: &Path, engine: &str) -> PathBuf {
+    data_dir.join("shards").join(format!("{engine}.sqlite3"))
+}
+
+/// Creates the shard file if needed and brings it to the current schema (blocking).
+pub fn create_or_migrate(path: &Path) -> Result<(), StoreError> {
+    let mut conn = open_writer(path)?;
+    migrate::apply(&mut conn, migrate::SHARD, &path.display().to_string())?;
+    Ok(())
+}
+
+impl Shard {
+    /// Opens a shard (blocking): migrates it, starts its writer thread and read pool.
+    pub fn open(
+        data_dir: &Path,
+        engine: &str,
+        clock: Arc<dyn Clock>,
+        retry: RetryPolicy,
+    ) -> Result<Self, StoreError> {
+        let path = shard_path(data_dir, engine);
+        let mut conn = open_writer(&path)?;
+        migrate::apply(&mut conn, migrate::SHARD, &path.display().to_string())?;
+        let engine: Arc<str> = Arc::from(engine);
+        let wake = Arc::new(Notify::new());
+        let writer = ShardWriter::spawn(
+            conn,
+            WriterContext {
+                engine: engine.clone(),
+                clock,
+                retry,
+                wake: wake.clone(),
+            },
+        )?;
+        let reads = open_read_pool(&path)?;
+        Ok(Self {
+            engine,
+            path,
+            reads,
+            writer,
+            wake,
+        })
+    }
+}

@@ -1,0 +1,260 @@
+//! The single writer of one shard: a dedicated thread that commits concurrent writes together (group commit).
+//!
+//! Requests queue on a channel; the thread takes everything waiting (up to `MAX_BATCH`), applies it in one
+//! `BEGIN IMMEDIATE` transaction and answers each caller after the commit. Under load many enqueues, claims and
+//! finishes share one commit, so throughput is not bound by one commit per request; when idle a lone request
+//! commits at once. SQLite never runs on a tokio worker thread.
+
+use std::sync::Arc;
+use std::thread;
+
+use flowork_common::clock::Clock;
+use flowork_common::wire::Lease;
+use rusqlite::{Connection, TransactionBehavior};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use super::queries;
+use crate::store::{
+    CancelOutcome, EnqueueOutcome, Finish, FinishOutcome, NewJob, RetryPolicy, StoreError,
+};
+
+/// The most requests committed in one transaction: bounds the latency one commit adds to its first caller.
+const MAX_BATCH: usize = 512;
+/// Requests waiting for the writer before callers wait to queue.
+const CHANNEL_CAPACITY: usize = 8_192;
+
+/// One write to a shard.
+#[derive(Debug)]
+pub enum WriteOp {
+    Enqueue(NewJob),
+    Claim {
+        max: u32,
+        lease_ms: u64,
+        worker: String,
+    },
+    Heartbeat {
+        job_id: String,
+        lease_token: String,
+        lease_ms: u64,
+    },
+    Finish {
+        job_id: String,
+        lease_token: String,
+        finish: Finish,
+    },
+    Cancel {
+        user: String,
+        job_id: String,
+    },
+    ReapExpired,
+}
+
+/// What a write did; the variant matches the `WriteOp`.
+#[derive(Debug)]
+pub enum WriteDone {
+    Enqueued(EnqueueOutcome),
+    /// The leases, and when the next job becomes due if nothing was claimable.
+    Claimed {
+        leases: Vec<Lease>,
+        next_due_ms: Option<i64>,
+    },
+    Heartbeat(i64),
+    Finished(FinishOutcome),
+    Cancelled(CancelOutcome),
+    Reaped(u64),
+}
+
+struct WriteRequest {
+    op: WriteOp,
+    reply: oneshot::Sender<Result<WriteDone, StoreError>>,
+}
+
+/// Handle to a shard's writer thread; cheap to clone. The thread stops when the last handle is dropped.
+#[derive(Clone)]
+pub struct ShardWriter {
+    engine: Arc<str>,
+    tx: mpsc::Sender<WriteRequest>,
+}
+
+/// What the writer thread needs besides its connection.
+pub struct WriterContext {
+    pub engine: Arc<str>,
+    pub clock: Arc<dyn Clock>,
+    pub retry: RetryPolicy,
+    /// Woken after a commit that made jobs claimable, so waiting claims retry at once.
+    pub wake: Arc<Notify>,
+}
+
+impl ShardWriter {
+    /// Starts the writer thread over an open, migrated connection.
+    pub fn spawn(conn: Connection, context: WriterContext) -> Result<Self, StoreError> {
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let engine = context.engine.clone();
+        thread::Builder::new()
+            .name(format!("shard-writer-{engine}"))
+            .spawn(move || run(conn, rx, context))
+            .map_err(|source| StoreError::Io {
+                path: format!("writer thread for {engine}"),
+                source,
+            })?;
+        Ok(Self { engine, tx })
+    }
+
+    /// Queues a write and waits for its commit.
+    pub async fn write(&self, op: WriteOp) -> Result<WriteDone, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(WriteRequest { op, reply })
+            .await
+            .map_err(|_| StoreError::WriterStopped(self.engine.to_string()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::WriterStopped(self.engine.to_string()))?
+    }
+}
+
+fn run(mut conn: Connection, mut rx: mpsc::Receiver<WriteRequest>, context: WriterContext) {
+    let mut batch: Vec<WriteRequest> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        let results = match commit_batch(&mut conn, &batch, &context) {
+            Ok(results) => results,
+            // One request broke the shared transaction (disk full, corruption, a bug): nothing of it was
+            // committed, so give every request its own transaction and let only the broken one fail.
+            Err(error) => {
+                tracing::warn!(engine = %context.engine, %error, size = batch.len(), "group commit failed; retrying one by one");
+                batch
+                    .iter()
+                    .map(|request| {
+                        match commit_batch(&mut conn, std::slice::from_ref(request), &context) {
+                            Ok(mut one) => one.pop().unwrap_or(Err(StoreError::WriterStopped(
+                                context.engine.to_string(),
+                            ))),
+                            Err(error) => Err(error),
+                        }
+                    })
+                    .collect()
+            }
+        };
+        let mut wake = false;
+        let mut undelivered: Vec<(String, String)> = Vec::new();
+        for (request, result) in batch.drain(..).zip(results) {
+            wake |= makes_work_claimable(&result);
+            if let Err(Ok(WriteDone::Claimed { leases, .. })) = request.reply.send(result) {
+                // The claimer went away (client disconnected) after we leased: put the jobs straight back.
+                undelivered.extend(leases.into_iter().map(|l| (l.job.id, l.lease_token)));
+            }
+        }
+        if !undelivered.is_empty() {
+            match release_undelivered(&mut conn, &undelivered) {
+                Ok(released) => {
+                    tracing::info!(engine = %context.engine, released, "released leases of an abandoned claim");
+                    wake = true;
+                }
+                Err(error) => {
+                    tracing::warn!(engine = %context.engine, %error, "could not release abandoned leases; they will expire")
+                }
+            }
+        }
+        if wake {
+            context.wake.notify_waiters();
+        }
+    }
+}
+
+/// Whether a committed write may let a waiting claim find work.
+fn makes_work_claimable(result: &Result<WriteDone, StoreError>) -> bool {
+    match result {
+        Ok(WriteDone::Enqueued(EnqueueOutcome::Created(_))) => true,
+        Ok(WriteDone::Finished(outcome)) => {
+            outcome.status == flowork_common::wire::JobStatus::Queued
+        }
+        Ok(WriteDone::Reaped(n)) => *n > 0,
+        _ => false,
+    }
+}
+
+/// Applies requests in one transaction. Business refusals (lease lost, key reused) are per-request results;
+/// only a database failure aborts the transaction.
+fn commit_batch(
+    conn: &mut Connection,
+    batch: &[WriteRequest],
+    context: &WriterContext,
+) -> Result<Vec<Result<WriteDone, StoreError>>, StoreError> {
+    let now = context.clock.now_ms();
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut results = Vec::with_capacity(batch.len());
+    for request in batch {
+        let result = apply(&tx, &request.op, now, context);
+        if let Err(StoreError::Sqlite(error)) = result {
+            return Err(StoreError::Sqlite(error));
+        }
+        results.push(result);
+    }
+    tx.commit()?;
+    Ok(results)
+}
+
+fn apply(
+    conn: &Connection,
+    op: &WriteOp,
+    now: i64,
+    context: &WriterContext,
+) -> Result<WriteDone, StoreError> {
+    match op {
+        WriteOp::Enqueue(job) => queries::enqueue(conn, job, now).map(WriteDone::Enqueued),
+        WriteOp::Claim {
+            max,
+            lease_ms,
+            worker,
+        } => {
+            queries::reap_expired(conn, now)?;
+            let leases = queries::claim(conn, &context.engine, *max, *lease_ms, worker, now)?;
+            let next_due_ms = if leases.is_empty() {
+                queries::next_due(conn)?
+            } else {
+                None
+            };
+            Ok(WriteDone::Claimed {
+                leases,
+                next_due_ms,
+            })
+        }
+        WriteOp::Heartbeat {
+            job_id,
+            lease_token,
+            lease_ms,
+        } => {
+            queries::heartbeat(conn, job_id, lease_token, *lease_ms, now).map(WriteDone::Heartbeat)
+        }
+        WriteOp::Finish {
+            job_id,
+            lease_token,
+            finish,
+        } => {
+            let unit: f64 = rand::random();
+            queries::finish(conn, job_id, lease_token, finish, now, context.retry, unit)
+                .map(WriteDone::Finished)
+        }
+        WriteOp::Cancel { user, job_id } => {
+            queries::cancel(conn, &context.engine, user, job_id, now).map(WriteDone::Cancelled)
+        }
+        WriteOp::ReapExpired => queries::reap_expired(conn, now).map(WriteDone::Reaped),
+    }
+}
+
+fn release_undelivered(
+    conn: &mut Connection,
+    leases: &[(String, String)],
+) -> Result<u64, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let released = queries::release(&tx, leases)?;
+    tx.commit()?;
+    Ok(released)
+}
