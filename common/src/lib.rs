@@ -6,5 +6,6 @@
 pub mod backoff;
 pub mod clock;
 pub mod ids;
+pub mod logging;
 pub mod timefmt;
 pub mod wire;

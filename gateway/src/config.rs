@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+use flowork_common::logging::LogFormat;
 
 /// Flowork gateway: authenticates users, stores jobs in per-engine SQLite shards and hands them to engines.
 #[derive(Debug, Parser)]
@@ -15,12 +16,6 @@ pub struct Cli {
     /// Log format: `json` (one object per line) or `pretty`; default: pretty on a terminal, json otherwise.
     #[arg(long, global = true, env = "FLOWORK_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Json,
-    Pretty,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,7 +7,6 @@ pub mod config;
 pub mod enqueue;
 pub mod error;
 pub mod inflight;
-pub mod logging;
 pub mod secure_fs;
 pub mod server;
 pub mod store;

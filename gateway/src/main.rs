@@ -1,8 +1,9 @@
 //! `flowork-gateway`: parse the command line, run the chosen command.
 
 use clap::Parser;
+use flowork_common::logging;
 use flowork_gateway::config::{Cli, Command};
-use flowork_gateway::{commands, logging, server};
+use flowork_gateway::{commands, server};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -1,10 +1,28 @@
-//! Log set-up: JSON lines for machines, a readable format on a terminal.
+//! Log set-up shared by both binaries: JSON lines for machines, a readable format on a terminal.
 
 use std::io::IsTerminal;
+use std::str::FromStr;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "json" => Ok(Self::Json),
+            "pretty" => Ok(Self::Pretty),
+            other => Err(format!("unknown log format {other:?}: use json or pretty")),
+        }
+    }
+}
 
 /// Installs the global subscriber; `RUST_LOG` overrides the default `info` level. Logs go to stderr so
 /// that commands printing results (tokens, JSON) keep stdout clean.

@@ -1,0 +1,136 @@
+//! The engine's command line (clap, with `FLOWORK_*` environment fallbacks) and its TOML config file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use flowork_common::logging::LogFormat;
+use serde::Deserialize;
+
+/// Flowork engine: claims jobs from a gateway and runs them with a pool of workers.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "flowork-engine", version, about)]
+pub struct EngineArgs {
+    /// Base URL of the gateway.
+    #[arg(long, env = "FLOWORK_GATEWAY", default_value = "http://127.0.0.1:8080")]
+    pub gateway: String,
+    /// This engine's id, as given to `flowork-gateway engine add`.
+    #[arg(long, env = "FLOWORK_ENGINE_ID")]
+    pub engine_id: String,
+    /// File holding the engine token (keep it 0600).
+    #[arg(long, env = "FLOWORK_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+    /// The engine token itself (for containers; prefer --token-file on shared hosts).
+    #[arg(long, env = "FLOWORK_ENGINE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Jobs run at once.
+    #[arg(long, env = "FLOWORK_WORKERS", default_value_t = 4)]
+    pub workers: u32,
+    /// The TOML config file (handler allowlists); see the README.
+    #[arg(long, env = "FLOWORK_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Lease length (ms) asked for each job; heartbeats renew it every third of that.
+    #[arg(long, env = "FLOWORK_LEASE_MS", default_value_t = 30_000)]
+    pub lease_ms: u64,
+    /// How long one claim call waits at the gateway for work (ms).
+    #[arg(long, env = "FLOWORK_WAIT_MS", default_value_t = 20_000)]
+    pub wait_ms: u64,
+    /// On SIGTERM/SIGINT, how long running jobs may take to finish before the engine exits anyway (ms).
+    #[arg(long, env = "FLOWORK_GRACE_MS", default_value_t = 30_000)]
+    pub grace_ms: u64,
+    /// Log format: `json` or `pretty`; default: pretty on a terminal, json otherwise.
+    #[arg(long, env = "FLOWORK_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The engine's config file. Every section is optional; an absent section allows nothing.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub exec: ExecConfig,
+    /// LLM providers (read by the `llm` kind when it lands).
+    #[serde(default)]
+    pub llm: Option<toml::Value>,
+}
+
+/// `[http]`: URL prefixes the `http` kind may POST to.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+/// `[exec.commands]`: commands the `exec` kind may run, by name, as argv (no shell).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecConfig {
+    #[serde(default)]
+    pub commands: BTreeMap<String, Vec<String>>,
+}
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid engine config: {source}")]
+    Parse {
+        path: String,
+        source: toml::de::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let config: Self = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.display().to_string(),
+            source,
+        })?;
+        for (name, argv) in &config.exec.commands {
+            if argv.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "exec command {name:?} has an empty argv"
+                )));
+            }
+        }
+        Ok(config)
+    }
+}
+
+impl EngineArgs {
+    /// The engine token, from `--token` or the first line of `--token-file`.
+    pub fn read_token(&self) -> Result<String, ConfigError> {
+        let token = match (&self.token, &self.token_file) {
+            (Some(token), _) => token.trim().to_string(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?
+                .trim()
+                .to_string(),
+            (None, None) => {
+                return Err(ConfigError::Invalid(
+                    "give the engine token with --token-file or --token".into(),
+                ));
+            }
+        };
+        if token.is_empty() {
+            return Err(ConfigError::Invalid("the engine token is empty".into()));
+        }
+        Ok(token)
+    }
+}

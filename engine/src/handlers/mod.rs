@@ -1,0 +1,85 @@
+//! Job handlers: one trait, one file per built-in kind, and the registry that maps kinds to handlers.
+
+pub mod echo;
+pub mod exec;
+pub mod http;
+pub mod sleep;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::value::RawValue;
+
+use crate::config::FileConfig;
+
+/// Why an attempt failed, and whether another attempt could succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct JobFailure {
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl JobFailure {
+    /// A failure another attempt may not have (a timeout, a 503).
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+
+    /// A failure that will happen again (bad payload, a forbidden URL).
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+}
+
+/// Runs one kind of job. The payload is the job's JSON; the result becomes the job's result.
+#[async_trait]
+pub trait JobHandler: Send + Sync {
+    async fn run(&self, payload: &RawValue) -> Result<Box<RawValue>, JobFailure>;
+}
+
+/// Parses a payload into a handler's own type, failing the job (not retryable) on a mismatch.
+pub fn parse_payload<T: serde::de::DeserializeOwned>(
+    kind: &str,
+    payload: &RawValue,
+) -> Result<T, JobFailure> {
+    serde_json::from_str(payload.get())
+        .map_err(|e| JobFailure::permanent(format!("invalid {kind} payload: {e}")))
+}
+
+/// Turns any serialisable value into a result.
+pub fn to_result<T: serde::Serialize>(value: &T) -> Result<Box<RawValue>, JobFailure> {
+    serde_json::value::to_raw_value(value)
+        .map_err(|e| JobFailure::permanent(format!("unserialisable result: {e}")))
+}
+
+/// The handlers this engine runs, by kind.
+#[derive(Clone, Default)]
+pub struct Registry(HashMap<String, Arc<dyn JobHandler>>);
+
+impl Registry {
+    /// The built-in kinds, configured from the engine's config file.
+    pub fn builtin(config: &FileConfig) -> Result<Self, crate::config::ConfigError> {
+        let mut registry = Self::default();
+        registry.insert("echo", Arc::new(echo::Echo));
+        registry.insert("sleep", Arc::new(sleep::Sleep));
+        registry.insert("http", Arc::new(http::HttpPost::new(&config.http)?));
+        registry.insert("exec", Arc::new(exec::Exec::new(&config.exec)));
+        Ok(registry)
+    }
+
+    pub fn insert(&mut self, kind: &str, handler: Arc<dyn JobHandler>) {
+        self.0.insert(kind.to_string(), handler);
+    }
+
+    pub fn get(&self, kind: &str) -> Option<Arc<dyn JobHandler>> {
+        self.0.get(kind).cloned()
+    }
+}

@@ -1,0 +1,118 @@
+//! Running one leased job: the handler under the job's timeout, heartbeats while it runs, then `finish`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flowork_common::wire::{AttemptOutcome, FinishRequest, HeartbeatRequest, Lease};
+use serde_json::value::RawValue;
+
+use crate::client::{ClientError, GatewayClient};
+use crate::handlers::{JobFailure, Registry};
+
+/// What a worker needs to run jobs.
+pub struct JobRunner {
+    pub client: GatewayClient,
+    pub handlers: Registry,
+    pub lease_ms: u64,
+}
+
+impl JobRunner {
+    /// Runs a job to its end and reports it. Returns early, without reporting, if the lease is lost: another
+    /// engine may hold the job by then, and the gateway would refuse our report anyway.
+    pub async fn run(self: Arc<Self>, lease: Lease) {
+        let job_id = lease.job.id.clone();
+        let kind = lease.job.kind.clone();
+        let started = std::time::Instant::now();
+        let outcome = tokio::select! {
+            outcome = self.execute(&lease) => outcome,
+            lost = self.keep_lease(&job_id, &lease.lease_token) => {
+                tracing::warn!(job_id, kind, error = %lost, "lease lost while running; abandoning the job");
+                return;
+            }
+        };
+        let ms = started.elapsed().as_millis() as u64;
+        match &outcome {
+            Ok(_) => tracing::info!(job_id, kind, ms, "job succeeded"),
+            Err(failure) => {
+                tracing::info!(job_id, kind, ms, error = %failure, retryable = failure.retryable, "job failed")
+            }
+        }
+        self.report(&job_id, &lease.lease_token, outcome).await;
+    }
+
+    async fn execute(&self, lease: &Lease) -> Result<Box<RawValue>, JobFailure> {
+        let job = &lease.job;
+        let handler = self.handlers.get(&job.kind).ok_or_else(|| {
+            JobFailure::permanent(format!(
+                "this engine has no handler for the kind {:?}",
+                job.kind
+            ))
+        })?;
+        let timeout = Duration::from_millis(job.timeout_ms);
+        match tokio::time::timeout(timeout, handler.run(&job.payload)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(JobFailure::retryable(format!(
+                "timed out after {} ms",
+                job.timeout_ms
+            ))),
+        }
+    }
+
+    /// Renews the lease every third of its length; returns only when the gateway says it is gone.
+    async fn keep_lease(&self, job_id: &str, lease_token: &str) -> ClientError {
+        let every = Duration::from_millis((self.lease_ms / 3).max(50));
+        let request = HeartbeatRequest {
+            lease_token: lease_token.to_string(),
+            lease_ms: self.lease_ms,
+        };
+        loop {
+            tokio::time::sleep(every).await;
+            match self.client.heartbeat(job_id, &request).await {
+                Ok(_) => {}
+                Err(error) if error.is_lease_lost() => return error,
+                // A missed heartbeat is not fatal: the next one may pass before the lease ends.
+                Err(error) => tracing::warn!(job_id, %error, "heartbeat failed"),
+            }
+        }
+    }
+
+    /// Sends the outcome, retrying network trouble a few times.
+    async fn report(
+        &self,
+        job_id: &str,
+        lease_token: &str,
+        outcome: Result<Box<RawValue>, JobFailure>,
+    ) {
+        let request = match outcome {
+            Ok(result) => FinishRequest {
+                lease_token: lease_token.to_string(),
+                outcome: AttemptOutcome::Succeeded,
+                result: Some(result),
+                error: None,
+                retryable: false,
+            },
+            Err(failure) => FinishRequest {
+                lease_token: lease_token.to_string(),
+                outcome: AttemptOutcome::Failed,
+                result: None,
+                error: Some(failure.message),
+                retryable: failure.retryable,
+            },
+        };
+        let mut delay = Duration::from_millis(100);
+        for attempt in 1..=5 {
+            match self.client.finish(job_id, &request).await {
+                Ok(_) => return,
+                Err(error) if error.is_transient() && attempt < 5 => {
+                    tracing::warn!(job_id, %error, attempt, "finish failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                Err(error) => {
+                    tracing::warn!(job_id, %error, "could not report the outcome; the lease will lapse and the job run again");
+                    return;
+                }
+            }
+        }
+    }
+}
