@@ -1,1 +1,426 @@
-//! placeholder
+//! The shared harness of the end-to-end tests: start the real `flowork-gateway` and `flowork-engine`
+//! binaries on 127.0.0.1 ephemeral ports with a fresh data directory, talk to them over HTTP, kill on drop.
+//!
+//! The binaries come from `FLOWORK_BIN_DIR`, else `$CARGO_TARGET_DIR/debug`, else `<workspace>/target/debug`;
+//! the test command builds them first (`cargo build --workspace --bins`).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// Where a built binary is.
+pub fn bin(name: &str) -> PathBuf {
+    if let Ok(dir) = std::env::var("FLOWORK_BIN_DIR") {
+        return Path::new(&dir).join(name);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target")
+        });
+    target.join("debug").join(name)
+}
+
+/// A temporary data directory (and folder for logs and config files), removed at the end of the test.
+pub struct Workspace {
+    pub dir: TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            dir: tempfile::tempdir()?,
+        })
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Runs a `flowork-gateway` sub-command against this data directory.
+    pub fn gateway_cli(&self, args: &[&str]) -> anyhow::Result<Output> {
+        let output = Command::new(bin("flowork-gateway"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .env("FLOWORK_LOG_FORMAT", "json")
+            .output()
+            .with_context(|| {
+                format!(
+                    "running {:?}; was `cargo build --workspace --bins` run?",
+                    bin("flowork-gateway")
+                )
+            })?;
+        Ok(output)
+    }
+
+    fn gateway_cli_ok(&self, args: &[&str]) -> anyhow::Result<String> {
+        let output = self.gateway_cli(args)?;
+        if !output.status.success() {
+            bail!(
+                "flowork-gateway {args:?} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(String::from_utf8(output.stdout)?)
+    }
+
+    /// Registers an engine; writes its token to `<name>.token` (0600) and returns it.
+    pub fn add_engine(&self, name: &str) -> anyhow::Result<String> {
+        let out: Value =
+            serde_json::from_str(&self.gateway_cli_ok(&["engine", "add", name, "--json"])?)?;
+        let token = out["token"]
+            .as_str()
+            .context("no token in engine add output")?
+            .to_string();
+        fs::write(self.token_file(name), &token)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(self.token_file(name), fs::Permissions::from_mode(0o600))?;
+        }
+        Ok(token)
+    }
+
+    pub fn token_file(&self, engine: &str) -> PathBuf {
+        self.path(&format!("{engine}.token"))
+    }
+
+    /// Mints a user access token.
+    pub fn mint(&self, user: &str, ttl: &str) -> anyhow::Result<String> {
+        Ok(self
+            .gateway_cli_ok(&["token", "mint", "--user", user, "--ttl", ttl])?
+            .trim()
+            .to_string())
+    }
+}
+
+/// A child process killed (SIGKILL) when dropped.
+pub struct Process {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Process {
+    fn spawn(mut command: Command, log: PathBuf) -> anyhow::Result<Self> {
+        let out = fs::File::create(&log)?;
+        let child = command
+            .env("FLOWORK_LOG_FORMAT", "json")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("starting {command:?}"))?;
+        Ok(Self { child, log })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (`KILL`, `TERM`, `STOP`, `CONT`).
+    pub fn signal(&self, name: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()?;
+        if !status.success() {
+            bail!("kill -{name} {} failed", self.pid());
+        }
+        Ok(())
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub async fn wait_exit(&mut self, within: Duration) -> anyhow::Result<Option<i32>> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status.code());
+            }
+            if Instant::now() > deadline {
+                bail!("process {} did not exit within {within:?}", self.pid());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running gateway.
+pub struct Gateway {
+    pub process: Process,
+    pub base: String,
+}
+
+impl Gateway {
+    /// Starts `flowork-gateway serve` on an ephemeral port and waits until `/readyz` answers.
+    pub async fn start(ws: &Workspace, extra: &[&str]) -> anyhow::Result<Self> {
+        let log = ws.path(&format!("gateway-{}.log", unique()));
+        let mut command = Command::new(bin("flowork-gateway"));
+        command
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(ws.data_dir())
+            .args(extra);
+        let mut process = Process::spawn(command, log)?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let addr = loop {
+            if let Some(addr) = listening_addr(&process.log_text()) {
+                break addr;
+            }
+            if let Some(status) = process.child.try_wait()? {
+                bail!("gateway exited with {status}: {}", process.log_text());
+            }
+            if Instant::now() > deadline {
+                bail!("gateway did not start: {}", process.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let base = format!("http://{addr}");
+        let client = reqwest::Client::new();
+        loop {
+            if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+                && r.status().is_success()
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("gateway never became ready: {}", process.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(Self { process, base })
+    }
+}
+
+fn listening_addr(log: &str) -> Option<String> {
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|v| v["message"] == "listening")
+        .and_then(|v| v["addr"].as_str().map(str::to_string))
+}
+
+fn unique() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+/// A running engine.
+pub struct Engine {
+    pub process: Process,
+}
+
+impl Engine {
+    /// Starts `flowork-engine` for `engine` (registered with `Workspace::add_engine`).
+    pub fn start(
+        ws: &Workspace,
+        gateway: &Gateway,
+        engine: &str,
+        workers: u32,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        let log = ws.path(&format!("engine-{engine}-{}.log", unique()));
+        let mut command = Command::new(bin("flowork-engine"));
+        command
+            .arg("--gateway")
+            .arg(&gateway.base)
+            .arg("--engine-id")
+            .arg(engine)
+            .arg("--token-file")
+            .arg(ws.token_file(engine))
+            .arg("--workers")
+            .arg(workers.to_string())
+            .args(extra);
+        Ok(Self {
+            process: Process::spawn(command, log)?,
+        })
+    }
+}
+
+/// A user's view of the public API.
+#[derive(Clone)]
+pub struct Api {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub token: String,
+}
+
+/// Status, headers and JSON body of a response.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    async fn read(response: reqwest::Response) -> anyhow::Result<Self> {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await?;
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?
+        };
+        Ok(Self {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// The machine-readable error code of an error reply.
+    pub fn code(&self) -> &str {
+        self.body["error"].as_str().unwrap_or("")
+    }
+}
+
+impl Api {
+    pub fn new(gateway: &Gateway, token: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: gateway.base.clone(),
+            token: token.to_string(),
+        }
+    }
+
+    pub async fn post_job(&self, key: &str, body: &Value) -> anyhow::Result<Reply> {
+        let response = self
+            .http
+            .post(format!("{}/jobs", self.base))
+            .bearer_auth(&self.token)
+            .header("idempotency-key", key)
+            .json(body)
+            .send()
+            .await?;
+        Reply::read(response).await
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Reply> {
+        Reply::read(
+            self.http
+                .get(format!("{}{path}", self.base))
+                .bearer_auth(&self.token)
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Reply> {
+        Reply::read(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .bearer_auth(&self.token)
+                .json(body)
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// Every job of this user (following cursors), optionally of one status.
+    pub async fn all_jobs(&self, status: Option<&str>) -> anyhow::Result<Vec<Value>> {
+        let mut jobs = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = "/jobs?limit=500".to_string();
+            if let Some(s) = status {
+                path.push_str(&format!("&status={s}"));
+            }
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={c}"));
+            }
+            let reply = self.get(&path).await?;
+            if reply.status != StatusCode::OK {
+                bail!("GET {path}: {} {}", reply.status, reply.body);
+            }
+            jobs.extend(reply.body["jobs"].as_array().cloned().unwrap_or_default());
+            match reply.body["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_string()),
+                None => return Ok(jobs),
+            }
+        }
+    }
+}
+
+/// An engine's view of the internal API (for protocol tests that play the engine themselves).
+pub struct EngineApi {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub token: String,
+}
+
+impl EngineApi {
+    pub fn new(gateway: &Gateway, token: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: gateway.base.clone(),
+            token: token.to_string(),
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Reply> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("x-engine-token", &self.token)
+            .json(body)
+            .send()
+            .await?;
+        Reply::read(response).await
+    }
+
+    /// Claims up to `max` jobs, waiting up to `wait_ms`.
+    pub async fn claim(&self, max: u32, wait_ms: u64, lease_ms: u64) -> anyhow::Result<Vec<Value>> {
+        let reply = self
+            .post("/internal/claim", &serde_json::json!({"max": max, "wait_ms": wait_ms, "lease_ms": lease_ms, "worker": "test"}))
+            .await?;
+        if reply.status != StatusCode::OK {
+            bail!("claim: {} {}", reply.status, reply.body);
+        }
+        Ok(reply.body["leases"].as_array().cloned().unwrap_or_default())
+    }
+}
+
+/// Polls `check` until it returns `Some`, or fails after `within` (a liveness bound, not a speed assertion).
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check().await? {
+            return Ok(value);
+        }
+        if Instant::now() > deadline {
+            bail!("gave up waiting for {what} after {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
