@@ -15,11 +15,7 @@ pub fn backoff_ceiling_ms(attempt: u32, base_ms: u64, cap_ms: u64) -> u64 {
 /// `unit` comes from the caller's random source so the policy stays a pure function that tests can drive.
 pub fn full_jitter_delay_ms(attempt: u32, base_ms: u64, cap_ms: u64, unit: f64) -> u64 {
     let ceiling = backoff_ceiling_ms(attempt, base_ms, cap_ms);
-    let unit = if unit.is_finite() {
-        unit.clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
+    let unit = if unit.is_finite() { unit.clamp(0.0, 1.0) } else { 0.0 };
     ((ceiling as f64) * unit).round() as u64
 }
 
@@ -43,10 +39,7 @@ mod tests {
             for i in 0..=100 {
                 let unit = i as f64 / 100.0;
                 let delay = full_jitter_delay_ms(attempt, 500, 30_000, unit);
-                assert!(
-                    delay <= backoff_ceiling_ms(attempt, 500, 30_000),
-                    "attempt {attempt} unit {unit}"
-                );
+                assert!(delay <= backoff_ceiling_ms(attempt, 500, 30_000), "attempt {attempt} unit {unit}");
             }
         }
         assert_eq!(full_jitter_delay_ms(3, 1_000, 60_000, 0.0), 0);
@@ -57,14 +50,7 @@ mod tests {
 
     #[test]
     fn delays_are_spread_over_the_window() {
-        let delays: Vec<u64> = (0..10)
-            .map(|i| full_jitter_delay_ms(4, 1_000, 60_000, i as f64 / 10.0))
-            .collect();
-        assert_eq!(
-            delays,
-            vec![
-                0, 800, 1_600, 2_400, 3_200, 4_000, 4_800, 5_600, 6_400, 7_200
-            ]
-        );
+        let delays: Vec<u64> = (0..10).map(|i| full_jitter_delay_ms(4, 1_000, 60_000, i as f64 / 10.0)).collect();
+        assert_eq!(delays, vec![0, 800, 1_600, 2_400, 3_200, 4_000, 4_800, 5_600, 6_400, 7_200]);
     }
 }

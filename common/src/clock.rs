@@ -20,10 +20,7 @@ impl Clock for SystemClock {
 
 /// Milliseconds since the Unix epoch from the system clock (0 if the clock is before 1970).
 pub fn system_now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// A clock that only moves when told to; for tests.

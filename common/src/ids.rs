@@ -5,9 +5,7 @@ use thiserror::Error;
 /// Why a name was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum NameError {
-    #[error(
-        "an engine id is 1-63 characters of lowercase letters, digits and '-', starting with a letter or digit"
-    )]
+    #[error("an engine id is 1-63 characters of lowercase letters, digits and '-', starting with a letter or digit")]
     EngineId,
     #[error("a user id is 1-128 characters of letters, digits and '-', '_', '.', '@'")]
     UserId,
@@ -18,9 +16,7 @@ pub enum NameError {
 /// Checks an engine id: it names a shard file, so it must be safe as a file name on every OS.
 pub fn validate_engine_id(id: &str) -> Result<(), NameError> {
     let ok = (1..=63).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !id.starts_with('-');
     if ok { Ok(()) } else { Err(NameError::EngineId) }
 }
@@ -28,18 +24,14 @@ pub fn validate_engine_id(id: &str) -> Result<(), NameError> {
 /// Checks a user id (a wallet address in lowercase `0x` form, or an operator-chosen name).
 pub fn validate_user_id(id: &str) -> Result<(), NameError> {
     let ok = (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'));
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'));
     if ok { Ok(()) } else { Err(NameError::UserId) }
 }
 
 /// Checks a job kind name.
 pub fn validate_kind(kind: &str) -> Result<(), NameError> {
     let ok = (1..=64).contains(&kind.len())
-        && kind.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
-        });
+        && kind.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'));
     if ok { Ok(()) } else { Err(NameError::Kind) }
 }
 

@@ -18,13 +18,7 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
-    pub const ALL: [JobStatus; 5] = [
-        Self::Queued,
-        Self::Running,
-        Self::Succeeded,
-        Self::Dead,
-        Self::Cancelled,
-    ];
+    pub const ALL: [JobStatus; 5] = [Self::Queued, Self::Running, Self::Succeeded, Self::Dead, Self::Cancelled];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -187,19 +181,13 @@ mod tests {
     #[test]
     fn finish_request_keeps_the_result_raw() {
         let ok: FinishRequest =
-            serde_json::from_str(r#"{"outcome":"succeeded","lease_token":"t","result":{"a": 1}}"#)
-                .unwrap();
+            serde_json::from_str(r#"{"outcome":"succeeded","lease_token":"t","result":{"a": 1}}"#).unwrap();
         assert_eq!(ok.outcome, AttemptOutcome::Succeeded);
         assert_eq!(ok.result.unwrap().get(), r#"{"a": 1}"#);
-        let failed: FinishRequest = serde_json::from_str(
-            r#"{"outcome":"failed","lease_token":"t","error":"boom","retryable":true}"#,
-        )
-        .unwrap();
+        let failed: FinishRequest =
+            serde_json::from_str(r#"{"outcome":"failed","lease_token":"t","error":"boom","retryable":true}"#).unwrap();
         assert!(failed.retryable && failed.error.as_deref() == Some("boom"));
-        assert!(
-            serde_json::from_str::<FinishRequest>(r#"{"outcome":"maybe","lease_token":"t"}"#)
-                .is_err()
-        );
+        assert!(serde_json::from_str::<FinishRequest>(r#"{"outcome":"maybe","lease_token":"t"}"#).is_err());
     }
 
     #[test]

@@ -93,10 +93,8 @@ pub async fn run(
             grace_ms = settings.grace.as_millis() as u64,
             "waiting for running jobs"
         );
-        let drained = tokio::time::timeout(settings.grace, async {
-            while running.join_next().await.is_some() {}
-        })
-        .await;
+        let drained =
+            tokio::time::timeout(settings.grace, async { while running.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             tracing::warn!(
                 abandoned = running.len(),

@@ -3,8 +3,7 @@
 use std::time::Duration;
 
 use flowork_common::wire::{
-    ClaimRequest, ClaimResponse, ErrorBody, FinishRequest, FinishResponse, HeartbeatRequest,
-    HeartbeatResponse, WhoAmI,
+    ClaimRequest, ClaimResponse, ErrorBody, FinishRequest, FinishResponse, HeartbeatRequest, HeartbeatResponse, WhoAmI,
 };
 use reqwest::StatusCode;
 use serde::Serialize;
@@ -16,11 +15,7 @@ pub enum ClientError {
     #[error("cannot reach the gateway: {0}")]
     Transport(#[from] reqwest::Error),
     #[error("the gateway refused the call ({status}): {code}: {message}")]
-    Refused {
-        status: StatusCode,
-        code: String,
-        message: String,
-    },
+    Refused { status: StatusCode, code: String, message: String },
 }
 
 impl ClientError {
@@ -38,9 +33,7 @@ impl ClientError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Transport(_) => true,
-            Self::Refused { status, .. } => {
-                status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
-            }
+            Self::Refused { status, .. } => status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }
@@ -60,11 +53,7 @@ impl GatewayClient {
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
             .build()?;
-        Ok(Self {
-            http,
-            base: base.trim_end_matches('/').to_string(),
-            token,
-        })
+        Ok(Self { http, base: base.trim_end_matches('/').to_string(), token })
     }
 
     async fn call<B: Serialize, T: DeserializeOwned>(
@@ -78,29 +67,18 @@ impl GatewayClient {
             Some(body) => self.http.post(url).json(body),
             None => self.http.get(url),
         };
-        let response = request
-            .header("x-engine-token", &self.token)
-            .timeout(timeout)
-            .send()
-            .await?;
+        let response = request.header("x-engine-token", &self.token).timeout(timeout).send().await?;
         let status = response.status();
         if status.is_success() {
             return Ok(response.json().await?);
         }
         let body: Option<ErrorBody> = response.json().await.ok();
-        let (code, message) = body
-            .map(|b| (b.error, b.message))
-            .unwrap_or_else(|| ("unknown".into(), String::new()));
-        Err(ClientError::Refused {
-            status,
-            code,
-            message,
-        })
+        let (code, message) = body.map(|b| (b.error, b.message)).unwrap_or_else(|| ("unknown".into(), String::new()));
+        Err(ClientError::Refused { status, code, message })
     }
 
     pub async fn whoami(&self) -> Result<WhoAmI, ClientError> {
-        self.call::<(), _>("/internal/whoami", None, Duration::from_secs(10))
-            .await
+        self.call::<(), _>("/internal/whoami", None, Duration::from_secs(10)).await
     }
 
     pub async fn claim(&self, request: &ClaimRequest) -> Result<ClaimResponse, ClientError> {
@@ -108,29 +86,11 @@ impl GatewayClient {
         self.call("/internal/claim", Some(request), timeout).await
     }
 
-    pub async fn heartbeat(
-        &self,
-        job_id: &str,
-        request: &HeartbeatRequest,
-    ) -> Result<HeartbeatResponse, ClientError> {
-        self.call(
-            &format!("/internal/jobs/{job_id}/heartbeat"),
-            Some(request),
-            Duration::from_secs(10),
-        )
-        .await
+    pub async fn heartbeat(&self, job_id: &str, request: &HeartbeatRequest) -> Result<HeartbeatResponse, ClientError> {
+        self.call(&format!("/internal/jobs/{job_id}/heartbeat"), Some(request), Duration::from_secs(10)).await
     }
 
-    pub async fn finish(
-        &self,
-        job_id: &str,
-        request: &FinishRequest,
-    ) -> Result<FinishResponse, ClientError> {
-        self.call(
-            &format!("/internal/jobs/{job_id}/finish"),
-            Some(request),
-            Duration::from_secs(15),
-        )
-        .await
+    pub async fn finish(&self, job_id: &str, request: &FinishRequest) -> Result<FinishResponse, ClientError> {
+        self.call(&format!("/internal/jobs/{job_id}/finish"), Some(request), Duration::from_secs(15)).await
     }
 }

@@ -76,34 +76,22 @@ pub struct ExecConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("{path} is not a valid engine config: {source}")]
-    Parse {
-        path: String,
-        source: toml::de::Error,
-    },
+    Parse { path: String, source: toml::de::Error },
     #[error("{0}")]
     Invalid(String),
 }
 
 impl FileConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let config: Self = toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let config: Self =
+            toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.display().to_string(), source })?;
         for (name, argv) in &config.exec.commands {
             if argv.is_empty() {
-                return Err(ConfigError::Invalid(format!(
-                    "exec command {name:?} has an empty argv"
-                )));
+                return Err(ConfigError::Invalid(format!("exec command {name:?} has an empty argv")));
             }
         }
         Ok(config)
@@ -116,16 +104,11 @@ impl EngineArgs {
         let token = match (&self.token, &self.token_file) {
             (Some(token), _) => token.trim().to_string(),
             (None, Some(path)) => std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::Read {
-                    path: path.display().to_string(),
-                    source,
-                })?
+                .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?
                 .trim()
                 .to_string(),
             (None, None) => {
-                return Err(ConfigError::Invalid(
-                    "give the engine token with --token-file or --token".into(),
-                ));
+                return Err(ConfigError::Invalid("give the engine token with --token-file or --token".into()));
             }
         };
         if token.is_empty() {

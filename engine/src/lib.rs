@@ -27,16 +27,9 @@ pub async fn run(args: EngineArgs) -> anyhow::Result<()> {
     };
     let handlers = Registry::builtin(&config)?;
     let client = GatewayClient::new(&args.gateway, token)?;
-    let who = client
-        .whoami()
-        .await
-        .with_context(|| format!("checking the engine token with {}", args.gateway))?;
+    let who = client.whoami().await.with_context(|| format!("checking the engine token with {}", args.gateway))?;
     if who.engine_id != args.engine_id {
-        bail!(
-            "the token belongs to engine {:?}, not {:?}",
-            who.engine_id,
-            args.engine_id
-        );
+        bail!("the token belongs to engine {:?}, not {:?}", who.engine_id, args.engine_id);
     }
     let settings = ClaimSettings {
         workers: args.workers,
@@ -46,11 +39,7 @@ pub async fn run(args: EngineArgs) -> anyhow::Result<()> {
         worker_name: format!("{}/pid-{}", args.engine_id, std::process::id()),
     };
     tracing::info!(engine_id = %args.engine_id, gateway = %args.gateway, workers = args.workers, "engine started");
-    let runner = Arc::new(JobRunner {
-        client,
-        handlers,
-        lease_ms: args.lease_ms,
-    });
+    let runner = Arc::new(JobRunner { client, handlers, lease_ms: args.lease_ms });
     let shutdown = shutdown::on_signal();
     claim::run(runner, settings, shutdown).await?;
     tracing::info!("engine stopped");

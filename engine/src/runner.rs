@@ -42,29 +42,21 @@ impl JobRunner {
 
     async fn execute(&self, lease: &Lease) -> Result<Box<RawValue>, JobFailure> {
         let job = &lease.job;
-        let handler = self.handlers.get(&job.kind).ok_or_else(|| {
-            JobFailure::permanent(format!(
-                "this engine has no handler for the kind {:?}",
-                job.kind
-            ))
-        })?;
+        let handler = self
+            .handlers
+            .get(&job.kind)
+            .ok_or_else(|| JobFailure::permanent(format!("this engine has no handler for the kind {:?}", job.kind)))?;
         let timeout = Duration::from_millis(job.timeout_ms);
         match tokio::time::timeout(timeout, handler.run(&job.payload)).await {
             Ok(outcome) => outcome,
-            Err(_) => Err(JobFailure::retryable(format!(
-                "timed out after {} ms",
-                job.timeout_ms
-            ))),
+            Err(_) => Err(JobFailure::retryable(format!("timed out after {} ms", job.timeout_ms))),
         }
     }
 
     /// Renews the lease every third of its length; returns only when the gateway says it is gone.
     async fn keep_lease(&self, job_id: &str, lease_token: &str) -> ClientError {
         let every = Duration::from_millis((self.lease_ms / 3).max(50));
-        let request = HeartbeatRequest {
-            lease_token: lease_token.to_string(),
-            lease_ms: self.lease_ms,
-        };
+        let request = HeartbeatRequest { lease_token: lease_token.to_string(), lease_ms: self.lease_ms };
         loop {
             tokio::time::sleep(every).await;
             match self.client.heartbeat(job_id, &request).await {
@@ -77,12 +69,7 @@ impl JobRunner {
     }
 
     /// Sends the outcome, retrying network trouble a few times.
-    async fn report(
-        &self,
-        job_id: &str,
-        lease_token: &str,
-        outcome: Result<Box<RawValue>, JobFailure>,
-    ) {
+    async fn report(&self, job_id: &str, lease_token: &str, outcome: Result<Box<RawValue>, JobFailure>) {
         let request = match outcome {
             Ok(result) => FinishRequest {
                 lease_token: lease_token.to_string(),

@@ -1,6 +1,9 @@
 //! The administrative sub-commands: engines, tokens, keys. They work while `serve` runs (WAL, busy timeout).
 
+use std::path::Path;
 use std::sync::Arc;
+
+use anyhow::Context;
 
 use flowork_common::clock::{Clock, SystemClock};
 use flowork_common::ids::{validate_engine_id, validate_user_id};
@@ -9,47 +12,44 @@ use serde_json::json;
 use crate::auth::engine_token;
 use crate::auth::jwt::KeyRing;
 use crate::config::{DataArgs, EngineCommand, KeysCommand, TokenCommand};
+use crate::secure_fs::write_private_file;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{ControlStore, RetryPolicy};
 
 async fn open_store(data: &DataArgs) -> anyhow::Result<SqliteStore> {
-    Ok(SqliteStore::open(
-        &data.data_dir,
-        Arc::new(SystemClock),
-        RetryPolicy::default(),
-    )
-    .await?)
+    Ok(SqliteStore::open(&data.data_dir, Arc::new(SystemClock), RetryPolicy::default()).await?)
 }
 
-fn print_token(engine: &str, token: &str, json: bool, verb: &str) {
-    if json {
+/// Hands a new engine token to the operator: into a 0600 file, or once on stdout.
+fn deliver_token(engine: &str, token: &str, json: bool, file: Option<&Path>, verb: &str) -> anyhow::Result<()> {
+    if let Some(path) = file {
+        write_private_file(path, format!("{token}\n").as_bytes())
+            .with_context(|| format!("writing the token to {}", path.display()))?;
+        if json {
+            println!("{}", json!({ "engine_id": engine, "token_file": path }));
+        } else {
+            println!("engine {engine} {verb}; its token is in {} (0600)", path.display());
+        }
+    } else if json {
         println!("{}", json!({ "engine_id": engine, "token": token }));
     } else {
-        println!(
-            "engine {engine} {verb}. Its token (shown only now; store it in a 0600 file):\n{token}"
-        );
+        println!("engine {engine} {verb}. Its token (shown only now; store it in a 0600 file):\n{token}");
     }
+    Ok(())
 }
 
 /// `flowork-gateway engine ...`
 pub async fn engine(command: EngineCommand) -> anyhow::Result<()> {
     match command {
-        EngineCommand::Add {
-            name,
-            owner,
-            json,
-            data,
-        } => {
+        EngineCommand::Add { name, owner, json, token_file, data } => {
             validate_engine_id(&name)?;
             if let Some(owner) = &owner {
                 validate_user_id(owner)?;
             }
             let store = open_store(&data).await?;
             let token = engine_token::generate();
-            store
-                .add_engine(&name, owner.as_deref(), &engine_token::hash(&token))
-                .await?;
-            print_token(&name, &token, json, "registered");
+            store.add_engine(&name, owner.as_deref(), &engine_token::hash(&token)).await?;
+            deliver_token(&name, &token, json, token_file.as_deref(), "registered")?;
         }
         EngineCommand::List { json, data } => {
             let engines = open_store(&data).await?.list_engines().await?;
@@ -71,22 +71,15 @@ pub async fn engine(command: EngineCommand) -> anyhow::Result<()> {
                 for e in engines {
                     let state = if e.is_active() { "active" } else { "revoked" };
                     let created = flowork_common::timefmt::format_ms(e.created_at_ms);
-                    println!(
-                        "{:<32} {:<24} {:<26} {state}",
-                        e.id,
-                        e.owner.as_deref().unwrap_or("-"),
-                        created
-                    );
+                    println!("{:<32} {:<24} {:<26} {state}", e.id, e.owner.as_deref().unwrap_or("-"), created);
                 }
             }
         }
-        EngineCommand::RotateToken { name, json, data } => {
+        EngineCommand::RotateToken { name, json, token_file, data } => {
             let store = open_store(&data).await?;
             let token = engine_token::generate();
-            store
-                .set_engine_token(&name, &engine_token::hash(&token))
-                .await?;
-            print_token(&name, &token, json, "has a new token");
+            store.set_engine_token(&name, &engine_token::hash(&token)).await?;
+            deliver_token(&name, &token, json, token_file.as_deref(), "has a new token")?;
         }
         EngineCommand::Revoke { name, data } => {
             open_store(&data).await?.revoke_engine(&name).await?;
@@ -99,21 +92,13 @@ pub async fn engine(command: EngineCommand) -> anyhow::Result<()> {
 /// `flowork-gateway token mint ...`
 pub async fn token(command: TokenCommand) -> anyhow::Result<()> {
     match command {
-        TokenCommand::Mint {
-            user,
-            ttl,
-            json,
-            data,
-        } => {
+        TokenCommand::Mint { user, ttl, json, data } => {
             validate_user_id(&user)?;
             open_store(&data).await?; // creates the data directory on a fresh machine
             let keys = KeyRing::load_or_create(&data.data_dir)?;
             let token = keys.mint(&user, ttl, SystemClock.now_ms())?;
             if json {
-                println!(
-                    "{}",
-                    json!({ "access_token": token, "token_type": "Bearer", "expires_in": ttl.as_secs() })
-                );
+                println!("{}", json!({ "access_token": token, "token_type": "Bearer", "expires_in": ttl.as_secs() }));
             } else {
                 println!("{token}");
             }

@@ -80,6 +80,9 @@ pub enum EngineCommand {
         /// Print `{"engine_id", "token"}` as JSON.
         #[arg(long)]
         json: bool,
+        /// Write the token to this file (created 0600) instead of printing it.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
         #[command(flatten)]
         data: DataArgs,
     },
@@ -97,6 +100,9 @@ pub enum EngineCommand {
         /// Print `{"engine_id", "token"}` as JSON.
         #[arg(long)]
         json: bool,
+        /// Write the token to this file (0600) instead of printing it.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
         #[command(flatten)]
         data: DataArgs,
     },

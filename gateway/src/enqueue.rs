@@ -57,11 +57,7 @@ pub fn validate_idempotency_key(value: Option<&str>) -> Result<String, ApiError>
 pub fn parse_traceparent(value: Option<&str>) -> Option<String> {
     let value = value?.trim();
     let parts: Vec<&str> = value.split('-').collect();
-    let hex = |s: &str, n: usize| {
-        s.len() == n
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    };
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     let ok = parts.len() == 4
         && hex(parts[0], 2)
         && parts[0] != "ff"
@@ -91,39 +87,27 @@ pub fn build_new_job(
     now_ms: i64,
     limits: &JobLimits,
 ) -> Result<NewJob, ApiError> {
-    validate_engine_id(&request.engine)
-        .map_err(|e| ApiError::unprocessable("invalid_engine", e.to_string()))?;
-    validate_kind(&request.kind)
-        .map_err(|e| ApiError::unprocessable("invalid_kind", e.to_string()))?;
+    validate_engine_id(&request.engine).map_err(|e| ApiError::unprocessable("invalid_engine", e.to_string()))?;
+    validate_kind(&request.kind).map_err(|e| ApiError::unprocessable("invalid_kind", e.to_string()))?;
     let payload = request.payload.as_ref().unwrap_or(&serde_json::Value::Null);
-    let payload = serde_json::to_string(payload)
-        .map_err(|e| ApiError::unprocessable("invalid_payload", e.to_string()))?;
+    let payload =
+        serde_json::to_string(payload).map_err(|e| ApiError::unprocessable("invalid_payload", e.to_string()))?;
     if payload.len() > limits.max_payload_bytes {
         return Err(ApiError::PayloadTooLarge {
-            message: format!(
-                "the payload is {} bytes; the limit is {} bytes",
-                payload.len(),
-                limits.max_payload_bytes
-            ),
+            message: format!("the payload is {} bytes; the limit is {} bytes", payload.len(), limits.max_payload_bytes),
         });
     }
     let run_at_ms = match &request.run_at {
         None => now_ms,
         Some(text) => parse_ms(text).ok_or_else(|| {
-            ApiError::unprocessable(
-                "invalid_run_at",
-                format!("run_at {text:?} is not an RFC 3339 timestamp"),
-            )
+            ApiError::unprocessable("invalid_run_at", format!("run_at {text:?} is not an RFC 3339 timestamp"))
         })?,
     };
     let max_attempts = request.max_attempts.unwrap_or(limits.default_max_attempts);
     if !(1..=limits.max_attempts_limit).contains(&max_attempts) {
         return Err(ApiError::unprocessable(
             "invalid_max_attempts",
-            format!(
-                "max_attempts must be between 1 and {}",
-                limits.max_attempts_limit
-            ),
+            format!("max_attempts must be between 1 and {}", limits.max_attempts_limit),
         ));
     }
     let timeout_ms = request.timeout_ms.unwrap_or(limits.default_timeout_ms);
@@ -158,29 +142,13 @@ mod tests {
     }
 
     fn build(json: &str) -> Result<NewJob, ApiError> {
-        build_new_job(
-            &request(json),
-            "alice",
-            "k".into(),
-            None,
-            "id".into(),
-            1_000,
-            &JobLimits::default(),
-        )
+        build_new_job(&request(json), "alice", "k".into(), None, "id".into(), 1_000, &JobLimits::default())
     }
 
     #[test]
     fn defaults_apply() {
         let job = build(r#"{"engine":"local","kind":"echo"}"#).unwrap();
-        assert_eq!(
-            (
-                job.max_attempts,
-                job.timeout_ms,
-                job.priority,
-                job.run_at_ms
-            ),
-            (5, 30_000, 0, 1_000)
-        );
+        assert_eq!((job.max_attempts, job.timeout_ms, job.priority, job.run_at_ms), (5, 30_000, 0, 1_000));
         assert_eq!(job.payload, "null");
     }
 
@@ -202,27 +170,12 @@ mod tests {
             Err(ApiError::PayloadTooLarge { .. }) => "payload_too_large",
             other => panic!("expected a refusal, got {other:?}"),
         };
-        assert_eq!(
-            code(r#"{"engine":"Bad Engine","kind":"echo"}"#),
-            "invalid_engine"
-        );
+        assert_eq!(code(r#"{"engine":"Bad Engine","kind":"echo"}"#), "invalid_engine");
         assert_eq!(code(r#"{"engine":"e","kind":""}"#), "invalid_kind");
-        assert_eq!(
-            code(r#"{"engine":"e","kind":"echo","run_at":"soon"}"#),
-            "invalid_run_at"
-        );
-        assert_eq!(
-            code(r#"{"engine":"e","kind":"echo","max_attempts":0}"#),
-            "invalid_max_attempts"
-        );
-        assert_eq!(
-            code(r#"{"engine":"e","kind":"echo","timeout_ms":0}"#),
-            "invalid_timeout"
-        );
-        let big = format!(
-            r#"{{"engine":"e","kind":"echo","payload":"{}"}}"#,
-            "x".repeat(300 * 1024)
-        );
+        assert_eq!(code(r#"{"engine":"e","kind":"echo","run_at":"soon"}"#), "invalid_run_at");
+        assert_eq!(code(r#"{"engine":"e","kind":"echo","max_attempts":0}"#), "invalid_max_attempts");
+        assert_eq!(code(r#"{"engine":"e","kind":"echo","timeout_ms":0}"#), "invalid_timeout");
+        let big = format!(r#"{{"engine":"e","kind":"echo","payload":"{}"}}"#, "x".repeat(300 * 1024));
         assert_eq!(code(&big), "payload_too_large");
     }
 
@@ -232,18 +185,10 @@ mod tests {
         assert!(validate_idempotency_key(Some("")).is_err());
         assert!(validate_idempotency_key(Some("has space")).is_err());
         assert!(validate_idempotency_key(Some(&"k".repeat(256))).is_err());
-        assert_eq!(
-            validate_idempotency_key(Some("order-42")).unwrap(),
-            "order-42"
-        );
+        assert_eq!(validate_idempotency_key(Some("order-42")).unwrap(), "order-42");
         let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         assert_eq!(parse_traceparent(Some(good)).as_deref(), Some(good));
-        assert_eq!(
-            parse_traceparent(Some(
-                "00-00000000000000000000000000000000-00f067aa0ba902b7-01"
-            )),
-            None
-        );
+        assert_eq!(parse_traceparent(Some("00-00000000000000000000000000000000-00f067aa0ba902b7-01")), None);
         assert_eq!(parse_traceparent(Some("garbage")), None);
     }
 }

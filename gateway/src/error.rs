@@ -24,11 +24,7 @@ pub enum ApiError {
     #[error("{message}")]
     MethodNotAllowed { message: String },
     #[error("{message}")]
-    Conflict {
-        code: &'static str,
-        message: String,
-        retry_after_s: Option<u64>,
-    },
+    Conflict { code: &'static str, message: String, retry_after_s: Option<u64> },
     #[error("{message}")]
     PayloadTooLarge { message: String },
     #[error("{message}")]
@@ -45,32 +41,19 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::BadRequest {
-            code,
-            message: message.into(),
-        }
+        Self::BadRequest { code, message: message.into() }
     }
 
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
-        Self::NotFound {
-            code,
-            message: message.into(),
-        }
+        Self::NotFound { code, message: message.into() }
     }
 
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self::Conflict {
-            code,
-            message: message.into(),
-            retry_after_s: None,
-        }
+        Self::Conflict { code, message: message.into(), retry_after_s: None }
     }
 
     pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
-        Self::Unprocessable {
-            code,
-            message: message.into(),
-        }
+        Self::Unprocessable { code, message: message.into() }
     }
 
     /// Status, machine code and Retry-After seconds of this error.
@@ -79,51 +62,27 @@ impl ApiError {
             Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code, None),
             Self::Auth(error) => match error {
                 AuthError::MissingToken => (StatusCode::UNAUTHORIZED, "missing_token", None),
-                AuthError::MalformedAuthorization => {
-                    (StatusCode::UNAUTHORIZED, "malformed_authorization", None)
-                }
+                AuthError::MalformedAuthorization => (StatusCode::UNAUTHORIZED, "malformed_authorization", None),
                 AuthError::ExpiredToken => (StatusCode::UNAUTHORIZED, "token_expired", None),
                 AuthError::InvalidToken(_) => (StatusCode::UNAUTHORIZED, "invalid_token", None),
-                AuthError::MissingEngineToken => {
-                    (StatusCode::UNAUTHORIZED, "missing_engine_token", None)
+                AuthError::MissingEngineToken => (StatusCode::UNAUTHORIZED, "missing_engine_token", None),
+                AuthError::InvalidEngineToken => (StatusCode::UNAUTHORIZED, "invalid_engine_token", None),
+                AuthError::Keys(_) | AuthError::Store(_) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", Some(1))
                 }
-                AuthError::InvalidEngineToken => {
-                    (StatusCode::UNAUTHORIZED, "invalid_engine_token", None)
-                }
-                AuthError::Keys(_) | AuthError::Store(_) => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "store_unavailable",
-                    Some(1),
-                ),
             },
             Self::NotFound { code, .. } => (StatusCode::NOT_FOUND, code, None),
-            Self::MethodNotAllowed { .. } => {
-                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None)
-            }
-            Self::Conflict {
-                code,
-                retry_after_s,
-                ..
-            } => (StatusCode::CONFLICT, code, *retry_after_s),
-            Self::PayloadTooLarge { .. } => {
-                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None)
-            }
-            Self::UnsupportedMediaType { .. } => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                None,
-            ),
+            Self::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
+            Self::Conflict { code, retry_after_s, .. } => (StatusCode::CONFLICT, code, *retry_after_s),
+            Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None),
+            Self::UnsupportedMediaType { .. } => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", None),
             Self::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code, None),
             Self::Store(error) => match error {
                 StoreError::EngineNotFound(_) => (StatusCode::NOT_FOUND, "engine_not_found", None),
                 StoreError::JobNotFound(_) => (StatusCode::NOT_FOUND, "job_not_found", None),
                 StoreError::LeaseLost(_) => (StatusCode::CONFLICT, "lease_lost", None),
                 StoreError::EngineExists(_) => (StatusCode::CONFLICT, "engine_exists", None),
-                _ => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "store_unavailable",
-                    Some(1),
-                ),
+                _ => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", Some(1)),
             },
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
         }
@@ -145,18 +104,9 @@ impl IntoResponse for ApiError {
         } else {
             self.to_string()
         };
-        let mut response = (
-            status,
-            Json(ErrorBody {
-                error: code.to_string(),
-                message,
-            }),
-        )
-            .into_response();
+        let mut response = (status, Json(ErrorBody { error: code.to_string(), message })).into_response();
         if let Some(seconds) = retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -166,9 +116,7 @@ impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         let message = rejection.body_text();
         match rejection.status() {
-            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge {
-                message: "the request body is too large".into(),
-            },
+            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge { message: "the request body is too large".into() },
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType {
                 message: "send the body as JSON with `Content-Type: application/json`".into(),
             },

@@ -24,10 +24,7 @@ impl InflightKeys {
     pub fn begin(self: &Arc<Self>, user: &str, engine: &str, key: &str) -> Option<InflightGuard> {
         let key = (user.to_string(), engine.to_string(), key.to_string());
         let mut set = self.0.lock().ok()?;
-        set.insert(key.clone()).then(|| InflightGuard {
-            set: self.clone(),
-            key,
-        })
+        set.insert(key.clone()).then(|| InflightGuard { set: self.clone(), key })
     }
 }
 

@@ -30,10 +30,7 @@ pub struct AppState {
 /// Runs `flowork-gateway serve` until SIGINT/SIGTERM.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let retry = RetryPolicy {
-        base_ms: args.retry_base_ms,
-        cap_ms: args.retry_cap_ms,
-    };
+    let retry = RetryPolicy { base_ms: args.retry_base_ms, cap_ms: args.retry_cap_ms };
     let store = Arc::new(SqliteStore::open(&args.data.data_dir, clock.clone(), retry).await?);
     let keys = Arc::new(KeyRing::load_or_create(&args.data.data_dir)?);
     let limits = JobLimits {
@@ -83,11 +80,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Periodically requeues jobs whose engine stopped heartbeating.
-async fn reap_expired_leases(
-    store: Arc<SqliteStore>,
-    every: Duration,
-    shutdown: CancellationToken,
-) {
+async fn reap_expired_leases(store: Arc<SqliteStore>, every: Duration, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

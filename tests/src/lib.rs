@@ -22,11 +22,7 @@ pub fn bin(name: &str) -> PathBuf {
     }
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join("target")
-        });
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"));
     target.join("debug").join(name)
 }
 
@@ -37,9 +33,7 @@ pub struct Workspace {
 
 impl Workspace {
     pub fn new() -> anyhow::Result<Self> {
-        Ok(Self {
-            dir: tempfile::tempdir()?,
-        })
+        Ok(Self { dir: tempfile::tempdir()? })
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -59,10 +53,7 @@ impl Workspace {
             .env("FLOWORK_LOG_FORMAT", "json")
             .output()
             .with_context(|| {
-                format!(
-                    "running {:?}; was `cargo build --workspace --bins` run?",
-                    bin("flowork-gateway")
-                )
+                format!("running {:?}; was `cargo build --workspace --bins` run?", bin("flowork-gateway"))
             })?;
         Ok(output)
     }
@@ -70,22 +61,15 @@ impl Workspace {
     fn gateway_cli_ok(&self, args: &[&str]) -> anyhow::Result<String> {
         let output = self.gateway_cli(args)?;
         if !output.status.success() {
-            bail!(
-                "flowork-gateway {args:?} failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
+            bail!("flowork-gateway {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
         }
         Ok(String::from_utf8(output.stdout)?)
     }
 
     /// Registers an engine; writes its token to `<name>.token` (0600) and returns it.
     pub fn add_engine(&self, name: &str) -> anyhow::Result<String> {
-        let out: Value =
-            serde_json::from_str(&self.gateway_cli_ok(&["engine", "add", name, "--json"])?)?;
-        let token = out["token"]
-            .as_str()
-            .context("no token in engine add output")?
-            .to_string();
+        let out: Value = serde_json::from_str(&self.gateway_cli_ok(&["engine", "add", name, "--json"])?)?;
+        let token = out["token"].as_str().context("no token in engine add output")?.to_string();
         fs::write(self.token_file(name), &token)?;
         #[cfg(unix)]
         {
@@ -101,10 +85,7 @@ impl Workspace {
 
     /// Mints a user access token.
     pub fn mint(&self, user: &str, ttl: &str) -> anyhow::Result<String> {
-        Ok(self
-            .gateway_cli_ok(&["token", "mint", "--user", user, "--ttl", ttl])?
-            .trim()
-            .to_string())
+        Ok(self.gateway_cli_ok(&["token", "mint", "--user", user, "--ttl", ttl])?.trim().to_string())
     }
 }
 
@@ -133,10 +114,7 @@ impl Process {
 
     /// Sends a signal by name (`KILL`, `TERM`, `STOP`, `CONT`).
     pub fn signal(&self, name: &str) -> anyhow::Result<()> {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.pid().to_string())
-            .status()?;
+        let status = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status()?;
         if !status.success() {
             bail!("kill -{name} {} failed", self.pid());
         }
@@ -180,13 +158,7 @@ impl Gateway {
     pub async fn start(ws: &Workspace, extra: &[&str]) -> anyhow::Result<Self> {
         let log = ws.path(&format!("gateway-{}.log", unique()));
         let mut command = Command::new(bin("flowork-gateway"));
-        command
-            .arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(ws.data_dir())
-            .args(extra);
+        command.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(ws.data_dir()).args(extra);
         let mut process = Process::spawn(command, log)?;
         let deadline = Instant::now() + Duration::from_secs(20);
         let addr = loop {
@@ -255,9 +227,7 @@ impl Engine {
             .arg("--workers")
             .arg(workers.to_string())
             .args(extra);
-        Ok(Self {
-            process: Process::spawn(command, log)?,
-        })
+        Ok(Self { process: Process::spawn(command, log)? })
     }
 }
 
@@ -286,11 +256,7 @@ impl Reply {
         } else {
             serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?
         };
-        Ok(Self {
-            status,
-            headers,
-            body,
-        })
+        Ok(Self { status, headers, body })
     }
 
     /// The machine-readable error code of an error reply.
@@ -301,11 +267,7 @@ impl Reply {
 
 impl Api {
     pub fn new(gateway: &Gateway, token: &str) -> Self {
-        Self {
-            http: reqwest::Client::new(),
-            base: gateway.base.clone(),
-            token: token.to_string(),
-        }
+        Self { http: reqwest::Client::new(), base: gateway.base.clone(), token: token.to_string() }
     }
 
     pub async fn post_job(&self, key: &str, body: &Value) -> anyhow::Result<Reply> {
@@ -321,26 +283,12 @@ impl Api {
     }
 
     pub async fn get(&self, path: &str) -> anyhow::Result<Reply> {
-        Reply::read(
-            self.http
-                .get(format!("{}{path}", self.base))
-                .bearer_auth(&self.token)
-                .send()
-                .await?,
-        )
-        .await
+        Reply::read(self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await?).await
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Reply> {
-        Reply::read(
-            self.http
-                .post(format!("{}{path}", self.base))
-                .bearer_auth(&self.token)
-                .json(body)
-                .send()
-                .await?,
-        )
-        .await
+        Reply::read(self.http.post(format!("{}{path}", self.base)).bearer_auth(&self.token).json(body).send().await?)
+            .await
     }
 
     /// Every job of this user (following cursors), optionally of one status.
@@ -377,11 +325,7 @@ pub struct EngineApi {
 
 impl EngineApi {
     pub fn new(gateway: &Gateway, token: &str) -> Self {
-        Self {
-            http: reqwest::Client::new(),
-            base: gateway.base.clone(),
-            token: token.to_string(),
-        }
+        Self { http: reqwest::Client::new(), base: gateway.base.clone(), token: token.to_string() }
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Reply> {
@@ -398,7 +342,10 @@ impl EngineApi {
     /// Claims up to `max` jobs, waiting up to `wait_ms`.
     pub async fn claim(&self, max: u32, wait_ms: u64, lease_ms: u64) -> anyhow::Result<Vec<Value>> {
         let reply = self
-            .post("/internal/claim", &serde_json::json!({"max": max, "wait_ms": wait_ms, "lease_ms": lease_ms, "worker": "test"}))
+            .post(
+                "/internal/claim",
+                &serde_json::json!({"max": max, "wait_ms": wait_ms, "lease_ms": lease_ms, "worker": "test"}),
+            )
             .await?;
         if reply.status != StatusCode::OK {
             bail!("claim: {} {}", reply.status, reply.body);

@@ -23,12 +23,7 @@ async fn setup(extra: &[&str]) -> anyhow::Result<Setup> {
     let gw = Gateway::start(&ws, extra).await?;
     let api = Api::new(&gw, &token);
     let engine = EngineApi::new(&gw, &engine_token);
-    Ok(Setup {
-        ws,
-        gw,
-        api,
-        engine,
-    })
+    Ok(Setup { ws, gw, api, engine })
 }
 
 async fn enqueue(api: &Api, key: &str, extra: Value) -> anyhow::Result<String> {
@@ -42,10 +37,7 @@ async fn enqueue(api: &Api, key: &str, extra: Value) -> anyhow::Result<String> {
 }
 
 fn lease_of(lease: &Value) -> (String, String) {
-    (
-        lease["job"]["id"].as_str().unwrap().to_string(),
-        lease["lease_token"].as_str().unwrap().to_string(),
-    )
+    (lease["job"]["id"].as_str().unwrap().to_string(), lease["lease_token"].as_str().unwrap().to_string())
 }
 
 #[tokio::test]
@@ -88,10 +80,7 @@ async fn a_waiting_claim_is_woken_by_an_enqueue() -> anyhow::Result<()> {
     let engine = EngineApi::new(&s.gw, &s.engine.token);
     let waiting = tokio::spawn(async move { engine.claim(1, 30_000, 60_000).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        !waiting.is_finished(),
-        "the claim must wait while the queue is empty"
-    );
+    assert!(!waiting.is_finished(), "the claim must wait while the queue is empty");
     let id = enqueue(&s.api, "wake", json!({})).await?;
     // A claim that only looked again at the end of its 30 s wait would not be back within 10 s.
     let leases = tokio::time::timeout(Duration::from_secs(10), waiting).await???;
@@ -105,10 +94,7 @@ async fn delayed_jobs_wait_for_run_at() -> anyhow::Result<()> {
     let s = setup(&[]).await?;
     let run_at = flowork_common::timefmt::format_ms(flowork_common::clock::system_now_ms() + 1_500);
     let id = enqueue(&s.api, "later", json!({"run_at": run_at})).await?;
-    assert!(
-        s.engine.claim(1, 0, 60_000).await?.is_empty(),
-        "not runnable before run_at"
-    );
+    assert!(s.engine.claim(1, 0, 60_000).await?.is_empty(), "not runnable before run_at");
     let leases = s.engine.claim(1, 10_000, 60_000).await?;
     assert_eq!(leases.len(), 1, "a waiting claim picks it up once due");
     assert_eq!(lease_of(&leases[0]).0, id);
@@ -132,12 +118,7 @@ async fn an_expired_lease_requeues_and_the_stale_holder_is_fenced_off() -> anyho
     })
     .await?;
     assert_eq!(requeued["attempts"], 1);
-    assert!(
-        requeued["error"]
-            .as_str()
-            .unwrap()
-            .contains("lease expired")
-    );
+    assert!(requeued["error"].as_str().unwrap().contains("lease expired"));
 
     let second = s.engine.claim(1, 5_000, 60_000).await?;
     let (second_id, fresh_token) = lease_of(&second[0]);
@@ -148,10 +129,7 @@ async fn an_expired_lease_requeues_and_the_stale_holder_is_fenced_off() -> anyho
     // The stale holder wakes up: its heartbeat and its finish are refused.
     let hb = s
         .engine
-        .post(
-            &format!("/internal/jobs/{id}/heartbeat"),
-            &json!({"lease_token": stale_token, "lease_ms": 60_000}),
-        )
+        .post(&format!("/internal/jobs/{id}/heartbeat"), &json!({"lease_token": stale_token, "lease_ms": 60_000}))
         .await?;
     assert_eq!((hb.status, hb.code()), (StatusCode::CONFLICT, "lease_lost"));
     let late = s
@@ -161,18 +139,12 @@ async fn an_expired_lease_requeues_and_the_stale_holder_is_fenced_off() -> anyho
             &json!({"lease_token": stale_token, "outcome": "succeeded", "result": "stale"}),
         )
         .await?;
-    assert_eq!(
-        (late.status, late.code()),
-        (StatusCode::CONFLICT, "lease_lost")
-    );
+    assert_eq!((late.status, late.code()), (StatusCode::CONFLICT, "lease_lost"));
 
     // The current holder heartbeats and finishes.
     let hb = s
         .engine
-        .post(
-            &format!("/internal/jobs/{id}/heartbeat"),
-            &json!({"lease_token": fresh_token, "lease_ms": 60_000}),
-        )
+        .post(&format!("/internal/jobs/{id}/heartbeat"), &json!({"lease_token": fresh_token, "lease_ms": 60_000}))
         .await?;
     assert_eq!(hb.status, StatusCode::OK);
     let done = s
@@ -191,10 +163,7 @@ async fn an_expired_lease_requeues_and_the_stale_holder_is_fenced_off() -> anyho
     // Finishing twice is refused too.
     let twice = s
         .engine
-        .post(
-            &format!("/internal/jobs/{id}/finish"),
-            &json!({"lease_token": fresh_token, "outcome": "succeeded"}),
-        )
+        .post(&format!("/internal/jobs/{id}/finish"), &json!({"lease_token": fresh_token, "outcome": "succeeded"}))
         .await?;
     assert_eq!(twice.status, StatusCode::CONFLICT);
     Ok(())
@@ -227,7 +196,10 @@ async fn failures_retry_with_bounded_backoff_until_attempts_run_out() -> anyhow:
         let before = flowork_common::clock::system_now_ms();
         let reply = s
             .engine
-            .post(&format!("/internal/jobs/{id}/finish"), &json!({"lease_token": token, "outcome": "failed", "error": "boom", "retryable": true}))
+            .post(
+                &format!("/internal/jobs/{id}/finish"),
+                &json!({"lease_token": token, "outcome": "failed", "error": "boom", "retryable": true}),
+            )
             .await?;
         assert_eq!(reply.status, StatusCode::OK);
         if attempt < 3 {
@@ -235,8 +207,7 @@ async fn failures_retry_with_bounded_backoff_until_attempts_run_out() -> anyhow:
             let run_at = parse_ms(reply.body["run_at"].as_str().unwrap()).unwrap();
             let ceiling = (200u64 << (attempt - 1)).min(1000) as i64;
             assert!(
-                run_at >= before - 5
-                    && run_at <= flowork_common::clock::system_now_ms() + ceiling + 5,
+                run_at >= before - 5 && run_at <= flowork_common::clock::system_now_ms() + ceiling + 5,
                 "attempt {attempt}: run_at out of bounds"
             );
         } else {
@@ -244,10 +215,7 @@ async fn failures_retry_with_bounded_backoff_until_attempts_run_out() -> anyhow:
         }
     }
     let job = s.api.get(&format!("/jobs/{id}")).await?;
-    assert_eq!(
-        (job.body["status"].as_str(), job.body["attempts"].as_u64()),
-        (Some("dead"), Some(3))
-    );
+    assert_eq!((job.body["status"].as_str(), job.body["attempts"].as_u64()), (Some("dead"), Some(3)));
     assert_eq!(job.body["error"], "boom");
 
     // A failure that is not retryable is final at once.
@@ -256,7 +224,10 @@ async fn failures_retry_with_bounded_backoff_until_attempts_run_out() -> anyhow:
     let (_, token) = lease_of(&leases[0]);
     let reply = s
         .engine
-        .post(&format!("/internal/jobs/{id}/finish"), &json!({"lease_token": token, "outcome": "failed", "error": "bad input", "retryable": false}))
+        .post(
+            &format!("/internal/jobs/{id}/finish"),
+            &json!({"lease_token": token, "outcome": "failed", "error": "bad input", "retryable": false}),
+        )
         .await?;
     assert_eq!(reply.body["status"], "dead");
     Ok(())
@@ -268,103 +239,40 @@ async fn engine_tokens_open_only_their_own_shard() -> anyhow::Result<()> {
     let other_token = s.ws.add_engine("other")?;
     let id = enqueue(&s.api, "mine", json!({})).await?;
     let other = EngineApi::new(&s.gw, &other_token);
-    assert!(
-        other.claim(10, 0, 60_000).await?.is_empty(),
-        "another engine's token sees nothing of this shard"
-    );
+    assert!(other.claim(10, 0, 60_000).await?.is_empty(), "another engine's token sees nothing of this shard");
     let leases = s.engine.claim(1, 0, 60_000).await?;
     let (_, token) = lease_of(&leases[0]);
     let foreign = other
-        .post(
-            &format!("/internal/jobs/{id}/finish"),
-            &json!({"lease_token": token, "outcome": "succeeded"}),
-        )
+        .post(&format!("/internal/jobs/{id}/finish"), &json!({"lease_token": token, "outcome": "succeeded"}))
         .await?;
-    assert_eq!(
-        (foreign.status, foreign.code()),
-        (StatusCode::NOT_FOUND, "job_not_found")
-    );
+    assert_eq!((foreign.status, foreign.code()), (StatusCode::NOT_FOUND, "job_not_found"));
 
     let claim_body = json!({"max": 1, "wait_ms": 0, "lease_ms": 1000, "worker": "t"});
-    let no_token = s
-        .engine
-        .http
-        .post(format!("{}/internal/claim", s.gw.base))
-        .json(&claim_body)
-        .send()
-        .await?;
+    let no_token = s.engine.http.post(format!("{}/internal/claim", s.gw.base)).json(&claim_body).send().await?;
     assert_eq!(no_token.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        no_token.json::<Value>().await?["error"],
-        "missing_engine_token"
-    );
+    assert_eq!(no_token.json::<Value>().await?["error"], "missing_engine_token");
     let wrong = EngineApi::new(&s.gw, "fwe_guessed");
     let reply = wrong.post("/internal/claim", &claim_body).await?;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (StatusCode::UNAUTHORIZED, "invalid_engine_token")
-    );
+    assert_eq!((reply.status, reply.code()), (StatusCode::UNAUTHORIZED, "invalid_engine_token"));
     // A user JWT is not an engine token.
     let jwt = EngineApi::new(&s.gw, &s.api.token);
-    assert_eq!(
-        jwt.post("/internal/claim", &claim_body).await?.status,
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(jwt.post("/internal/claim", &claim_body).await?.status, StatusCode::UNAUTHORIZED);
 
     // Rotation retires the old token at once; revocation retires the engine's token.
-    let rotated =
-        s.ws.gateway_cli(&["engine", "rotate-token", "local", "--json"])?;
+    let rotated = s.ws.gateway_cli(&["engine", "rotate-token", "local", "--json"])?;
     assert!(rotated.status.success());
-    let new_token = serde_json::from_slice::<Value>(&rotated.stdout)?["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert_eq!(
-        s.engine.post("/internal/claim", &claim_body).await?.code(),
-        "invalid_engine_token"
-    );
+    let new_token = serde_json::from_slice::<Value>(&rotated.stdout)?["token"].as_str().unwrap().to_string();
+    assert_eq!(s.engine.post("/internal/claim", &claim_body).await?.code(), "invalid_engine_token");
     let renewed = EngineApi::new(&s.gw, &new_token);
-    assert_eq!(
-        renewed.post("/internal/claim", &claim_body).await?.status,
-        StatusCode::OK
-    );
-    assert!(
-        s.ws.gateway_cli(&["engine", "revoke", "local"])?
-            .status
-            .success()
-    );
-    assert_eq!(
-        renewed.post("/internal/claim", &claim_body).await?.code(),
-        "invalid_engine_token"
-    );
-    let to_revoked = s
-        .api
-        .post_job("after-revoke", &json!({"engine": "local", "kind": "echo"}))
-        .await?;
-    assert_eq!(
-        (to_revoked.status, to_revoked.code()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "engine_revoked")
-    );
+    assert_eq!(renewed.post("/internal/claim", &claim_body).await?.status, StatusCode::OK);
+    assert!(s.ws.gateway_cli(&["engine", "revoke", "local"])?.status.success());
+    assert_eq!(renewed.post("/internal/claim", &claim_body).await?.code(), "invalid_engine_token");
+    let to_revoked = s.api.post_job("after-revoke", &json!({"engine": "local", "kind": "echo"})).await?;
+    assert_eq!((to_revoked.status, to_revoked.code()), (StatusCode::UNPROCESSABLE_ENTITY, "engine_revoked"));
 
-    let bad = other
-        .post(
-            "/internal/claim",
-            &json!({"max": 0, "lease_ms": 1000, "worker": "t"}),
-        )
-        .await?;
-    assert_eq!(
-        (bad.status, bad.code()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_max")
-    );
-    let bad = other
-        .post(
-            "/internal/claim",
-            &json!({"max": 1, "lease_ms": 1, "worker": "t"}),
-        )
-        .await?;
-    assert_eq!(
-        (bad.status, bad.code()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_lease")
-    );
+    let bad = other.post("/internal/claim", &json!({"max": 0, "lease_ms": 1000, "worker": "t"})).await?;
+    assert_eq!((bad.status, bad.code()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_max"));
+    let bad = other.post("/internal/claim", &json!({"max": 1, "lease_ms": 1, "worker": "t"})).await?;
+    assert_eq!((bad.status, bad.code()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_lease"));
     Ok(())
 }

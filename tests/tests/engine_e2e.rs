@@ -18,17 +18,11 @@ async fn setup(gateway_extra: &[&str]) -> anyhow::Result<(Workspace, Gateway, Ap
 }
 
 /// Enqueues `count` jobs concurrently; returns their ids.
-async fn enqueue_many(
-    api: &Api,
-    count: usize,
-    body: impl Fn(usize) -> Value,
-) -> anyhow::Result<Vec<String>> {
+async fn enqueue_many(api: &Api, count: usize, body: impl Fn(usize) -> Value) -> anyhow::Result<Vec<String>> {
     let mut tasks = Vec::new();
     for i in 0..count {
         let (api, body) = (api.clone(), body(i));
-        tasks.push(tokio::spawn(async move {
-            api.post_job(&format!("job-{i}"), &body).await
-        }));
+        tasks.push(tokio::spawn(async move { api.post_job(&format!("job-{i}"), &body).await }));
     }
     let mut ids = Vec::new();
     for task in tasks {
@@ -40,24 +34,15 @@ async fn enqueue_many(
 }
 
 /// Waits until every job of the user is final; returns them by id.
-async fn wait_all_final(
-    api: &Api,
-    count: usize,
-    within: Duration,
-) -> anyhow::Result<HashMap<String, Value>> {
+async fn wait_all_final(api: &Api, count: usize, within: Duration) -> anyhow::Result<HashMap<String, Value>> {
     eventually(within, "every job to finish", || async {
         let jobs = api.all_jobs(None).await?;
         let done = jobs
             .iter()
-            .filter(|j| {
-                ["succeeded", "dead", "cancelled"].contains(&j["status"].as_str().unwrap_or(""))
-            })
+            .filter(|j| ["succeeded", "dead", "cancelled"].contains(&j["status"].as_str().unwrap_or("")))
             .count();
-        Ok((jobs.len() == count && done == count).then(|| {
-            jobs.into_iter()
-                .map(|j| (j["id"].as_str().unwrap_or_default().to_string(), j))
-                .collect()
-        }))
+        Ok((jobs.len() == count && done == count)
+            .then(|| jobs.into_iter().map(|j| (j["id"].as_str().unwrap_or_default().to_string(), j)).collect()))
     })
     .await
 }
@@ -66,12 +51,7 @@ async fn wait_all_final(
 async fn a_thousand_jobs_all_succeed_exactly_once() -> anyhow::Result<()> {
     let (ws, gw, api) = setup(&[]).await?;
     let _engine = Engine::start(&ws, &gw, "local", 8, &[])?;
-    let ids = enqueue_many(
-        &api,
-        1_000,
-        |i| json!({"engine": "local", "kind": "echo", "payload": {"i": i}}),
-    )
-    .await?;
+    let ids = enqueue_many(&api, 1_000, |i| json!({"engine": "local", "kind": "echo", "payload": {"i": i}})).await?;
     let jobs = wait_all_final(&api, 1_000, Duration::from_secs(120)).await?;
     for (i, id) in ids.iter().enumerate() {
         let job = &jobs[id];
@@ -88,12 +68,7 @@ async fn a_killed_engine_loses_nothing() -> anyhow::Result<()> {
     let workers = 4;
     let lease = ["--lease-ms", "1000"];
     let mut first = Engine::start(&ws, &gw, "local", workers, &lease)?;
-    enqueue_many(
-        &api,
-        200,
-        |_| json!({"engine": "local", "kind": "sleep", "payload": {"ms": 30}}),
-    )
-    .await?;
+    enqueue_many(&api, 200, |_| json!({"engine": "local", "kind": "sleep", "payload": {"ms": 30}})).await?;
     eventually(Duration::from_secs(60), "some jobs done", || async {
         Ok((api.all_jobs(Some("succeeded")).await?.len() >= 30).then_some(()))
     })
@@ -103,19 +78,10 @@ async fn a_killed_engine_loses_nothing() -> anyhow::Result<()> {
     let in_flight = api.all_jobs(Some("running")).await?.len();
     let _second = Engine::start(&ws, &gw, "local", workers, &lease)?;
     let jobs = wait_all_final(&api, 200, Duration::from_secs(120)).await?;
-    assert!(
-        jobs.values().all(|j| j["status"] == "succeeded"),
-        "every job succeeds after the crash"
-    );
-    let rerun = jobs
-        .values()
-        .filter(|j| j["attempts"].as_u64() > Some(1))
-        .count();
+    assert!(jobs.values().all(|j| j["status"] == "succeeded"), "every job succeeds after the crash");
+    let rerun = jobs.values().filter(|j| j["attempts"].as_u64() > Some(1)).count();
     // Only jobs whose lease the dead engine held run again (at-least-once through expired leases).
-    assert!(
-        rerun <= workers as usize,
-        "{rerun} jobs ran twice; at most the {workers} in flight may"
-    );
+    assert!(rerun <= workers as usize, "{rerun} jobs ran twice; at most the {workers} in flight may");
     assert!(in_flight <= workers as usize);
     Ok(())
 }
@@ -124,19 +90,12 @@ async fn a_killed_engine_loses_nothing() -> anyhow::Result<()> {
 async fn sigterm_lets_running_jobs_finish_then_exits_zero() -> anyhow::Result<()> {
     let (ws, gw, api) = setup(&[]).await?;
     let mut engine = Engine::start(&ws, &gw, "local", 2, &[])?;
-    enqueue_many(
-        &api,
-        2,
-        |_| json!({"engine": "local", "kind": "sleep", "payload": {"ms": 1500}}),
-    )
-    .await?;
+    enqueue_many(&api, 2, |_| json!({"engine": "local", "kind": "sleep", "payload": {"ms": 1500}})).await?;
     eventually(Duration::from_secs(20), "both running", || async {
         Ok((api.all_jobs(Some("running")).await?.len() == 2).then_some(()))
     })
     .await?;
-    let queued_later = api
-        .post_job("after-stop", &json!({"engine": "local", "kind": "echo"}))
-        .await?;
+    let queued_later = api.post_job("after-stop", &json!({"engine": "local", "kind": "echo"})).await?;
     engine.process.signal("TERM")?;
     let code = engine.process.wait_exit(Duration::from_secs(20)).await?;
     assert_eq!(code, Some(0), "{}", engine.process.log_text());
@@ -144,12 +103,7 @@ async fn sigterm_lets_running_jobs_finish_then_exits_zero() -> anyhow::Result<()
     assert_eq!(succeeded.len(), 2, "in-flight jobs finished before exit");
     assert!(succeeded.iter().all(|j| j["attempts"] == 1));
     // A stopping engine claims nothing new.
-    let later = api
-        .get(&format!(
-            "/jobs/{}",
-            queued_later.body["id"].as_str().unwrap()
-        ))
-        .await?;
+    let later = api.get(&format!("/jobs/{}", queued_later.body["id"].as_str().unwrap())).await?;
     assert_eq!(later.body["status"], "queued");
     Ok(())
 }
@@ -158,18 +112,9 @@ async fn sigterm_lets_running_jobs_finish_then_exits_zero() -> anyhow::Result<()
 async fn builtin_handlers_and_timeouts() -> anyhow::Result<()> {
     // A local endpoint for the `http` kind.
     let hooks = axum::Router::new()
-        .route(
-            "/hooks/upper",
-            axum::routing::post(|body: String| async move { body.to_uppercase() }),
-        )
-        .route(
-            "/hooks/fail",
-            axum::routing::post(|| async { (StatusCode::BAD_REQUEST, "nope") }),
-        )
-        .route(
-            "/admin",
-            axum::routing::post(|| async { "should never be reached" }),
-        );
+        .route("/hooks/upper", axum::routing::post(|body: String| async move { body.to_uppercase() }))
+        .route("/hooks/fail", axum::routing::post(|| async { (StatusCode::BAD_REQUEST, "nope") }))
+        .route("/admin", axum::routing::post(|| async { "should never be reached" }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let hook_addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, hooks).await });
@@ -182,13 +127,7 @@ async fn builtin_handlers_and_timeouts() -> anyhow::Result<()> {
             "[http]\nallow = [\"http://{hook_addr}/hooks/\"]\n\n[exec.commands]\nwordcount = [\"/usr/bin/wc\", \"-c\"]\n"
         ),
     )?;
-    let _engine = Engine::start(
-        &ws,
-        &gw,
-        "local",
-        4,
-        &["--config", config.to_str().unwrap()],
-    )?;
+    let _engine = Engine::start(&ws, &gw, "local", 4, &["--config", config.to_str().unwrap()])?;
 
     let cases = [
         (
@@ -203,22 +142,10 @@ async fn builtin_handlers_and_timeouts() -> anyhow::Result<()> {
             "http-forbidden",
             json!({"kind": "http", "payload": {"url": format!("http://{hook_addr}/hooks/../admin")}, "max_attempts": 3}),
         ),
-        (
-            "exec-ok",
-            json!({"kind": "exec", "payload": {"command": "wordcount", "stdin": "hello"}, "max_attempts": 1}),
-        ),
-        (
-            "exec-unknown",
-            json!({"kind": "exec", "payload": {"command": "rm"}, "max_attempts": 3}),
-        ),
-        (
-            "timeout",
-            json!({"kind": "sleep", "payload": {"ms": 60000}, "timeout_ms": 200, "max_attempts": 1}),
-        ),
-        (
-            "unknown-kind",
-            json!({"kind": "teleport", "payload": {}, "max_attempts": 3}),
-        ),
+        ("exec-ok", json!({"kind": "exec", "payload": {"command": "wordcount", "stdin": "hello"}, "max_attempts": 1})),
+        ("exec-unknown", json!({"kind": "exec", "payload": {"command": "rm"}, "max_attempts": 3})),
+        ("timeout", json!({"kind": "sleep", "payload": {"ms": 60000}, "timeout_ms": 200, "max_attempts": 1})),
+        ("unknown-kind", json!({"kind": "teleport", "payload": {}, "max_attempts": 3})),
     ];
     let mut ids = HashMap::new();
     for (name, mut body) in cases {
@@ -235,31 +162,13 @@ async fn builtin_handlers_and_timeouts() -> anyhow::Result<()> {
     for name in ["http-4xx", "http-forbidden", "exec-unknown", "unknown-kind"] {
         let j = job(name);
         assert_eq!(j["status"], "dead", "{name}: {j}");
-        assert_eq!(
-            j["attempts"], 1,
-            "{name}: a permanent failure is not retried"
-        );
+        assert_eq!(j["attempts"], 1, "{name}: a permanent failure is not retried");
     }
-    assert!(
-        job("http-forbidden")["error"]
-            .as_str()
-            .unwrap()
-            .contains("not under any")
-    );
-    assert!(
-        job("unknown-kind")["error"]
-            .as_str()
-            .unwrap()
-            .contains("no handler")
-    );
+    assert!(job("http-forbidden")["error"].as_str().unwrap().contains("not under any"));
+    assert!(job("unknown-kind")["error"].as_str().unwrap().contains("no handler"));
     assert_eq!(job("exec-ok")["status"], "succeeded");
     assert_eq!(job("exec-ok")["result"].as_str().map(str::trim), Some("5"));
     assert_eq!(job("timeout")["status"], "dead");
-    assert!(
-        job("timeout")["error"]
-            .as_str()
-            .unwrap()
-            .contains("timed out")
-    );
+    assert!(job("timeout")["error"].as_str().unwrap().contains("timed out"));
     Ok(())
 }

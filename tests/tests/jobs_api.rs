@@ -50,10 +50,7 @@ async fn idempotency_key_gives_one_job_and_replays_it() -> anyhow::Result<()> {
     assert_eq!(reused.code(), "idempotency_key_reused");
 
     // Keys are per user: bob's "order-1" is his own job.
-    let bob = Api {
-        token: _ws.mint("bob", "1h")?,
-        ..api.clone()
-    };
+    let bob = Api { token: _ws.mint("bob", "1h")?, ..api.clone() };
     let bobs = bob.post_job("order-1", &echo(json!({"n": 1}))).await?;
     assert_eq!(bobs.status, StatusCode::CREATED);
     assert_ne!(bobs.body["id"], id.as_str());
@@ -70,9 +67,7 @@ async fn concurrent_identical_requests_create_exactly_one_job() -> anyhow::Resul
         let mut tasks = Vec::new();
         for _ in 0..40 {
             let (api, key) = (api.clone(), key.clone());
-            tasks.push(tokio::spawn(async move {
-                api.post_job(&key, &echo(json!({"round": round}))).await
-            }));
+            tasks.push(tokio::spawn(async move { api.post_job(&key, &echo(json!({"round": round}))).await }));
         }
         let mut created = 0;
         let mut ids = std::collections::HashSet::new();
@@ -94,11 +89,7 @@ async fn concurrent_identical_requests_create_exactly_one_job() -> anyhow::Resul
             }
         }
         assert_eq!(created, 1, "round {round}: exactly one 201");
-        assert_eq!(
-            ids.len(),
-            1,
-            "round {round}: every success names the same job"
-        );
+        assert_eq!(ids.len(), 1, "round {round}: every success names the same job");
     }
     assert_eq!(api.all_jobs(None).await?.len(), 5);
     Ok(())
@@ -108,11 +99,7 @@ async fn concurrent_identical_requests_create_exactly_one_job() -> anyhow::Resul
 async fn bad_input_gets_a_clear_error() -> anyhow::Result<()> {
     let (_ws, gw, api) = setup().await?;
     let raw = |key: Option<&str>, content_type: Option<&str>, body: String| {
-        let mut request = api
-            .http
-            .post(format!("{}/jobs", gw.base))
-            .bearer_auth(&api.token)
-            .body(body);
+        let mut request = api.http.post(format!("{}/jobs", gw.base)).bearer_auth(&api.token).body(body);
         if let Some(key) = key {
             request = request.header("idempotency-key", key);
         }
@@ -143,110 +130,46 @@ async fn bad_input_gets_a_clear_error() -> anyhow::Result<()> {
         raw(Some("k"), Some("text/plain"), valid.clone()).await?,
     )
     .await;
-    expect(StatusCode::BAD_REQUEST, "malformed_json")(
-        raw(Some("k"), Some("application/json"), "{nope".into()).await?,
+    expect(StatusCode::BAD_REQUEST, "malformed_json")(raw(Some("k"), Some("application/json"), "{nope".into()).await?)
+        .await;
+    expect(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body")(
+        raw(Some("k"), Some("application/json"), r#"{"engine":"local"}"#.into()).await?,
     )
     .await;
     expect(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body")(
-        raw(
-            Some("k"),
-            Some("application/json"),
-            r#"{"engine":"local"}"#.into(),
-        )
-        .await?,
+        raw(Some("k"), Some("application/json"), r#"{"engine":"local","kind":"echo","surprise":1}"#.into()).await?,
     )
     .await;
-    expect(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body")(
-        raw(
-            Some("k"),
-            Some("application/json"),
-            r#"{"engine":"local","kind":"echo","surprise":1}"#.into(),
-        )
-        .await?,
-    )
-    .await;
-    let big =
-        json!({"engine": "local", "kind": "echo", "payload": "x".repeat(300 * 1024)}).to_string();
-    expect(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")(
-        raw(Some("k"), Some("application/json"), big).await?,
-    )
-    .await;
-    let huge = json!({"engine": "local", "kind": "echo", "payload": "x".repeat(5 * 1024 * 1024)})
-        .to_string();
-    expect(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")(
-        raw(Some("k"), Some("application/json"), huge).await?,
-    )
-    .await;
+    let big = json!({"engine": "local", "kind": "echo", "payload": "x".repeat(300 * 1024)}).to_string();
+    expect(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")(raw(Some("k"), Some("application/json"), big).await?)
+        .await;
+    let huge = json!({"engine": "local", "kind": "echo", "payload": "x".repeat(5 * 1024 * 1024)}).to_string();
+    expect(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")(raw(Some("k"), Some("application/json"), huge).await?)
+        .await;
 
-    let unknown = api
-        .post_job("k", &json!({"engine": "nowhere", "kind": "echo"}))
-        .await?;
-    assert_eq!(
-        (unknown.status, unknown.code()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "unknown_engine")
-    );
-    let bad_engine = api
-        .post_job("k", &json!({"engine": "../etc", "kind": "echo"}))
-        .await?;
-    assert_eq!(
-        (bad_engine.status, bad_engine.code()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_engine")
-    );
-    let bad_time = api
-        .post_job(
-            "k",
-            &json!({"engine": "local", "kind": "echo", "run_at": "tomorrow"}),
-        )
-        .await?;
-    assert_eq!(
-        (bad_time.status, bad_time.code()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_run_at")
-    );
-    let bad_attempts = api
-        .post_job(
-            "k",
-            &json!({"engine": "local", "kind": "echo", "max_attempts": 0}),
-        )
-        .await?;
+    let unknown = api.post_job("k", &json!({"engine": "nowhere", "kind": "echo"})).await?;
+    assert_eq!((unknown.status, unknown.code()), (StatusCode::UNPROCESSABLE_ENTITY, "unknown_engine"));
+    let bad_engine = api.post_job("k", &json!({"engine": "../etc", "kind": "echo"})).await?;
+    assert_eq!((bad_engine.status, bad_engine.code()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_engine"));
+    let bad_time = api.post_job("k", &json!({"engine": "local", "kind": "echo", "run_at": "tomorrow"})).await?;
+    assert_eq!((bad_time.status, bad_time.code()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_run_at"));
+    let bad_attempts = api.post_job("k", &json!({"engine": "local", "kind": "echo", "max_attempts": 0})).await?;
     assert_eq!(bad_attempts.code(), "invalid_max_attempts");
-    let negative = api
-        .post_job(
-            "k",
-            &json!({"engine": "local", "kind": "echo", "timeout_ms": -5}),
-        )
-        .await?;
-    assert_eq!(
-        (negative.status, negative.code()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body")
-    );
+    let negative = api.post_job("k", &json!({"engine": "local", "kind": "echo", "timeout_ms": -5})).await?;
+    assert_eq!((negative.status, negative.code()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"));
 
-    for (path, code) in [
-        ("/jobs/not-a-uuid", "job_not_found"),
-        ("/nowhere", "route_not_found"),
-    ] {
+    for (path, code) in [("/jobs/not-a-uuid", "job_not_found"), ("/nowhere", "route_not_found")] {
         let reply = api.get(path).await?;
         assert_eq!((reply.status, reply.code()), (StatusCode::NOT_FOUND, code));
     }
     let reply = api.get("/jobs?status=finished").await?;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (StatusCode::BAD_REQUEST, "invalid_status")
-    );
+    assert_eq!((reply.status, reply.code()), (StatusCode::BAD_REQUEST, "invalid_status"));
     let reply = api.get("/jobs?limit=0").await?;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (StatusCode::BAD_REQUEST, "invalid_limit")
-    );
+    assert_eq!((reply.status, reply.code()), (StatusCode::BAD_REQUEST, "invalid_limit"));
     let reply = api.get("/jobs?limit=many").await?;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (StatusCode::BAD_REQUEST, "invalid_query")
-    );
+    assert_eq!((reply.status, reply.code()), (StatusCode::BAD_REQUEST, "invalid_query"));
     let reply = api.get("/jobs?cursor=zzz").await?;
-    assert_eq!(
-        (reply.status, reply.code()),
-        (StatusCode::BAD_REQUEST, "invalid_cursor")
-    );
+    assert_eq!((reply.status, reply.code()), (StatusCode::BAD_REQUEST, "invalid_cursor"));
     let reply = api.http.delete(format!("{}/jobs", gw.base)).send().await?;
     assert_eq!(reply.status(), StatusCode::METHOD_NOT_ALLOWED);
 
@@ -258,20 +181,12 @@ async fn bad_input_gets_a_clear_error() -> anyhow::Result<()> {
 #[tokio::test]
 async fn users_see_only_their_own_jobs_and_cancel_queued_ones() -> anyhow::Result<()> {
     let (ws, _gw, alice) = setup().await?;
-    let bob = Api {
-        token: ws.mint("bob", "1h")?,
-        ..alice.clone()
-    };
-    let job = alice
-        .post_job("a1", &echo(json!({"secret": "alice's"})))
-        .await?;
+    let bob = Api { token: ws.mint("bob", "1h")?, ..alice.clone() };
+    let job = alice.post_job("a1", &echo(json!({"secret": "alice's"}))).await?;
     let id = job.body["id"].as_str().unwrap();
 
     let stolen = bob.get(&format!("/jobs/{id}")).await?;
-    assert_eq!(
-        (stolen.status, stolen.code()),
-        (StatusCode::NOT_FOUND, "job_not_found")
-    );
+    assert_eq!((stolen.status, stolen.code()), (StatusCode::NOT_FOUND, "job_not_found"));
     let cancel_foreign = bob.post(&format!("/jobs/{id}/cancel"), &json!({})).await?;
     assert_eq!(cancel_foreign.status, StatusCode::NOT_FOUND);
     assert!(bob.all_jobs(None).await?.is_empty());
@@ -281,19 +196,12 @@ async fn users_see_only_their_own_jobs_and_cancel_queued_ones() -> anyhow::Resul
     assert_eq!(mine.body["payload"]["secret"], "alice's");
     assert_eq!(mine.body["user"], "alice");
 
-    let cancelled = alice
-        .post(&format!("/jobs/{id}/cancel"), &json!({}))
-        .await?;
+    let cancelled = alice.post(&format!("/jobs/{id}/cancel"), &json!({})).await?;
     assert_eq!(cancelled.status, StatusCode::OK);
     assert_eq!(cancelled.body["status"], "cancelled");
     assert!(cancelled.body["finished_at"].is_string());
-    let again = alice
-        .post(&format!("/jobs/{id}/cancel"), &json!({}))
-        .await?;
-    assert_eq!(
-        (again.status, again.code()),
-        (StatusCode::CONFLICT, "not_cancellable")
-    );
+    let again = alice.post(&format!("/jobs/{id}/cancel"), &json!({})).await?;
+    assert_eq!((again.status, again.code()), (StatusCode::CONFLICT, "not_cancellable"));
     Ok(())
 }
 
@@ -304,17 +212,11 @@ async fn listing_pages_newest_first_and_filters() -> anyhow::Result<()> {
     let mut ids = Vec::new();
     for i in 0..7 {
         let engine = if i % 2 == 0 { "local" } else { "second" };
-        let reply = api
-            .post_job(
-                &format!("k{i}"),
-                &json!({"engine": engine, "kind": "echo", "payload": i}),
-            )
-            .await?;
+        let reply = api.post_job(&format!("k{i}"), &json!({"engine": engine, "kind": "echo", "payload": i})).await?;
         assert_eq!(reply.status, StatusCode::CREATED);
         ids.push(reply.body["id"].as_str().unwrap().to_string());
     }
-    api.post(&format!("/jobs/{}/cancel", ids[0]), &json!({}))
-        .await?;
+    api.post(&format!("/jobs/{}/cancel", ids[0]), &json!({})).await?;
 
     let mut seen = Vec::new();
     let mut path = "/jobs?limit=3".to_string();
@@ -347,11 +249,7 @@ async fn every_user_auth_failure_is_a_401_with_its_code() -> anyhow::Result<()> 
     let (ws, gw, api) = setup().await?;
     let body = echo(json!({}));
     let send = |auth: Option<String>| {
-        let mut request = api
-            .http
-            .post(format!("{}/jobs", gw.base))
-            .header("idempotency-key", "k")
-            .json(&body);
+        let mut request = api.http.post(format!("{}/jobs", gw.base)).header("idempotency-key", "k").json(&body);
         if let Some(auth) = auth {
             request = request.header("authorization", auth);
         }
@@ -363,37 +261,17 @@ async fn every_user_auth_failure_is_a_401_with_its_code() -> anyhow::Result<()> 
         assert_eq!(body["error"], code, "{body}");
     };
     check(send(None).await?, "missing_token").await;
-    check(
-        send(Some("Basic YWxpY2U6cGFzcw==".into())).await?,
-        "malformed_authorization",
-    )
-    .await;
-    check(
-        send(Some("Bearer not.a.jwt".into())).await?,
-        "invalid_token",
-    )
-    .await;
+    check(send(Some("Basic YWxpY2U6cGFzcw==".into())).await?, "malformed_authorization").await;
+    check(send(Some("Bearer not.a.jwt".into())).await?, "invalid_token").await;
     let mut tampered = api.token.clone();
     tampered.insert(tampered.len() - 3, 'x');
-    check(
-        send(Some(format!("Bearer {tampered}"))).await?,
-        "invalid_token",
-    )
-    .await;
+    check(send(Some(format!("Bearer {tampered}"))).await?, "invalid_token").await;
     let other = Workspace::new()?;
     let foreign = other.mint("alice", "1h")?;
-    check(
-        send(Some(format!("Bearer {foreign}"))).await?,
-        "invalid_token",
-    )
-    .await;
+    check(send(Some(format!("Bearer {foreign}"))).await?, "invalid_token").await;
     let short = ws.mint("alice", "1s")?;
     tokio::time::sleep(Duration::from_millis(2_100)).await;
-    check(
-        send(Some(format!("Bearer {short}"))).await?,
-        "token_expired",
-    )
-    .await;
+    check(send(Some(format!("Bearer {short}"))).await?, "token_expired").await;
     // GET endpoints are guarded the same way.
     let anonymous = api.http.get(format!("{}/jobs", gw.base)).send().await?;
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
@@ -404,9 +282,7 @@ async fn every_user_auth_failure_is_a_401_with_its_code() -> anyhow::Result<()> 
 #[tokio::test]
 async fn jobs_survive_a_gateway_restart() -> anyhow::Result<()> {
     let (ws, gw, api) = setup().await?;
-    let created = api
-        .post_job("persist", &echo(json!({"keep": true})))
-        .await?;
+    let created = api.post_job("persist", &echo(json!({"keep": true}))).await?;
     let id = created.body["id"].as_str().unwrap().to_string();
     drop(gw);
     let gw = Gateway::start(&ws, &[]).await?;
@@ -414,12 +290,7 @@ async fn jobs_survive_a_gateway_restart() -> anyhow::Result<()> {
     let job = api.get(&format!("/jobs/{id}")).await?;
     assert_eq!(job.status, StatusCode::OK);
     assert_eq!(job.body["payload"]["keep"], true);
-    let replay = api
-        .post_job("persist", &echo(json!({"keep": true})))
-        .await?;
-    assert_eq!(
-        (replay.status, replay.body["id"].as_str()),
-        (StatusCode::OK, Some(id.as_str()))
-    );
+    let replay = api.post_job("persist", &echo(json!({"keep": true}))).await?;
+    assert_eq!((replay.status, replay.body["id"].as_str()), (StatusCode::OK, Some(id.as_str())));
     Ok(())
 }

@@ -30,9 +30,7 @@ pub struct Exec {
 
 impl Exec {
     pub fn new(config: &ExecConfig) -> Self {
-        Self {
-            commands: config.commands.clone(),
-        }
+        Self { commands: config.commands.clone() }
     }
 }
 
@@ -41,14 +39,9 @@ impl JobHandler for Exec {
     async fn run(&self, payload: &RawValue) -> Result<Box<RawValue>, JobFailure> {
         let payload: ExecPayload = parse_payload("exec", payload)?;
         let argv = self.commands.get(&payload.command).ok_or_else(|| {
-            JobFailure::permanent(format!(
-                "{:?} is not a command in this engine's [exec.commands]",
-                payload.command
-            ))
+            JobFailure::permanent(format!("{:?} is not a command in this engine's [exec.commands]", payload.command))
         })?;
-        let (program, args) = argv
-            .split_first()
-            .ok_or_else(|| JobFailure::permanent("empty command"))?;
+        let (program, args) = argv.split_first().ok_or_else(|| JobFailure::permanent("empty command"))?;
         let mut child = Command::new(program)
             .args(args)
             .stdin(Stdio::piped())
@@ -63,22 +56,14 @@ impl JobHandler for Exec {
             // A command that does not read its input closes the pipe early; that is not an error.
             let _ = stdin.write_all(input.as_bytes()).await;
         }
-        let output = child
-            .wait_with_output()
-            .await
-            .map_err(|e| JobFailure::retryable(format!("waiting for {program}: {e}")))?;
+        let output =
+            child.wait_with_output().await.map_err(|e| JobFailure::retryable(format!("waiting for {program}: {e}")))?;
         if !output.status.success() {
-            let stderr = String::from_utf8_lossy(&output.stderr[..output.stderr.len().min(2_000)])
-                .to_string();
-            return Err(JobFailure::retryable(format!(
-                "{program} exited with {}: {stderr}",
-                output.status
-            )));
+            let stderr = String::from_utf8_lossy(&output.stderr[..output.stderr.len().min(2_000)]).to_string();
+            return Err(JobFailure::retryable(format!("{program} exited with {}: {stderr}", output.status)));
         }
         if output.stdout.len() > MAX_OUTPUT_BYTES {
-            return Err(JobFailure::permanent(format!(
-                "the output is larger than {MAX_OUTPUT_BYTES} bytes"
-            )));
+            return Err(JobFailure::permanent(format!("the output is larger than {MAX_OUTPUT_BYTES} bytes")));
         }
         to_result(&String::from_utf8_lossy(&output.stdout))
     }
@@ -90,17 +75,10 @@ mod tests {
 
     fn exec() -> Exec {
         let mut commands = BTreeMap::new();
-        commands.insert(
-            "count".to_string(),
-            vec!["/usr/bin/wc".to_string(), "-c".to_string()],
-        );
+        commands.insert("count".to_string(), vec!["/usr/bin/wc".to_string(), "-c".to_string()]);
         commands.insert(
             "fail".to_string(),
-            vec![
-                "/bin/sh".to_string(),
-                "-c".to_string(),
-                "echo no >&2; exit 3".to_string(),
-            ],
+            vec!["/bin/sh".to_string(), "-c".to_string(), "echo no >&2; exit 3".to_string()],
         );
         Exec { commands }
     }
@@ -112,19 +90,10 @@ mod tests {
     #[cfg(unix)]
     #[tokio::test]
     async fn runs_named_commands_only() {
-        let out = exec()
-            .run(&raw(r#"{"command":"count","stdin":"hello"}"#))
-            .await
-            .unwrap();
-        assert_eq!(
-            serde_json::from_str::<String>(out.get()).unwrap().trim(),
-            "5"
-        );
+        let out = exec().run(&raw(r#"{"command":"count","stdin":"hello"}"#)).await.unwrap();
+        assert_eq!(serde_json::from_str::<String>(out.get()).unwrap().trim(), "5");
         let err = exec().run(&raw(r#"{"command":"rm"}"#)).await.unwrap_err();
-        assert!(
-            !err.retryable && err.message.contains("not a command"),
-            "{err}"
-        );
+        assert!(!err.retryable && err.message.contains("not a command"), "{err}");
         let err = exec().run(&raw(r#"{"command":"fail"}"#)).await.unwrap_err();
         assert!(err.message.contains("no"), "{err}");
         let err = exec().run(&raw(r#"{"cmd":"count"}"#)).await.unwrap_err();

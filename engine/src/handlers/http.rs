@@ -35,9 +35,7 @@ impl HttpPost {
             .allow
             .iter()
             .map(|prefix| {
-                Url::parse(prefix).map_err(|e| {
-                    ConfigError::Invalid(format!("[http] allow entry {prefix:?}: {e}"))
-                })
+                Url::parse(prefix).map_err(|e| ConfigError::Invalid(format!("[http] allow entry {prefix:?}: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let client = reqwest::Client::builder()
@@ -61,25 +59,20 @@ pub fn is_allowed(url: &Url, prefix: &Url) -> bool {
         return false;
     }
     let (path, base) = (url.path(), prefix.path());
-    path.starts_with(base)
-        && (base.ends_with('/') || path.len() == base.len() || path[base.len()..].starts_with('/'))
+    path.starts_with(base) && (base.ends_with('/') || path.len() == base.len() || path[base.len()..].starts_with('/'))
 }
 
 #[async_trait]
 impl JobHandler for HttpPost {
     async fn run(&self, payload: &RawValue) -> Result<Box<RawValue>, JobFailure> {
         let payload: HttpPayload = parse_payload("http", payload)?;
-        let url = Url::parse(&payload.url)
-            .map_err(|e| JobFailure::permanent(format!("invalid url: {e}")))?;
+        let url = Url::parse(&payload.url).map_err(|e| JobFailure::permanent(format!("invalid url: {e}")))?;
         if !self.allow.iter().any(|prefix| is_allowed(&url, prefix)) {
             return Err(JobFailure::permanent(format!(
                 "{url} is not under any [http] allow prefix of this engine's config"
             )));
         }
-        let body = payload
-            .body
-            .map(|b| b.get().to_string())
-            .unwrap_or_else(|| "null".into());
+        let body = payload.body.map(|b| b.get().to_string()).unwrap_or_else(|| "null".into());
         let response = self
             .client
             .post(url)
@@ -89,22 +82,16 @@ impl JobHandler for HttpPost {
             .await
             .map_err(|e| JobFailure::retryable(format!("request failed: {e}")))?;
         let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| JobFailure::retryable(format!("reading the response: {e}")))?;
+        let bytes = response.bytes().await.map_err(|e| JobFailure::retryable(format!("reading the response: {e}")))?;
         if !status.is_success() {
             let text = String::from_utf8_lossy(&bytes[..bytes.len().min(500)]).to_string();
             let message = format!("the endpoint answered {status}: {text}");
             // Overload and server errors may pass; other client errors will not.
-            let retryable =
-                status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408;
+            let retryable = status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408;
             return Err(JobFailure { message, retryable });
         }
         if bytes.len() > MAX_RESPONSE_BYTES {
-            return Err(JobFailure::permanent(format!(
-                "the response is larger than {MAX_RESPONSE_BYTES} bytes"
-            )));
+            return Err(JobFailure::permanent(format!("the response is larger than {MAX_RESPONSE_BYTES} bytes")));
         }
         // A JSON response is the result as is; anything else becomes a JSON string.
         match serde_json::from_slice::<Box<RawValue>>(&bytes) {
@@ -132,10 +119,7 @@ mod tests {
         assert!(!allowed("http://127.0.0.1:9000/hooks/%2e%2e/admin", prefix));
         assert!(!allowed("http://127.0.0.1:9001/hooks/a", prefix));
         assert!(!allowed("https://127.0.0.1:9000/hooks/a", prefix));
-        assert!(!allowed(
-            "http://127.0.0.1:9000@evil.example/hooks/a",
-            prefix
-        ));
+        assert!(!allowed("http://127.0.0.1:9000@evil.example/hooks/a", prefix));
         assert!(!allowed("http://user@127.0.0.1:9000/hooks/a", prefix));
         assert!(allowed("http://h/api", "http://h/api"));
         assert!(allowed("http://h/api/x", "http://h/api"));

@@ -24,18 +24,12 @@ pub struct JobFailure {
 impl JobFailure {
     /// A failure another attempt may not have (a timeout, a 503).
     pub fn retryable(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            retryable: true,
-        }
+        Self { message: message.into(), retryable: true }
     }
 
     /// A failure that will happen again (bad payload, a forbidden URL).
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            retryable: false,
-        }
+        Self { message: message.into(), retryable: false }
     }
 }
 
@@ -46,18 +40,13 @@ pub trait JobHandler: Send + Sync {
 }
 
 /// Parses a payload into a handler's own type, failing the job (not retryable) on a mismatch.
-pub fn parse_payload<T: serde::de::DeserializeOwned>(
-    kind: &str,
-    payload: &RawValue,
-) -> Result<T, JobFailure> {
-    serde_json::from_str(payload.get())
-        .map_err(|e| JobFailure::permanent(format!("invalid {kind} payload: {e}")))
+pub fn parse_payload<T: serde::de::DeserializeOwned>(kind: &str, payload: &RawValue) -> Result<T, JobFailure> {
+    serde_json::from_str(payload.get()).map_err(|e| JobFailure::permanent(format!("invalid {kind} payload: {e}")))
 }
 
 /// Turns any serialisable value into a result.
 pub fn to_result<T: serde::Serialize>(value: &T) -> Result<Box<RawValue>, JobFailure> {
-    serde_json::value::to_raw_value(value)
-        .map_err(|e| JobFailure::permanent(format!("unserialisable result: {e}")))
+    serde_json::value::to_raw_value(value).map_err(|e| JobFailure::permanent(format!("unserialisable result: {e}")))
 }
 
 /// The handlers this engine runs, by kind.

@@ -25,9 +25,7 @@ impl JobHandler for Sleep {
     async fn run(&self, payload: &RawValue) -> Result<Box<RawValue>, JobFailure> {
         let SleepPayload { ms } = parse_payload("sleep", payload)?;
         if ms > MAX_MS {
-            return Err(JobFailure::permanent(format!(
-                "sleep ms must be at most {MAX_MS}"
-            )));
+            return Err(JobFailure::permanent(format!("sleep ms must be at most {MAX_MS}")));
         }
         tokio::time::sleep(Duration::from_millis(ms)).await;
         to_result(&json!({ "slept_ms": ms }))

@@ -20,11 +20,7 @@ const DEFAULT_PAGE: usize = 100;
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
     headers
         .get(name)
-        .map(|v| {
-            v.to_str().map_err(|_| {
-                ApiError::bad_request("invalid_header", format!("{name} must be ASCII"))
-            })
-        })
+        .map(|v| v.to_str().map_err(|_| ApiError::bad_request("invalid_header", format!("{name} must be ASCII"))))
         .transpose()
 }
 
@@ -39,22 +35,11 @@ pub async fn create(
     let key = validate_idempotency_key(header_str(&headers, "idempotency-key")?)?;
     let traceparent = parse_traceparent(header_str(&headers, "traceparent").ok().flatten());
     let id = uuid::Uuid::now_v7().to_string();
-    let job = build_new_job(
-        &request,
-        &user.id,
-        key,
-        traceparent,
-        id,
-        state.clock.now_ms(),
-        &state.limits,
-    )?;
+    let job = build_new_job(&request, &user.id, key, traceparent, id, state.clock.now_ms(), &state.limits)?;
     match state.control.engine(&job.engine).await? {
         Some(engine) if engine.is_active() => {}
         Some(_) => {
-            return Err(ApiError::unprocessable(
-                "engine_revoked",
-                format!("engine {:?} has been revoked", job.engine),
-            ));
+            return Err(ApiError::unprocessable("engine_revoked", format!("engine {:?} has been revoked", job.engine)));
         }
         None => {
             return Err(ApiError::unprocessable(
@@ -63,41 +48,26 @@ pub async fn create(
             ));
         }
     }
-    let Some(_in_progress) = state
-        .inflight
-        .begin(&job.user, &job.engine, &job.idempotency_key)
-    else {
+    let Some(_in_progress) = state.inflight.begin(&job.user, &job.engine, &job.idempotency_key) else {
         return Err(ApiError::Conflict {
             code: "idempotency_key_in_progress",
-            message: "a request with this Idempotency-Key is still being processed; retry shortly"
-                .into(),
+            message: "a request with this Idempotency-Key is still being processed; retry shortly".into(),
             retry_after_s: Some(1),
         });
     };
     match state.jobs.enqueue(job).await? {
         EnqueueOutcome::Created(job) => {
-            let location = HeaderValue::from_str(&format!("/jobs/{}", job.id))
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
-            Ok((
-                StatusCode::CREATED,
-                [(header::LOCATION, location)],
-                Json(job),
-            )
-                .into_response())
+            let location =
+                HeaderValue::from_str(&format!("/jobs/{}", job.id)).map_err(|e| ApiError::Internal(e.to_string()))?;
+            Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(job)).into_response())
         }
         EnqueueOutcome::Replayed(job) => {
-            let location = HeaderValue::from_str(&format!("/jobs/{}", job.id))
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            let location =
+                HeaderValue::from_str(&format!("/jobs/{}", job.id)).map_err(|e| ApiError::Internal(e.to_string()))?;
             let replayed = HeaderValue::from_static("true");
             Ok((
                 StatusCode::OK,
-                [
-                    (header::LOCATION, location),
-                    (
-                        header::HeaderName::from_static("idempotent-replayed"),
-                        replayed,
-                    ),
-                ],
+                [(header::LOCATION, location), (header::HeaderName::from_static("idempotent-replayed"), replayed)],
                 Json(job),
             )
                 .into_response())
@@ -116,11 +86,7 @@ fn check_job_id(id: &str) -> Result<(), ApiError> {
 }
 
 /// `GET /jobs/{id}`: one of the caller's jobs; another user's job is 404, exactly like a missing one.
-pub async fn get(
-    State(state): State<AppState>,
-    user: AuthUser,
-    Path(id): Path<String>,
-) -> Result<Json<Job>, ApiError> {
+pub async fn get(State(state): State<AppState>, user: AuthUser, Path(id): Path<String>) -> Result<Json<Job>, ApiError> {
     check_job_id(&id)?;
     state
         .jobs
@@ -150,35 +116,23 @@ pub async fn list(
         .as_deref()
         .map(|s| {
             JobStatus::parse(s).ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_status",
-                    "status must be queued, running, succeeded, dead or cancelled",
-                )
+                ApiError::bad_request("invalid_status", "status must be queued, running, succeeded, dead or cancelled")
             })
         })
         .transpose()?;
     let limit = params.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            format!("limit must be between 1 and {MAX_PAGE}"),
-        ));
+        return Err(ApiError::bad_request("invalid_limit", format!("limit must be between 1 and {MAX_PAGE}")));
     }
     if let Some(cursor) = &params.cursor {
-        uuid::Uuid::parse_str(cursor).map_err(|_| {
-            ApiError::bad_request("invalid_cursor", "cursor is not one this API returned")
-        })?;
+        uuid::Uuid::parse_str(cursor)
+            .map_err(|_| ApiError::bad_request("invalid_cursor", "cursor is not one this API returned"))?;
     }
     if let Some(engine) = &params.engine {
         flowork_common::ids::validate_engine_id(engine)
             .map_err(|e| ApiError::bad_request("invalid_engine", e.to_string()))?;
     }
-    let query = ListQuery {
-        status,
-        engine: params.engine,
-        limit,
-        before_id: params.cursor,
-    };
+    let query = ListQuery { status, engine: params.engine, limit, before_id: params.cursor };
     Ok(Json(state.jobs.list_jobs(&user.id, query).await?))
 }
 
@@ -190,17 +144,11 @@ pub async fn cancel(
 ) -> Result<Json<Job>, ApiError> {
     check_job_id(&id)?;
     match state.jobs.cancel(&user.id, &id).await? {
-        CancelOutcome::Cancelled(job) => Ok(Json(job)),
+        CancelOutcome::Cancelled(job) => Ok(Json(*job)),
         CancelOutcome::NotCancellable(status) => Err(ApiError::conflict(
             "not_cancellable",
-            format!(
-                "the job is {} and can no longer be cancelled",
-                status.as_str()
-            ),
+            format!("the job is {} and can no longer be cancelled", status.as_str()),
         )),
-        CancelOutcome::NotFound => Err(ApiError::not_found(
-            "job_not_found",
-            format!("no job with id {id:?}"),
-        )),
+        CancelOutcome::NotFound => Err(ApiError::not_found("job_not_found", format!("no job with id {id:?}"))),
     }
 }

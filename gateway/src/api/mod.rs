@@ -46,9 +46,7 @@ async fn not_found(uri: Uri) -> ApiError {
 }
 
 async fn method_not_allowed(uri: Uri) -> ApiError {
-    ApiError::MethodNotAllowed {
-        message: format!("{} does not support this method", uri.path()),
-    }
+    ApiError::MethodNotAllowed { message: format!("{} does not support this method", uri.path()) }
 }
 
 fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {

@@ -50,23 +50,15 @@ fn read_keys(dir: &Path) -> Result<Vec<SigningKey>, AuthError> {
     for entry in std::fs::read_dir(dir).map_err(key_error)? {
         let entry = entry.map_err(key_error)?;
         let name = entry.file_name().to_string_lossy().to_string();
-        let Some(kid) = name
-            .strip_prefix(KEY_PREFIX)
-            .and_then(|n| n.strip_suffix(KEY_SUFFIX))
-        else {
+        let Some(kid) = name.strip_prefix(KEY_PREFIX).and_then(|n| n.strip_suffix(KEY_SUFFIX)) else {
             continue;
         };
         let text = std::fs::read_to_string(entry.path()).map_err(key_error)?;
         let secret = hex::decode(text.trim()).map_err(|e| key_error(format!("{name}: {e}")))?;
         if secret.len() < 32 {
-            return Err(key_error(format!(
-                "{name}: a signing key must be at least 32 bytes"
-            )));
+            return Err(key_error(format!("{name}: a signing key must be at least 32 bytes")));
         }
-        keys.push(SigningKey {
-            kid: kid.to_string(),
-            secret,
-        });
+        keys.push(SigningKey { kid: kid.to_string(), secret });
     }
     // Kids start with a zero-padded creation time, so name order is age order; the newest signs.
     keys.sort_by(|a, b| a.kid.cmp(&b.kid));
@@ -83,11 +75,7 @@ impl KeyRing {
             add_key(&dir)?;
             keys = read_keys(&dir)?;
         }
-        Ok(Self {
-            dir,
-            keys: RwLock::new(keys),
-            last_reload: RwLock::new(Instant::now()),
-        })
+        Ok(Self { dir, keys: RwLock::new(keys), last_reload: RwLock::new(Instant::now()) })
     }
 
     /// Adds a new newest key (the old ones keep verifying the tokens they signed); returns its kid.
@@ -121,8 +109,7 @@ impl KeyRing {
             exp: iat.saturating_add(ttl.as_secs() as i64),
             iss: ISSUER.to_string(),
         };
-        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(&key.secret))
-            .map_err(key_error)
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(&key.secret)).map_err(key_error)
     }
 
     fn secret_for(&self, kid: &str) -> Option<Vec<u8>> {
@@ -132,29 +119,19 @@ impl KeyRing {
 
     /// Checks signature, algorithm, issuer and expiry; returns the claims.
     pub fn verify(&self, token: &str) -> Result<AccessClaims, AuthError> {
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| AuthError::InvalidToken(e.to_string()))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::InvalidToken(e.to_string()))?;
         if header.alg != Algorithm::HS256 {
-            return Err(AuthError::InvalidToken(
-                "unexpected signing algorithm".into(),
-            ));
+            return Err(AuthError::InvalidToken("unexpected signing algorithm".into()));
         }
-        let kid = header
-            .kid
-            .ok_or_else(|| AuthError::InvalidToken("no key id".into()))?;
+        let kid = header.kid.ok_or_else(|| AuthError::InvalidToken("no key id".into()))?;
         let secret = match self.secret_for(&kid) {
             Some(secret) => secret,
             None => {
-                let stale = self
-                    .last_reload
-                    .read()
-                    .map(|t| t.elapsed() > Duration::from_secs(1))
-                    .unwrap_or(true);
+                let stale = self.last_reload.read().map(|t| t.elapsed() > Duration::from_secs(1)).unwrap_or(true);
                 if stale {
                     self.reload()?;
                 }
-                self.secret_for(&kid)
-                    .ok_or_else(|| AuthError::InvalidToken("unknown signing key".into()))?
+                self.secret_for(&kid).ok_or_else(|| AuthError::InvalidToken("unknown signing key".into()))?
             }
         };
         let mut validation = Validation::new(Algorithm::HS256);
@@ -174,16 +151,9 @@ impl KeyRing {
 fn add_key(dir: &Path) -> Result<String, AuthError> {
     let secret: [u8; 32] = rand::random();
     let suffix: [u8; 4] = rand::random();
-    let kid = format!(
-        "{:013}-{}",
-        flowork_common::clock::system_now_ms(),
-        hex::encode(suffix)
-    );
-    write_private_file_new(
-        &dir.join(format!("{KEY_PREFIX}{kid}{KEY_SUFFIX}")),
-        hex::encode(secret).as_bytes(),
-    )
-    .map_err(key_error)?;
+    let kid = format!("{:013}-{}", flowork_common::clock::system_now_ms(), hex::encode(suffix));
+    write_private_file_new(&dir.join(format!("{KEY_PREFIX}{kid}{KEY_SUFFIX}")), hex::encode(secret).as_bytes())
+        .map_err(key_error)?;
     Ok(kid)
 }
 
@@ -196,49 +166,30 @@ mod tests {
     fn mints_and_verifies_and_rejects_tampering_and_expiry() {
         let dir = tempfile::tempdir().unwrap();
         let ring = KeyRing::load_or_create(dir.path()).unwrap();
-        let token = ring
-            .mint("alice", Duration::from_secs(60), system_now_ms())
-            .unwrap();
+        let token = ring.mint("alice", Duration::from_secs(60), system_now_ms()).unwrap();
         assert_eq!(ring.verify(&token).unwrap().sub, "alice");
 
         let mut tampered = token.clone();
         tampered.pop();
         tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
-        assert!(matches!(
-            ring.verify(&tampered),
-            Err(AuthError::InvalidToken(_))
-        ));
+        assert!(matches!(ring.verify(&tampered), Err(AuthError::InvalidToken(_))));
 
-        let old = ring
-            .mint("alice", Duration::from_secs(1), system_now_ms() - 10_000)
-            .unwrap();
+        let old = ring.mint("alice", Duration::from_secs(1), system_now_ms() - 10_000).unwrap();
         assert!(matches!(ring.verify(&old), Err(AuthError::ExpiredToken)));
 
         let other = KeyRing::load_or_create(tempfile::tempdir().unwrap().path()).unwrap();
-        let foreign = other
-            .mint("alice", Duration::from_secs(60), system_now_ms())
-            .unwrap();
-        assert!(
-            ring.verify(&foreign).is_err(),
-            "a token from another data directory must not verify"
-        );
+        let foreign = other.mint("alice", Duration::from_secs(60), system_now_ms()).unwrap();
+        assert!(ring.verify(&foreign).is_err(), "a token from another data directory must not verify");
     }
 
     #[test]
     fn rotation_keeps_old_tokens_valid_and_signs_with_the_new_key() {
         let dir = tempfile::tempdir().unwrap();
         let ring = KeyRing::load_or_create(dir.path()).unwrap();
-        let before = ring
-            .mint("bob", Duration::from_secs(60), system_now_ms())
-            .unwrap();
+        let before = ring.mint("bob", Duration::from_secs(60), system_now_ms()).unwrap();
         let kid = ring.rotate().unwrap();
-        let after = ring
-            .mint("bob", Duration::from_secs(60), system_now_ms())
-            .unwrap();
-        assert_eq!(
-            jsonwebtoken::decode_header(&after).unwrap().kid.as_deref(),
-            Some(kid.as_str())
-        );
+        let after = ring.mint("bob", Duration::from_secs(60), system_now_ms()).unwrap();
+        assert_eq!(jsonwebtoken::decode_header(&after).unwrap().kid.as_deref(), Some(kid.as_str()));
         assert!(ring.verify(&before).is_ok());
         assert!(ring.verify(&after).is_ok());
     }

@@ -54,7 +54,7 @@ pub struct ListQuery {
 /// What a cancel did.
 #[derive(Debug)]
 pub enum CancelOutcome {
-    Cancelled(Job),
+    Cancelled(Box<Job>),
     /// The job exists but is past the point where it can be cancelled.
     NotCancellable(JobStatus),
     NotFound,
@@ -92,10 +92,7 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self {
-            base_ms: 1_000,
-            cap_ms: 3_600_000,
-        }
+        Self { base_ms: 1_000, cap_ms: 3_600_000 }
     }
 }
 
@@ -136,20 +133,13 @@ pub enum StoreError {
         "{path} has schema version {found}, but this build knows only up to {supported}: it was written by a newer \
          Flowork; run that version or restore a backup"
     )]
-    NewerSchema {
-        path: String,
-        found: u32,
-        supported: u32,
-    },
+    NewerSchema { path: String, found: u32, supported: u32 },
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("connection pool error: {0}")]
     Pool(#[from] r2d2::Error),
     #[error("I/O error on {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error("the shard writer for engine {0:?} has stopped")]
     WriterStopped(String),
     #[error("a blocking store task failed: {0}")]
@@ -164,20 +154,10 @@ pub trait JobStore: Send + Sync + 'static {
     async fn list_jobs(&self, user: &str, query: ListQuery) -> Result<JobPage, StoreError>;
     async fn cancel(&self, user: &str, id: &str) -> Result<CancelOutcome, StoreError>;
     /// Leases runnable jobs, waiting up to `wait_ms` (woken by enqueues, not by polling) unless `stop` fires.
-    async fn claim(
-        &self,
-        engine: &str,
-        params: ClaimParams,
-        stop: CancellationToken,
-    ) -> Result<Vec<Lease>, StoreError>;
+    async fn claim(&self, engine: &str, params: ClaimParams, stop: CancellationToken)
+    -> Result<Vec<Lease>, StoreError>;
     /// Extends a lease; returns the new expiry (Unix ms).
-    async fn heartbeat(
-        &self,
-        engine: &str,
-        job_id: &str,
-        lease_token: &str,
-        lease_ms: u64,
-    ) -> Result<i64, StoreError>;
+    async fn heartbeat(&self, engine: &str, job_id: &str, lease_token: &str, lease_ms: u64) -> Result<i64, StoreError>;
     async fn finish(
         &self,
         engine: &str,
@@ -194,18 +174,10 @@ pub trait JobStore: Send + Sync + 'static {
 #[async_trait]
 pub trait ControlStore: Send + Sync + 'static {
     /// Registers an engine and creates its shard.
-    async fn add_engine(
-        &self,
-        id: &str,
-        owner: Option<&str>,
-        token_hash: &str,
-    ) -> Result<(), StoreError>;
+    async fn add_engine(&self, id: &str, owner: Option<&str>, token_hash: &str) -> Result<(), StoreError>;
     async fn list_engines(&self) -> Result<Vec<EngineRecord>, StoreError>;
     async fn engine(&self, id: &str) -> Result<Option<EngineRecord>, StoreError>;
-    async fn engine_for_token_hash(
-        &self,
-        token_hash: &str,
-    ) -> Result<Option<EngineRecord>, StoreError>;
+    async fn engine_for_token_hash(&self, token_hash: &str) -> Result<Option<EngineRecord>, StoreError>;
     /// Replaces an engine's token (and un-revokes it).
     async fn set_engine_token(&self, id: &str, token_hash: &str) -> Result<(), StoreError>;
     async fn revoke_engine(&self, id: &str) -> Result<(), StoreError>;

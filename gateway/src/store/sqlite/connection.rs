@@ -20,8 +20,7 @@ pub type ReadPool = r2d2::Pool<SqliteConnectionManager>;
 /// Applies the per-connection settings every Flowork connection uses.
 pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
-    let mode: String =
-        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(rusqlite::Error::InvalidParameterName(format!(
             "journal_mode could not be set to WAL (got {mode})"
@@ -42,8 +41,5 @@ pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
 /// A small pool of connections for reads (they never block the writer thanks to WAL).
 pub fn open_read_pool(path: &Path) -> Result<ReadPool, StoreError> {
     let manager = SqliteConnectionManager::file(path).with_init(|conn| configure(conn));
-    Ok(r2d2::Pool::builder()
-        .max_size(READ_POOL_SIZE)
-        .min_idle(Some(1))
-        .build(manager)?)
+    Ok(r2d2::Pool::builder().max_size(READ_POOL_SIZE).min_idle(Some(1)).build(manager)?)
 }

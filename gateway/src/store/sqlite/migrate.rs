@@ -12,18 +12,12 @@ pub struct Migration {
 }
 
 /// The control database's schema (engines, users).
-pub const CONTROL: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_init",
-    sql: include_str!("../../../../migrations/control/0001_init.sql"),
-}];
+pub const CONTROL: &[Migration] =
+    &[Migration { version: 1, name: "0001_init", sql: include_str!("../../../../migrations/control/0001_init.sql") }];
 
 /// Every shard's schema (jobs).
-pub const SHARD: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_init",
-    sql: include_str!("../../../../migrations/shard/0001_init.sql"),
-}];
+pub const SHARD: &[Migration] =
+    &[Migration { version: 1, name: "0001_init", sql: include_str!("../../../../migrations/shard/0001_init.sql") }];
 
 /// The newest version in a migration set.
 pub fn latest(set: &[Migration]) -> u32 {
@@ -34,20 +28,12 @@ pub fn latest(set: &[Migration]) -> u32 {
 ///
 /// The whole upgrade is one `BEGIN IMMEDIATE` transaction, so two processes starting at once apply it once and
 /// a crash half-way leaves the previous version intact. Returns the version now in place.
-pub fn apply(
-    conn: &mut Connection,
-    set: &[Migration],
-    path_for_errors: &str,
-) -> Result<u32, StoreError> {
+pub fn apply(conn: &mut Connection, set: &[Migration], path_for_errors: &str) -> Result<u32, StoreError> {
     let supported = latest(set);
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let found: u32 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
     if found > supported {
-        return Err(StoreError::NewerSchema {
-            path: path_for_errors.to_string(),
-            found,
-            supported,
-        });
+        return Err(StoreError::NewerSchema { path: path_for_errors.to_string(), found, supported });
     }
     if found < supported {
         tx.execute_batch(
@@ -90,13 +76,9 @@ mod tests {
 
         let mut reopened = open_writer(&path).unwrap();
         assert_eq!(apply(&mut reopened, SHARD, "shard").unwrap(), latest(SHARD));
-        let jobs: i64 = reopened
-            .query_row("SELECT count(*) FROM jobs", [], |r| r.get(0))
-            .unwrap();
+        let jobs: i64 = reopened.query_row("SELECT count(*) FROM jobs", [], |r| r.get(0)).unwrap();
         assert_eq!(jobs, 1, "re-applying must keep the data");
-        let recorded: i64 = reopened
-            .query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get(0))
-            .unwrap();
+        let recorded: i64 = reopened.query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
         assert_eq!(recorded, SHARD.len() as i64);
     }
 
@@ -106,12 +88,9 @@ mod tests {
         let path = dir.path().join("control.sqlite3");
         let mut conn = open_writer(&path).unwrap();
         apply(&mut conn, CONTROL, "control").unwrap();
-        conn.pragma_update(None, "user_version", latest(CONTROL) + 1)
-            .unwrap();
+        conn.pragma_update(None, "user_version", latest(CONTROL) + 1).unwrap();
         let err = apply(&mut conn, CONTROL, "control").unwrap_err();
-        assert!(
-            matches!(err, StoreError::NewerSchema { found, .. } if found == latest(CONTROL) + 1)
-        );
+        assert!(matches!(err, StoreError::NewerSchema { found, .. } if found == latest(CONTROL) + 1));
         assert!(err.to_string().contains("newer"), "{err}");
     }
 
@@ -120,29 +99,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = open_writer(&dir.path().join("x.sqlite3")).unwrap();
         let broken = [
-            Migration {
-                version: 1,
-                name: "ok",
-                sql: "CREATE TABLE a (x INTEGER);",
-            },
-            Migration {
-                version: 2,
-                name: "broken",
-                sql: "CREATE TABLE b (x INTEGER); SELEC nonsense;",
-            },
+            Migration { version: 1, name: "ok", sql: "CREATE TABLE a (x INTEGER);" },
+            Migration { version: 2, name: "broken", sql: "CREATE TABLE b (x INTEGER); SELEC nonsense;" },
         ];
         assert!(apply(&mut conn, &broken, "x").is_err());
-        let version: u32 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .unwrap();
+        let version: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         assert_eq!(version, 0);
-        let tables: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM sqlite_master WHERE name IN ('a', 'b')",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let tables: i64 =
+            conn.query_row("SELECT count(*) FROM sqlite_master WHERE name IN ('a', 'b')", [], |r| r.get(0)).unwrap();
         assert_eq!(tables, 0, "nothing of a failed upgrade may remain");
     }
 }

@@ -26,8 +26,8 @@ use self::shard::Shard;
 use self::writer::{WriteDone, WriteOp};
 use crate::secure_fs::create_private_dir;
 use crate::store::{
-    CancelOutcome, ClaimParams, ControlStore, EngineRecord, EnqueueOutcome, Finish, FinishOutcome,
-    JobStore, ListQuery, NewJob, QueueCounts, RetryPolicy, StoreError,
+    CancelOutcome, ClaimParams, ControlStore, EngineRecord, EnqueueOutcome, Finish, FinishOutcome, JobStore, ListQuery,
+    NewJob, QueueCounts, RetryPolicy, StoreError,
 };
 
 /// The SQLite-backed store.
@@ -46,31 +46,21 @@ where
     T: Send + 'static,
     F: FnOnce() -> Result<T, StoreError> + Send + 'static,
 {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+    tokio::task::spawn_blocking(work).await.map_err(|e| StoreError::Task(e.to_string()))?
 }
 
 fn unexpected(done: WriteDone) -> StoreError {
-    StoreError::Task(format!(
-        "shard writer answered with an unexpected result: {done:?}"
-    ))
+    StoreError::Task(format!("shard writer answered with an unexpected result: {done:?}"))
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the data directory and the control database.
-    pub async fn open(
-        data_dir: &Path,
-        clock: Arc<dyn Clock>,
-        retry: RetryPolicy,
-    ) -> Result<Self, StoreError> {
+    pub async fn open(data_dir: &Path, clock: Arc<dyn Clock>, retry: RetryPolicy) -> Result<Self, StoreError> {
         let dir = data_dir.to_path_buf();
         let control = blocking(move || {
             for folder in [dir.clone(), dir.join("shards")] {
-                create_private_dir(&folder).map_err(|source| StoreError::Io {
-                    path: folder.display().to_string(),
-                    source,
-                })?;
+                create_private_dir(&folder)
+                    .map_err(|source| StoreError::Io { path: folder.display().to_string(), source })?;
             }
             ControlDb::open(&dir.join("control.sqlite3"))
         })
@@ -101,12 +91,7 @@ impl SqliteStore {
         if self.engine(engine).await?.is_none() {
             return Err(StoreError::EngineNotFound(engine.to_string()));
         }
-        let (dir, name, clock, retry) = (
-            self.data_dir.clone(),
-            engine.to_string(),
-            self.clock.clone(),
-            self.retry,
-        );
+        let (dir, name, clock, retry) = (self.data_dir.clone(), engine.to_string(), self.clock.clone(), self.retry);
         let shard = Arc::new(blocking(move || Shard::open(&dir, &name, clock, retry)).await?);
         if let Ok(mut shards) = self.shards.write() {
             shards.insert(engine.to_string(), shard.clone());
@@ -155,12 +140,7 @@ impl JobStore for SqliteStore {
     async fn get_job(&self, user: &str, id: &str) -> Result<Option<Job>, StoreError> {
         for shard in self.all_shards().await? {
             let (user, id) = (user.to_string(), id.to_string());
-            if let Some(job) = self
-                .read(&shard, move |conn, engine| {
-                    queries::get(conn, engine, &user, &id)
-                })
-                .await?
-            {
+            if let Some(job) = self.read(&shard, move |conn, engine| queries::get(conn, engine, &user, &id)).await? {
                 return Ok(Some(job));
             }
         }
@@ -180,12 +160,8 @@ impl JobStore for SqliteStore {
         // newest across shards and tells whether another page exists.
         let mut jobs = Vec::new();
         for shard in shards {
-            let (user, status, before, limit) = (
-                user.to_string(),
-                query.status,
-                query.before_id.clone(),
-                query.limit + 1,
-            );
+            let (user, status, before, limit) =
+                (user.to_string(), query.status, query.before_id.clone(), query.limit + 1);
             jobs.extend(
                 self.read(&shard, move |conn, engine| {
                     queries::list(conn, engine, &user, status, before.as_deref(), limit)
@@ -196,11 +172,7 @@ impl JobStore for SqliteStore {
         jobs.sort_by(|a, b| b.id.cmp(&a.id));
         let more = jobs.len() > query.limit;
         jobs.truncate(query.limit);
-        let next_cursor = if more {
-            jobs.last().map(|j| j.id.clone())
-        } else {
-            None
-        };
+        let next_cursor = if more { jobs.last().map(|j| j.id.clone()) } else { None };
         Ok(JobPage { jobs, next_cursor })
     }
 
@@ -209,10 +181,7 @@ impl JobStore for SqliteStore {
             return Ok(CancelOutcome::NotFound);
         };
         let shard = self.shard(&job.engine).await?;
-        let op = WriteOp::Cancel {
-            user: user.to_string(),
-            job_id: id.to_string(),
-        };
+        let op = WriteOp::Cancel { user: user.to_string(), job_id: id.to_string() };
         match shard.writer.write(op).await? {
             WriteDone::Cancelled(outcome) => Ok(outcome),
             other => Err(unexpected(other)),
@@ -232,16 +201,9 @@ impl JobStore for SqliteStore {
             let woken = shard.wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            let op = WriteOp::Claim {
-                max: params.max,
-                lease_ms: params.lease_ms,
-                worker: params.worker.clone(),
-            };
+            let op = WriteOp::Claim { max: params.max, lease_ms: params.lease_ms, worker: params.worker.clone() };
             let (leases, next_due_ms) = match shard.writer.write(op).await? {
-                WriteDone::Claimed {
-                    leases,
-                    next_due_ms,
-                } => (leases, next_due_ms),
+                WriteDone::Claimed { leases, next_due_ms } => (leases, next_due_ms),
                 other => return Err(unexpected(other)),
             };
             if !leases.is_empty() || Instant::now() >= deadline {
@@ -260,19 +222,9 @@ impl JobStore for SqliteStore {
         }
     }
 
-    async fn heartbeat(
-        &self,
-        engine: &str,
-        job_id: &str,
-        lease_token: &str,
-        lease_ms: u64,
-    ) -> Result<i64, StoreError> {
+    async fn heartbeat(&self, engine: &str, job_id: &str, lease_token: &str, lease_ms: u64) -> Result<i64, StoreError> {
         let shard = self.shard(engine).await?;
-        let op = WriteOp::Heartbeat {
-            job_id: job_id.to_string(),
-            lease_token: lease_token.to_string(),
-            lease_ms,
-        };
+        let op = WriteOp::Heartbeat { job_id: job_id.to_string(), lease_token: lease_token.to_string(), lease_ms };
         match shard.writer.write(op).await? {
             WriteDone::Heartbeat(expires) => Ok(expires),
             other => Err(unexpected(other)),
@@ -287,11 +239,7 @@ impl JobStore for SqliteStore {
         finish: Finish,
     ) -> Result<FinishOutcome, StoreError> {
         let shard = self.shard(engine).await?;
-        let op = WriteOp::Finish {
-            job_id: job_id.to_string(),
-            lease_token: lease_token.to_string(),
-            finish,
-        };
+        let op = WriteOp::Finish { job_id: job_id.to_string(), lease_token: lease_token.to_string(), finish };
         match shard.writer.write(op).await? {
             WriteDone::Finished(outcome) => Ok(outcome),
             other => Err(unexpected(other)),
@@ -321,18 +269,9 @@ impl JobStore for SqliteStore {
 
 #[async_trait]
 impl ControlStore for SqliteStore {
-    async fn add_engine(
-        &self,
-        id: &str,
-        owner: Option<&str>,
-        token_hash: &str,
-    ) -> Result<(), StoreError> {
-        let (control, id, owner, hash) = (
-            self.control.clone(),
-            id.to_string(),
-            owner.map(str::to_string),
-            token_hash.to_string(),
-        );
+    async fn add_engine(&self, id: &str, owner: Option<&str>, token_hash: &str) -> Result<(), StoreError> {
+        let (control, id, owner, hash) =
+            (self.control.clone(), id.to_string(), owner.map(str::to_string), token_hash.to_string());
         let path = shard::shard_path(&self.data_dir, &id);
         let now = self.clock.now_ms();
         blocking(move || {
@@ -353,10 +292,7 @@ impl ControlStore for SqliteStore {
         blocking(move || control.engine(&id)).await
     }
 
-    async fn engine_for_token_hash(
-        &self,
-        token_hash: &str,
-    ) -> Result<Option<EngineRecord>, StoreError> {
+    async fn engine_for_token_hash(&self, token_hash: &str) -> Result<Option<EngineRecord>, StoreError> {
         let (control, hash) = (self.control.clone(), token_hash.to_string());
         blocking(move || control.engine_for_token_hash(&hash)).await
     }

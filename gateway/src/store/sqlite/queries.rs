@@ -11,8 +11,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::value::RawValue;
 
 use crate::store::{
-    CancelOutcome, EnqueueOutcome, Finish, FinishOutcome, NewJob, QueueCounts, RetryPolicy,
-    StoreError,
+    CancelOutcome, EnqueueOutcome, Finish, FinishOutcome, NewJob, QueueCounts, RetryPolicy, StoreError,
 };
 
 /// The columns `job_from_row` reads, in order.
@@ -20,19 +19,14 @@ const JOB_COLUMNS: &str = "id, user_id, kind, status, payload, attempts, max_att
                            enqueued_at, claimed_at, finished_at, result, error, traceparent";
 
 fn raw_json(text: String, column: usize) -> rusqlite::Result<Box<RawValue>> {
-    RawValue::from_string(text)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(column, Type::Text, Box::new(e)))
+    RawValue::from_string(text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(column, Type::Text, Box::new(e)))
 }
 
 /// Builds the API's job from a row selected with `JOB_COLUMNS`.
 fn job_from_row(row: &Row<'_>, engine: &str) -> rusqlite::Result<Job> {
     let status: String = row.get(3)?;
     let status = JobStatus::parse(&status).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            3,
-            Type::Text,
-            format!("unknown job status {status:?}").into(),
-        )
+        rusqlite::Error::FromSqlConversionFailure(3, Type::Text, format!("unknown job status {status:?}").into())
     })?;
     let result: Option<String> = row.get(13)?;
     Ok(Job {
@@ -100,19 +94,12 @@ pub fn enqueue(conn: &Connection, job: &NewJob, now: i64) -> Result<EnqueueOutco
             traceparent: job.traceparent.clone(),
         }));
     }
-    let sql = format!(
-        "SELECT {JOB_COLUMNS}, request_fingerprint FROM jobs WHERE user_id = ?1 AND idempotency_key = ?2"
-    );
-    let existing = conn
-        .prepare_cached(&sql)?
-        .query_row(params![job.user, job.idempotency_key], |row| {
-            Ok((job_from_row(row, &job.engine)?, row.get::<_, String>(16)?))
-        })?;
-    Ok(if existing.1 == job.fingerprint {
-        EnqueueOutcome::Replayed(existing.0)
-    } else {
-        EnqueueOutcome::KeyReused
-    })
+    let sql =
+        format!("SELECT {JOB_COLUMNS}, request_fingerprint FROM jobs WHERE user_id = ?1 AND idempotency_key = ?2");
+    let existing = conn.prepare_cached(&sql)?.query_row(params![job.user, job.idempotency_key], |row| {
+        Ok((job_from_row(row, &job.engine)?, row.get::<_, String>(16)?))
+    })?;
+    Ok(if existing.1 == job.fingerprint { EnqueueOutcome::Replayed(existing.0) } else { EnqueueOutcome::KeyReused })
 }
 
 /// Leases up to `max` runnable jobs (highest priority, then earliest `run_at`, then oldest), each with its own
@@ -135,11 +122,7 @@ pub fn claim(
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params![worker, expires, now, max], |row| {
-        Ok(Lease {
-            job: job_from_row(row, engine)?,
-            lease_token: row.get(16)?,
-            lease_expires_at: format_ms(expires),
-        })
+        Ok(Lease { job: job_from_row(row, engine)?, lease_token: row.get(16)?, lease_expires_at: format_ms(expires) })
     })?;
     let mut leases = rows.collect::<rusqlite::Result<Vec<_>>>()?;
     // RETURNING gives no order guarantee; hand jobs out in claim order.
@@ -155,16 +138,9 @@ pub fn claim(
 
 /// Why a lease check failed: the job does not exist here, or the lease is not (or no longer) this token's.
 fn lease_failure(conn: &Connection, job_id: &str) -> Result<StoreError, StoreError> {
-    let exists = conn
-        .prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")?
-        .query_row([job_id], |_| Ok(()))
-        .optional()?
-        .is_some();
-    Ok(if exists {
-        StoreError::LeaseLost(job_id.to_string())
-    } else {
-        StoreError::JobNotFound(job_id.to_string())
-    })
+    let exists =
+        conn.prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")?.query_row([job_id], |_| Ok(())).optional()?.is_some();
+    Ok(if exists { StoreError::LeaseLost(job_id.to_string()) } else { StoreError::JobNotFound(job_id.to_string()) })
 }
 
 /// Extends a live lease held by `lease_token`; returns the new expiry.
@@ -182,11 +158,7 @@ pub fn heartbeat(
              WHERE id = ?2 AND status = 'running' AND lease_token = ?3 AND lease_expires_at > ?4",
         )?
         .execute(params![expires, job_id, lease_token, now])?;
-    if updated == 1 {
-        Ok(expires)
-    } else {
-        Err(lease_failure(conn, job_id)?)
-    }
+    if updated == 1 { Ok(expires) } else { Err(lease_failure(conn, job_id)?) }
 }
 
 /// Records an attempt's outcome, if `lease_token` still holds a live lease (fencing).
@@ -207,9 +179,7 @@ pub fn finish(
             "SELECT attempts, max_attempts FROM jobs
              WHERE id = ?1 AND status = 'running' AND lease_token = ?2 AND lease_expires_at > ?3",
         )?
-        .query_row(params![job_id, lease_token, now], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })
+        .query_row(params![job_id, lease_token, now], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
     let Some((attempts, max_attempts)) = held else {
         return Err(lease_failure(conn, job_id)?);
@@ -222,10 +192,7 @@ pub fn finish(
                  WHERE id = ?3"
             ))?
             .execute(params![result.as_deref().unwrap_or("null"), now, job_id])?;
-            Ok(FinishOutcome {
-                status: JobStatus::Succeeded,
-                run_at_ms: None,
-            })
+            Ok(FinishOutcome { status: JobStatus::Succeeded, run_at_ms: None })
         }
         Finish::Failed { error, retryable } if *retryable && attempts < max_attempts => {
             let delay = full_jitter_delay_ms(attempts, policy.base_ms, policy.cap_ms, jitter_unit);
@@ -234,20 +201,14 @@ pub fn finish(
                 "UPDATE jobs SET status = 'queued', run_at = ?1, error = ?2, {CLEAR_LEASE} WHERE id = ?3"
             ))?
             .execute(params![run_at, error, job_id])?;
-            Ok(FinishOutcome {
-                status: JobStatus::Queued,
-                run_at_ms: Some(run_at),
-            })
+            Ok(FinishOutcome { status: JobStatus::Queued, run_at_ms: Some(run_at) })
         }
         Finish::Failed { error, .. } => {
             conn.prepare_cached(&format!(
                 "UPDATE jobs SET status = 'dead', error = ?1, finished_at = ?2, {CLEAR_LEASE} WHERE id = ?3"
             ))?
             .execute(params![error, now, job_id])?;
-            Ok(FinishOutcome {
-                status: JobStatus::Dead,
-                run_at_ms: None,
-            })
+            Ok(FinishOutcome { status: JobStatus::Dead, run_at_ms: None })
         }
     }
 }
@@ -264,12 +225,10 @@ pub fn cancel(
         "UPDATE jobs SET status = 'cancelled', finished_at = ?1
          WHERE id = ?2 AND user_id = ?3 AND status = 'queued' RETURNING {JOB_COLUMNS}"
     );
-    let cancelled = conn
-        .prepare_cached(&sql)?
-        .query_row(params![now, job_id, user], |row| job_from_row(row, engine))
-        .optional()?;
+    let cancelled =
+        conn.prepare_cached(&sql)?.query_row(params![now, job_id, user], |row| job_from_row(row, engine)).optional()?;
     if let Some(job) = cancelled {
-        return Ok(CancelOutcome::Cancelled(job));
+        return Ok(CancelOutcome::Cancelled(Box::new(job)));
     }
     let status: Option<String> = conn
         .prepare_cached("SELECT status FROM jobs WHERE id = ?1 AND user_id = ?2")?
@@ -313,9 +272,8 @@ pub fn reap_expired(conn: &Connection, now: i64) -> Result<u64, StoreError> {
 
 /// The earliest moment something may become claimable: a delayed job's `run_at` or a lease's expiry.
 pub fn next_due(conn: &Connection) -> Result<Option<i64>, StoreError> {
-    let run_at: Option<i64> = conn
-        .prepare_cached("SELECT min(run_at) FROM jobs WHERE status = 'queued'")?
-        .query_row([], |row| row.get(0))?;
+    let run_at: Option<i64> =
+        conn.prepare_cached("SELECT min(run_at) FROM jobs WHERE status = 'queued'")?.query_row([], |row| row.get(0))?;
     let expiry: Option<i64> = conn
         .prepare_cached("SELECT min(lease_expires_at) FROM jobs WHERE status = 'running'")?
         .query_row([], |row| row.get(0))?;
@@ -326,17 +284,9 @@ pub fn next_due(conn: &Connection) -> Result<Option<i64>, StoreError> {
 }
 
 /// One job of `user` by id.
-pub fn get(
-    conn: &Connection,
-    engine: &str,
-    user: &str,
-    job_id: &str,
-) -> Result<Option<Job>, StoreError> {
+pub fn get(conn: &Connection, engine: &str, user: &str, job_id: &str) -> Result<Option<Job>, StoreError> {
     let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1 AND user_id = ?2");
-    Ok(conn
-        .prepare_cached(&sql)?
-        .query_row(params![job_id, user], |row| job_from_row(row, engine))
-        .optional()?)
+    Ok(conn.prepare_cached(&sql)?.query_row(params![job_id, user], |row| job_from_row(row, engine)).optional()?)
 }
 
 /// Up to `limit` jobs of `user`, newest first, optionally of one status and older than `before_id`.
@@ -349,22 +299,13 @@ pub fn list(
     limit: usize,
 ) -> Result<Vec<Job>, StoreError> {
     let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE user_id = ?1");
-    sql.push_str(if status.is_some() {
-        " AND status = ?2"
-    } else {
-        " AND ?2 IS NULL"
-    });
-    sql.push_str(if before_id.is_some() {
-        " AND id < ?3"
-    } else {
-        " AND ?3 IS NULL"
-    });
+    sql.push_str(if status.is_some() { " AND status = ?2" } else { " AND ?2 IS NULL" });
+    sql.push_str(if before_id.is_some() { " AND id < ?3" } else { " AND ?3 IS NULL" });
     sql.push_str(" ORDER BY id DESC LIMIT ?4");
     let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(
-        params![user, status.map(JobStatus::as_str), before_id, limit as i64],
-        |row| job_from_row(row, engine),
-    )?;
+    let rows = stmt.query_map(params![user, status.map(JobStatus::as_str), before_id, limit as i64], |row| {
+        job_from_row(row, engine)
+    })?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
@@ -372,9 +313,7 @@ pub fn list(
 pub fn counts(conn: &Connection) -> Result<QueueCounts, StoreError> {
     // Literal statuses so SQLite can answer from the partial indexes.
     let count = |sql: &str| -> Result<u64, StoreError> {
-        Ok(conn
-            .prepare_cached(sql)?
-            .query_row([], |row| row.get::<_, i64>(0))? as u64)
+        Ok(conn.prepare_cached(sql)?.query_row([], |row| row.get::<_, i64>(0))? as u64)
     };
     Ok(QueueCounts {
         queued: count("SELECT count(*) FROM jobs WHERE status = 'queued'")?,

@@ -35,33 +35,15 @@ pub fn create_or_migrate(path: &Path) -> Result<(), StoreError> {
 
 impl Shard {
     /// Opens a shard (blocking): migrates it, starts its writer thread and read pool.
-    pub fn open(
-        data_dir: &Path,
-        engine: &str,
-        clock: Arc<dyn Clock>,
-        retry: RetryPolicy,
-    ) -> Result<Self, StoreError> {
+    pub fn open(data_dir: &Path, engine: &str, clock: Arc<dyn Clock>, retry: RetryPolicy) -> Result<Self, StoreError> {
         let path = shard_path(data_dir, engine);
         let mut conn = open_writer(&path)?;
         migrate::apply(&mut conn, migrate::SHARD, &path.display().to_string())?;
         let engine: Arc<str> = Arc::from(engine);
         let wake = Arc::new(Notify::new());
-        let writer = ShardWriter::spawn(
-            conn,
-            WriterContext {
-                engine: engine.clone(),
-                clock,
-                retry,
-                wake: wake.clone(),
-            },
-        )?;
+        let writer =
+            ShardWriter::spawn(conn, WriterContext { engine: engine.clone(), clock, retry, wake: wake.clone() })?;
         let reads = open_read_pool(&path)?;
-        Ok(Self {
-            engine,
-            path,
-            reads,
-            writer,
-            wake,
-        })
+        Ok(Self { engine, path, reads, writer, wake })
     }
 }

@@ -14,9 +14,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::queries;
-use crate::store::{
-    CancelOutcome, EnqueueOutcome, Finish, FinishOutcome, NewJob, RetryPolicy, StoreError,
-};
+use crate::store::{CancelOutcome, EnqueueOutcome, Finish, FinishOutcome, NewJob, RetryPolicy, StoreError};
 
 /// The most requests committed in one transaction: bounds the latency one commit adds to its first caller.
 const MAX_BATCH: usize = 512;
@@ -27,29 +25,16 @@ const CHANNEL_CAPACITY: usize = 8_192;
 #[derive(Debug)]
 pub enum WriteOp {
     Enqueue(NewJob),
-    Claim {
-        max: u32,
-        lease_ms: u64,
-        worker: String,
-    },
-    Heartbeat {
-        job_id: String,
-        lease_token: String,
-        lease_ms: u64,
-    },
-    Finish {
-        job_id: String,
-        lease_token: String,
-        finish: Finish,
-    },
-    Cancel {
-        user: String,
-        job_id: String,
-    },
+    Claim { max: u32, lease_ms: u64, worker: String },
+    Heartbeat { job_id: String, lease_token: String, lease_ms: u64 },
+    Finish { job_id: String, lease_token: String, finish: Finish },
+    Cancel { user: String, job_id: String },
     ReapExpired,
 }
 
 /// What a write did; the variant matches the `WriteOp`.
+// Moved once through a oneshot channel; boxing the job would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum WriteDone {
     Enqueued(EnqueueOutcome),
@@ -93,10 +78,7 @@ impl ShardWriter {
         thread::Builder::new()
             .name(format!("shard-writer-{engine}"))
             .spawn(move || run(conn, rx, context))
-            .map_err(|source| StoreError::Io {
-                path: format!("writer thread for {engine}"),
-                source,
-            })?;
+            .map_err(|source| StoreError::Io { path: format!("writer thread for {engine}"), source })?;
         Ok(Self { engine, tx })
     }
 
@@ -107,9 +89,7 @@ impl ShardWriter {
             .send(WriteRequest { op, reply })
             .await
             .map_err(|_| StoreError::WriterStopped(self.engine.to_string()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::WriterStopped(self.engine.to_string()))?
+        answer.await.map_err(|_| StoreError::WriterStopped(self.engine.to_string()))?
     }
 }
 
@@ -131,13 +111,9 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<WriteRequest>, context: Writ
                 tracing::warn!(engine = %context.engine, %error, size = batch.len(), "group commit failed; retrying one by one");
                 batch
                     .iter()
-                    .map(|request| {
-                        match commit_batch(&mut conn, std::slice::from_ref(request), &context) {
-                            Ok(mut one) => one.pop().unwrap_or(Err(StoreError::WriterStopped(
-                                context.engine.to_string(),
-                            ))),
-                            Err(error) => Err(error),
-                        }
+                    .map(|request| match commit_batch(&mut conn, std::slice::from_ref(request), &context) {
+                        Ok(mut one) => one.pop().unwrap_or(Err(StoreError::WriterStopped(context.engine.to_string()))),
+                        Err(error) => Err(error),
                     })
                     .collect()
             }
@@ -172,9 +148,7 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<WriteRequest>, context: Writ
 fn makes_work_claimable(result: &Result<WriteDone, StoreError>) -> bool {
     match result {
         Ok(WriteDone::Enqueued(EnqueueOutcome::Created(_))) => true,
-        Ok(WriteDone::Finished(outcome)) => {
-            outcome.status == flowork_common::wire::JobStatus::Queued
-        }
+        Ok(WriteDone::Finished(outcome)) => outcome.status == flowork_common::wire::JobStatus::Queued,
         Ok(WriteDone::Reaped(n)) => *n > 0,
         _ => false,
     }
@@ -201,46 +175,21 @@ fn commit_batch(
     Ok(results)
 }
 
-fn apply(
-    conn: &Connection,
-    op: &WriteOp,
-    now: i64,
-    context: &WriterContext,
-) -> Result<WriteDone, StoreError> {
+fn apply(conn: &Connection, op: &WriteOp, now: i64, context: &WriterContext) -> Result<WriteDone, StoreError> {
     match op {
         WriteOp::Enqueue(job) => queries::enqueue(conn, job, now).map(WriteDone::Enqueued),
-        WriteOp::Claim {
-            max,
-            lease_ms,
-            worker,
-        } => {
+        WriteOp::Claim { max, lease_ms, worker } => {
             queries::reap_expired(conn, now)?;
             let leases = queries::claim(conn, &context.engine, *max, *lease_ms, worker, now)?;
-            let next_due_ms = if leases.is_empty() {
-                queries::next_due(conn)?
-            } else {
-                None
-            };
-            Ok(WriteDone::Claimed {
-                leases,
-                next_due_ms,
-            })
+            let next_due_ms = if leases.is_empty() { queries::next_due(conn)? } else { None };
+            Ok(WriteDone::Claimed { leases, next_due_ms })
         }
-        WriteOp::Heartbeat {
-            job_id,
-            lease_token,
-            lease_ms,
-        } => {
+        WriteOp::Heartbeat { job_id, lease_token, lease_ms } => {
             queries::heartbeat(conn, job_id, lease_token, *lease_ms, now).map(WriteDone::Heartbeat)
         }
-        WriteOp::Finish {
-            job_id,
-            lease_token,
-            finish,
-        } => {
+        WriteOp::Finish { job_id, lease_token, finish } => {
             let unit: f64 = rand::random();
-            queries::finish(conn, job_id, lease_token, finish, now, context.retry, unit)
-                .map(WriteDone::Finished)
+            queries::finish(conn, job_id, lease_token, finish, now, context.retry, unit).map(WriteDone::Finished)
         }
         WriteOp::Cancel { user, job_id } => {
             queries::cancel(conn, &context.engine, user, job_id, now).map(WriteDone::Cancelled)
@@ -249,10 +198,7 @@ fn apply(
     }
 }
 
-fn release_undelivered(
-    conn: &mut Connection,
-    leases: &[(String, String)],
-) -> Result<u64, StoreError> {
+fn release_undelivered(conn: &mut Connection, leases: &[(String, String)]) -> Result<u64, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let released = queries::release(&tx, leases)?;
     tx.commit()?;

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs every test: formatting, lints, unit and end-to-end tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "==> checking formatting and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+echo "==> building the binaries the end-to-end tests start"
+cargo build --workspace --bins --quiet
+
+echo "==> running every test"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+else
+  cargo test --workspace --no-fail-fast
+fi
