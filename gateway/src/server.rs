@@ -25,6 +25,7 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Cancelled on shutdown: long-polling claims return at once.
     pub shutdown: CancellationToken,
+    pub started: std::time::Instant,
 }
 
 /// Runs `flowork-gateway serve` until SIGINT/SIGTERM.
@@ -48,6 +49,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         inflight: Arc::default(),
         clock,
         shutdown: shutdown.clone(),
+        started: std::time::Instant::now(),
     };
 
     let listener = TcpListener::bind(args.listen).await?;

@@ -17,3 +17,22 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     state.control.ping().await?;
     Ok(Json(json!({ "status": "ready" })))
 }
+
+/// `GET /status`: version, uptime and each engine's queue depth. Holds no secrets and needs no token.
+pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let mut engines = Vec::new();
+    for engine in state.control.list_engines().await? {
+        let counts = state.jobs.queue_counts(&engine.id).await?;
+        engines.push(json!({
+            "id": engine.id,
+            "active": engine.is_active(),
+            "queued": counts.queued,
+            "running": counts.running,
+        }));
+    }
+    Ok(Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": state.started.elapsed().as_secs(),
+        "engines": engines,
+    })))
+}
