@@ -4,6 +4,7 @@ pub mod api;
 pub mod auth;
 pub mod commands;
 pub mod config;
+pub mod engine_cache;
 pub mod enqueue;
 pub mod error;
 pub mod inflight;

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::jwt::KeyRing;
 use crate::config::ServeArgs;
+use crate::engine_cache::EngineCache;
 use crate::enqueue::JobLimits;
 use crate::inflight::InflightKeys;
 use crate::store::sqlite::SqliteStore;
@@ -19,6 +20,7 @@ use crate::store::{ControlStore, JobStore, RetryPolicy};
 pub struct AppState {
     pub jobs: Arc<dyn JobStore>,
     pub control: Arc<dyn ControlStore>,
+    pub engines: Arc<EngineCache>,
     pub keys: Arc<KeyRing>,
     pub limits: Arc<JobLimits>,
     pub inflight: Arc<InflightKeys>,
@@ -44,6 +46,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let state = AppState {
         jobs: store.clone(),
         control: store.clone(),
+        engines: Arc::new(EngineCache::new(store.clone(), Duration::from_secs(1))),
         keys,
         limits: Arc::new(limits),
         inflight: Arc::default(),

@@ -1,7 +1,8 @@
 //! `loadtest`: measures how fast a Flowork gateway accepts jobs and how fast engines get them done.
 //!
 //! By default it starts its own gateway and engines (the binaries next to its own executable) on a fresh data
-//! directory per run, so every run starts equal; `--gateway URL --token T --engine ID` drives a running one.
+//! directory per run, so every run starts equal; `--gateway URL --token T --engine ID` measures only the enqueue
+//! rate of a running gateway.
 //! Closed loop: `--concurrency` clients each send their next `POST /jobs` when the previous one is answered.
 //! Each run reports the enqueue rate with engines stopped (pure write path), then the end-to-end rate with
 //! engines running (enqueue → every job finished); the summary gives the median over `--runs`.
@@ -37,6 +38,15 @@ pub struct Args {
     /// Folder of flowork-gateway and flowork-engine (default: next to this executable).
     #[arg(long)]
     pub bin_dir: Option<std::path::PathBuf>,
+    /// Drive this running gateway instead of starting one (enqueue phase only).
+    #[arg(long, requires_all = ["token", "engine"])]
+    pub gateway: Option<String>,
+    /// Access token for `--gateway`.
+    #[arg(long, env = "FLOWORK_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Engine to enqueue to with `--gateway`.
+    #[arg(long)]
+    pub engine: Option<String>,
     /// Where to write the JSON report.
     #[arg(long)]
     pub report: Option<std::path::PathBuf>,
@@ -146,6 +156,20 @@ async fn wait_drained(base: &str, engine: &str) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let (Some(base), Some(token), Some(engine)) = (&args.gateway, &args.token, &args.engine) {
+        let tag = format!("lt{}", std::process::id());
+        let mut rates = Vec::new();
+        for run in 1..=args.runs {
+            let p = enqueue(base, token, engine, args.jobs, args.concurrency, &format!("{tag}-{run}")).await?;
+            println!(
+                "run {run}: enqueue {:.0} jobs/s (p50 {:.2} ms, p99 {:.2} ms, {} errors)",
+                p.jobs_per_s, p.p50_ms, p.p99_ms, p.errors
+            );
+            rates.push(p.jobs_per_s);
+        }
+        println!("median of {} runs: enqueue {:.0} jobs/s", args.runs, median(rates));
+        return Ok(());
+    }
     let mut runs = Vec::new();
     for run in 1..=args.runs {
         let mut stack = spawn::Stack::start(&args).await?;

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use flowork_common::timefmt::parse_ms;
-use flowork_tests::{Api, EngineApi, Gateway, Workspace};
+use flowork_tests::{Api, EngineApi, Gateway, Workspace, eventually};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -112,7 +112,7 @@ async fn an_expired_lease_requeues_and_the_stale_holder_is_fenced_off() -> anyho
     assert_eq!(first[0]["job"]["attempts"], 1);
 
     // The holder stops heartbeating: the reaper puts the job back, counting the attempt.
-    let requeued = flowork_tests::eventually(Duration::from_secs(10), "requeue", || async {
+    let requeued = eventually(Duration::from_secs(10), "requeue", || async {
         let job = s.api.get(&format!("/jobs/{id}")).await?;
         Ok((job.body["status"] == "queued").then_some(job.body))
     })
@@ -174,7 +174,7 @@ async fn lease_expiry_on_the_last_attempt_makes_the_job_dead() -> anyhow::Result
     let s = setup(&["--reap-interval-ms", "50"]).await?;
     let id = enqueue(&s.api, "once", json!({"max_attempts": 1})).await?;
     assert_eq!(s.engine.claim(1, 0, 200).await?.len(), 1);
-    let job = flowork_tests::eventually(Duration::from_secs(10), "dead", || async {
+    let job = eventually(Duration::from_secs(10), "dead", || async {
         let job = s.api.get(&format!("/jobs/{id}")).await?;
         Ok((job.body["status"] == "dead").then_some(job.body))
     })
@@ -258,17 +258,31 @@ async fn engine_tokens_open_only_their_own_shard() -> anyhow::Result<()> {
     let jwt = EngineApi::new(&s.gw, &s.api.token);
     assert_eq!(jwt.post("/internal/claim", &claim_body).await?.status, StatusCode::UNAUTHORIZED);
 
-    // Rotation retires the old token at once; revocation retires the engine's token.
+    // Rotation retires the old token, revocation the engine's token (within the one-second engine cache).
     let rotated = s.ws.gateway_cli(&["engine", "rotate-token", "local", "--json"])?;
     assert!(rotated.status.success());
     let new_token = serde_json::from_slice::<Value>(&rotated.stdout)?["token"].as_str().unwrap().to_string();
-    assert_eq!(s.engine.post("/internal/claim", &claim_body).await?.code(), "invalid_engine_token");
+    let refused = |engine: &EngineApi, code: &'static str| {
+        let body = claim_body.clone();
+        let engine = EngineApi::new(&s.gw, &engine.token);
+        async move {
+            eventually(Duration::from_secs(5), code, || async {
+                let reply = engine.post("/internal/claim", &body).await?;
+                Ok((reply.status == StatusCode::UNAUTHORIZED && reply.code() == code).then_some(()))
+            })
+            .await
+        }
+    };
+    refused(&s.engine, "invalid_engine_token").await?;
     let renewed = EngineApi::new(&s.gw, &new_token);
     assert_eq!(renewed.post("/internal/claim", &claim_body).await?.status, StatusCode::OK);
     assert!(s.ws.gateway_cli(&["engine", "revoke", "local"])?.status.success());
-    assert_eq!(renewed.post("/internal/claim", &claim_body).await?.code(), "invalid_engine_token");
-    let to_revoked = s.api.post_job("after-revoke", &json!({"engine": "local", "kind": "echo"})).await?;
-    assert_eq!((to_revoked.status, to_revoked.code()), (StatusCode::UNPROCESSABLE_ENTITY, "engine_revoked"));
+    refused(&renewed, "invalid_engine_token").await?;
+    eventually(Duration::from_secs(5), "enqueue refused for a revoked engine", || async {
+        let reply = s.api.post_job("after-revoke", &json!({"engine": "local", "kind": "echo"})).await?;
+        Ok((reply.status == StatusCode::UNPROCESSABLE_ENTITY && reply.code() == "engine_revoked").then_some(()))
+    })
+    .await?;
 
     let bad = other.post("/internal/claim", &json!({"max": 0, "lease_ms": 1000, "worker": "t"})).await?;
     assert_eq!((bad.status, bad.code()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_max"));

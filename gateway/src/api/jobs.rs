@@ -36,7 +36,7 @@ pub async fn create(
     let traceparent = parse_traceparent(header_str(&headers, "traceparent").ok().flatten());
     let id = uuid::Uuid::now_v7().to_string();
     let job = build_new_job(&request, &user.id, key, traceparent, id, state.clock.now_ms(), &state.limits)?;
-    match state.control.engine(&job.engine).await? {
+    match state.engines.engine(&job.engine).await? {
         Some(engine) if engine.is_active() => {}
         Some(_) => {
             return Err(ApiError::unprocessable("engine_revoked", format!("engine {:?} has been revoked", job.engine)));

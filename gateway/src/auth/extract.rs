@@ -52,7 +52,7 @@ impl FromRequestParts<AppState> for AuthEngine {
             .ok_or(AuthError::MissingEngineToken)?;
         // Looking up by hash compares hashes, not the secret, so timing reveals nothing about the token.
         let engine = state
-            .control
+            .engines
             .engine_for_token_hash(&engine_token::hash(token))
             .await
             .map_err(AuthError::Store)?
