@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use flowork_common::clock::{Clock, SystemClock};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -57,6 +58,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let listener = TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
+    // Answers are small and latency matters (a woken long-poll claim): do not let Nagle hold them back.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+    });
     tracing::info!(addr = %addr, data_dir = %args.data.data_dir.display(), "listening");
 
     // Open the known shards in the background: readiness does not wait for them.

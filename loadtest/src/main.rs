@@ -135,6 +135,35 @@ async fn enqueue(
     })
 }
 
+/// The same closed loop against `GET /healthz` (no auth, no store): the HTTP baseline of this machine, measured
+/// in the same run so the enqueue rate can be read as a ratio.
+async fn healthz_baseline(base: &str, requests: usize, concurrency: usize) -> anyhow::Result<f64> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).tcp_nodelay(true).build()?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, next, url) = (client.clone(), next.clone(), format!("{base}/healthz"));
+        tasks.push(tokio::spawn(async move {
+            let mut ok = 0usize;
+            while next.fetch_add(1, Ordering::Relaxed) < requests {
+                if let Ok(r) = client.get(&url).send().await
+                    && r.status().is_success()
+                    && r.bytes().await.is_ok()
+                {
+                    ok += 1;
+                }
+            }
+            ok
+        }));
+    }
+    let mut ok = 0;
+    for task in tasks {
+        ok += task.await?;
+    }
+    Ok(ok as f64 / started.elapsed().as_secs_f64())
+}
+
 /// Waits until the engine's queue is empty (nothing queued or running), per `GET /status`.
 async fn wait_drained(base: &str, engine: &str) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
@@ -173,6 +202,7 @@ async fn main() -> anyhow::Result<()> {
     let mut runs = Vec::new();
     for run in 1..=args.runs {
         let mut stack = spawn::Stack::start(&args).await?;
+        let baseline = healthz_baseline(&stack.base, args.jobs, args.concurrency).await?;
         let enq = enqueue(&stack.base, &stack.token, spawn::ENGINE, args.jobs, args.concurrency, "enq").await?;
         stack.start_engines(&args)?;
         wait_drained(&stack.base, spawn::ENGINE).await?;
@@ -181,26 +211,38 @@ async fn main() -> anyhow::Result<()> {
         wait_drained(&stack.base, spawn::ENGINE).await?;
         let e2e = args.jobs as f64 / started.elapsed().as_secs_f64();
         println!(
-            "run {run}: enqueue {:.0} jobs/s (p50 {:.2} ms, p99 {:.2} ms, {} errors); end to end {:.0} jobs/s \
-             (enqueue with engines running {:.0}/s, {} errors)",
-            enq.jobs_per_s, enq.p50_ms, enq.p99_ms, enq.errors, e2e, e2e_enq.jobs_per_s, e2e_enq.errors
+            "run {run}: GET /healthz {baseline:.0} req/s; enqueue {:.0} jobs/s ({:.2} of healthz; p50 {:.2} ms, \
+             p99 {:.2} ms, {} errors); end to end {:.0} jobs/s (enqueue with engines running {:.0}/s, {} errors)",
+            enq.jobs_per_s,
+            enq.jobs_per_s / baseline,
+            enq.p50_ms,
+            enq.p99_ms,
+            enq.errors,
+            e2e,
+            e2e_enq.jobs_per_s,
+            e2e_enq.errors
         );
-        runs.push((enq, e2e));
+        runs.push((enq, e2e, baseline));
         stack.stop();
     }
+    let baseline_median = median(runs.iter().map(|r| r.2).collect());
+    let ratio_median = median(runs.iter().map(|r| r.0.jobs_per_s / r.2).collect());
     let enqueue_median = median(runs.iter().map(|r| r.0.jobs_per_s).collect());
     let p99_median = median(runs.iter().map(|r| r.0.p99_ms).collect());
     let e2e_median = median(runs.iter().map(|r| r.1).collect());
     println!(
-        "median of {} runs: enqueue {enqueue_median:.0} jobs/s (p99 {p99_median:.2} ms), end to end {e2e_median:.0} jobs/s",
+        "median of {} runs: enqueue {enqueue_median:.0} jobs/s (p99 {p99_median:.2} ms; {ratio_median:.2} of the \
+         {baseline_median:.0} req/s GET /healthz baseline), end to end {e2e_median:.0} jobs/s",
         args.runs
     );
     if let Some(path) = &args.report {
         let report = json!({
             "jobs": args.jobs, "concurrency": args.concurrency, "engines": args.engines, "workers": args.workers,
-            "runs": runs.iter().map(|(e, x)| json!({"enqueue_jobs_per_s": e.jobs_per_s, "post_p50_ms": e.p50_ms,
-                "post_p99_ms": e.p99_ms, "errors": e.errors, "end_to_end_jobs_per_s": x})).collect::<Vec<_>>(),
-            "median": {"enqueue_jobs_per_s": enqueue_median, "post_p99_ms": p99_median, "end_to_end_jobs_per_s": e2e_median},
+            "runs": runs.iter().map(|(e, x, b)| json!({"healthz_req_per_s": b, "enqueue_jobs_per_s": e.jobs_per_s,
+                "post_p50_ms": e.p50_ms, "post_p99_ms": e.p99_ms, "errors": e.errors, "end_to_end_jobs_per_s": x}))
+                .collect::<Vec<_>>(),
+            "median": {"healthz_req_per_s": baseline_median, "enqueue_to_healthz_ratio": ratio_median,
+                "enqueue_jobs_per_s": enqueue_median, "post_p99_ms": p99_median, "end_to_end_jobs_per_s": e2e_median},
         });
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
     }
