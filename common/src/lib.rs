@@ -7,5 +7,6 @@ pub mod backoff;
 pub mod clock;
 pub mod ids;
 pub mod logging;
+pub mod signal;
 pub mod timefmt;
 pub mod wire;

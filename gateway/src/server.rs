@@ -83,7 +83,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let signal = shutdown.clone();
     axum::serve(listener, crate::api::router(state))
         .with_graceful_shutdown(async move {
-            wait_for_signal().await;
+            flowork_common::signal::stop_requested().await;
             tracing::info!("shutting down");
             signal.cancel();
         })
@@ -105,28 +105,5 @@ async fn reap_expired_leases(store: Arc<SqliteStore>, every: Duration, shutdown:
             Ok(reaped) => tracing::info!(reaped, "requeued jobs with expired leases"),
             Err(error) => tracing::warn!(%error, "lease reaper failed"),
         }
-    }
-}
-
-/// Resolves on Ctrl-C, or SIGTERM on Unix.
-pub async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }
