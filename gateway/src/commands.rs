@@ -9,12 +9,14 @@ use flowork_common::clock::{Clock, SystemClock};
 use flowork_common::ids::{validate_engine_id, validate_user_id};
 use serde_json::json;
 
+use crate::audit::AuditEntry;
 use crate::auth::engine_token;
 use crate::auth::jwt::KeyRing;
-use crate::config::{DataArgs, EngineCommand, KeysCommand, TokenCommand};
+use crate::auth::scope::parse_scopes;
+use crate::config::{AdminCommand, AuditCommand, DataArgs, EngineCommand, KeysCommand, TokenCommand};
 use crate::secure_fs::write_private_file;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{ControlStore, RetryPolicy};
+use crate::store::{ControlStore, JobStore, RetryPolicy};
 
 async fn open_store(data: &DataArgs) -> anyhow::Result<SqliteStore> {
     Ok(SqliteStore::open(&data.data_dir, Arc::new(SystemClock), RetryPolicy::default()).await?)
@@ -49,6 +51,7 @@ pub async fn engine(command: EngineCommand) -> anyhow::Result<()> {
             let store = open_store(&data).await?;
             let token = engine_token::generate();
             store.add_engine(&name, owner.as_deref(), &engine_token::hash(&token)).await?;
+            audit_cli(&store, "engine.add", &name).await?;
             deliver_token(&name, &token, json, token_file.as_deref(), "registered")?;
         }
         EngineCommand::List { json, data } => {
@@ -75,15 +78,36 @@ pub async fn engine(command: EngineCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        EngineCommand::RotateToken { name, json, token_file, data } => {
+        EngineCommand::RotateToken { name, json, token_file, grace, data } => {
             let store = open_store(&data).await?;
             let token = engine_token::generate();
-            store.set_engine_token(&name, &engine_token::hash(&token)).await?;
+            store.set_engine_token(&name, &engine_token::hash(&token), grace.as_millis() as u64).await?;
+            audit_cli(&store, "engine.rotate_token", &name).await?;
             deliver_token(&name, &token, json, token_file.as_deref(), "has a new token")?;
         }
         EngineCommand::Revoke { name, data } => {
-            open_store(&data).await?.revoke_engine(&name).await?;
+            let store = open_store(&data).await?;
+            store.revoke_engine(&name).await?;
+            audit_cli(&store, "engine.revoke", &name).await?;
             println!("engine {name} revoked");
+        }
+        EngineCommand::Allow { name, user, data } => {
+            validate_user_id(&user)?;
+            let store = open_store(&data).await?;
+            let changed = store.allow_user(&name, &user, false).await?;
+            audit_cli(&store, "engine.allow", &format!("{name}/{user}")).await?;
+            println!("{user} {} on the whitelist of {name}", if changed { "is now" } else { "was already" });
+        }
+        EngineCommand::Disallow { name, user, data } => {
+            let store = open_store(&data).await?;
+            let changed = store.disallow_user(&name, &user).await?;
+            audit_cli(&store, "engine.disallow", &format!("{name}/{user}")).await?;
+            println!("{user} {} the whitelist of {name}", if changed { "was removed from" } else { "was not on" });
+        }
+        EngineCommand::Users { name, data } => {
+            for user in open_store(&data).await?.allowed_users(&name).await? {
+                println!("{}{}", user.user, if user.is_owner { " (owner)" } else { "" });
+            }
         }
     }
     Ok(())
@@ -108,12 +132,53 @@ pub async fn token(command: TokenCommand) -> anyhow::Result<()> {
 }
 
 /// `flowork-gateway keys ...`
-pub fn keys(command: KeysCommand) -> anyhow::Result<()> {
+pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::Rotate { data } => {
-            let kid = KeyRing::load_or_create(&data.data_dir)?.rotate()?;
-            println!("new signing key {kid} is now used for new tokens");
+            let store = open_store(&data).await?;
+            let ring = KeyRing::load_or_create(&data.data_dir)?;
+            let kid = ring.rotate()?;
+            let pruned = ring.prune(SystemClock.now_ms())?;
+            audit_cli(&store, "keys.rotate", &kid).await?;
+            println!("new signing key {kid} is now used for new tokens; {pruned} retired key(s) pruned");
         }
     }
+    Ok(())
+}
+
+/// The longest an admin token may live.
+const MAX_ADMIN_TTL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// `flowork-gateway admin ...`
+pub async fn admin(command: AdminCommand) -> anyhow::Result<()> {
+    match command {
+        AdminCommand::Token { scope, ttl, data } => {
+            let scopes = parse_scopes(&scope).map_err(anyhow::Error::msg)?;
+            if ttl > MAX_ADMIN_TTL {
+                anyhow::bail!("an admin token may live at most 15 minutes");
+            }
+            let store = open_store(&data).await?;
+            let token = KeyRing::load_or_create(&data.data_dir)?.mint_admin(&scopes, ttl, SystemClock.now_ms())?;
+            audit_cli(&store, "admin.token", &scopes.join(",")).await?;
+            println!("{token}");
+        }
+    }
+    Ok(())
+}
+
+/// `flowork-gateway audit ...`
+pub async fn audit(command: AuditCommand) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Verify { data } => match open_store(&data).await?.verify_audit().await? {
+            Ok(rows) => println!("audit chain intact: {rows} rows verified"),
+            Err(broken) => anyhow::bail!("{broken}"),
+        },
+    }
+    Ok(())
+}
+
+/// Records an operator action taken on the command line.
+async fn audit_cli(store: &SqliteStore, action: &str, target: &str) -> anyhow::Result<()> {
+    store.append_audit(AuditEntry::new("cli", action, "ok").target(target)).await?;
     Ok(())
 }

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
+
+use crate::rate_limit::Rate;
 use flowork_common::logging::LogFormat;
 
 /// Flowork gateway: authenticates users, stores jobs in per-engine SQLite shards and hands them to engines.
@@ -31,6 +34,21 @@ pub enum Command {
     /// Manage the JWT signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Mint admin tokens.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Inspect the tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the audit chain; exits non-zero if a row was edited or deleted.
+    Verify {
+        #[command(flatten)]
+        data: DataArgs,
+    },
 }
 
 /// Where the data lives.
@@ -63,6 +81,27 @@ pub struct ServeArgs {
     /// Cap of the retry backoff (ms).
     #[arg(long, env = "FLOWORK_RETRY_CAP_MS", default_value_t = 3_600_000)]
     pub retry_cap_ms: u64,
+    /// Requests per client address (`100/s`, `6000/m`; 0 = off), on every route but the probes.
+    #[arg(long, env = "FLOWORK_RATE_IP", default_value = "2000/s")]
+    pub rate_ip: Rate,
+    /// Requests per signed-in user (0 = off).
+    #[arg(long, env = "FLOWORK_RATE_USER", default_value = "1000/s")]
+    pub rate_user: Rate,
+    /// Peers whose `X-Forwarded-For` / `CF-Connecting-IP` are believed (CIDR, repeatable or comma-separated).
+    #[arg(long = "trusted-proxy", env = "FLOWORK_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpNet>,
+    /// Only these client networks may use the public API (CIDR; default: all).
+    #[arg(long = "allow-cidr", env = "FLOWORK_ALLOW_CIDRS", value_delimiter = ',')]
+    pub allow_cidrs: Vec<IpNet>,
+    /// These client networks may not use the public API (CIDR).
+    #[arg(long = "deny-cidr", env = "FLOWORK_DENY_CIDRS", value_delimiter = ',')]
+    pub deny_cidrs: Vec<IpNet>,
+    /// Only these networks may use the engine API under /internal/ (CIDR; default: all).
+    #[arg(long = "engine-allow-cidr", env = "FLOWORK_ENGINE_ALLOW_CIDRS", value_delimiter = ',')]
+    pub engine_allow_cidrs: Vec<IpNet>,
+    /// These networks may not use the engine API (CIDR).
+    #[arg(long = "engine-deny-cidr", env = "FLOWORK_ENGINE_DENY_CIDRS", value_delimiter = ',')]
+    pub engine_deny_cidrs: Vec<IpNet>,
     /// How often expired leases are put back in the queue (ms); claims also do it as they go.
     #[arg(long, env = "FLOWORK_REAP_INTERVAL_MS", default_value_t = 1_000)]
     pub reap_interval_ms: u64,
@@ -103,11 +142,34 @@ pub enum EngineCommand {
         /// Write the token to this file (0600) instead of printing it.
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// How long the previous token keeps working, so the engine can be switched over without downtime.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        grace: Duration,
         #[command(flatten)]
         data: DataArgs,
     },
     /// Revoke an engine's token; its queued jobs stay in its shard.
     Revoke {
+        name: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Add a user to an engine's whitelist (takes effect at once, also on a running gateway).
+    Allow {
+        name: String,
+        user: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Remove a user from an engine's whitelist.
+    Disallow {
+        name: String,
+        user: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Show an engine's owner and whitelist.
+    Users {
         name: String,
         #[command(flatten)]
         data: DataArgs,
@@ -127,6 +189,21 @@ pub enum TokenCommand {
         /// Print `{"access_token", "token_type", "expires_in"}` as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Mint a short-lived admin token (at most 15 minutes) carrying the given scopes.
+    Token {
+        /// Capabilities, comma-separated: drain, engines:read, engines:write, audit:read.
+        #[arg(long)]
+        scope: String,
+        /// Lifetime, at most 15m.
+        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+        ttl: Duration,
         #[command(flatten)]
         data: DataArgs,
     },

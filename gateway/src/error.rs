@@ -19,6 +19,9 @@ pub enum ApiError {
     /// 401 (or 503 when the store behind authentication fails).
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// 403: authenticated, but not allowed to do this.
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
     #[error("{message}")]
     NotFound { code: &'static str, message: String },
     #[error("{message}")]
@@ -32,6 +35,9 @@ pub enum ApiError {
     /// 422: well-formed, but not acceptable.
     #[error("{message}")]
     Unprocessable { code: &'static str, message: String },
+    /// 429: a rate limit bucket is empty.
+    #[error("too many requests ({policy} limit); retry after {retry_after_s} s")]
+    RateLimited { policy: &'static str, limit: u32, window_s: u64, retry_after_s: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
     /// 500: a bug (a panic caught by the panic layer).
@@ -42,6 +48,10 @@ pub enum ApiError {
 impl ApiError {
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::BadRequest { code, message: message.into() }
+    }
+
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Forbidden { code, message: message.into() }
     }
 
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
@@ -71,12 +81,16 @@ impl ApiError {
                     (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", Some(1))
                 }
             },
+            Self::Forbidden { code, .. } => (StatusCode::FORBIDDEN, code, None),
             Self::NotFound { code, .. } => (StatusCode::NOT_FOUND, code, None),
             Self::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
             Self::Conflict { code, retry_after_s, .. } => (StatusCode::CONFLICT, code, *retry_after_s),
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None),
             Self::UnsupportedMediaType { .. } => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", None),
             Self::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code, None),
+            Self::RateLimited { retry_after_s, .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited", Some(*retry_after_s))
+            }
             Self::Store(error) => match error {
                 StoreError::EngineNotFound(_) => (StatusCode::NOT_FOUND, "engine_not_found", None),
                 StoreError::JobNotFound(_) => (StatusCode::NOT_FOUND, "job_not_found", None),
@@ -105,6 +119,11 @@ impl IntoResponse for ApiError {
             self.to_string()
         };
         let mut response = (status, Json(ErrorBody { error: code.to_string(), message })).into_response();
+        if let Self::RateLimited { policy, limit, window_s, retry_after_s } = &self {
+            for (name, value) in crate::rate_limit::headers(policy, *limit, *window_s, *retry_after_s) {
+                response.headers_mut().insert(name, value);
+            }
+        }
         if let Some(seconds) = retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }

@@ -13,6 +13,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => server::serve(args).await,
         Command::Engine(command) => commands::engine(command).await,
         Command::Token(command) => commands::token(command).await,
-        Command::Keys(command) => commands::keys(command),
+        Command::Keys(command) => commands::keys(command).await,
+        Command::Audit(command) => commands::audit(command).await,
+        Command::Admin(command) => commands::admin(command).await,
     }
 }

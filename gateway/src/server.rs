@@ -8,11 +8,14 @@ use flowork_common::clock::{Clock, SystemClock};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::AuditEntry;
 use crate::auth::jwt::KeyRing;
 use crate::config::ServeArgs;
 use crate::engine_cache::EngineCache;
 use crate::enqueue::JobLimits;
 use crate::inflight::InflightKeys;
+use crate::network::{CidrRules, NetworkPolicy};
+use crate::rate_limit::{Limit, RateLimits};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{ControlStore, JobStore, RetryPolicy};
 
@@ -29,6 +32,17 @@ pub struct AppState {
     /// Cancelled on shutdown: long-polling claims return at once.
     pub shutdown: CancellationToken,
     pub started: std::time::Instant,
+    pub network: Arc<NetworkPolicy>,
+    pub rate_limits: Arc<RateLimits>,
+}
+
+impl AppState {
+    /// Records a security-relevant event; a failure to record is logged, not fatal to the request.
+    pub async fn audit(&self, entry: AuditEntry) {
+        if let Err(error) = self.control.append_audit(entry).await {
+            tracing::error!(%error, "could not append to the audit log");
+        }
+    }
 }
 
 /// Runs `flowork-gateway serve` until SIGINT/SIGTERM.
@@ -54,7 +68,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         clock,
         shutdown: shutdown.clone(),
         started: std::time::Instant::now(),
+        network: Arc::new(NetworkPolicy {
+            trusted_proxies: args.trusted_proxies.clone(),
+            public: CidrRules { allow: args.allow_cidrs.clone(), deny: args.deny_cidrs.clone() },
+            internal: CidrRules { allow: args.engine_allow_cidrs.clone(), deny: args.engine_deny_cidrs.clone() },
+        }),
+        rate_limits: Arc::new(RateLimits {
+            per_ip: Limit::new("per-ip", args.rate_ip),
+            per_user: Limit::new("per-user", args.rate_user),
+        }),
     };
+    tokio::spawn(forget_idle_buckets(state.rate_limits.clone(), shutdown.clone()));
+    tokio::spawn(prune_audit_log(state.control.clone(), shutdown.clone()));
 
     let listener = TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
@@ -81,7 +106,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     ));
 
     let signal = shutdown.clone();
-    axum::serve(listener, crate::api::router(state))
+    let app = crate::api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             flowork_common::signal::stop_requested().await;
             tracing::info!("shutting down");
@@ -89,6 +115,43 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         })
         .await?;
     Ok(())
+}
+
+/// Drops idle rate-limit buckets once a minute.
+async fn forget_idle_buckets(limits: Arc<RateLimits>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        if let Some(limit) = &limits.per_ip {
+            limit.forget_idle();
+        }
+        if let Some(limit) = &limits.per_user {
+            limit.forget_idle();
+        }
+    }
+}
+
+/// How long audit rows are kept.
+const AUDIT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// Prunes audit rows past their retention, hourly, keeping the rest of the chain verifiable.
+async fn prune_audit_log(control: Arc<dyn ControlStore>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let before = flowork_common::clock::system_now_ms() - AUDIT_RETENTION.as_millis() as i64;
+        match control.prune_audit(before).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "pruned old audit rows"),
+            Err(error) => tracing::warn!(%error, "audit pruning failed"),
+        }
+    }
 }
 
 /// Periodically requeues jobs whose engine stopped heartbeating.

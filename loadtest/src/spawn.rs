@@ -40,11 +40,20 @@ impl Stack {
             }
             Ok(String::from_utf8(out.stdout)?.trim().to_string())
         };
-        run(&["engine", "add", ENGINE, "--token-file", dir.path().join("engine.token").to_str().unwrap_or_default()])?;
+        let token_file = dir.path().join("engine.token");
+        run(&[
+            "engine",
+            "add",
+            ENGINE,
+            "--owner",
+            "loadtest",
+            "--token-file",
+            token_file.to_str().unwrap_or_default(),
+        ])?;
         let token = run(&["token", "mint", "--user", "loadtest", "--ttl", "2h"])?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let child = Command::new(&gateway)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--rate-ip", "0", "--rate-user", "0"])
             .arg("--data-dir")
             .arg(&data)
             .env("RUST_LOG", "warn")

@@ -58,7 +58,7 @@ impl Workspace {
         Ok(output)
     }
 
-    fn gateway_cli_ok(&self, args: &[&str]) -> anyhow::Result<String> {
+    pub fn gateway_cli_ok(&self, args: &[&str]) -> anyhow::Result<String> {
         let output = self.gateway_cli(args)?;
         if !output.status.success() {
             bail!("flowork-gateway {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
@@ -66,9 +66,18 @@ impl Workspace {
         Ok(String::from_utf8(output.stdout)?)
     }
 
-    /// Registers an engine; writes its token to `<name>.token` (0600) and returns it.
+    /// Registers an engine owned by `alice` with `bob` on its whitelist; writes its token to `<name>.token`
+    /// (0600) and returns it.
     pub fn add_engine(&self, name: &str) -> anyhow::Result<String> {
-        let out: Value = serde_json::from_str(&self.gateway_cli_ok(&["engine", "add", name, "--json"])?)?;
+        let token = self.add_engine_owned_by(name, "alice")?;
+        self.gateway_cli_ok(&["engine", "allow", name, "bob"])?;
+        Ok(token)
+    }
+
+    /// Registers an engine with an owner (the only user allowed to submit until others are allowed).
+    pub fn add_engine_owned_by(&self, name: &str, owner: &str) -> anyhow::Result<String> {
+        let out: Value =
+            serde_json::from_str(&self.gateway_cli_ok(&["engine", "add", name, "--owner", owner, "--json"])?)?;
         let token = out["token"].as_str().context("no token in engine add output")?.to_string();
         fs::write(self.token_file(name), &token)?;
         #[cfg(unix)]

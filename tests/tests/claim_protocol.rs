@@ -259,7 +259,7 @@ async fn engine_tokens_open_only_their_own_shard() -> anyhow::Result<()> {
     assert_eq!(jwt.post("/internal/claim", &claim_body).await?.status, StatusCode::UNAUTHORIZED);
 
     // Rotation retires the old token, revocation the engine's token (within the one-second engine cache).
-    let rotated = s.ws.gateway_cli(&["engine", "rotate-token", "local", "--json"])?;
+    let rotated = s.ws.gateway_cli(&["engine", "rotate-token", "local", "--grace", "0s", "--json"])?;
     assert!(rotated.status.success());
     let new_token = serde_json::from_slice::<Value>(&rotated.stdout)?["token"].as_str().unwrap().to_string();
     let refused = |engine: &EngineApi, code: &'static str| {

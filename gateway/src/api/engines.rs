@@ -1,92 +1,104 @@
-//! The engine (internal) API: claim with long-poll, heartbeat and finish, authenticated by `X-Engine-Token`.
+//! Engines as a resource of their owner: the whitelist of users allowed to submit jobs to an engine.
+//!
+//! Changes are written to the engine's shard, where every enqueue checks them in its own transaction, so they
+//! apply to the very next request on every gateway process, without a restart.
 
 use axum::Json;
 use axum::extract::{Path, State};
-use flowork_common::timefmt::format_ms;
-use flowork_common::wire::{
-    AttemptOutcome, ClaimRequest, ClaimResponse, FinishRequest, FinishResponse, HeartbeatRequest, HeartbeatResponse,
-    WhoAmI,
-};
+use serde_json::{Value, json};
 
-use super::extract::JsonBody;
-use crate::auth::extract::AuthEngine;
+use crate::audit::AuditEntry;
+use crate::auth::extract::AuthUser;
+use crate::client_ip::ClientIp;
 use crate::error::ApiError;
 use crate::server::AppState;
-use crate::store::{ClaimParams, Finish};
+use crate::store::AllowedUser;
 
-/// Bounds of what an engine may ask for.
-const MAX_CLAIM: u32 = 1_000;
-const MAX_WAIT_MS: u64 = 60_000;
-const LEASE_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
-const MAX_ERROR_CHARS: usize = 8_192;
+/// The JSON of a whitelist.
+pub fn users_json(engine: &str, users: &[AllowedUser]) -> Value {
+    let users: Vec<Value> = users
+        .iter()
+        .map(|u| json!({"user": u.user, "owner": u.is_owner, "added_at": flowork_common::timefmt::format_ms(u.added_at_ms)}))
+        .collect();
+    json!({ "engine": engine, "users": users })
+}
 
-fn check_lease_ms(lease_ms: u64) -> Result<(), ApiError> {
-    if LEASE_MS.contains(&lease_ms) {
+/// Refuses unless `user` owns the engine (404 for an unknown engine, 403 `not_owner` otherwise).
+async fn require_owner(state: &AppState, engine: &str, user: &str) -> Result<(), ApiError> {
+    let record = state
+        .engines
+        .engine(engine)
+        .await?
+        .ok_or_else(|| ApiError::not_found("engine_not_found", format!("no engine named {engine:?}")))?;
+    if record.owner.as_deref() == Some(user) {
         Ok(())
     } else {
-        Err(ApiError::unprocessable(
-            "invalid_lease",
-            format!("lease_ms must be between {} and {}", LEASE_MS.start(), LEASE_MS.end()),
-        ))
+        Err(ApiError::forbidden("not_owner", format!("only the owner of engine {engine:?} may change its whitelist")))
     }
 }
 
-/// `GET /internal/whoami`: which engine this token belongs to (engines check their `--engine-id` at start).
-pub async fn whoami(engine: AuthEngine) -> Json<WhoAmI> {
-    Json(WhoAmI { engine_id: engine.id })
+fn check_user_id(user: &str) -> Result<(), ApiError> {
+    flowork_common::ids::validate_user_id(user).map_err(|e| ApiError::unprocessable("invalid_user", e.to_string()))
 }
 
-/// `POST /internal/claim`: leases up to `max` jobs, waiting up to `wait_ms` for one to become runnable.
-pub async fn claim(
+/// `GET /engines/{id}/users`: the owner sees the whitelist.
+pub async fn list_users(
     State(state): State<AppState>,
-    engine: AuthEngine,
-    JsonBody(request): JsonBody<ClaimRequest>,
-) -> Result<Json<ClaimResponse>, ApiError> {
-    if !(1..=MAX_CLAIM).contains(&request.max) {
-        return Err(ApiError::unprocessable("invalid_max", format!("max must be between 1 and {MAX_CLAIM}")));
+    user: AuthUser,
+    Path(engine): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require_owner(&state, &engine, &user.id).await?;
+    Ok(Json(users_json(&engine, &state.jobs.allowed_users(&engine).await?)))
+}
+
+/// `PUT /engines/{id}/users/{user}`: the owner allows a user.
+pub async fn allow_user(
+    State(state): State<AppState>,
+    owner: AuthUser,
+    ip: ClientIp,
+    Path((engine, user)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    require_owner(&state, &engine, &owner.id).await?;
+    check_user_id(&user)?;
+    let user = user.to_lowercase_if_address();
+    state.jobs.allow_user(&engine, &user, false).await?;
+    state
+        .audit(
+            AuditEntry::new(&owner.id, "engine.allow", "ok")
+                .target(format!("{engine}/{user}"))
+                .ip(Some(ip.0.to_string())),
+        )
+        .await;
+    Ok(Json(users_json(&engine, &state.jobs.allowed_users(&engine).await?)))
+}
+
+/// `DELETE /engines/{id}/users/{user}`: the owner removes a user (never themselves).
+pub async fn disallow_user(
+    State(state): State<AppState>,
+    owner: AuthUser,
+    ip: ClientIp,
+    Path((engine, user)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    require_owner(&state, &engine, &owner.id).await?;
+    let user = user.to_lowercase_if_address();
+    state.jobs.disallow_user(&engine, &user).await?;
+    state
+        .audit(
+            AuditEntry::new(&owner.id, "engine.disallow", "ok")
+                .target(format!("{engine}/{user}"))
+                .ip(Some(ip.0.to_string())),
+        )
+        .await;
+    Ok(Json(users_json(&engine, &state.jobs.allowed_users(&engine).await?)))
+}
+
+/// Wallet users are identified by their lowercase `0x` address, whatever case the caller typed.
+pub trait AddressCase {
+    fn to_lowercase_if_address(&self) -> String;
+}
+
+impl AddressCase for String {
+    fn to_lowercase_if_address(&self) -> String {
+        if self.len() == 42 && self.starts_with("0x") { self.to_ascii_lowercase() } else { self.clone() }
     }
-    check_lease_ms(request.lease_ms)?;
-    let worker: String = request.worker.chars().take(200).collect();
-    let params =
-        ClaimParams { max: request.max, wait_ms: request.wait_ms.min(MAX_WAIT_MS), lease_ms: request.lease_ms, worker };
-    let leases = state.jobs.claim(&engine.id, params, state.shutdown.clone()).await?;
-    Ok(Json(ClaimResponse { leases }))
-}
-
-/// `POST /internal/jobs/{id}/heartbeat`: extends the lease; 409 `lease_lost` if it is no longer this holder's.
-pub async fn heartbeat(
-    State(state): State<AppState>,
-    engine: AuthEngine,
-    Path(id): Path<String>,
-    JsonBody(request): JsonBody<HeartbeatRequest>,
-) -> Result<Json<HeartbeatResponse>, ApiError> {
-    check_lease_ms(request.lease_ms)?;
-    let expires = state.jobs.heartbeat(&engine.id, &id, &request.lease_token, request.lease_ms).await?;
-    Ok(Json(HeartbeatResponse { lease_expires_at: format_ms(expires) }))
-}
-
-/// `POST /internal/jobs/{id}/finish`: records the attempt's outcome; a stale lease token is refused (fencing).
-pub async fn finish(
-    State(state): State<AppState>,
-    engine: AuthEngine,
-    Path(id): Path<String>,
-    JsonBody(request): JsonBody<FinishRequest>,
-) -> Result<Json<FinishResponse>, ApiError> {
-    let finish = match request.outcome {
-        AttemptOutcome::Succeeded => {
-            let result = request.result.map(|r| r.get().to_string());
-            if result.as_ref().is_some_and(|r| r.len() > state.limits.max_result_bytes) {
-                return Err(ApiError::PayloadTooLarge {
-                    message: format!("a job result may be at most {} bytes", state.limits.max_result_bytes),
-                });
-            }
-            Finish::Succeeded { result }
-        }
-        AttemptOutcome::Failed => {
-            let error = request.error.unwrap_or_else(|| "the engine reported a failure without a message".into());
-            Finish::Failed { error: error.chars().take(MAX_ERROR_CHARS).collect(), retryable: request.retryable }
-        }
-    };
-    let outcome = state.jobs.finish(&engine.id, &id, &request.lease_token, finish).await?;
-    Ok(Json(FinishResponse { status: outcome.status, run_at: outcome.run_at_ms.map(format_ms) }))
 }

@@ -55,6 +55,7 @@ pub async fn create(
             retry_after_s: Some(1),
         });
     };
+    let engine = job.engine.clone();
     match state.jobs.enqueue(job).await? {
         EnqueueOutcome::Created(job) => {
             let location =
@@ -72,6 +73,10 @@ pub async fn create(
             )
                 .into_response())
         }
+        EnqueueOutcome::NotAllowed => Err(ApiError::forbidden(
+            "not_whitelisted",
+            format!("you are not on the whitelist of engine {engine:?}; ask its owner to add you"),
+        )),
         EnqueueOutcome::KeyReused => Err(ApiError::unprocessable(
             "idempotency_key_reused",
             "this Idempotency-Key was already used with a different request; use a new key for a new job",

@@ -1,7 +1,9 @@
 //! The HTTP API: one module per resource, assembled into one router here.
 
+pub mod admin;
 pub mod engines;
 pub mod extract;
+pub mod internal;
 pub mod jobs;
 pub mod status;
 
@@ -10,32 +12,42 @@ use std::any::Any;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
 use crate::server::AppState;
+use crate::{network, rate_limit};
 
 /// Request bodies above this are refused with 413 before they are read in full.
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// All routes of the gateway.
 pub fn router(state: AppState) -> Router {
+    // Probes answer whatever the rate limits say, so a load balancer never takes a busy gateway for a dead one.
+    let probes = Router::new().route("/healthz", get(status::healthz)).route("/readyz", get(status::readyz));
     Router::new()
-        .route("/healthz", get(status::healthz))
-        .route("/readyz", get(status::readyz))
         .route("/status", get(status::status))
         .route("/jobs", post(jobs::create).get(jobs::list))
         .route("/jobs/{id}", get(jobs::get))
         .route("/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/internal/whoami", get(engines::whoami))
-        .route("/internal/claim", post(engines::claim))
-        .route("/internal/jobs/{id}/heartbeat", post(engines::heartbeat))
-        .route("/internal/jobs/{id}/finish", post(engines::finish))
+        .route("/engines/{id}/users", get(engines::list_users))
+        .route("/engines/{id}/users/{user}", put(engines::allow_user).delete(engines::disallow_user))
+        .route("/admin/engines", get(admin::list_engines))
+        .route("/admin/engines/{id}/users/{user}", put(admin::allow_user).delete(admin::disallow_user))
+        .route("/admin/audit/verify", get(admin::verify_audit))
+        .route("/internal/whoami", get(internal::whoami))
+        .route("/internal/claim", post(internal::claim))
+        .route("/internal/jobs/{id}/heartbeat", post(internal::heartbeat))
+        .route("/internal/jobs/{id}/finish", post(internal::finish))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), rate_limit::limit_per_ip))
+        .layer(middleware::from_fn_with_state(state.clone(), network::enforce_cidr_rules))
+        .merge(probes)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(panic_response))

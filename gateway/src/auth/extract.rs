@@ -3,6 +3,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
+use super::jwt::ADMIN_AUDIENCE;
 use super::{AuthError, engine_token};
 use crate::error::ApiError;
 use crate::server::AppState;
@@ -13,27 +14,67 @@ pub struct AuthUser {
     pub id: String,
 }
 
+/// The bearer of an admin token, with its capabilities.
+#[derive(Debug, Clone)]
+pub struct AuthAdmin {
+    /// The token's id, recorded as the actor in the audit log.
+    pub jti: String,
+    pub scopes: Vec<String>,
+}
+
+impl AuthAdmin {
+    /// Refuses with 403 `missing_scope` unless the token carries `scope`.
+    pub fn require(&self, scope: &str) -> Result<(), ApiError> {
+        if self.scopes.iter().any(|s| s == scope) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("missing_scope", format!("this admin token lacks the {scope:?} scope")))
+        }
+    }
+
+    /// The actor name of this admin in the audit log.
+    pub fn actor(&self) -> String {
+        format!("admin:{}", self.jti)
+    }
+}
+
 /// The engine making an internal call; its token opens only its own shard.
 #[derive(Debug, Clone)]
 pub struct AuthEngine {
     pub id: String,
 }
 
+/// The bearer token of the `Authorization` header.
+fn bearer(parts: &Parts) -> Result<&str, AuthError> {
+    let header = parts.headers.get(axum::http::header::AUTHORIZATION).ok_or(AuthError::MissingToken)?;
+    let value = header.to_str().map_err(|_| AuthError::MalformedAuthorization)?;
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or(AuthError::MalformedAuthorization)
+}
+
+impl FromRequestParts<AppState> for AuthAdmin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let claims = state.keys.verify_for(bearer(parts)?, ADMIN_AUDIENCE)?;
+        Ok(Self { jti: claims.jti, scopes: claims.scope.split(' ').map(str::to_string).collect() })
+    }
+}
+
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(axum::http::header::AUTHORIZATION).ok_or(AuthError::MissingToken)?;
-        let value = header.to_str().map_err(|_| AuthError::MalformedAuthorization)?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or(AuthError::MalformedAuthorization)?;
-        let claims = state.keys.verify(token)?;
+        let claims = state.keys.verify(bearer(parts)?)?;
         if flowork_common::ids::validate_user_id(&claims.sub).is_err() {
             return Err(AuthError::InvalidToken("the token names an invalid user".into()).into());
+        }
+        if let Some(limit) = &state.rate_limits.per_user {
+            limit.check(&claims.sub)?;
         }
         Ok(Self { id: claims.sub })
     }

@@ -16,17 +16,30 @@ use super::AuthError;
 use crate::secure_fs::{create_private_dir, write_private_file_new};
 
 const ISSUER: &str = "flowork";
+/// The audience of user access tokens.
+pub const USER_AUDIENCE: &str = "flowork-api";
+/// The audience of admin tokens: an admin token is not a user token, nor the other way round.
+pub const ADMIN_AUDIENCE: &str = "flowork-admin";
+/// The longest lifetime any token may have; a retired key is deleted once every token it signed has expired.
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 const KEY_PREFIX: &str = "jwt-";
 const KEY_SUFFIX: &str = ".key";
 
-/// What an access token says.
+/// What a token says.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AccessClaims {
-    /// The user id.
+    /// The user id (or `admin` for admin tokens).
     pub sub: String,
     pub iat: i64,
+    pub nbf: i64,
     pub exp: i64,
     pub iss: String,
+    pub aud: String,
+    /// A unique id, recorded in the audit log for admin calls.
+    pub jti: String,
+    /// Space-separated capabilities of an admin token.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub scope: String,
 }
 
 struct SigningKey {
@@ -96,20 +109,53 @@ impl KeyRing {
         Ok(())
     }
 
-    /// Signs an access token for `user`, valid for `ttl`.
+    /// Signs a user access token for `user`, valid for `ttl`.
     pub fn mint(&self, user: &str, ttl: Duration, now_ms: i64) -> Result<String, AuthError> {
+        self.sign(user, USER_AUDIENCE, "", ttl, now_ms)
+    }
+
+    /// Signs an admin token carrying `scopes`.
+    pub fn mint_admin(&self, scopes: &[String], ttl: Duration, now_ms: i64) -> Result<String, AuthError> {
+        self.sign("admin", ADMIN_AUDIENCE, &scopes.join(" "), ttl, now_ms)
+    }
+
+    fn sign(&self, sub: &str, aud: &str, scope: &str, ttl: Duration, now_ms: i64) -> Result<String, AuthError> {
+        if ttl > MAX_TOKEN_TTL {
+            return Err(key_error(format!("a token may live at most {}", humantime::format_duration(MAX_TOKEN_TTL))));
+        }
         let keys = self.keys.read().map_err(key_error)?;
         let key = keys.last().ok_or_else(|| key_error("no signing key"))?;
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(key.kid.clone());
         let iat = now_ms / 1000;
         let claims = AccessClaims {
-            sub: user.to_string(),
+            sub: sub.to_string(),
             iat,
+            nbf: iat,
             exp: iat.saturating_add(ttl.as_secs() as i64),
             iss: ISSUER.to_string(),
+            aud: aud.to_string(),
+            jti: uuid::Uuid::new_v4().simple().to_string(),
+            scope: scope.to_string(),
         };
         jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(&key.secret)).map_err(key_error)
+    }
+
+    /// Deletes retired keys whose every token has expired: a key is retired when a newer key exists, and the
+    /// newer key's creation time is in its kid. Returns how many were deleted.
+    pub fn prune(&self, now_ms: i64) -> Result<usize, AuthError> {
+        let kids: Vec<String> = self.keys.read().map_err(key_error)?.iter().map(|k| k.kid.clone()).collect();
+        let mut pruned = 0;
+        for pair in kids.windows(2) {
+            let successor_created: i64 = pair[1].split('-').next().and_then(|t| t.parse().ok()).unwrap_or(i64::MAX);
+            if successor_created.saturating_add(MAX_TOKEN_TTL.as_millis() as i64) < now_ms {
+                std::fs::remove_file(self.dir.join(format!("{KEY_PREFIX}{}{KEY_SUFFIX}", pair[0])))
+                    .map_err(key_error)?;
+                pruned += 1;
+            }
+        }
+        self.reload()?;
+        Ok(pruned)
     }
 
     fn secret_for(&self, kid: &str) -> Option<Vec<u8>> {
@@ -117,8 +163,13 @@ impl KeyRing {
         keys.iter().find(|k| k.kid == kid).map(|k| k.secret.clone())
     }
 
-    /// Checks signature, algorithm, issuer and expiry; returns the claims.
+    /// Checks a user access token; returns its claims.
     pub fn verify(&self, token: &str) -> Result<AccessClaims, AuthError> {
+        self.verify_for(token, USER_AUDIENCE)
+    }
+
+    /// Checks signature (HS256 only, by `kid`), issuer, audience, `exp`, `nbf` and `jti`; returns the claims.
+    pub fn verify_for(&self, token: &str, audience: &str) -> Result<AccessClaims, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::InvalidToken(e.to_string()))?;
         if header.alg != Algorithm::HS256 {
             return Err(AuthError::InvalidToken("unexpected signing algorithm".into()));
@@ -136,14 +187,20 @@ impl KeyRing {
         };
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
+        validation.validate_nbf = true;
         validation.set_issuer(&[ISSUER]);
-        validation.set_required_spec_claims(&["exp", "sub", "iss"]);
-        jsonwebtoken::decode::<AccessClaims>(token, &DecodingKey::from_secret(&secret), &validation)
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "sub", "iss", "aud"]);
+        let claims = jsonwebtoken::decode::<AccessClaims>(token, &DecodingKey::from_secret(&secret), &validation)
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::ExpiredToken,
                 _ => AuthError::InvalidToken(e.to_string()),
-            })
+            })?;
+        if claims.jti.is_empty() {
+            return Err(AuthError::InvalidToken("no token id".into()));
+        }
+        Ok(claims)
     }
 }
 
@@ -180,6 +237,51 @@ mod tests {
         let other = KeyRing::load_or_create(tempfile::tempdir().unwrap().path()).unwrap();
         let foreign = other.mint("alice", Duration::from_secs(60), system_now_ms()).unwrap();
         assert!(ring.verify(&foreign).is_err(), "a token from another data directory must not verify");
+    }
+
+    #[test]
+    fn refuses_alg_none_algorithm_confusion_and_the_wrong_audience() {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let dir = tempfile::tempdir().unwrap();
+        let ring = KeyRing::load_or_create(dir.path()).unwrap();
+        let token = ring.mint("alice", Duration::from_secs(60), system_now_ms()).unwrap();
+        let payload = token.split('.').nth(1).unwrap();
+        let kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
+        for alg in ["none", "None", "HS512", "RS256", "ES256"] {
+            let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}","typ":"JWT","kid":"{kid}"}}"#));
+            for signature in ["", "AAAA"] {
+                let forged = format!("{header}.{payload}.{signature}");
+                assert!(ring.verify(&forged).is_err(), "alg {alg} must be refused");
+            }
+        }
+        let admin = ring.mint_admin(&["drain".to_string()], Duration::from_secs(60), system_now_ms()).unwrap();
+        assert!(ring.verify(&admin).is_err(), "an admin token is not a user token");
+        assert!(ring.verify_for(&token, ADMIN_AUDIENCE).is_err(), "a user token is not an admin token");
+        assert_eq!(ring.verify_for(&admin, ADMIN_AUDIENCE).unwrap().scope, "drain");
+        assert!(ring.mint("alice", MAX_TOKEN_TTL + Duration::from_secs(1), system_now_ms()).is_err());
+    }
+
+    #[test]
+    fn not_yet_valid_tokens_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = KeyRing::load_or_create(dir.path()).unwrap();
+        let future = ring.mint("alice", Duration::from_secs(600), system_now_ms() + 120_000).unwrap();
+        assert!(matches!(ring.verify(&future), Err(AuthError::InvalidToken(_))));
+    }
+
+    #[test]
+    fn retired_keys_are_pruned_once_their_tokens_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = KeyRing::load_or_create(dir.path()).unwrap();
+        let old = ring.mint("bob", Duration::from_secs(60), system_now_ms()).unwrap();
+        ring.rotate().unwrap();
+        assert_eq!(ring.prune(system_now_ms()).unwrap(), 0, "the old key may still have live tokens");
+        assert!(ring.verify(&old).is_ok());
+        let later = system_now_ms() + MAX_TOKEN_TTL.as_millis() as i64 + 1_000;
+        assert_eq!(ring.prune(later).unwrap(), 1);
+        assert!(ring.verify(&old).is_err());
+        assert!(ring.verify(&ring.mint("bob", Duration::from_secs(60), system_now_ms()).unwrap()).is_ok());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod engine_token;
 pub mod extract;
 pub mod jwt;
+pub mod scope;
 
 use thiserror::Error;
 

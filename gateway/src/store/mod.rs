@@ -12,6 +12,8 @@ use flowork_common::wire::{Job, JobPage, JobStatus, Lease};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::{AuditEntry, ChainBreak};
+
 /// A validated job ready to be written, with its id and idempotency data already decided.
 #[derive(Debug, Clone)]
 pub struct NewJob {
@@ -39,6 +41,8 @@ pub enum EnqueueOutcome {
     Replayed(Job),
     /// The key was used before with a different request.
     KeyReused,
+    /// The user is neither the engine's owner nor on its whitelist.
+    NotAllowed,
 }
 
 /// Filters of a job listing, newest first.
@@ -118,6 +122,49 @@ pub struct QueueCounts {
     pub running: u64,
 }
 
+/// Whether a sign-in nonce could be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonceCheck {
+    Consumed,
+    Unknown,
+    Reused,
+    Expired,
+}
+
+/// A refresh token to store (its hash only).
+#[derive(Debug, Clone)]
+pub struct RefreshTokenRecord {
+    pub token_hash: String,
+    pub family_id: String,
+    pub user_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// What presenting a refresh token did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshCheck {
+    /// It was live; the next token of the family was stored.
+    Rotated {
+        user: String,
+    },
+    /// It had already been rotated: the family is now revoked.
+    Reused {
+        user: String,
+    },
+    Revoked,
+    Expired,
+    Unknown,
+}
+
+/// A user allowed to submit to an engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedUser {
+    pub user: String,
+    pub is_owner: bool,
+    pub added_at_ms: i64,
+}
+
 /// Storage failures, and the store-level refusals the API turns into 404/409.
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -168,6 +215,11 @@ pub trait JobStore: Send + Sync + 'static {
     /// Puts jobs whose lease expired back in the queue (or to `dead` when out of attempts), on every open shard.
     async fn reap_expired_leases(&self) -> Result<u64, StoreError>;
     async fn queue_counts(&self, engine: &str) -> Result<QueueCounts, StoreError>;
+    /// Adds a user to an engine's whitelist (or marks its owner); returns false if already there.
+    async fn allow_user(&self, engine: &str, user: &str, is_owner: bool) -> Result<bool, StoreError>;
+    /// Removes a user from an engine's whitelist; returns false if they were not on it. The owner stays.
+    async fn disallow_user(&self, engine: &str, user: &str) -> Result<bool, StoreError>;
+    async fn allowed_users(&self, engine: &str) -> Result<Vec<AllowedUser>, StoreError>;
 }
 
 /// Engines and users.
@@ -177,10 +229,27 @@ pub trait ControlStore: Send + Sync + 'static {
     async fn add_engine(&self, id: &str, owner: Option<&str>, token_hash: &str) -> Result<(), StoreError>;
     async fn list_engines(&self) -> Result<Vec<EngineRecord>, StoreError>;
     async fn engine(&self, id: &str) -> Result<Option<EngineRecord>, StoreError>;
+    /// The active engine whose token (or previous token, within its grace period) has this hash.
     async fn engine_for_token_hash(&self, token_hash: &str) -> Result<Option<EngineRecord>, StoreError>;
-    /// Replaces an engine's token (and un-revokes it).
-    async fn set_engine_token(&self, id: &str, token_hash: &str) -> Result<(), StoreError>;
+    /// Replaces an engine's token (and un-revokes it); the old token keeps working for `grace_ms`.
+    async fn set_engine_token(&self, id: &str, token_hash: &str, grace_ms: u64) -> Result<(), StoreError>;
     async fn revoke_engine(&self, id: &str) -> Result<(), StoreError>;
     /// A cheap check that the databases answer, for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Appends to the tamper-evident audit log.
+    async fn append_audit(&self, entry: AuditEntry) -> Result<(), StoreError>;
+    /// Checks the audit chain: the number of rows checked, or where it breaks.
+    async fn verify_audit(&self) -> Result<Result<u64, ChainBreak>, StoreError>;
+    /// Deletes audit rows older than `before_ms`, keeping the rest verifiable.
+    async fn prune_audit(&self, before_ms: i64) -> Result<u64, StoreError>;
+    async fn insert_nonce(&self, nonce: &str, expires_at_ms: i64) -> Result<(), StoreError>;
+    async fn consume_nonce(&self, nonce: &str) -> Result<NonceCheck, StoreError>;
+    async fn insert_refresh_token(&self, token: RefreshTokenRecord) -> Result<(), StoreError>;
+    async fn rotate_refresh_token(
+        &self,
+        presented_hash: &str,
+        next: RefreshTokenRecord,
+    ) -> Result<RefreshCheck, StoreError>;
+    /// Revokes the family of a refresh token; the user it belonged to, if known.
+    async fn revoke_refresh_family(&self, presented_hash: &str) -> Result<Option<String>, StoreError>;
 }

@@ -2,16 +2,20 @@
 
 use std::path::Path;
 
-use rusqlite::{OptionalExtension, Row, params};
+use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
 
 use super::connection::{ReadPool, open_read_pool, open_writer};
 use super::migrate;
-use crate::store::{EngineRecord, StoreError};
+use crate::audit::{AuditEntry, AuditRow, ChainBreak, GENESIS, row_hash, verify_chain};
+use crate::store::{EngineRecord, NonceCheck, RefreshCheck, RefreshTokenRecord, StoreError};
 
 /// The control database's connection pool (reads and the rare writes alike).
 pub struct ControlDb {
     pub pool: ReadPool,
 }
+
+/// family, user, expires_at, rotated_at, revoked_at of a refresh token.
+type RefreshRow = (String, String, i64, Option<i64>, Option<i64>);
 
 const ENGINE_COLUMNS: &str = "id, owner, created_at, revoked_at";
 
@@ -53,18 +57,33 @@ impl ControlDb {
         Ok(stmt.query_row([id], engine_from_row).optional()?)
     }
 
-    pub fn engine_for_token_hash(&self, token_hash: &str) -> Result<Option<EngineRecord>, StoreError> {
+    /// The active engine whose current token, or previous token still in its grace period, has this hash.
+    pub fn engine_for_token_hash(&self, token_hash: &str, now: i64) -> Result<Option<EngineRecord>, StoreError> {
         let conn = self.pool.get()?;
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {ENGINE_COLUMNS} FROM engines WHERE token_hash = ?1 AND revoked_at IS NULL"
+            "SELECT {ENGINE_COLUMNS} FROM engines WHERE token_hash = ?1 AND revoked_at IS NULL
+             UNION ALL
+             SELECT {ENGINE_COLUMNS} FROM engines
+             WHERE previous_token_hash = ?1 AND previous_valid_until > ?2 AND revoked_at IS NULL
+             LIMIT 1"
         ))?;
-        Ok(stmt.query_row([token_hash], engine_from_row).optional()?)
+        Ok(stmt.query_row(params![token_hash, now], engine_from_row).optional()?)
     }
 
-    pub fn set_engine_token(&self, id: &str, token_hash: &str) -> Result<(), StoreError> {
+    /// Replaces an engine's token; the old one keeps working until `previous_valid_until` (if given).
+    pub fn set_engine_token(
+        &self,
+        id: &str,
+        token_hash: &str,
+        previous_valid_until: Option<i64>,
+    ) -> Result<(), StoreError> {
         let conn = self.pool.get()?;
-        let updated = conn
-            .execute("UPDATE engines SET token_hash = ?1, revoked_at = NULL WHERE id = ?2", params![token_hash, id])?;
+        let updated = conn.execute(
+            "UPDATE engines SET previous_token_hash = CASE WHEN ?3 IS NULL THEN NULL ELSE token_hash END,
+                    previous_valid_until = ?3, token_hash = ?1, revoked_at = NULL
+             WHERE id = ?2",
+            params![token_hash, id, previous_valid_until],
+        )?;
         if updated == 0 { Err(StoreError::EngineNotFound(id.to_string())) } else { Ok(()) }
     }
 
@@ -79,5 +98,197 @@ impl ControlDb {
         let conn = self.pool.get()?;
         conn.query_row("SELECT 1", [], |_| Ok(()))?;
         Ok(())
+    }
+}
+
+/// Audit log, sign-in nonces and refresh tokens.
+impl ControlDb {
+    /// Appends a row to the audit chain. `BEGIN IMMEDIATE` serialises appenders across processes, so every
+    /// row links to the row before it.
+    pub fn append_audit(&self, entry: &AuditEntry, now: i64) -> Result<(), StoreError> {
+        let mut conn = self.pool.get()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let last: Option<(i64, String)> = tx
+            .query_row("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let last = match last {
+            Some(last) => last,
+            None => tx
+                .query_row("SELECT last_id, last_hash FROM audit_anchor", [], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?
+                .unwrap_or((0, GENESIS.to_string())),
+        };
+        let id = last.0 + 1;
+        let hash = row_hash(&last.1, id, now, entry);
+        tx.execute(
+            "INSERT INTO audit_log (id, at, actor, action, target, ip, outcome, detail, prev_hash, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                id,
+                now,
+                entry.actor,
+                entry.action,
+                entry.target,
+                entry.ip,
+                entry.outcome,
+                entry.detail,
+                last.1,
+                hash
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Checks the whole chain from its anchor.
+    pub fn verify_audit(&self) -> Result<Result<u64, ChainBreak>, StoreError> {
+        let conn = self.pool.get()?;
+        let anchor: Option<(i64, String)> = conn
+            .query_row("SELECT last_id, last_hash FROM audit_anchor", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let mut stmt = conn.prepare(
+            "SELECT id, at, actor, action, target, ip, outcome, detail, prev_hash, hash FROM audit_log ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(AuditRow {
+                id: r.get(0)?,
+                at_ms: r.get(1)?,
+                entry: AuditEntry {
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    target: r.get(4)?,
+                    ip: r.get(5)?,
+                    outcome: r.get(6)?,
+                    detail: r.get(7)?,
+                },
+                prev_hash: r.get(8)?,
+                hash: r.get(9)?,
+            })
+        })?;
+        let rows = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(verify_chain(anchor, rows))
+    }
+
+    /// Deletes rows older than `before_ms`, moving the anchor to the last deleted row in the same transaction.
+    pub fn prune_audit(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let mut conn = self.pool.get()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Never prune the newest row: appends need something to link to.
+        let last: Option<(i64, String)> = tx
+            .query_row(
+                "SELECT id, hash FROM audit_log WHERE at < ?1 AND id < (SELECT max(id) FROM audit_log)
+                 ORDER BY id DESC LIMIT 1",
+                [before_ms],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((last_id, last_hash)) = last else { return Ok(0) };
+        let pruned = tx.execute("DELETE FROM audit_log WHERE id <= ?1", [last_id])?;
+        tx.execute(
+            "INSERT INTO audit_anchor (singleton, last_id, last_hash) VALUES (1, ?1, ?2)
+             ON CONFLICT (singleton) DO UPDATE SET last_id = excluded.last_id, last_hash = excluded.last_hash",
+            params![last_id, last_hash],
+        )?;
+        tx.commit()?;
+        Ok(pruned as u64)
+    }
+
+    pub fn insert_nonce(&self, nonce: &str, now: i64, expires_at: i64) -> Result<(), StoreError> {
+        let conn = self.pool.get()?;
+        // Expired nonces are cleared as new ones are issued, so the table stays small.
+        conn.execute("DELETE FROM auth_nonces WHERE expires_at < ?1", [now - 3_600_000])?;
+        conn.execute(
+            "INSERT INTO auth_nonces (nonce, created_at, expires_at) VALUES (?1, ?2, ?3)",
+            params![nonce, now, expires_at],
+        )?;
+        Ok(())
+    }
+
+    /// Marks a nonce used if it is ours, unused and unexpired, in one statement (so two requests with the same
+    /// nonce cannot both succeed).
+    pub fn consume_nonce(&self, nonce: &str, now: i64) -> Result<NonceCheck, StoreError> {
+        let conn = self.pool.get()?;
+        let used = conn.execute(
+            "UPDATE auth_nonces SET used_at = ?1 WHERE nonce = ?2 AND used_at IS NULL AND expires_at > ?1",
+            params![now, nonce],
+        )?;
+        if used == 1 {
+            return Ok(NonceCheck::Consumed);
+        }
+        let row: Option<Option<i64>> =
+            conn.query_row("SELECT used_at FROM auth_nonces WHERE nonce = ?1", [nonce], |r| r.get(0)).optional()?;
+        Ok(match row {
+            None => NonceCheck::Unknown,
+            Some(Some(_)) => NonceCheck::Reused,
+            Some(None) => NonceCheck::Expired,
+        })
+    }
+
+    pub fn insert_refresh_token(&self, token: &RefreshTokenRecord) -> Result<(), StoreError> {
+        let conn = self.pool.get()?;
+        conn.execute(
+            "INSERT INTO refresh_tokens (token_hash, family_id, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![token.token_hash, token.family_id, token.user_id, token.created_at, token.expires_at],
+        )?;
+        Ok(())
+    }
+
+    /// Rotates a refresh token: the presented one must be live; it is marked rotated and `next` joins its
+    /// family. Presenting a rotated token revokes the family (someone kept a copy).
+    pub fn rotate_refresh_token(
+        &self,
+        presented_hash: &str,
+        next: &RefreshTokenRecord,
+        now: i64,
+    ) -> Result<RefreshCheck, StoreError> {
+        let mut conn = self.pool.get()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let row: Option<RefreshRow> = tx
+            .query_row(
+                "SELECT family_id, user_id, expires_at, rotated_at, revoked_at FROM refresh_tokens WHERE token_hash = ?1",
+                [presented_hash],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()?;
+        let Some((family, user, expires_at, rotated_at, revoked_at)) = row else { return Ok(RefreshCheck::Unknown) };
+        let check = if revoked_at.is_some() {
+            RefreshCheck::Revoked
+        } else if rotated_at.is_some() {
+            tx.execute(
+                "UPDATE refresh_tokens SET revoked_at = ?1 WHERE family_id = ?2 AND revoked_at IS NULL",
+                params![now, family],
+            )?;
+            RefreshCheck::Reused { user }
+        } else if expires_at <= now {
+            RefreshCheck::Expired
+        } else {
+            tx.execute(
+                "UPDATE refresh_tokens SET rotated_at = ?1 WHERE token_hash = ?2",
+                params![now, presented_hash],
+            )?;
+            tx.execute(
+                "INSERT INTO refresh_tokens (token_hash, family_id, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![next.token_hash, family, user, next.created_at, next.expires_at],
+            )?;
+            RefreshCheck::Rotated { user }
+        };
+        tx.commit()?;
+        Ok(check)
+    }
+
+    /// Revokes the family of a refresh token (logout); returns the user if the token was known.
+    pub fn revoke_refresh_family(&self, presented_hash: &str, now: i64) -> Result<Option<String>, StoreError> {
+        let conn = self.pool.get()?;
+        let row: Option<(String, String)> = conn
+            .query_row("SELECT family_id, user_id FROM refresh_tokens WHERE token_hash = ?1", [presented_hash], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        let Some((family, user)) = row else { return Ok(None) };
+        conn.execute(
+            "UPDATE refresh_tokens SET revoked_at = ?1 WHERE family_id = ?2 AND revoked_at IS NULL",
+            params![now, family],
+        )?;
+        Ok(Some(user))
     }
 }

@@ -24,10 +24,11 @@ use tokio_util::sync::CancellationToken;
 use self::control::ControlDb;
 use self::shard::Shard;
 use self::writer::{WriteDone, WriteOp};
+use crate::audit::{AuditEntry, ChainBreak};
 use crate::secure_fs::create_private_dir;
 use crate::store::{
-    CancelOutcome, ClaimParams, ControlStore, EngineRecord, EnqueueOutcome, Finish, FinishOutcome, JobStore, ListQuery,
-    NewJob, QueueCounts, RetryPolicy, StoreError,
+    AllowedUser, CancelOutcome, ClaimParams, ControlStore, EngineRecord, EnqueueOutcome, Finish, FinishOutcome,
+    JobStore, ListQuery, NewJob, NonceCheck, QueueCounts, RefreshCheck, RefreshTokenRecord, RetryPolicy, StoreError,
 };
 
 /// The SQLite-backed store.
@@ -265,6 +266,28 @@ impl JobStore for SqliteStore {
         let shard = self.shard(engine).await?;
         self.read(&shard, |conn, _| queries::counts(conn)).await
     }
+
+    async fn allow_user(&self, engine: &str, user: &str, is_owner: bool) -> Result<bool, StoreError> {
+        let shard = self.shard(engine).await?;
+        let op = WriteOp::AllowUser { user: user.to_string(), is_owner };
+        match shard.writer.write(op).await? {
+            WriteDone::Changed(changed) => Ok(changed),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn disallow_user(&self, engine: &str, user: &str) -> Result<bool, StoreError> {
+        let shard = self.shard(engine).await?;
+        match shard.writer.write(WriteOp::DisallowUser { user: user.to_string() }).await? {
+            WriteDone::Changed(changed) => Ok(changed),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn allowed_users(&self, engine: &str) -> Result<Vec<AllowedUser>, StoreError> {
+        let shard = self.shard(engine).await?;
+        self.read(&shard, |conn, _| queries::allowed_users(conn)).await
+    }
 }
 
 #[async_trait]
@@ -275,8 +298,9 @@ impl ControlStore for SqliteStore {
         let path = shard::shard_path(&self.data_dir, &id);
         let now = self.clock.now_ms();
         blocking(move || {
-            // The shard exists before the engine is visible, so a registered engine always has one.
-            shard::create_or_migrate(&path)?;
+            // The shard (with the owner allowed) exists before the engine is visible, so a registered engine
+            // always has one.
+            shard::create_or_migrate(&path, owner.as_deref(), now)?;
             control.insert_engine(&id, owner.as_deref(), &hash, now)
         })
         .await
@@ -293,13 +317,14 @@ impl ControlStore for SqliteStore {
     }
 
     async fn engine_for_token_hash(&self, token_hash: &str) -> Result<Option<EngineRecord>, StoreError> {
-        let (control, hash) = (self.control.clone(), token_hash.to_string());
-        blocking(move || control.engine_for_token_hash(&hash)).await
+        let (control, hash, now) = (self.control.clone(), token_hash.to_string(), self.clock.now_ms());
+        blocking(move || control.engine_for_token_hash(&hash, now)).await
     }
 
-    async fn set_engine_token(&self, id: &str, token_hash: &str) -> Result<(), StoreError> {
+    async fn set_engine_token(&self, id: &str, token_hash: &str, grace_ms: u64) -> Result<(), StoreError> {
         let (control, id, hash) = (self.control.clone(), id.to_string(), token_hash.to_string());
-        blocking(move || control.set_engine_token(&id, &hash)).await
+        let until = (grace_ms > 0).then(|| self.clock.now_ms().saturating_add(grace_ms as i64));
+        blocking(move || control.set_engine_token(&id, &hash, until)).await
     }
 
     async fn revoke_engine(&self, id: &str) -> Result<(), StoreError> {
@@ -310,5 +335,49 @@ impl ControlStore for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         let control = self.control.clone();
         blocking(move || control.ping()).await
+    }
+
+    async fn append_audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
+        let (control, now) = (self.control.clone(), self.clock.now_ms());
+        blocking(move || control.append_audit(&entry, now)).await
+    }
+
+    async fn verify_audit(&self) -> Result<Result<u64, ChainBreak>, StoreError> {
+        let control = self.control.clone();
+        blocking(move || control.verify_audit()).await
+    }
+
+    async fn prune_audit(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let control = self.control.clone();
+        blocking(move || control.prune_audit(before_ms)).await
+    }
+
+    async fn insert_nonce(&self, nonce: &str, expires_at_ms: i64) -> Result<(), StoreError> {
+        let (control, nonce, now) = (self.control.clone(), nonce.to_string(), self.clock.now_ms());
+        blocking(move || control.insert_nonce(&nonce, now, expires_at_ms)).await
+    }
+
+    async fn consume_nonce(&self, nonce: &str) -> Result<NonceCheck, StoreError> {
+        let (control, nonce, now) = (self.control.clone(), nonce.to_string(), self.clock.now_ms());
+        blocking(move || control.consume_nonce(&nonce, now)).await
+    }
+
+    async fn insert_refresh_token(&self, token: RefreshTokenRecord) -> Result<(), StoreError> {
+        let control = self.control.clone();
+        blocking(move || control.insert_refresh_token(&token)).await
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        presented_hash: &str,
+        next: RefreshTokenRecord,
+    ) -> Result<RefreshCheck, StoreError> {
+        let (control, hash, now) = (self.control.clone(), presented_hash.to_string(), self.clock.now_ms());
+        blocking(move || control.rotate_refresh_token(&hash, &next, now)).await
+    }
+
+    async fn revoke_refresh_family(&self, presented_hash: &str) -> Result<Option<String>, StoreError> {
+        let (control, hash, now) = (self.control.clone(), presented_hash.to_string(), self.clock.now_ms());
+        blocking(move || control.revoke_refresh_family(&hash, now)).await
     }
 }

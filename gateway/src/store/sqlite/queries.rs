@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::value::RawValue;
 
 use crate::store::{
-    CancelOutcome, EnqueueOutcome, Finish, FinishOutcome, NewJob, QueueCounts, RetryPolicy, StoreError,
+    AllowedUser, CancelOutcome, EnqueueOutcome, Finish, FinishOutcome, NewJob, QueueCounts, RetryPolicy, StoreError,
 };
 
 /// The columns `job_from_row` reads, in order.
@@ -51,7 +51,15 @@ fn job_from_row(row: &Row<'_>, engine: &str) -> rusqlite::Result<Job> {
 }
 
 /// Stores a job unless its (user, idempotency key) is taken; then answers with the original or a conflict.
+/// Only the engine's owner and whitelisted users may enqueue, checked in the same transaction.
 pub fn enqueue(conn: &Connection, job: &NewJob, now: i64) -> Result<EnqueueOutcome, StoreError> {
+    let allowed = conn
+        .prepare_cached("SELECT 1 FROM allowed_users WHERE user_id = ?1")?
+        .query_row([&job.user], |_| Ok(()))
+        .optional()?;
+    if allowed.is_none() {
+        return Ok(EnqueueOutcome::NotAllowed);
+    }
     let inserted = conn
         .prepare_cached(
             "INSERT INTO jobs (id, user_id, kind, payload, priority, run_at, max_attempts, timeout_ms, status,
@@ -319,4 +327,32 @@ pub fn counts(conn: &Connection) -> Result<QueueCounts, StoreError> {
         queued: count("SELECT count(*) FROM jobs WHERE status = 'queued'")?,
         running: count("SELECT count(*) FROM jobs WHERE status = 'running'")?,
     })
+}
+
+/// Adds a user to the whitelist, or marks the owner; returns whether anything changed.
+pub fn allow_user(conn: &Connection, user: &str, is_owner: bool, now: i64) -> Result<bool, StoreError> {
+    let changed = conn
+        .prepare_cached(
+            "INSERT INTO allowed_users (user_id, is_owner, added_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (user_id) DO UPDATE SET is_owner = max(is_owner, excluded.is_owner)
+             WHERE excluded.is_owner > allowed_users.is_owner",
+        )?
+        .execute(params![user, is_owner, now])?;
+    Ok(changed > 0)
+}
+
+/// Removes a whitelisted user (never the owner); returns whether anything changed.
+pub fn disallow_user(conn: &Connection, user: &str) -> Result<bool, StoreError> {
+    let changed =
+        conn.prepare_cached("DELETE FROM allowed_users WHERE user_id = ?1 AND is_owner = 0")?.execute([user])?;
+    Ok(changed > 0)
+}
+
+/// The owner and the whitelist of this engine.
+pub fn allowed_users(conn: &Connection) -> Result<Vec<AllowedUser>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT user_id, is_owner, added_at FROM allowed_users ORDER BY is_owner DESC, user_id")?;
+    let rows =
+        stmt.query_map([], |r| Ok(AllowedUser { user: r.get(0)?, is_owner: r.get(1)?, added_at_ms: r.get(2)? }))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }

@@ -26,10 +26,13 @@ pub fn shard_path(data_dir: &Path, engine: &str) -> PathBuf {
     data_dir.join("shards").join(format!("{engine}.sqlite3"))
 }
 
-/// Creates the shard file if needed and brings it to the current schema (blocking).
-pub fn create_or_migrate(path: &Path) -> Result<(), StoreError> {
+/// Creates the shard file if needed, brings it to the current schema and records its owner (blocking).
+pub fn create_or_migrate(path: &Path, owner: Option<&str>, now: i64) -> Result<(), StoreError> {
     let mut conn = open_writer(path)?;
     migrate::apply(&mut conn, migrate::SHARD, &path.display().to_string())?;
+    if let Some(owner) = owner {
+        super::queries::allow_user(&conn, owner, true, now)?;
+    }
     Ok(())
 }
 

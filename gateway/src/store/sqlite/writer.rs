@@ -30,6 +30,8 @@ pub enum WriteOp {
     Finish { job_id: String, lease_token: String, finish: Finish },
     Cancel { user: String, job_id: String },
     ReapExpired,
+    AllowUser { user: String, is_owner: bool },
+    DisallowUser { user: String },
 }
 
 /// What a write did; the variant matches the `WriteOp`.
@@ -47,6 +49,8 @@ pub enum WriteDone {
     Finished(FinishOutcome),
     Cancelled(CancelOutcome),
     Reaped(u64),
+    /// Whether a whitelist edit changed anything.
+    Changed(bool),
 }
 
 struct WriteRequest {
@@ -195,6 +199,10 @@ fn apply(conn: &Connection, op: &WriteOp, now: i64, context: &WriterContext) -> 
             queries::cancel(conn, &context.engine, user, job_id, now).map(WriteDone::Cancelled)
         }
         WriteOp::ReapExpired => queries::reap_expired(conn, now).map(WriteDone::Reaped),
+        WriteOp::AllowUser { user, is_owner } => {
+            queries::allow_user(conn, user, *is_owner, now).map(WriteDone::Changed)
+        }
+        WriteOp::DisallowUser { user } => queries::disallow_user(conn, user).map(WriteDone::Changed),
     }
 }
 

@@ -1,0 +1,78 @@
+//! The operator's API, authorised by short-lived admin tokens whose scopes are checked per call and audited.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde_json::{Value, json};
+
+use super::engines::{AddressCase, users_json};
+use crate::audit::AuditEntry;
+use crate::auth::extract::AuthAdmin;
+use crate::client_ip::ClientIp;
+use crate::error::ApiError;
+use crate::server::AppState;
+
+async fn audited(state: &AppState, admin: &AuthAdmin, ip: ClientIp, action: &str, target: &str) {
+    state.audit(AuditEntry::new(admin.actor(), action, "ok").target(target).ip(Some(ip.0.to_string()))).await;
+}
+
+/// `GET /admin/engines` (scope `engines:read`).
+pub async fn list_engines(
+    State(state): State<AppState>,
+    admin: AuthAdmin,
+    ip: ClientIp,
+) -> Result<Json<Value>, ApiError> {
+    admin.require("engines:read")?;
+    let engines: Vec<Value> = state
+        .control
+        .list_engines()
+        .await?
+        .into_iter()
+        .map(|e| json!({"id": e.id, "owner": e.owner, "active": e.is_active()}))
+        .collect();
+    audited(&state, &admin, ip, "admin.list_engines", "*").await;
+    Ok(Json(json!({ "engines": engines })))
+}
+
+/// `PUT /admin/engines/{id}/users/{user}` (scope `engines:write`).
+pub async fn allow_user(
+    State(state): State<AppState>,
+    admin: AuthAdmin,
+    ip: ClientIp,
+    Path((engine, user)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    admin.require("engines:write")?;
+    flowork_common::ids::validate_user_id(&user).map_err(|e| ApiError::unprocessable("invalid_user", e.to_string()))?;
+    let user = user.to_lowercase_if_address();
+    state.jobs.allow_user(&engine, &user, false).await?;
+    audited(&state, &admin, ip, "engine.allow", &format!("{engine}/{user}")).await;
+    Ok(Json(users_json(&engine, &state.jobs.allowed_users(&engine).await?)))
+}
+
+/// `DELETE /admin/engines/{id}/users/{user}` (scope `engines:write`).
+pub async fn disallow_user(
+    State(state): State<AppState>,
+    admin: AuthAdmin,
+    ip: ClientIp,
+    Path((engine, user)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    admin.require("engines:write")?;
+    let user = user.to_lowercase_if_address();
+    state.jobs.disallow_user(&engine, &user).await?;
+    audited(&state, &admin, ip, "engine.disallow", &format!("{engine}/{user}")).await;
+    Ok(Json(users_json(&engine, &state.jobs.allowed_users(&engine).await?)))
+}
+
+/// `GET /admin/audit/verify` (scope `audit:read`): checks the audit chain.
+pub async fn verify_audit(
+    State(state): State<AppState>,
+    admin: AuthAdmin,
+    ip: ClientIp,
+) -> Result<Json<Value>, ApiError> {
+    admin.require("audit:read")?;
+    let verdict = state.control.verify_audit().await?;
+    audited(&state, &admin, ip, "admin.audit_verify", "*").await;
+    Ok(Json(match verdict {
+        Ok(rows) => json!({"intact": true, "rows": rows}),
+        Err(broken) => json!({"intact": false, "broken_at": broken.id, "reason": broken.reason}),
+    }))
+}

@@ -1,0 +1,92 @@
+//! The engine (internal) API: claim with long-poll, heartbeat and finish, authenticated by `X-Engine-Token`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use flowork_common::timefmt::format_ms;
+use flowork_common::wire::{
+    AttemptOutcome, ClaimRequest, ClaimResponse, FinishRequest, FinishResponse, HeartbeatRequest, HeartbeatResponse,
+    WhoAmI,
+};
+
+use super::extract::JsonBody;
+use crate::auth::extract::AuthEngine;
+use crate::error::ApiError;
+use crate::server::AppState;
+use crate::store::{ClaimParams, Finish};
+
+/// Bounds of what an engine may ask for.
+const MAX_CLAIM: u32 = 1_000;
+const MAX_WAIT_MS: u64 = 60_000;
+const LEASE_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
+const MAX_ERROR_CHARS: usize = 8_192;
+
+fn check_lease_ms(lease_ms: u64) -> Result<(), ApiError> {
+    if LEASE_MS.contains(&lease_ms) {
+        Ok(())
+    } else {
+        Err(ApiError::unprocessable(
+            "invalid_lease",
+            format!("lease_ms must be between {} and {}", LEASE_MS.start(), LEASE_MS.end()),
+        ))
+    }
+}
+
+/// `GET /internal/whoami`: which engine this token belongs to (engines check their `--engine-id` at start).
+pub async fn whoami(engine: AuthEngine) -> Json<WhoAmI> {
+    Json(WhoAmI { engine_id: engine.id })
+}
+
+/// `POST /internal/claim`: leases up to `max` jobs, waiting up to `wait_ms` for one to become runnable.
+pub async fn claim(
+    State(state): State<AppState>,
+    engine: AuthEngine,
+    JsonBody(request): JsonBody<ClaimRequest>,
+) -> Result<Json<ClaimResponse>, ApiError> {
+    if !(1..=MAX_CLAIM).contains(&request.max) {
+        return Err(ApiError::unprocessable("invalid_max", format!("max must be between 1 and {MAX_CLAIM}")));
+    }
+    check_lease_ms(request.lease_ms)?;
+    let worker: String = request.worker.chars().take(200).collect();
+    let params =
+        ClaimParams { max: request.max, wait_ms: request.wait_ms.min(MAX_WAIT_MS), lease_ms: request.lease_ms, worker };
+    let leases = state.jobs.claim(&engine.id, params, state.shutdown.clone()).await?;
+    Ok(Json(ClaimResponse { leases }))
+}
+
+/// `POST /internal/jobs/{id}/heartbeat`: extends the lease; 409 `lease_lost` if it is no longer this holder's.
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    engine: AuthEngine,
+    Path(id): Path<String>,
+    JsonBody(request): JsonBody<HeartbeatRequest>,
+) -> Result<Json<HeartbeatResponse>, ApiError> {
+    check_lease_ms(request.lease_ms)?;
+    let expires = state.jobs.heartbeat(&engine.id, &id, &request.lease_token, request.lease_ms).await?;
+    Ok(Json(HeartbeatResponse { lease_expires_at: format_ms(expires) }))
+}
+
+/// `POST /internal/jobs/{id}/finish`: records the attempt's outcome; a stale lease token is refused (fencing).
+pub async fn finish(
+    State(state): State<AppState>,
+    engine: AuthEngine,
+    Path(id): Path<String>,
+    JsonBody(request): JsonBody<FinishRequest>,
+) -> Result<Json<FinishResponse>, ApiError> {
+    let finish = match request.outcome {
+        AttemptOutcome::Succeeded => {
+            let result = request.result.map(|r| r.get().to_string());
+            if result.as_ref().is_some_and(|r| r.len() > state.limits.max_result_bytes) {
+                return Err(ApiError::PayloadTooLarge {
+                    message: format!("a job result may be at most {} bytes", state.limits.max_result_bytes),
+                });
+            }
+            Finish::Succeeded { result }
+        }
+        AttemptOutcome::Failed => {
+            let error = request.error.unwrap_or_else(|| "the engine reported a failure without a message".into());
+            Finish::Failed { error: error.chars().take(MAX_ERROR_CHARS).collect(), retryable: request.retryable }
+        }
+    };
+    let outcome = state.jobs.finish(&engine.id, &id, &request.lease_token, finish).await?;
+    Ok(Json(FinishResponse { status: outcome.status, run_at: outcome.run_at_ms.map(format_ms) }))
+}

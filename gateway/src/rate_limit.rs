@@ -1,0 +1,144 @@
+//! Token-bucket rate limits (governor): one bucket per client address and one per user.
+//!
+//! Over the limit the answer is 429 with `Retry-After` and the IETF `RateLimit-Policy` / `RateLimit` headers
+//! (draft-ietf-httpapi-ratelimit-headers). Buckets live in this process's memory: two gateways each allow the
+//! full rate.
+
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::str::FromStr;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{Quota, RateLimiter};
+
+use crate::client_ip::ClientIp;
+use crate::error::ApiError;
+use crate::server::AppState;
+
+/// A rate like `100/s`, `6000/m` or `100` (per second); `0` switches the limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: Duration,
+}
+
+impl FromStr for Rate {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (count, unit) = text.split_once('/').unwrap_or((text, "s"));
+        let count: u32 = count.trim().parse().map_err(|_| format!("{text:?} is not a rate like 100/s"))?;
+        let per = match unit.trim() {
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            other => return Err(format!("unknown rate unit {other:?}: use s, m or h")),
+        };
+        Ok(Self { count, per })
+    }
+}
+
+type Keyed<K> = RateLimiter<K, governor::state::keyed::DefaultKeyedStateStore<K>, DefaultClock>;
+
+/// One keyed bucket set with its policy name for the headers.
+pub struct Limit<K: Hash + Eq + Clone> {
+    name: &'static str,
+    rate: Rate,
+    limiter: Keyed<K>,
+}
+
+impl<K: Hash + Eq + Clone> Limit<K> {
+    /// A limit, or `None` when the rate is 0 (off). The burst equals one period's worth of requests.
+    pub fn new(name: &'static str, rate: Rate) -> Option<Self> {
+        let count = NonZeroU32::new(rate.count)?;
+        let quota = Quota::with_period(rate.per / count.get())?.allow_burst(count);
+        Some(Self { name, rate, limiter: RateLimiter::keyed(quota) })
+    }
+
+    /// Takes one token for `key`, or says when to come back.
+    pub fn check(&self, key: &K) -> Result<(), ApiError> {
+        self.limiter.check_key(key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ApiError::RateLimited {
+                policy: self.name,
+                limit: self.rate.count,
+                window_s: self.rate.per.as_secs().max(1),
+                retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64,
+            }
+        })
+    }
+
+    /// Forgets idle buckets so memory does not grow with every address ever seen.
+    pub fn forget_idle(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+}
+
+/// The limits of a gateway.
+#[derive(Default)]
+pub struct RateLimits {
+    pub per_ip: Option<Limit<IpAddr>>,
+    pub per_user: Option<Limit<String>>,
+}
+
+/// Middleware: the per-address limit, before any other work is done for the request.
+pub async fn limit_per_ip(State(state): State<AppState>, ip: ClientIp, request: Request, next: Next) -> Response {
+    if let Some(limit) = &state.rate_limits.per_ip
+        && let Err(refused) = limit.check(&ip.0)
+    {
+        return refused.into_response();
+    }
+    next.run(request).await
+}
+
+/// The IETF headers of a refusal.
+pub fn headers(policy: &str, limit: u32, window_s: u64, retry_after_s: u64) -> [(header::HeaderName, HeaderValue); 2] {
+    let policy_value = format!("\"{policy}\";q={limit};w={window_s}");
+    let state_value = format!("\"{policy}\";r=0;t={retry_after_s}");
+    [
+        (
+            header::HeaderName::from_static("ratelimit-policy"),
+            HeaderValue::from_str(&policy_value).unwrap_or(HeaderValue::from_static("")),
+        ),
+        (
+            header::HeaderName::from_static("ratelimit"),
+            HeaderValue::from_str(&state_value).unwrap_or(HeaderValue::from_static("")),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!("100/s".parse::<Rate>().unwrap(), Rate { count: 100, per: Duration::from_secs(1) });
+        assert_eq!("60/m".parse::<Rate>().unwrap().per, Duration::from_secs(60));
+        assert_eq!("5".parse::<Rate>().unwrap().count, 5);
+        assert!("fast".parse::<Rate>().is_err());
+        assert!("5/d".parse::<Rate>().is_err());
+    }
+
+    #[test]
+    fn a_bucket_refuses_past_its_burst_with_a_wait() {
+        let limit = Limit::new("per-user", Rate { count: 3, per: Duration::from_secs(60) }).unwrap();
+        let key = "alice".to_string();
+        for _ in 0..3 {
+            assert!(limit.check(&key).is_ok());
+        }
+        match limit.check(&key) {
+            Err(ApiError::RateLimited { retry_after_s, limit: 3, .. }) => assert!((1..=20).contains(&retry_after_s)),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert!(limit.check(&"bob".to_string()).is_ok(), "buckets are per key");
+        assert!(Limit::<String>::new("off", Rate { count: 0, per: Duration::from_secs(1) }).is_none());
+    }
+}
