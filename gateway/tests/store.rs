@@ -16,7 +16,7 @@ const START: i64 = 1_800_000_000_000;
 async fn store(dir: &std::path::Path, clock: Arc<ManualClock>) -> SqliteStore {
     let store = SqliteStore::open(dir, clock, RetryPolicy { base_ms: 1_000, cap_ms: 60_000 }).await.unwrap();
     if store.engine("e1").await.unwrap().is_none() {
-        store.add_engine("e1", None, "hash-e1").await.unwrap();
+        store.add_engine("e1", Some("alice"), "hash-e1").await.unwrap();
     }
     store
 }
@@ -64,7 +64,7 @@ async fn concurrent_enqueues_with_one_key_store_one_job() {
                 replayed += 1;
                 ids.insert(j.id);
             }
-            EnqueueOutcome::KeyReused => panic!("same fingerprint must replay"),
+            other => panic!("same fingerprint must replay, got {other:?}"),
         }
     }
     assert_eq!((created, replayed, ids.len()), (1, 63, 1));
@@ -180,4 +180,22 @@ async fn retry_backoff_keeps_within_bounds_and_data_survives_reopen() {
     assert_eq!(page.jobs.len(), 1);
     assert_eq!((page.jobs[0].status, page.jobs[0].attempts), (JobStatus::Queued, 2));
     assert_eq!(page.jobs[0].payload.get(), r#"{"x":1}"#);
+}
+
+#[tokio::test]
+async fn only_the_owner_and_whitelisted_users_can_enqueue_and_changes_apply_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(START));
+    let store = store(dir.path(), clock).await;
+    let as_bob = |key: &str| NewJob { user: "bob".into(), ..job(key, "{}", START) };
+    assert!(matches!(store.enqueue(as_bob("b1")).await.unwrap(), EnqueueOutcome::NotAllowed));
+    assert!(store.allow_user("e1", "bob", false).await.unwrap());
+    assert!(!store.allow_user("e1", "bob", false).await.unwrap(), "allowing twice changes nothing");
+    assert!(matches!(store.enqueue(as_bob("b2")).await.unwrap(), EnqueueOutcome::Created(_)));
+    assert!(store.disallow_user("e1", "bob").await.unwrap());
+    assert!(matches!(store.enqueue(as_bob("b3")).await.unwrap(), EnqueueOutcome::NotAllowed));
+    assert!(!store.disallow_user("e1", "alice").await.unwrap(), "the owner cannot be removed");
+    let users = store.allowed_users("e1").await.unwrap();
+    assert_eq!(users.len(), 1);
+    assert!(users[0].is_owner && users[0].user == "alice");
 }
