@@ -12,12 +12,24 @@ pub struct Migration {
 }
 
 /// The control database's schema (engines, users).
-pub const CONTROL: &[Migration] =
-    &[Migration { version: 1, name: "0001_init", sql: include_str!("../../../../migrations/control/0001_init.sql") }];
+pub const CONTROL: &[Migration] = &[
+    Migration { version: 1, name: "0001_init", sql: include_str!("../../../../migrations/control/0001_init.sql") },
+    Migration {
+        version: 2,
+        name: "0002_security",
+        sql: include_str!("../../../../migrations/control/0002_security.sql"),
+    },
+];
 
 /// Every shard's schema (jobs).
-pub const SHARD: &[Migration] =
-    &[Migration { version: 1, name: "0001_init", sql: include_str!("../../../../migrations/shard/0001_init.sql") }];
+pub const SHARD: &[Migration] = &[
+    Migration { version: 1, name: "0001_init", sql: include_str!("../../../../migrations/shard/0001_init.sql") },
+    Migration {
+        version: 2,
+        name: "0002_allowed_users",
+        sql: include_str!("../../../../migrations/shard/0002_allowed_users.sql"),
+    },
+];
 
 /// The newest version in a migration set.
 pub fn latest(set: &[Migration]) -> u32 {
@@ -80,6 +92,24 @@ mod tests {
         assert_eq!(jobs, 1, "re-applying must keep the data");
         let recorded: i64 = reopened.query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
         assert_eq!(recorded, SHARD.len() as i64);
+    }
+
+    #[test]
+    fn every_migration_file_is_embedded_in_order() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations");
+        for (folder, set) in [("control", CONTROL), ("shard", SHARD)] {
+            let mut files: Vec<String> = std::fs::read_dir(root.join(folder))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().trim_end_matches(".sql").to_string())
+                .collect();
+            files.sort();
+            let embedded: Vec<String> = set.iter().map(|m| m.name.to_string()).collect();
+            assert_eq!(files, embedded, "migrations/{folder} and the embedded list differ");
+            for (i, m) in set.iter().enumerate() {
+                assert_eq!(m.version as usize, i + 1);
+                assert!(m.name.starts_with(&format!("{:04}_", m.version)));
+            }
+        }
     }
 
     #[test]
