@@ -5,8 +5,10 @@
 
 pub mod backoff;
 pub mod clock;
+pub mod eth;
 pub mod ids;
 pub mod logging;
 pub mod signal;
+pub mod siwe;
 pub mod timefmt;
 pub mod wire;
