@@ -3,6 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+echo "==> installing test tools"
+# eth-account: an independent wallet implementation that signs the sign-in test messages.
+python3 -c "import eth_account" 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check eth-account
+
 echo "==> checking formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

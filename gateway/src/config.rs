@@ -24,7 +24,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gateway.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Register and manage engines.
     #[command(subcommand)]
     Engine(EngineCommand),
@@ -81,6 +81,18 @@ pub struct ServeArgs {
     /// Cap of the retry backoff (ms).
     #[arg(long, env = "FLOWORK_RETRY_CAP_MS", default_value_t = 3_600_000)]
     pub retry_cap_ms: u64,
+    /// GUI origins allowed by CORS and for wallet sign-in (repeatable; default: the gateway's own origin).
+    #[arg(long = "allowed-origin", env = "FLOWORK_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Chain ids accepted in sign-in messages (repeatable).
+    #[arg(long = "chain-id", env = "FLOWORK_CHAIN_IDS", value_delimiter = ',', default_value = "1")]
+    pub chain_ids: Vec<u64>,
+    /// Lifetime of access tokens issued at sign-in.
+    #[arg(long, env = "FLOWORK_ACCESS_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub access_ttl: Duration,
+    /// Lifetime of refresh tokens.
+    #[arg(long, env = "FLOWORK_REFRESH_TTL", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub refresh_ttl: Duration,
     /// Requests per client address (`100/s`, `6000/m`; 0 = off), on every route but the probes.
     #[arg(long, env = "FLOWORK_RATE_IP", default_value = "2000/s")]
     pub rate_ip: Rate,

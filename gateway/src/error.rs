@@ -77,6 +77,7 @@ impl ApiError {
                 AuthError::InvalidToken(_) => (StatusCode::UNAUTHORIZED, "invalid_token", None),
                 AuthError::MissingEngineToken => (StatusCode::UNAUTHORIZED, "missing_engine_token", None),
                 AuthError::InvalidEngineToken => (StatusCode::UNAUTHORIZED, "invalid_engine_token", None),
+                AuthError::Refused { code, .. } => (StatusCode::UNAUTHORIZED, code, None),
                 AuthError::Keys(_) | AuthError::Store(_) => {
                     (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", Some(1))
                 }

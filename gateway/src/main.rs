@@ -10,7 +10,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     logging::init(cli.log_format);
     match cli.command {
-        Command::Serve(args) => server::serve(args).await,
+        Command::Serve(args) => server::serve(*args).await,
         Command::Engine(command) => commands::engine(command).await,
         Command::Token(command) => commands::token(command).await,
         Command::Keys(command) => commands::keys(command).await,

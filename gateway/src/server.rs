@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::AuditEntry;
 use crate::auth::jwt::KeyRing;
+use crate::auth::signin::{SignInPolicy, normalize_origin};
 use crate::config::ServeArgs;
 use crate::engine_cache::EngineCache;
 use crate::enqueue::JobLimits;
@@ -33,6 +34,9 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     pub started: std::time::Instant,
     pub network: Arc<NetworkPolicy>,
+    pub sign_in: Arc<SignInPolicy>,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
     pub rate_limits: Arc<RateLimits>,
 }
 
@@ -57,6 +61,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         default_timeout_ms: args.default_timeout_ms,
         ..JobLimits::default()
     };
+    let listener = TcpListener::bind(args.listen).await?;
+    let addr = listener.local_addr()?;
+    // Answers are small and latency matters (a woken long-poll claim): do not let Nagle hold them back.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+    });
+    tracing::info!(addr = %addr, data_dir = %args.data.data_dir.display(), "listening");
+
     let shutdown = CancellationToken::new();
     let state = AppState {
         jobs: store.clone(),
@@ -73,6 +87,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             public: CidrRules { allow: args.allow_cidrs.clone(), deny: args.deny_cidrs.clone() },
             internal: CidrRules { allow: args.engine_allow_cidrs.clone(), deny: args.engine_deny_cidrs.clone() },
         }),
+        sign_in: Arc::new(SignInPolicy {
+            origins: allowed_origins(&args.allowed_origins, addr),
+            chain_ids: args.chain_ids.clone(),
+        }),
+        access_ttl: args.access_ttl,
+        refresh_ttl: args.refresh_ttl,
         rate_limits: Arc::new(RateLimits {
             per_ip: Limit::new("per-ip", args.rate_ip),
             per_user: Limit::new("per-user", args.rate_user),
@@ -80,16 +100,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     tokio::spawn(forget_idle_buckets(state.rate_limits.clone(), shutdown.clone()));
     tokio::spawn(prune_audit_log(state.control.clone(), shutdown.clone()));
-
-    let listener = TcpListener::bind(args.listen).await?;
-    let addr = listener.local_addr()?;
-    // Answers are small and latency matters (a woken long-poll claim): do not let Nagle hold them back.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-    });
-    tracing::info!(addr = %addr, data_dir = %args.data.data_dir.display(), "listening");
 
     // Open the known shards in the background: readiness does not wait for them.
     let warm = store.clone();
@@ -115,6 +125,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         })
         .await?;
     Ok(())
+}
+
+/// The GUI origins: as configured, or else the gateway's own origin (so the locally served GUI works).
+fn allowed_origins(configured: &[String], addr: std::net::SocketAddr) -> Vec<String> {
+    if !configured.is_empty() {
+        return configured.iter().map(|o| normalize_origin(o)).collect();
+    }
+    let mut origins = vec![format!("http://{addr}")];
+    if addr.ip().is_loopback() {
+        origins.push(format!("http://localhost:{}", addr.port()));
+    }
+    origins
 }
 
 /// Drops idle rate-limit buckets once a minute.

@@ -4,6 +4,8 @@
 //! The binaries come from `FLOWORK_BIN_DIR`, else `$CARGO_TARGET_DIR/debug`, else `<workspace>/target/debug`;
 //! the test command builds them first (`cargo build --workspace --bins`).
 
+pub mod wallet;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -256,7 +258,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    async fn read(response: reqwest::Response) -> anyhow::Result<Self> {
+    pub async fn read(response: reqwest::Response) -> anyhow::Result<Self> {
         let status = response.status();
         let headers = response.headers().clone();
         let text = response.text().await?;

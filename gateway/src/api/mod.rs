@@ -1,6 +1,7 @@
 //! The HTTP API: one module per resource, assembled into one router here.
 
 pub mod admin;
+pub mod auth;
 pub mod engines;
 pub mod extract;
 pub mod internal;
@@ -11,11 +12,12 @@ use std::any::Any;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::Uri;
+use axum::http::{HeaderName, HeaderValue, Method, Uri, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
@@ -27,6 +29,7 @@ const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// All routes of the gateway.
 pub fn router(state: AppState) -> Router {
+    let cors = cors_layer(&state.sign_in.origins);
     // Probes answer whatever the rate limits say, so a load balancer never takes a busy gateway for a dead one.
     let probes = Router::new().route("/healthz", get(status::healthz)).route("/readyz", get(status::readyz));
     Router::new()
@@ -34,6 +37,10 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs", post(jobs::create).get(jobs::list))
         .route("/jobs/{id}", get(jobs::get))
         .route("/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/auth/nonce", get(auth::nonce))
+        .route("/auth/verify", post(auth::verify))
+        .route("/auth/refresh", post(auth::refresh))
+        .route("/auth/logout", post(auth::logout))
         .route("/engines/{id}/users", get(engines::list_users))
         .route("/engines/{id}/users/{user}", put(engines::allow_user).delete(engines::disallow_user))
         .route("/admin/engines", get(admin::list_engines))
@@ -51,7 +58,30 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(cors)
         .with_state(state)
+}
+
+/// CORS for the GUI origins only (and none of the engine API's headers).
+fn cors_layer(origins: &[String]) -> CorsLayer {
+    let origins: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("traceparent"),
+        ])
+        .expose_headers([
+            header::LOCATION,
+            header::RETRY_AFTER,
+            HeaderName::from_static("idempotent-replayed"),
+            HeaderName::from_static("ratelimit"),
+            HeaderName::from_static("ratelimit-policy"),
+        ])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 async fn not_found(uri: Uri) -> ApiError {

@@ -4,6 +4,7 @@ pub mod engine_token;
 pub mod extract;
 pub mod jwt;
 pub mod scope;
+pub mod signin;
 
 use thiserror::Error;
 
@@ -24,6 +25,9 @@ pub enum AuthError {
     MissingEngineToken,
     #[error("the engine token is unknown or revoked")]
     InvalidEngineToken,
+    /// A sign-in or refresh refused for a specific reason (`nonce_reused`, `domain_mismatch`, ...).
+    #[error("{message}")]
+    Refused { code: &'static str, message: String },
     #[error("signing keys: {0}")]
     Keys(String),
     #[error(transparent)]

@@ -1,0 +1,172 @@
+//! Wallet sign-in and the token lifecycle: `GET /auth/nonce`, `POST /auth/verify`, `POST /auth/refresh`,
+//! `POST /auth/logout`. Every outcome is audited; every failure is a 401 with its own code.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::extract::JsonBody;
+use crate::audit::AuditEntry;
+use crate::auth::AuthError;
+use crate::auth::signin::check_sign_in;
+use crate::client_ip::ClientIp;
+use crate::error::ApiError;
+use crate::server::AppState;
+use crate::store::{NonceCheck, RefreshCheck, RefreshTokenRecord};
+
+/// How long an issued nonce may be used.
+const NONCE_TTL: Duration = Duration::from_secs(5 * 60);
+
+fn refusal(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::Auth(AuthError::Refused { code, message: message.into() })
+}
+
+fn refresh_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// `GET /auth/nonce`: a fresh single-use nonce (128 random bits) for the next sign-in message.
+pub async fn nonce(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let nonce = hex::encode(rand::random::<[u8; 16]>());
+    let expires = state.clock.now_ms() + NONCE_TTL.as_millis() as i64;
+    state.control.insert_nonce(&nonce, expires).await?;
+    Ok(Json(json!({ "nonce": nonce, "expires_at": flowork_common::timefmt::format_ms(expires) })))
+}
+
+/// `POST /auth/verify` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    message: String,
+    signature: String,
+}
+
+/// `POST /auth/verify`: checks a signed EIP-4361 message and answers with an access and a refresh token.
+pub async fn verify(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+    JsonBody(request): JsonBody<VerifyRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let origin = headers.get("origin").and_then(|v| v.to_str().ok());
+    let now = state.clock.now_ms();
+    let audit = |actor: &str, outcome: &str| {
+        AuditEntry::new(actor, "auth.verify", outcome).ip(Some(ip.0.to_string())).target(origin.unwrap_or("-"))
+    };
+    let message = match check_sign_in(&request.message, &request.signature, origin, &state.sign_in, now) {
+        Ok(message) => message,
+        Err(refused) => {
+            state.audit(audit("anonymous", refused.code).detail(refused.message.clone())).await;
+            return Err(refusal(refused.code, refused.message));
+        }
+    };
+    let user = message.address.to_ascii_lowercase();
+    let nonce_code = match state.control.consume_nonce(&message.nonce).await? {
+        NonceCheck::Consumed => None,
+        NonceCheck::Reused => Some(("nonce_reused", "this nonce was already used; ask for a new one")),
+        NonceCheck::Expired => Some(("nonce_expired", "this nonce has expired; ask for a new one")),
+        NonceCheck::Unknown => Some(("nonce_unknown", "this nonce was not issued by this gateway")),
+    };
+    if let Some((code, text)) = nonce_code {
+        state.audit(audit(&user, code)).await;
+        return Err(refusal(code, text));
+    }
+    let tokens = issue_tokens(&state, &user, None).await?;
+    state.audit(audit(&user, "ok")).await;
+    Ok(Json(tokens))
+}
+
+/// Mints an access token and stores a new refresh token (a new family, or the given rotation target).
+async fn issue_tokens(
+    state: &AppState,
+    user: &str,
+    rotated: Option<(String, RefreshTokenRecord)>,
+) -> Result<Value, ApiError> {
+    let access = state.keys.mint(user, state.access_ttl, state.clock.now_ms())?;
+    let refresh = match rotated {
+        Some((token, _)) => token,
+        None => {
+            let token = format!("fwr_{}", URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>()));
+            state.control.insert_refresh_token(new_refresh_record(state, &token, user)).await?;
+            token
+        }
+    };
+    Ok(json!({
+        "access_token": access,
+        "refresh_token": refresh,
+        "token_type": "Bearer",
+        "expires_in": state.access_ttl.as_secs(),
+        "user": user,
+    }))
+}
+
+fn new_refresh_record(state: &AppState, token: &str, user: &str) -> RefreshTokenRecord {
+    let now = state.clock.now_ms();
+    RefreshTokenRecord {
+        token_hash: refresh_hash(token),
+        family_id: uuid::Uuid::new_v4().to_string(),
+        user_id: user.to_string(),
+        created_at: now,
+        expires_at: now + state.refresh_ttl.as_millis() as i64,
+    }
+}
+
+/// `POST /auth/refresh` and `POST /auth/logout` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    refresh_token: String,
+}
+
+/// `POST /auth/refresh`: exchanges a refresh token for new tokens; the old refresh token stops working, and
+/// presenting it again revokes every token of its family.
+pub async fn refresh(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    JsonBody(request): JsonBody<RefreshRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let next_token = format!("fwr_{}", URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>()));
+    let next = new_refresh_record(&state, &next_token, "");
+    let check = state.control.rotate_refresh_token(&refresh_hash(&request.refresh_token), next.clone()).await?;
+    let ip = Some(ip.0.to_string());
+    let (code, message, actor) = match check {
+        RefreshCheck::Rotated { user } => {
+            let tokens = issue_tokens(&state, &user, Some((next_token, next))).await?;
+            state.audit(AuditEntry::new(&user, "auth.refresh", "ok").ip(ip)).await;
+            return Ok(Json(tokens));
+        }
+        RefreshCheck::Reused { user } => (
+            "refresh_reused",
+            "this refresh token was already used: every token of its sign-in is now revoked; sign in again",
+            user,
+        ),
+        RefreshCheck::Revoked => {
+            ("refresh_revoked", "this refresh token was revoked; sign in again", "anonymous".into())
+        }
+        RefreshCheck::Expired => {
+            ("refresh_expired", "this refresh token has expired; sign in again", "anonymous".into())
+        }
+        RefreshCheck::Unknown => ("invalid_refresh_token", "this refresh token is not valid", "anonymous".into()),
+    };
+    state.audit(AuditEntry::new(actor, "auth.refresh", code).ip(ip)).await;
+    Err(refusal(code, message))
+}
+
+/// `POST /auth/logout`: revokes the refresh token's whole family. Idempotent.
+pub async fn logout(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    JsonBody(request): JsonBody<RefreshRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let user = state.control.revoke_refresh_family(&refresh_hash(&request.refresh_token)).await?;
+    let actor = user.unwrap_or_else(|| "anonymous".into());
+    state.audit(AuditEntry::new(actor, "auth.logout", "ok").ip(Some(ip.0.to_string()))).await;
+    Ok(Json(json!({ "revoked": true })))
+}
