@@ -199,3 +199,29 @@ async fn only_the_owner_and_whitelisted_users_can_enqueue_and_changes_apply_at_o
     assert_eq!(users.len(), 1);
     assert!(users[0].is_owner && users[0].user == "alice");
 }
+
+#[tokio::test]
+async fn pruning_the_audit_log_keeps_the_rest_of_the_chain_verifiable() {
+    use flowork_gateway::audit::AuditEntry;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(START));
+    let store = store(dir.path(), clock.clone()).await;
+    for i in 0..5 {
+        store.append_audit(AuditEntry::new("cli", "test", "ok").target(format!("old-{i}"))).await.unwrap();
+        clock.advance_ms(1_000);
+    }
+    let cutoff = clock.now_ms();
+    for i in 0..3 {
+        store.append_audit(AuditEntry::new("cli", "test", "ok").target(format!("new-{i}"))).await.unwrap();
+    }
+    let total = store.verify_audit().await.unwrap().unwrap();
+    let pruned = store.prune_audit(cutoff).await.unwrap();
+    assert_eq!(pruned, 5, "exactly the rows older than the cutoff go");
+    assert_eq!(store.verify_audit().await.unwrap().unwrap(), total - pruned);
+    store.append_audit(AuditEntry::new("cli", "after", "ok")).await.unwrap();
+    assert_eq!(store.verify_audit().await.unwrap().unwrap(), total - pruned + 1);
+    // Pruning everything keeps the newest row to link to.
+    clock.advance_ms(10_000);
+    store.prune_audit(clock.now_ms()).await.unwrap();
+    assert_eq!(store.verify_audit().await.unwrap().unwrap(), 1);
+}
