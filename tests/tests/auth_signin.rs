@@ -77,6 +77,13 @@ async fn a_wallet_signs_in_refreshes_and_logs_out() -> anyhow::Result<()> {
     let dead = post(&gw, "/auth/refresh", json!({"refresh_token": token})).await?;
     assert_eq!(dead.code(), "refresh_revoked");
     assert!(audit_rows(&ws).await? >= 6, "sign-ins, refreshes, reuse and logout are audited");
+
+    // None of the secrets of this session reached the gateway's log.
+    let log = gw.process.log_text();
+    assert!(!log.is_empty());
+    for secret in [&first, &second, &token, signed.body["access_token"].as_str().unwrap(), &wallet.sign(&message)] {
+        assert!(!log.contains(secret.as_str()), "a secret was logged");
+    }
     Ok(())
 }
 
