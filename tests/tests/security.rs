@@ -23,12 +23,14 @@ async fn whitelists_decide_who_may_submit_and_changes_apply_at_once() -> anyhow:
     assert_eq!((refused.status, refused.code()), (StatusCode::FORBIDDEN, "not_whitelisted"));
 
     // The owner allows carol through the API: the very next request passes.
-    let allowed = alice.http.put(format!("{}/engines/shared/users/carol", gw.base)).bearer_auth(&alice.token).send().await?;
+    let allowed =
+        alice.http.put(format!("{}/engines/shared/users/carol", gw.base)).bearer_auth(&alice.token).send().await?;
     assert_eq!(allowed.status(), StatusCode::OK);
     assert_eq!(carol.post_job("c2", &echo("shared")).await?.status, StatusCode::CREATED);
 
     // Carol is not the owner: she cannot edit or read the whitelist.
-    let not_owner = carol.http.put(format!("{}/engines/shared/users/dave", gw.base)).bearer_auth(&carol.token).send().await?;
+    let not_owner =
+        carol.http.put(format!("{}/engines/shared/users/dave", gw.base)).bearer_auth(&carol.token).send().await?;
     assert_eq!(not_owner.status(), StatusCode::FORBIDDEN);
     assert_eq!(carol.get("/engines/shared/users").await?.code(), "not_owner");
     let listed = alice.get("/engines/shared/users").await?;
@@ -49,7 +51,9 @@ async fn admin_tokens_need_their_scope_and_expire() -> anyhow::Result<()> {
     let ws = Workspace::new()?;
     ws.add_engine("local")?;
     let gw = Gateway::start(&ws, &[]).await?;
-    let mint = |scope: &str, ttl: &str| ws.gateway_cli_ok(&["admin", "token", "--scope", scope, "--ttl", ttl]).map(|t| t.trim().to_string());
+    let mint = |scope: &str, ttl: &str| {
+        ws.gateway_cli_ok(&["admin", "token", "--scope", scope, "--ttl", ttl]).map(|t| t.trim().to_string())
+    };
     let call = |token: String, method: reqwest::Method, path: &str| {
         let request = reqwest::Client::new().request(method, format!("{}{path}", gw.base)).bearer_auth(token);
         async move { Reply::read(request.send().await?).await }
@@ -95,7 +99,11 @@ async fn engine_tokens_only_open_the_engine_api_and_rotation_has_a_grace_period(
     let rotated = ws.gateway_cli_ok(&["engine", "rotate-token", "local", "--grace", "3s", "--json"])?;
     let new = serde_json::from_str::<serde_json::Value>(&rotated)?["token"].as_str().unwrap().to_string();
     let (old_engine, new_engine) = (EngineApi::new(&gw, &old), EngineApi::new(&gw, &new));
-    assert_eq!(old_engine.post("/internal/claim", &claim).await?.status, StatusCode::OK, "old token works during the grace");
+    assert_eq!(
+        old_engine.post("/internal/claim", &claim).await?.status,
+        StatusCode::OK,
+        "old token works during the grace"
+    );
     assert_eq!(new_engine.post("/internal/claim", &claim).await?.status, StatusCode::OK);
     eventually(Duration::from_secs(10), "the old token to stop working", || async {
         Ok((old_engine.post("/internal/claim", &claim).await?.code() == "invalid_engine_token").then_some(()))
@@ -132,7 +140,11 @@ async fn rate_limits_answer_429_with_the_ietf_headers() -> anyhow::Result<()> {
     }
     assert_eq!(codes[..3], [StatusCode::OK; 3]);
     assert_eq!(codes[3], StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(reqwest::get(format!("{}/healthz", gw2.base)).await?.status(), StatusCode::OK, "probes are never limited");
+    assert_eq!(
+        reqwest::get(format!("{}/healthz", gw2.base)).await?.status(),
+        StatusCode::OK,
+        "probes are never limited"
+    );
     Ok(())
 }
 
@@ -146,19 +158,41 @@ async fn cidr_rules_and_forwarded_addresses() -> anyhow::Result<()> {
     assert_eq!((denied.status, denied.code()), (StatusCode::FORBIDDEN, "ip_denied"));
     let engine = EngineApi::new(&gw, &engine_token);
     let claim = json!({"max": 1, "wait_ms": 0, "lease_ms": 1000, "worker": "t"});
-    assert_eq!(engine.post("/internal/claim", &claim).await?.status, StatusCode::OK, "the engine API has its own rules");
+    assert_eq!(
+        engine.post("/internal/claim", &claim).await?.status,
+        StatusCode::OK,
+        "the engine API has its own rules"
+    );
     drop(gw);
 
     // Only 10.0.0.0/8 may use the API. A client on loopback that claims to be 10.1.1.1 is not believed...
     let gw = Gateway::start(&ws, &["--allow-cidr", "10.0.0.0/8"]).await?;
-    let spoofed = alice.http.get(format!("{}/jobs", gw.base)).bearer_auth(&alice.token).header("x-forwarded-for", "10.1.1.1").send().await?;
+    let spoofed = alice
+        .http
+        .get(format!("{}/jobs", gw.base))
+        .bearer_auth(&alice.token)
+        .header("x-forwarded-for", "10.1.1.1")
+        .send()
+        .await?;
     assert_eq!(spoofed.status(), StatusCode::FORBIDDEN);
     drop(gw);
     // ...unless loopback is a trusted proxy.
     let gw = Gateway::start(&ws, &["--allow-cidr", "10.0.0.0/8", "--trusted-proxy", "127.0.0.1/32"]).await?;
-    let forwarded = alice.http.get(format!("{}/jobs", gw.base)).bearer_auth(&alice.token).header("x-forwarded-for", "10.1.1.1").send().await?;
+    let forwarded = alice
+        .http
+        .get(format!("{}/jobs", gw.base))
+        .bearer_auth(&alice.token)
+        .header("x-forwarded-for", "10.1.1.1")
+        .send()
+        .await?;
     assert_eq!(forwarded.status(), StatusCode::OK);
-    let outside = alice.http.get(format!("{}/jobs", gw.base)).bearer_auth(&alice.token).header("x-forwarded-for", "192.0.2.1").send().await?;
+    let outside = alice
+        .http
+        .get(format!("{}/jobs", gw.base))
+        .bearer_auth(&alice.token)
+        .header("x-forwarded-for", "192.0.2.1")
+        .send()
+        .await?;
     assert_eq!(outside.status(), StatusCode::FORBIDDEN);
     Ok(())
 }
