@@ -78,6 +78,9 @@ pub struct Job {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// For a queued job: how many runnable jobs on its engine will be claimed before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<u64>,
 }
 
 /// `GET /jobs` answer: newest first; `next_cursor` continues the listing.
@@ -104,6 +107,23 @@ pub struct ClaimRequest {
     pub lease_ms: u64,
     /// Who holds the leases (host and process), for operators reading the store.
     pub worker: String,
+    /// The engine's worker numbers, shown in `GET /status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<WorkerReport>,
+}
+
+/// What an engine reports about its workers with each claim.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerReport {
+    /// Workers now.
+    pub workers: u32,
+    pub min_workers: u32,
+    pub max_workers: u32,
+    /// Workers running a job right now.
+    pub busy: u32,
+    /// Fraction of worker time spent on jobs over the last autoscaling window (0-1).
+    pub utilization: f64,
 }
 
 /// One leased job: only the holder of `lease_token` may heartbeat or finish it, and only until it expires.

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use flowork_common::backoff::full_jitter_delay_ms;
 use flowork_common::wire::ClaimRequest;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -16,7 +15,6 @@ use crate::runner::JobRunner;
 /// How the loop claims.
 #[derive(Debug, Clone)]
 pub struct ClaimSettings {
-    pub workers: u32,
     pub wait_ms: u64,
     pub lease_ms: u64,
     pub grace: Duration,
@@ -37,8 +35,7 @@ pub async fn run(
     settings: ClaimSettings,
     shutdown: CancellationToken,
 ) -> Result<(), ClaimLoopError> {
-    let workers = settings.workers.max(1);
-    let free = Arc::new(Semaphore::new(workers as usize));
+    let free = runner.pool.slots.clone();
     let mut running = JoinSet::new();
     let mut failures: u32 = 0;
     let result = loop {
@@ -57,6 +54,7 @@ pub async fn run(
             wait_ms: settings.wait_ms,
             lease_ms: settings.lease_ms,
             worker: settings.worker_name.clone(),
+            report: Some(runner.pool.report()),
         };
         let response = tokio::select! {
             response = runner.client.claim(&request) => response,
@@ -65,6 +63,7 @@ pub async fn run(
         match response {
             Ok(response) => {
                 failures = 0;
+                runner.pool.claimed(&response.leases);
                 for (lease, permit) in response.leases.into_iter().zip(permits) {
                     let runner = runner.clone();
                     running.spawn(async move {

@@ -26,6 +26,21 @@ pub struct EngineArgs {
     /// Jobs run at once.
     #[arg(long, env = "FLOWORK_WORKERS", default_value_t = 4)]
     pub workers: u32,
+    /// Fewest workers the autoscaler keeps (default: --workers, i.e. a fixed pool).
+    #[arg(long, env = "CORE_MIN_WORKERS")]
+    pub min_workers: Option<u32>,
+    /// Most workers the autoscaler adds (default: --workers).
+    #[arg(long, env = "CORE_MAX_WORKERS")]
+    pub max_workers: Option<u32>,
+    /// Target p95 queue latency (enqueue → claim) in ms that the autoscaler steers by.
+    #[arg(long, env = "SLO_TARGET_LATENCY", default_value_t = 500)]
+    pub slo_target_latency: u64,
+    /// Keep workers ≥ this × the recent peak arrival rate × the mean service time (at least 1.3).
+    #[arg(long, env = "HEADROOM_FACTOR", default_value_t = 1.3)]
+    pub headroom_factor: f64,
+    /// Length of one autoscaling window.
+    #[arg(long, env = "FLOWORK_AUTOSCALE_WINDOW", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub autoscale_window: std::time::Duration,
     /// The TOML config file (handler allowlists); see the README.
     #[arg(long, env = "FLOWORK_CONFIG")]
     pub config: Option<PathBuf>,

@@ -8,12 +8,14 @@ use serde_json::value::RawValue;
 
 use crate::client::{ClientError, GatewayClient};
 use crate::handlers::{JobFailure, Registry};
+use crate::pool::WorkerPool;
 
 /// What a worker needs to run jobs.
 pub struct JobRunner {
     pub client: GatewayClient,
     pub handlers: Registry,
     pub lease_ms: u64,
+    pub pool: Arc<WorkerPool>,
 }
 
 impl JobRunner {
@@ -30,6 +32,7 @@ impl JobRunner {
                 return;
             }
         };
+        self.pool.finished(started.elapsed());
         let ms = started.elapsed().as_millis() as u64;
         match &outcome {
             Ok(_) => tracing::info!(job_id, kind, ms, "job succeeded"),

@@ -114,6 +114,18 @@ pub struct ServeArgs {
     /// These networks may not use the engine API (CIDR).
     #[arg(long = "engine-deny-cidr", env = "FLOWORK_ENGINE_DENY_CIDRS", value_delimiter = ',')]
     pub engine_deny_cidrs: Vec<IpNet>,
+    /// Cap of queued jobs per engine shard (0 = none); beyond it POST /jobs answers 429 `queue_full`.
+    #[arg(long, env = "FLOWORK_MAX_QUEUE_DEPTH", default_value_t = 100_000)]
+    pub max_queue_depth: u64,
+    /// Cap of queued jobs over all engines (0 = none); beyond it 429 `total_queue_full`.
+    #[arg(long, env = "FLOWORK_MAX_TOTAL_DEPTH", default_value_t = 1_000_000)]
+    pub max_total_depth: u64,
+    /// Cap of queued + running jobs per user per engine (0 = none); beyond it 429 `user_inflight_limit`.
+    #[arg(long, env = "FLOWORK_MAX_USER_INFLIGHT", default_value_t = 10_000)]
+    pub max_user_inflight: u64,
+    /// On SIGTERM, how long running jobs may take before the gateway exits anyway.
+    #[arg(long, env = "FLOWORK_DRAIN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub drain_grace: Duration,
     /// How often expired leases are put back in the queue (ms); claims also do it as they go.
     #[arg(long, env = "FLOWORK_REAP_INTERVAL_MS", default_value_t = 1_000)]
     pub reap_interval_ms: u64,

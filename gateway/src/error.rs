@@ -35,6 +35,12 @@ pub enum ApiError {
     /// 422: well-formed, but not acceptable.
     #[error("{message}")]
     Unprocessable { code: &'static str, message: String },
+    /// 429: a queue cap is reached; come back after `retry_after_s`.
+    #[error("{message}")]
+    Overloaded { code: &'static str, message: String, retry_after_s: u64 },
+    /// 503: not accepting this now (draining); come back after `retry_after_s`.
+    #[error("{message}")]
+    Unavailable { code: &'static str, message: String, retry_after_s: u64 },
     /// 429: a rate limit bucket is empty.
     #[error("too many requests ({policy} limit); retry after {retry_after_s} s")]
     RateLimited { policy: &'static str, limit: u32, window_s: u64, retry_after_s: u64 },
@@ -89,6 +95,10 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None),
             Self::UnsupportedMediaType { .. } => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", None),
             Self::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code, None),
+            Self::Overloaded { code, retry_after_s, .. } => (StatusCode::TOO_MANY_REQUESTS, code, Some(*retry_after_s)),
+            Self::Unavailable { code, retry_after_s, .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, code, Some(*retry_after_s))
+            }
             Self::RateLimited { retry_after_s, .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "rate_limited", Some(*retry_after_s))
             }
@@ -107,7 +117,9 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, retry_after) = self.parts();
-        let message = if status.is_server_error() {
+        let message = if let Self::Unavailable { message, .. } = &self {
+            message.clone()
+        } else if status.is_server_error() {
             // Internal detail goes to the log, not to the client.
             tracing::error!(error = %self, code, "request failed");
             match status {

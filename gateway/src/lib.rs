@@ -1,16 +1,20 @@
 //! The Flowork gateway as a library: the binary (`main.rs`) only parses the command line and calls in here.
 
+pub mod admission;
 pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod client_ip;
 pub mod commands;
 pub mod config;
+pub mod drain;
 pub mod engine_cache;
+pub mod engine_presence;
 pub mod enqueue;
 pub mod error;
 pub mod inflight;
 pub mod network;
+pub mod queue_metrics;
 pub mod rate_limit;
 pub mod secure_fs;
 pub mod server;

@@ -8,11 +8,14 @@ use flowork_common::clock::{Clock, SystemClock};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::AdmissionLimits;
 use crate::audit::AuditEntry;
 use crate::auth::jwt::KeyRing;
 use crate::auth::signin::{SignInPolicy, normalize_origin};
 use crate::config::ServeArgs;
+use crate::drain::DrainState;
 use crate::engine_cache::EngineCache;
+use crate::engine_presence::EnginePresence;
 use crate::enqueue::JobLimits;
 use crate::inflight::InflightKeys;
 use crate::network::{CidrRules, NetworkPolicy};
@@ -30,7 +33,7 @@ pub struct AppState {
     pub limits: Arc<JobLimits>,
     pub inflight: Arc<InflightKeys>,
     pub clock: Arc<dyn Clock>,
-    /// Cancelled on shutdown: long-polling claims return at once.
+    /// Cancelled when the gateway stops (SIGTERM): long-polling claims return at once, background tasks end.
     pub shutdown: CancellationToken,
     pub started: std::time::Instant,
     pub network: Arc<NetworkPolicy>,
@@ -38,9 +41,35 @@ pub struct AppState {
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
     pub rate_limits: Arc<RateLimits>,
+    pub caps: AdmissionLimits,
+    pub drain: Arc<DrainState>,
+    pub presence: Arc<EnginePresence>,
+    /// Queued jobs over all engines and their drain rate, recomputed at most every 250 ms.
+    total_depth: Arc<tokio::sync::Mutex<(std::time::Instant, u64, f64)>>,
+    /// Jobs this process created since `total_depth` was last computed.
+    pub created_since_total: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl AppState {
+    /// Queued jobs over all engines (and how fast they drain), for the total cap.
+    pub async fn total_depth(&self) -> Result<(u64, f64), crate::store::StoreError> {
+        let mut cached = self.total_depth.lock().await;
+        // Near the cap every request looks again, so the cap holds exactly; far from it a 250 ms old sum will do.
+        let estimate = cached.1 + self.created_since_total.load(std::sync::atomic::Ordering::Relaxed);
+        let near_cap = estimate.saturating_add(estimate / 10 + 1) >= self.caps.max_total_depth;
+        if near_cap || cached.0.elapsed() > Duration::from_millis(250) || cached.0 == self.started {
+            let (mut total, mut rate) = (0, 0.0);
+            for engine in self.control.list_engines().await? {
+                let counts = self.jobs.queue_counts(&engine.id).await?;
+                total += counts.queued;
+                rate += counts.window.drain_rate_per_s;
+            }
+            *cached = (std::time::Instant::now(), total, rate);
+            self.created_since_total.store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok((cached.1, cached.2))
+    }
+
     /// Records a security-relevant event; a failure to record is logged, not fatal to the request.
     pub async fn audit(&self, entry: AuditEntry) {
         if let Err(error) = self.control.append_audit(entry).await {
@@ -53,7 +82,13 @@ impl AppState {
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let retry = RetryPolicy { base_ms: args.retry_base_ms, cap_ms: args.retry_cap_ms };
-    let store = Arc::new(SqliteStore::open(&args.data.data_dir, clock.clone(), retry).await?);
+    let caps = AdmissionLimits {
+        max_queue_depth: args.max_queue_depth,
+        max_total_depth: args.max_total_depth,
+        max_user_inflight: args.max_user_inflight,
+    };
+    let store = Arc::new(SqliteStore::open(&args.data.data_dir, clock.clone(), retry).await?.with_caps(caps));
+    let started = std::time::Instant::now();
     let keys = Arc::new(KeyRing::load_or_create(&args.data.data_dir)?);
     let limits = JobLimits {
         max_payload_bytes: args.max_payload_bytes,
@@ -81,7 +116,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         inflight: Arc::default(),
         clock,
         shutdown: shutdown.clone(),
-        started: std::time::Instant::now(),
+        started,
+        caps,
+        drain: Arc::default(),
+        presence: Arc::default(),
+        total_depth: Arc::new(tokio::sync::Mutex::new((started, 0, 0.0))),
+        created_since_total: Arc::default(),
         network: Arc::new(NetworkPolicy {
             trusted_proxies: args.trusted_proxies.clone(),
             public: CidrRules { allow: args.allow_cidrs.clone(), deny: args.deny_cidrs.clone() },
@@ -115,16 +155,53 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
 
-    let signal = shutdown.clone();
+    let stopping = state.clone();
+    let grace = args.drain_grace;
     let app = crate::api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             flowork_common::signal::stop_requested().await;
-            tracing::info!("shutting down");
-            signal.cancel();
+            drain_then_stop(&stopping, grace).await;
         })
         .await?;
     Ok(())
+}
+
+/// SIGTERM: refuse new jobs (503, `/readyz` failing), hand out no more work, let engines finish what runs, and
+/// return when nothing runs or `grace` is over. Queued jobs stay in their shards for the next start.
+async fn drain_then_stop(state: &AppState, grace: Duration) {
+    state.drain.stop();
+    state.shutdown.cancel();
+    state.audit(AuditEntry::new("signal", "gateway.drain", "ok").detail("SIGTERM")).await;
+    tracing::info!(grace_ms = grace.as_millis() as u64, "draining: waiting for running jobs");
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        let running = match running_jobs(state).await {
+            Ok(running) => running,
+            Err(error) => {
+                tracing::warn!(%error, "could not count running jobs");
+                0
+            }
+        };
+        if running == 0 {
+            tracing::info!("no job running; shutting down");
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(running, "grace period over; shutting down (their leases will lapse)");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Jobs running on all engines.
+pub async fn running_jobs(state: &AppState) -> Result<u64, crate::store::StoreError> {
+    let mut running = 0;
+    for engine in state.control.list_engines().await? {
+        running += state.jobs.queue_counts(&engine.id).await?.running;
+    }
+    Ok(running)
 }
 
 /// The GUI origins: as configured, or else the gateway's own origin (so the locally served GUI works).

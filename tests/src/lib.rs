@@ -167,9 +167,14 @@ pub struct Gateway {
 impl Gateway {
     /// Starts `flowork-gateway serve` on an ephemeral port and waits until `/readyz` answers.
     pub async fn start(ws: &Workspace, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_on(ws, "127.0.0.1:0", extra).await
+    }
+
+    /// Starts `flowork-gateway serve` on `listen` (for restarts on the same port).
+    pub async fn start_on(ws: &Workspace, listen: &str, extra: &[&str]) -> anyhow::Result<Self> {
         let log = ws.path(&format!("gateway-{}.log", unique()));
         let mut command = Command::new(bin("flowork-gateway"));
-        command.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(ws.data_dir()).args(extra);
+        command.arg("serve").arg("--listen").arg(listen).arg("--data-dir").arg(ws.data_dir()).args(extra);
         let mut process = Process::spawn(command, log)?;
         let deadline = Instant::now() + Duration::from_secs(20);
         let addr = loop {
@@ -363,6 +368,11 @@ impl EngineApi {
         }
         Ok(reply.body["leases"].as_array().cloned().unwrap_or_default())
     }
+}
+
+/// A free port on 127.0.0.1 (for a gateway that must come back on the same address).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Polls `check` until it returns `Some`, or fails after `within` (a liveness bound, not a speed assertion).

@@ -76,3 +76,30 @@ pub async fn verify_audit(
         Err(broken) => json!({"intact": false, "broken_at": broken.id, "reason": broken.reason}),
     }))
 }
+
+/// `POST /admin/drain` (scope `drain`): stop accepting new jobs; engines keep finishing queued work.
+pub async fn start_drain(
+    State(state): State<AppState>,
+    admin: AuthAdmin,
+    ip: ClientIp,
+) -> Result<Json<Value>, ApiError> {
+    admin.require("drain")?;
+    let already = state.drain.start();
+    audited(&state, &admin, ip, "gateway.drain", if already { "already" } else { "started" }).await;
+    super::status::drain(State(state)).await
+}
+
+/// `DELETE /admin/drain` (scope `drain`): accept jobs again.
+pub async fn stop_drain(
+    State(state): State<AppState>,
+    admin: AuthAdmin,
+    ip: ClientIp,
+) -> Result<Json<Value>, ApiError> {
+    admin.require("drain")?;
+    if state.drain.is_stopping() {
+        return Err(ApiError::conflict("stopping", "the gateway is shutting down and cannot resume"));
+    }
+    state.drain.resume();
+    audited(&state, &admin, ip, "gateway.resume", "*").await;
+    super::status::drain(State(state)).await
+}

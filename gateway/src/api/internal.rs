@@ -47,6 +47,11 @@ pub async fn claim(
     }
     check_lease_ms(request.lease_ms)?;
     let worker: String = request.worker.chars().take(200).collect();
+    state.presence.seen(&engine.id, state.clock.now_ms(), request.report);
+    if state.drain.is_stopping() {
+        // The gateway is shutting down: running jobs may finish, new ones wait for the next start.
+        return Ok(Json(ClaimResponse { leases: Vec::new() }));
+    }
     let params =
         ClaimParams { max: request.max, wait_ms: request.wait_ms.min(MAX_WAIT_MS), lease_ms: request.lease_ms, worker };
     let leases = state.jobs.claim(&engine.id, params, state.shutdown.clone()).await?;
@@ -61,6 +66,7 @@ pub async fn heartbeat(
     JsonBody(request): JsonBody<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
     check_lease_ms(request.lease_ms)?;
+    state.presence.seen(&engine.id, state.clock.now_ms(), None);
     let expires = state.jobs.heartbeat(&engine.id, &id, &request.lease_token, request.lease_ms).await?;
     Ok(Json(HeartbeatResponse { lease_expires_at: format_ms(expires) }))
 }
@@ -72,6 +78,7 @@ pub async fn finish(
     Path(id): Path<String>,
     JsonBody(request): JsonBody<FinishRequest>,
 ) -> Result<Json<FinishResponse>, ApiError> {
+    state.presence.seen(&engine.id, state.clock.now_ms(), None);
     let finish = match request.outcome {
         AttemptOutcome::Succeeded => {
             let result = request.result.map(|r| r.get().to_string());

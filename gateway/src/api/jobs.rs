@@ -8,7 +8,9 @@ use flowork_common::wire::{EnqueueRequest, Job, JobPage, JobStatus};
 use serde::Deserialize;
 
 use super::extract::{JsonBody, QueryParams};
+use crate::admission::{over, retry_after_s};
 use crate::auth::extract::AuthUser;
+use crate::drain::DRAIN_RETRY_AFTER_S;
 use crate::enqueue::{build_new_job, parse_traceparent, validate_idempotency_key};
 use crate::error::ApiError;
 use crate::server::AppState;
@@ -48,6 +50,29 @@ pub async fn create(
             ));
         }
     }
+    if state.drain.is_draining() {
+        return match state.jobs.replay(&job).await? {
+            Some(outcome) => respond(&state, outcome, &job.engine).await,
+            None => Err(ApiError::Unavailable {
+                code: "draining",
+                message: "this gateway is draining for maintenance and accepts no new jobs; retry shortly".into(),
+                retry_after_s: DRAIN_RETRY_AFTER_S,
+            }),
+        };
+    }
+    if state.caps.max_total_depth > 0 {
+        let (total, rate) = state.total_depth().await?;
+        if over(state.caps.max_total_depth, total) {
+            return match state.jobs.replay(&job).await? {
+                Some(outcome) => respond(&state, outcome, &job.engine).await,
+                None => Err(ApiError::Overloaded {
+                    code: "total_queue_full",
+                    message: format!("the gateway holds {total} queued jobs, its cap; retry later"),
+                    retry_after_s: retry_after_s(total, rate),
+                }),
+            };
+        }
+    }
     let Some(_in_progress) = state.inflight.begin(&job.user, &job.engine, &job.idempotency_key) else {
         return Err(ApiError::Conflict {
             code: "idempotency_key_in_progress",
@@ -56,19 +81,27 @@ pub async fn create(
         });
     };
     let engine = job.engine.clone();
-    match state.jobs.enqueue(job).await? {
+    let outcome = state.jobs.enqueue(job).await?;
+    respond(&state, outcome, &engine).await
+}
+
+/// The HTTP answer for what an enqueue did.
+async fn respond(state: &AppState, outcome: EnqueueOutcome, engine: &str) -> Result<Response, ApiError> {
+    let location =
+        |job: &Job| HeaderValue::from_str(&format!("/jobs/{}", job.id)).map_err(|e| ApiError::Internal(e.to_string()));
+    match outcome {
         EnqueueOutcome::Created(job) => {
-            let location =
-                HeaderValue::from_str(&format!("/jobs/{}", job.id)).map_err(|e| ApiError::Internal(e.to_string()))?;
-            Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(job)).into_response())
+            state.created_since_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok((StatusCode::CREATED, [(header::LOCATION, location(&job)?)], Json(job)).into_response())
         }
         EnqueueOutcome::Replayed(job) => {
-            let location =
-                HeaderValue::from_str(&format!("/jobs/{}", job.id)).map_err(|e| ApiError::Internal(e.to_string()))?;
             let replayed = HeaderValue::from_static("true");
             Ok((
                 StatusCode::OK,
-                [(header::LOCATION, location), (header::HeaderName::from_static("idempotent-replayed"), replayed)],
+                [
+                    (header::LOCATION, location(&job)?),
+                    (header::HeaderName::from_static("idempotent-replayed"), replayed),
+                ],
                 Json(job),
             )
                 .into_response())
@@ -81,6 +114,22 @@ pub async fn create(
             "idempotency_key_reused",
             "this Idempotency-Key was already used with a different request; use a new key for a new job",
         )),
+        EnqueueOutcome::QueueFull { depth } => {
+            let rate = state.jobs.queue_counts(engine).await?.window.drain_rate_per_s;
+            Err(ApiError::Overloaded {
+                code: "queue_full",
+                message: format!("engine {engine:?} has {depth} queued jobs, its cap; retry later"),
+                retry_after_s: retry_after_s(depth, rate),
+            })
+        }
+        EnqueueOutcome::UserLimit { inflight } => {
+            let rate = state.jobs.queue_counts(engine).await?.window.drain_rate_per_s;
+            Err(ApiError::Overloaded {
+                code: "user_inflight_limit",
+                message: format!("you have {inflight} queued or running jobs on engine {engine:?}, your cap"),
+                retry_after_s: retry_after_s(inflight, rate),
+            })
+        }
     }
 }
 

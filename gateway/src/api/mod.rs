@@ -43,6 +43,8 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/logout", post(auth::logout))
         .route("/engines/{id}/users", get(engines::list_users))
         .route("/engines/{id}/users/{user}", put(engines::allow_user).delete(engines::disallow_user))
+        .route("/drain", get(status::drain))
+        .route("/admin/drain", post(admin::start_drain).delete(admin::stop_drain))
         .route("/admin/engines", get(admin::list_engines))
         .route("/admin/engines/{id}/users/{user}", put(admin::allow_user).delete(admin::disallow_user))
         .route("/admin/audit/verify", get(admin::verify_audit))

@@ -4,8 +4,11 @@ use axum::Json;
 use axum::extract::State;
 use serde_json::{Value, json};
 
+use crate::admission::retry_after_s;
+use crate::engine_presence::ONLINE_WITHIN_MS;
 use crate::error::ApiError;
 use crate::server::AppState;
+use flowork_common::timefmt::format_ms;
 
 /// `GET /healthz`: the process is alive.
 pub async fn healthz() -> Json<Value> {
@@ -14,25 +17,60 @@ pub async fn healthz() -> Json<Value> {
 
 /// `GET /readyz`: the databases answer and the gateway accepts work.
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    if state.drain.is_draining() {
+        return Err(ApiError::Unavailable {
+            code: "draining",
+            message: "this gateway is draining; send new work elsewhere".into(),
+            retry_after_s: crate::drain::DRAIN_RETRY_AFTER_S,
+        });
+    }
     state.control.ping().await?;
     Ok(Json(json!({ "status": "ready" })))
 }
 
-/// `GET /status`: version, uptime and each engine's queue depth. Holds no secrets and needs no token.
+/// `GET /status`: gateway state and, per engine, presence, workers, queue depth, queue latency and a capacity
+/// hint. Holds no secrets and needs no token.
 pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let now = state.clock.now_ms();
     let mut engines = Vec::new();
     for engine in state.control.list_engines().await? {
         let counts = state.jobs.queue_counts(&engine.id).await?;
+        let presence = state.presence.get(&engine.id);
+        let report = presence.as_ref().and_then(|p| p.report);
+        let window = counts.window;
         engines.push(json!({
             "id": engine.id,
             "active": engine.is_active(),
+            "online": presence.as_ref().is_some_and(|p| now - p.last_contact_ms < ONLINE_WITHIN_MS),
+            "last_contact": presence.as_ref().map(|p| format_ms(p.last_contact_ms)),
+            "workers": report.map(|r| json!({"current": r.workers, "min": r.min_workers, "max": r.max_workers, "busy": r.busy})),
+            "busy_ratio": report.map(|r| if r.workers == 0 { 0.0 } else { f64::from(r.busy) / f64::from(r.workers) }),
+            "utilization": report.map(|r| r.utilization),
             "queued": counts.queued,
             "running": counts.running,
+            "queue_latency_ms": {"p50": window.latency_p50_ms, "p95": window.latency_p95_ms},
+            "capacity": {
+                "sustainable_rate_per_s": window.drain_rate_per_s,
+                "retry_after_s": retry_after_s(counts.queued, window.drain_rate_per_s),
+                "max_queue_depth": state.caps.max_queue_depth,
+            },
         }));
     }
     Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": state.started.elapsed().as_secs(),
+        "draining": state.drain.is_draining(),
         "engines": engines,
     })))
+}
+
+/// `GET /drain`: whether this gateway drains, and the work still queued and running.
+pub async fn drain(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let (mut queued, mut running) = (0, 0);
+    for engine in state.control.list_engines().await? {
+        let counts = state.jobs.queue_counts(&engine.id).await?;
+        queued += counts.queued;
+        running += counts.running;
+    }
+    Ok(Json(json!({ "draining": state.drain.is_draining(), "queued": queued, "running": running })))
 }

@@ -13,6 +13,7 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::{AuditEntry, ChainBreak};
+use crate::queue_metrics::QueueWindow;
 
 /// A validated job ready to be written, with its id and idempotency data already decided.
 #[derive(Debug, Clone)]
@@ -43,6 +44,10 @@ pub enum EnqueueOutcome {
     KeyReused,
     /// The user is neither the engine's owner nor on its whitelist.
     NotAllowed,
+    /// The engine's queue holds `depth` jobs, its cap.
+    QueueFull { depth: u64 },
+    /// The user has `inflight` queued and running jobs on this engine, their cap.
+    UserLimit { inflight: u64 },
 }
 
 /// Filters of a job listing, newest first.
@@ -115,11 +120,12 @@ impl EngineRecord {
     }
 }
 
-/// Queue depth of one engine.
+/// Queue depth of one engine, and how it has been moving lately.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct QueueCounts {
     pub queued: u64,
     pub running: u64,
+    pub window: QueueWindow,
 }
 
 /// Whether a sign-in nonce could be used.
@@ -197,6 +203,8 @@ pub enum StoreError {
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
     async fn enqueue(&self, job: NewJob) -> Result<EnqueueOutcome, StoreError>;
+    /// Without writing: the answer for a job whose (user, key) was already used (`Replayed` or `KeyReused`).
+    async fn replay(&self, job: &NewJob) -> Result<Option<EnqueueOutcome>, StoreError>;
     async fn get_job(&self, user: &str, id: &str) -> Result<Option<Job>, StoreError>;
     async fn list_jobs(&self, user: &str, query: ListQuery) -> Result<JobPage, StoreError>;
     async fn cancel(&self, user: &str, id: &str) -> Result<CancelOutcome, StoreError>;

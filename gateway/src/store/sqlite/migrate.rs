@@ -29,6 +29,11 @@ pub const SHARD: &[Migration] = &[
         name: "0002_allowed_users",
         sql: include_str!("../../../../migrations/shard/0002_allowed_users.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_queue_stats",
+        sql: include_str!("../../../../migrations/shard/0003_queue_stats.sql"),
+    },
 ];
 
 /// The newest version in a migration set.

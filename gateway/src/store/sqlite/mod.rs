@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use self::control::ControlDb;
 use self::shard::Shard;
 use self::writer::{WriteDone, WriteOp};
+use crate::admission::AdmissionLimits;
 use crate::audit::{AuditEntry, ChainBreak};
 use crate::secure_fs::create_private_dir;
 use crate::store::{
@@ -39,6 +40,7 @@ pub struct SqliteStore {
     opening: tokio::sync::Mutex<()>,
     clock: Arc<dyn Clock>,
     retry: RetryPolicy,
+    caps: AdmissionLimits,
 }
 
 /// Runs blocking SQLite work off the async executor.
@@ -73,7 +75,14 @@ impl SqliteStore {
             opening: tokio::sync::Mutex::new(()),
             clock,
             retry,
+            caps: AdmissionLimits::default(),
         })
+    }
+
+    /// Sets the admission caps the shard writers enforce (before any shard is opened).
+    pub fn with_caps(mut self, caps: AdmissionLimits) -> Self {
+        self.caps = caps;
+        self
     }
 
     fn open_shard_if_loaded(&self, engine: &str) -> Option<Arc<Shard>> {
@@ -93,7 +102,8 @@ impl SqliteStore {
             return Err(StoreError::EngineNotFound(engine.to_string()));
         }
         let (dir, name, clock, retry) = (self.data_dir.clone(), engine.to_string(), self.clock.clone(), self.retry);
-        let shard = Arc::new(blocking(move || Shard::open(&dir, &name, clock, retry)).await?);
+        let caps = self.caps;
+        let shard = Arc::new(blocking(move || Shard::open(&dir, &name, clock, retry, caps)).await?);
         if let Ok(mut shards) = self.shards.write() {
             shards.insert(engine.to_string(), shard.clone());
         }
@@ -138,11 +148,27 @@ impl JobStore for SqliteStore {
         }
     }
 
+    async fn replay(&self, job: &NewJob) -> Result<Option<EnqueueOutcome>, StoreError> {
+        let shard = self.shard(&job.engine).await?;
+        let job = job.clone();
+        self.read(&shard, move |conn, _| queries::existing_for_key(conn, &job)).await
+    }
+
     async fn get_job(&self, user: &str, id: &str) -> Result<Option<Job>, StoreError> {
         for shard in self.all_shards().await? {
             let (user, id) = (user.to_string(), id.to_string());
-            if let Some(job) = self.read(&shard, move |conn, engine| queries::get(conn, engine, &user, &id)).await? {
-                return Ok(Some(job));
+            let now = self.clock.now_ms();
+            let found = self
+                .read(&shard, move |conn, engine| {
+                    let Some(mut job) = queries::get(conn, engine, &user, &id)? else { return Ok(None) };
+                    if job.status == flowork_common::wire::JobStatus::Queued {
+                        job.queue_position = queries::queue_position(conn, &id, now)?;
+                    }
+                    Ok(Some(job))
+                })
+                .await?;
+            if found.is_some() {
+                return Ok(found);
             }
         }
         Ok(None)
@@ -264,7 +290,9 @@ impl JobStore for SqliteStore {
 
     async fn queue_counts(&self, engine: &str) -> Result<QueueCounts, StoreError> {
         let shard = self.shard(engine).await?;
-        self.read(&shard, |conn, _| queries::counts(conn)).await
+        let mut counts = self.read(&shard, |conn, _| queries::counts(conn)).await?;
+        counts.window = shard.metrics.window(self.clock.now_ms());
+        Ok(counts)
     }
 
     async fn allow_user(&self, engine: &str, user: &str, is_owner: bool) -> Result<bool, StoreError> {

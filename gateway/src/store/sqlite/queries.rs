@@ -10,6 +10,7 @@ use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::value::RawValue;
 
+use crate::admission::{AdmissionLimits, over};
 use crate::store::{
     AllowedUser, CancelOutcome, EnqueueOutcome, Finish, FinishOutcome, NewJob, QueueCounts, RetryPolicy, StoreError,
 };
@@ -47,18 +48,26 @@ fn job_from_row(row: &Row<'_>, engine: &str) -> rusqlite::Result<Job> {
         result: result.map(|r| raw_json(r, 13)).transpose()?,
         error: row.get(14)?,
         traceparent: row.get(15)?,
+        queue_position: None,
     })
 }
 
 /// Stores a job unless its (user, idempotency key) is taken; then answers with the original or a conflict.
 /// Only the engine's owner and whitelisted users may enqueue, checked in the same transaction.
-pub fn enqueue(conn: &Connection, job: &NewJob, now: i64) -> Result<EnqueueOutcome, StoreError> {
+/// Caps are checked only when reached, and a replay of an accepted job is answered even then.
+pub fn enqueue(conn: &Connection, job: &NewJob, now: i64, caps: AdmissionLimits) -> Result<EnqueueOutcome, StoreError> {
     let allowed = conn
         .prepare_cached("SELECT 1 FROM allowed_users WHERE user_id = ?1")?
         .query_row([&job.user], |_| Ok(()))
         .optional()?;
     if allowed.is_none() {
         return Ok(EnqueueOutcome::NotAllowed);
+    }
+    if let Some(refusal) = over_caps(conn, &job.user, caps)? {
+        return Ok(match existing_for_key(conn, job)? {
+            Some(outcome) => outcome,
+            None => refusal,
+        });
     }
     let inserted = conn
         .prepare_cached(
@@ -100,18 +109,65 @@ pub fn enqueue(conn: &Connection, job: &NewJob, now: i64) -> Result<EnqueueOutco
             result: None,
             error: None,
             traceparent: job.traceparent.clone(),
+            queue_position: None,
         }));
     }
+    existing_for_key(conn, job)?.ok_or_else(|| StoreError::Task("an idempotency conflict without a row".into()))
+}
+
+/// The answer for a key already used by this user: the original job, or a conflict.
+pub fn existing_for_key(conn: &Connection, job: &NewJob) -> Result<Option<EnqueueOutcome>, StoreError> {
     let sql =
         format!("SELECT {JOB_COLUMNS}, request_fingerprint FROM jobs WHERE user_id = ?1 AND idempotency_key = ?2");
-    let existing = conn.prepare_cached(&sql)?.query_row(params![job.user, job.idempotency_key], |row| {
-        Ok((job_from_row(row, &job.engine)?, row.get::<_, String>(16)?))
-    })?;
-    Ok(if existing.1 == job.fingerprint { EnqueueOutcome::Replayed(existing.0) } else { EnqueueOutcome::KeyReused })
+    let existing = conn
+        .prepare_cached(&sql)?
+        .query_row(params![job.user, job.idempotency_key], |row| {
+            Ok((job_from_row(row, &job.engine)?, row.get::<_, String>(16)?))
+        })
+        .optional()?;
+    Ok(existing.map(|(found, fingerprint)| {
+        if fingerprint == job.fingerprint { EnqueueOutcome::Replayed(found) } else { EnqueueOutcome::KeyReused }
+    }))
+}
+
+/// The refusal a new job would get from the shard's caps, if any.
+fn over_caps(conn: &Connection, user: &str, caps: AdmissionLimits) -> Result<Option<EnqueueOutcome>, StoreError> {
+    if caps.max_queue_depth > 0 {
+        let depth: i64 = conn.prepare_cached("SELECT queued FROM queue_stats")?.query_row([], |r| r.get(0))?;
+        if over(caps.max_queue_depth, depth.max(0) as u64) {
+            return Ok(Some(EnqueueOutcome::QueueFull { depth: depth as u64 }));
+        }
+    }
+    if caps.max_user_inflight > 0 {
+        let inflight: i64 = conn
+            .prepare_cached("SELECT inflight FROM user_inflight WHERE user_id = ?1")?
+            .query_row([user], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0);
+        if over(caps.max_user_inflight, inflight.max(0) as u64) {
+            return Ok(Some(EnqueueOutcome::UserLimit { inflight: inflight as u64 }));
+        }
+    }
+    Ok(None)
+}
+
+/// How many runnable jobs will be claimed before this queued job, in claim order.
+pub fn queue_position(conn: &Connection, job_id: &str, now: i64) -> Result<Option<u64>, StoreError> {
+    let position: Option<i64> = conn
+        .prepare_cached(
+            "SELECT (SELECT count(*) FROM jobs AS j
+                     WHERE j.status = 'queued' AND j.run_at <= max(?2, me.run_at)
+                       AND (j.priority > me.priority OR (j.priority = me.priority
+                            AND (j.run_at < me.run_at OR (j.run_at = me.run_at AND j.id < me.id)))))
+             FROM jobs AS me WHERE me.id = ?1 AND me.status = 'queued'",
+        )?
+        .query_row(params![job_id, now], |r| r.get(0))
+        .optional()?;
+    Ok(position.map(|p| p.max(0) as u64))
 }
 
 /// Leases up to `max` runnable jobs (highest priority, then earliest `run_at`, then oldest), each with its own
-/// random lease token, counting the attempt.
+/// random lease token, counting the attempt. Also returns how long each job waited since it became runnable.
 pub fn claim(
     conn: &Connection,
     engine: &str,
@@ -119,7 +175,7 @@ pub fn claim(
     lease_ms: u64,
     worker: &str,
     now: i64,
-) -> Result<Vec<Lease>, StoreError> {
+) -> Result<(Vec<Lease>, Vec<i64>), StoreError> {
     let expires = now.saturating_add(lease_ms as i64);
     let sql = format!(
         "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = ?1,
@@ -130,9 +186,12 @@ pub fn claim(
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params![worker, expires, now, max], |row| {
-        Ok(Lease { job: job_from_row(row, engine)?, lease_token: row.get(16)?, lease_expires_at: format_ms(expires) })
+        let runnable_since = row.get::<_, i64>(9)?.max(row.get::<_, i64>(10)?);
+        let lease =
+            Lease { job: job_from_row(row, engine)?, lease_token: row.get(16)?, lease_expires_at: format_ms(expires) };
+        Ok((lease, now - runnable_since))
     })?;
-    let mut leases = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    let (mut leases, waited): (Vec<Lease>, Vec<i64>) = rows.collect::<rusqlite::Result<Vec<_>>>()?.into_iter().unzip();
     // RETURNING gives no order guarantee; hand jobs out in claim order.
     leases.sort_by(|a, b| {
         b.job
@@ -141,7 +200,7 @@ pub fn claim(
             .then_with(|| a.job.run_at.cmp(&b.job.run_at))
             .then_with(|| a.job.id.cmp(&b.job.id))
     });
-    Ok(leases)
+    Ok((leases, waited))
 }
 
 /// Why a lease check failed: the job does not exist here, or the lease is not (or no longer) this token's.
@@ -319,14 +378,10 @@ pub fn list(
 
 /// How many jobs are queued and running.
 pub fn counts(conn: &Connection) -> Result<QueueCounts, StoreError> {
-    // Literal statuses so SQLite can answer from the partial indexes.
-    let count = |sql: &str| -> Result<u64, StoreError> {
-        Ok(conn.prepare_cached(sql)?.query_row([], |row| row.get::<_, i64>(0))? as u64)
-    };
-    Ok(QueueCounts {
-        queued: count("SELECT count(*) FROM jobs WHERE status = 'queued'")?,
-        running: count("SELECT count(*) FROM jobs WHERE status = 'running'")?,
-    })
+    let (queued, running): (i64, i64) = conn
+        .prepare_cached("SELECT queued, running FROM queue_stats")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(QueueCounts { queued: queued.max(0) as u64, running: running.max(0) as u64, ..QueueCounts::default() })
 }
 
 /// Adds a user to the whitelist, or marks the owner; returns whether anything changed.

@@ -9,6 +9,8 @@ use tokio::sync::Notify;
 use super::connection::{ReadPool, open_read_pool, open_writer};
 use super::migrate;
 use super::writer::{ShardWriter, WriterContext};
+use crate::admission::AdmissionLimits;
+use crate::queue_metrics::QueueMetrics;
 use crate::store::{RetryPolicy, StoreError};
 
 /// An open shard.
@@ -19,6 +21,7 @@ pub struct Shard {
     pub writer: ShardWriter,
     /// Notified after commits that made jobs claimable.
     pub wake: Arc<Notify>,
+    pub metrics: Arc<QueueMetrics>,
 }
 
 /// Where an engine's shard lives under the data directory.
@@ -38,15 +41,24 @@ pub fn create_or_migrate(path: &Path, owner: Option<&str>, now: i64) -> Result<(
 
 impl Shard {
     /// Opens a shard (blocking): migrates it, starts its writer thread and read pool.
-    pub fn open(data_dir: &Path, engine: &str, clock: Arc<dyn Clock>, retry: RetryPolicy) -> Result<Self, StoreError> {
+    pub fn open(
+        data_dir: &Path,
+        engine: &str,
+        clock: Arc<dyn Clock>,
+        retry: RetryPolicy,
+        caps: AdmissionLimits,
+    ) -> Result<Self, StoreError> {
         let path = shard_path(data_dir, engine);
         let mut conn = open_writer(&path)?;
         migrate::apply(&mut conn, migrate::SHARD, &path.display().to_string())?;
         let engine: Arc<str> = Arc::from(engine);
         let wake = Arc::new(Notify::new());
-        let writer =
-            ShardWriter::spawn(conn, WriterContext { engine: engine.clone(), clock, retry, wake: wake.clone() })?;
+        let metrics = Arc::new(QueueMetrics::default());
+        let writer = ShardWriter::spawn(
+            conn,
+            WriterContext { engine: engine.clone(), clock, retry, wake: wake.clone(), caps, metrics: metrics.clone() },
+        )?;
         let reads = open_read_pool(&path)?;
-        Ok(Self { engine, path, reads, writer, wake })
+        Ok(Self { engine, path, reads, writer, wake, metrics })
     }
 }

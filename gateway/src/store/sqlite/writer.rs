@@ -14,6 +14,8 @@ use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::queries;
+use crate::admission::AdmissionLimits;
+use crate::queue_metrics::QueueMetrics;
 use crate::store::{CancelOutcome, EnqueueOutcome, Finish, FinishOutcome, NewJob, RetryPolicy, StoreError};
 
 /// The most requests committed in one transaction: bounds the latency one commit adds to its first caller.
@@ -72,6 +74,9 @@ pub struct WriterContext {
     pub retry: RetryPolicy,
     /// Woken after a commit that made jobs claimable, so waiting claims retry at once.
     pub wake: Arc<Notify>,
+    pub caps: AdmissionLimits,
+    /// Where claims are counted, for the drain rate and queue latency.
+    pub metrics: Arc<QueueMetrics>,
 }
 
 impl ShardWriter {
@@ -181,10 +186,12 @@ fn commit_batch(
 
 fn apply(conn: &Connection, op: &WriteOp, now: i64, context: &WriterContext) -> Result<WriteDone, StoreError> {
     match op {
-        WriteOp::Enqueue(job) => queries::enqueue(conn, job, now).map(WriteDone::Enqueued),
+        WriteOp::Enqueue(job) => queries::enqueue(conn, job, now, context.caps).map(WriteDone::Enqueued),
         WriteOp::Claim { max, lease_ms, worker } => {
             queries::reap_expired(conn, now)?;
-            let leases = queries::claim(conn, &context.engine, *max, *lease_ms, worker, now)?;
+            let (leases, waited) = queries::claim(conn, &context.engine, *max, *lease_ms, worker, now)?;
+            // Counted before the commit: a claim that then fails to commit overstates the rate a little, once.
+            context.metrics.record_claims(now, &waited);
             let next_due_ms = if leases.is_empty() { queries::next_due(conn)? } else { None };
             Ok(WriteDone::Claimed { leases, next_due_ms })
         }
