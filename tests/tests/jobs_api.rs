@@ -150,7 +150,6 @@ async fn bad_input_gets_a_clear_error() -> anyhow::Result<()> {
         Ok(response) => expect(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")(response).await,
         Err(error) => assert!(error.is_request(), "{error}"),
     }
-    .await;
 
     let unknown = api.post_job("k", &json!({"engine": "nowhere", "kind": "echo"})).await?;
     assert_eq!((unknown.status, unknown.code()), (StatusCode::UNPROCESSABLE_ENTITY, "unknown_engine"));
