@@ -123,6 +123,16 @@ pub struct ServeArgs {
     /// Cap of queued + running jobs per user per engine (0 = none); beyond it 429 `user_inflight_limit`.
     #[arg(long, env = "FLOWORK_MAX_USER_INFLIGHT", default_value_t = 10_000)]
     pub max_user_inflight: u64,
+    /// Failed attempts of one job kind on one engine, within --breaker-window, that open its circuit breaker
+    /// (its jobs then wait instead of burning attempts); 0 = never.
+    #[arg(long, env = "FLOWORK_BREAKER_FAILURES", default_value_t = 20)]
+    pub breaker_failures: u32,
+    /// The window in which --breaker-failures are counted.
+    #[arg(long, env = "FLOWORK_BREAKER_WINDOW", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub breaker_window: Duration,
+    /// How long an open breaker waits before letting one probe job through.
+    #[arg(long, env = "FLOWORK_BREAKER_COOLDOWN", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub breaker_cooldown: Duration,
     /// On SIGTERM, how long running jobs may take before the gateway exits anyway.
     #[arg(long, env = "FLOWORK_DRAIN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub drain_grace: Duration,

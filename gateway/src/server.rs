@@ -21,7 +21,7 @@ use crate::inflight::InflightKeys;
 use crate::network::{CidrRules, NetworkPolicy};
 use crate::rate_limit::{Limit, RateLimits};
 use crate::store::sqlite::SqliteStore;
-use crate::store::{ControlStore, JobStore, RetryPolicy};
+use crate::store::{BreakerPolicy, ControlStore, JobStore, RetryPolicy};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -87,7 +87,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_total_depth: args.max_total_depth,
         max_user_inflight: args.max_user_inflight,
     };
-    let store = Arc::new(SqliteStore::open(&args.data.data_dir, clock.clone(), retry).await?.with_caps(caps));
+    let breaker = BreakerPolicy {
+        failures: args.breaker_failures,
+        window_ms: args.breaker_window.as_millis() as u64,
+        cooldown_ms: args.breaker_cooldown.as_millis() as u64,
+    };
+    let store = Arc::new(
+        SqliteStore::open(&args.data.data_dir, clock.clone(), retry).await?.with_caps(caps).with_breaker(breaker),
+    );
     let started = std::time::Instant::now();
     let keys = Arc::new(KeyRing::load_or_create(&args.data.data_dir)?);
     let limits = JobLimits {

@@ -290,3 +290,62 @@ async fn engine_tokens_open_only_their_own_shard() -> anyhow::Result<()> {
     assert_eq!((bad.status, bad.code()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_lease"));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_crash_looping_kind_trips_its_breaker_which_holds_half_opens_and_closes() -> anyhow::Result<()> {
+    let s =
+        setup(&["--breaker-failures", "3", "--breaker-cooldown", "1s", "--retry-base-ms", "1", "--retry-cap-ms", "1"])
+            .await?;
+    let flaky = json!({"kind": "flaky", "max_attempts": 10});
+    for i in 0..5 {
+        enqueue(&s.api, &format!("flaky{i}"), flaky.clone()).await?;
+    }
+    let fail = |lease: &Value| {
+        let (id, token) = lease_of(lease);
+        let body = json!({"lease_token": token, "outcome": "failed", "error": "segfault", "retryable": true});
+        let engine = &s.engine;
+        async move { engine.post(&format!("/internal/jobs/{id}/finish"), &body).await }
+    };
+    for lease in s.engine.claim(3, 0, 60_000).await? {
+        assert_eq!(fail(&lease).await?.status, StatusCode::OK);
+    }
+    // Open: the kind is held back, other kinds still flow.
+    let status: Value = reqwest::get(format!("{}/status", s.gw.base)).await?.json().await?;
+    let breaker = &status["engines"][0]["breakers"][0];
+    assert_eq!((breaker["kind"].as_str(), breaker["state"].as_str()), (Some("flaky"), Some("open")));
+    assert_eq!(breaker["last_error"], "segfault");
+    let echo_id = enqueue(&s.api, "fine", json!({})).await?;
+    let leases = s.engine.claim(10, 0, 60_000).await?;
+    assert_eq!(leases.len(), 1, "only the healthy kind is handed out");
+    assert_eq!(lease_of(&leases[0]).0, echo_id);
+    let queued = s.api.all_jobs(Some("queued")).await?;
+    assert_eq!(queued.len(), 5, "the held jobs wait");
+    assert!(queued.iter().all(|j| j["attempts"].as_u64() <= Some(1)), "waiting burns no attempts");
+
+    // After the cool-down one probe goes through; it fails, the breaker opens again.
+    let probe = eventually(Duration::from_secs(10), "a probe", || async {
+        let leases = s.engine.claim(10, 0, 60_000).await?;
+        assert!(leases.len() <= 1, "a half-open breaker lets one job through");
+        Ok(leases.into_iter().next())
+    })
+    .await?;
+    fail(&probe).await?;
+    assert!(s.engine.claim(10, 0, 60_000).await?.is_empty(), "open again after a failed probe");
+
+    // The next probe succeeds: the breaker closes and the rest flows.
+    let probe = eventually(Duration::from_secs(10), "a second probe", || async {
+        Ok(s.engine.claim(10, 0, 60_000).await?.into_iter().next())
+    })
+    .await?;
+    let (id, token) = lease_of(&probe);
+    let ok = s
+        .engine
+        .post(&format!("/internal/jobs/{id}/finish"), &json!({"lease_token": token, "outcome": "succeeded"}))
+        .await?;
+    assert_eq!(ok.status, StatusCode::OK);
+    let rest = s.engine.claim(10, 0, 60_000).await?;
+    assert_eq!(rest.len(), 4, "closed: every remaining job of the kind is runnable again");
+    let status: Value = reqwest::get(format!("{}/status", s.gw.base)).await?.json().await?;
+    assert!(status["engines"][0]["breakers"].as_array().unwrap().is_empty());
+    Ok(())
+}

@@ -38,6 +38,16 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
         let presence = state.presence.get(&engine.id);
         let report = presence.as_ref().and_then(|p| p.report);
         let window = counts.window;
+        let breakers: Vec<Value> = state
+            .jobs
+            .breakers(&engine.id)
+            .await?
+            .into_iter()
+            .map(|b| {
+                json!({"kind": b.kind, "state": b.state, "failures": b.failures,
+                       "opened_at": b.opened_at_ms.map(format_ms), "last_error": b.last_error})
+            })
+            .collect();
         engines.push(json!({
             "id": engine.id,
             "active": engine.is_active(),
@@ -48,6 +58,7 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
             "utilization": report.map(|r| r.utilization),
             "queued": counts.queued,
             "running": counts.running,
+            "breakers": breakers,
             "queue_latency_ms": {"p50": window.latency_p50_ms, "p95": window.latency_p95_ms},
             "capacity": {
                 "sustainable_rate_per_s": window.drain_rate_per_s,

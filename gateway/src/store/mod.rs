@@ -105,6 +105,32 @@ impl Default for RetryPolicy {
     }
 }
 
+/// When a job kind's breaker opens: `failures` failed attempts within `window_ms` (0 failures = never); it
+/// half-opens after `cooldown_ms` to let one probe job through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerPolicy {
+    pub failures: u32,
+    pub window_ms: u64,
+    pub cooldown_ms: u64,
+}
+
+impl Default for BreakerPolicy {
+    fn default() -> Self {
+        Self { failures: 0, window_ms: 30_000, cooldown_ms: 30_000 }
+    }
+}
+
+/// A breaker that is open or half-open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KindBreaker {
+    pub kind: String,
+    /// `open` or `half_open`.
+    pub state: String,
+    pub failures: u64,
+    pub opened_at_ms: Option<i64>,
+    pub last_error: Option<String>,
+}
+
 /// A registered engine (never its token).
 #[derive(Debug, Clone)]
 pub struct EngineRecord {
@@ -228,6 +254,8 @@ pub trait JobStore: Send + Sync + 'static {
     /// Removes a user from an engine's whitelist; returns false if they were not on it. The owner stays.
     async fn disallow_user(&self, engine: &str, user: &str) -> Result<bool, StoreError>;
     async fn allowed_users(&self, engine: &str) -> Result<Vec<AllowedUser>, StoreError>;
+    /// The job kinds held back by their circuit breaker on this engine.
+    async fn breakers(&self, engine: &str) -> Result<Vec<KindBreaker>, StoreError>;
 }
 
 /// Engines and users.

@@ -34,6 +34,11 @@ pub const SHARD: &[Migration] = &[
         name: "0003_queue_stats",
         sql: include_str!("../../../../migrations/shard/0003_queue_stats.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_kind_breakers",
+        sql: include_str!("../../../../migrations/shard/0004_kind_breakers.sql"),
+    },
 ];
 
 /// The newest version in a migration set.

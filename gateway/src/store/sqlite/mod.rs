@@ -3,6 +3,7 @@
 //! Layout: `control.sqlite3`, `shards/<engine>.sqlite3`. Shards open lazily on first use (so start-up time does
 //! not grow with the number of engines) and stay open.
 
+pub mod breakers;
 pub mod connection;
 pub mod control;
 pub mod migrate;
@@ -28,8 +29,9 @@ use crate::admission::AdmissionLimits;
 use crate::audit::{AuditEntry, ChainBreak};
 use crate::secure_fs::create_private_dir;
 use crate::store::{
-    AllowedUser, CancelOutcome, ClaimParams, ControlStore, EngineRecord, EnqueueOutcome, Finish, FinishOutcome,
-    JobStore, ListQuery, NewJob, NonceCheck, QueueCounts, RefreshCheck, RefreshTokenRecord, RetryPolicy, StoreError,
+    AllowedUser, BreakerPolicy, CancelOutcome, ClaimParams, ControlStore, EngineRecord, EnqueueOutcome, Finish,
+    FinishOutcome, JobStore, KindBreaker, ListQuery, NewJob, NonceCheck, QueueCounts, RefreshCheck, RefreshTokenRecord,
+    RetryPolicy, StoreError,
 };
 
 /// The SQLite-backed store.
@@ -41,6 +43,7 @@ pub struct SqliteStore {
     clock: Arc<dyn Clock>,
     retry: RetryPolicy,
     caps: AdmissionLimits,
+    breaker: BreakerPolicy,
 }
 
 /// Runs blocking SQLite work off the async executor.
@@ -76,12 +79,19 @@ impl SqliteStore {
             clock,
             retry,
             caps: AdmissionLimits::default(),
+            breaker: BreakerPolicy::default(),
         })
     }
 
     /// Sets the admission caps the shard writers enforce (before any shard is opened).
     pub fn with_caps(mut self, caps: AdmissionLimits) -> Self {
         self.caps = caps;
+        self
+    }
+
+    /// Sets the per-kind circuit breaker policy (before any shard is opened).
+    pub fn with_breaker(mut self, breaker: BreakerPolicy) -> Self {
+        self.breaker = breaker;
         self
     }
 
@@ -102,8 +112,8 @@ impl SqliteStore {
             return Err(StoreError::EngineNotFound(engine.to_string()));
         }
         let (dir, name, clock, retry) = (self.data_dir.clone(), engine.to_string(), self.clock.clone(), self.retry);
-        let caps = self.caps;
-        let shard = Arc::new(blocking(move || Shard::open(&dir, &name, clock, retry, caps)).await?);
+        let policies = (self.caps, self.breaker);
+        let shard = Arc::new(blocking(move || Shard::open(&dir, &name, clock, retry, policies)).await?);
         if let Ok(mut shards) = self.shards.write() {
             shards.insert(engine.to_string(), shard.clone());
         }
@@ -310,6 +320,11 @@ impl JobStore for SqliteStore {
             WriteDone::Changed(changed) => Ok(changed),
             other => Err(unexpected(other)),
         }
+    }
+
+    async fn breakers(&self, engine: &str) -> Result<Vec<KindBreaker>, StoreError> {
+        let shard = self.shard(engine).await?;
+        self.read(&shard, |conn, _| breakers::tripped(conn)).await
     }
 
     async fn allowed_users(&self, engine: &str) -> Result<Vec<AllowedUser>, StoreError> {

@@ -171,21 +171,27 @@ pub fn queue_position(conn: &Connection, job_id: &str, now: i64) -> Result<Optio
 pub fn claim(
     conn: &Connection,
     engine: &str,
+    only_kind: Option<&str>,
     max: u32,
     lease_ms: u64,
     worker: &str,
     now: i64,
 ) -> Result<(Vec<Lease>, Vec<i64>), StoreError> {
     let expires = now.saturating_add(lease_ms as i64);
+    // Kinds held back by an open (or probing) breaker are skipped; a probe claim asks for one kind only.
+    let kind_filter = match only_kind {
+        Some(_) => "kind = ?5",
+        None => "?5 IS NULL AND kind NOT IN (SELECT kind FROM kind_breakers WHERE state <> 'closed')",
+    };
     let sql = format!(
         "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = ?1,
                 lease_token = lower(hex(randomblob(16))), lease_expires_at = ?2, claimed_at = ?3
-         WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND run_at <= ?3
+         WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND run_at <= ?3 AND {kind_filter}
                       ORDER BY priority DESC, run_at, id LIMIT ?4)
          RETURNING {JOB_COLUMNS}, lease_token"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params![worker, expires, now, max], |row| {
+    let rows = stmt.query_map(params![worker, expires, now, max, only_kind], |row| {
         let runnable_since = row.get::<_, i64>(9)?.max(row.get::<_, i64>(10)?);
         let lease =
             Lease { job: job_from_row(row, engine)?, lease_token: row.get(16)?, lease_expires_at: format_ms(expires) };
@@ -240,15 +246,15 @@ pub fn finish(
     now: i64,
     policy: RetryPolicy,
     jitter_unit: f64,
-) -> Result<FinishOutcome, StoreError> {
-    let held: Option<(u32, u32)> = conn
+) -> Result<(FinishOutcome, String), StoreError> {
+    let held: Option<(u32, u32, String)> = conn
         .prepare_cached(
-            "SELECT attempts, max_attempts FROM jobs
+            "SELECT attempts, max_attempts, kind FROM jobs
              WHERE id = ?1 AND status = 'running' AND lease_token = ?2 AND lease_expires_at > ?3",
         )?
-        .query_row(params![job_id, lease_token, now], |row| Ok((row.get(0)?, row.get(1)?)))
+        .query_row(params![job_id, lease_token, now], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
         .optional()?;
-    let Some((attempts, max_attempts)) = held else {
+    let Some((attempts, max_attempts, kind)) = held else {
         return Err(lease_failure(conn, job_id)?);
     };
     const CLEAR_LEASE: &str = "lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL";
@@ -259,7 +265,7 @@ pub fn finish(
                  WHERE id = ?3"
             ))?
             .execute(params![result.as_deref().unwrap_or("null"), now, job_id])?;
-            Ok(FinishOutcome { status: JobStatus::Succeeded, run_at_ms: None })
+            Ok((FinishOutcome { status: JobStatus::Succeeded, run_at_ms: None }, kind))
         }
         Finish::Failed { error, retryable } if *retryable && attempts < max_attempts => {
             let delay = full_jitter_delay_ms(attempts, policy.base_ms, policy.cap_ms, jitter_unit);
@@ -268,14 +274,14 @@ pub fn finish(
                 "UPDATE jobs SET status = 'queued', run_at = ?1, error = ?2, {CLEAR_LEASE} WHERE id = ?3"
             ))?
             .execute(params![run_at, error, job_id])?;
-            Ok(FinishOutcome { status: JobStatus::Queued, run_at_ms: Some(run_at) })
+            Ok((FinishOutcome { status: JobStatus::Queued, run_at_ms: Some(run_at) }, kind))
         }
         Finish::Failed { error, .. } => {
             conn.prepare_cached(&format!(
                 "UPDATE jobs SET status = 'dead', error = ?1, finished_at = ?2, {CLEAR_LEASE} WHERE id = ?3"
             ))?
             .execute(params![error, now, job_id])?;
-            Ok(FinishOutcome { status: JobStatus::Dead, run_at_ms: None })
+            Ok((FinishOutcome { status: JobStatus::Dead, run_at_ms: None }, kind))
         }
     }
 }
@@ -337,10 +343,22 @@ pub fn reap_expired(conn: &Connection, now: i64) -> Result<u64, StoreError> {
     Ok(reaped as u64)
 }
 
-/// The earliest moment something may become claimable: a delayed job's `run_at` or a lease's expiry.
-pub fn next_due(conn: &Connection) -> Result<Option<i64>, StoreError> {
-    let run_at: Option<i64> =
-        conn.prepare_cached("SELECT min(run_at) FROM jobs WHERE status = 'queued'")?.query_row([], |row| row.get(0))?;
+/// The earliest moment something may become claimable: a delayed job's `run_at`, a lease's expiry, or the end
+/// of an open breaker's cool-down (jobs of a held-back kind do not count, or a waiting claim would spin).
+pub fn next_due(conn: &Connection, breaker_cooldown_ms: u64) -> Result<Option<i64>, StoreError> {
+    let run_at: Option<i64> = conn
+        .prepare_cached(
+            "SELECT min(run_at) FROM jobs WHERE status = 'queued'
+             AND kind NOT IN (SELECT kind FROM kind_breakers WHERE state <> 'closed')",
+        )?
+        .query_row([], |row| row.get(0))?;
+    let cooled: Option<i64> = conn
+        .prepare_cached("SELECT min(opened_at) + ?1 FROM kind_breakers WHERE state = 'open'")?
+        .query_row([breaker_cooldown_ms as i64], |row| row.get(0))?;
+    let run_at = match (run_at, cooled) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     let expiry: Option<i64> = conn
         .prepare_cached("SELECT min(lease_expires_at) FROM jobs WHERE status = 'running'")?
         .query_row([], |row| row.get(0))?;

@@ -11,7 +11,7 @@ use super::migrate;
 use super::writer::{ShardWriter, WriterContext};
 use crate::admission::AdmissionLimits;
 use crate::queue_metrics::QueueMetrics;
-use crate::store::{RetryPolicy, StoreError};
+use crate::store::{BreakerPolicy, RetryPolicy, StoreError};
 
 /// An open shard.
 pub struct Shard {
@@ -46,7 +46,7 @@ impl Shard {
         engine: &str,
         clock: Arc<dyn Clock>,
         retry: RetryPolicy,
-        caps: AdmissionLimits,
+        (caps, breaker): (AdmissionLimits, BreakerPolicy),
     ) -> Result<Self, StoreError> {
         let path = shard_path(data_dir, engine);
         let mut conn = open_writer(&path)?;
@@ -56,7 +56,15 @@ impl Shard {
         let metrics = Arc::new(QueueMetrics::default());
         let writer = ShardWriter::spawn(
             conn,
-            WriterContext { engine: engine.clone(), clock, retry, wake: wake.clone(), caps, metrics: metrics.clone() },
+            WriterContext {
+                engine: engine.clone(),
+                clock,
+                retry,
+                wake: wake.clone(),
+                caps,
+                breaker,
+                metrics: metrics.clone(),
+            },
         )?;
         let reads = open_read_pool(&path)?;
         Ok(Self { engine, path, reads, writer, wake, metrics })

@@ -13,10 +13,12 @@ use flowork_common::wire::Lease;
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::queries;
+use super::{breakers, queries};
 use crate::admission::AdmissionLimits;
 use crate::queue_metrics::QueueMetrics;
-use crate::store::{CancelOutcome, EnqueueOutcome, Finish, FinishOutcome, NewJob, RetryPolicy, StoreError};
+use crate::store::{
+    BreakerPolicy, CancelOutcome, EnqueueOutcome, Finish, FinishOutcome, NewJob, RetryPolicy, StoreError,
+};
 
 /// The most requests committed in one transaction: bounds the latency one commit adds to its first caller.
 const MAX_BATCH: usize = 512;
@@ -75,6 +77,7 @@ pub struct WriterContext {
     /// Woken after a commit that made jobs claimable, so waiting claims retry at once.
     pub wake: Arc<Notify>,
     pub caps: AdmissionLimits,
+    pub breaker: BreakerPolicy,
     /// Where claims are counted, for the drain rate and queue latency.
     pub metrics: Arc<QueueMetrics>,
 }
@@ -189,10 +192,27 @@ fn apply(conn: &Connection, op: &WriteOp, now: i64, context: &WriterContext) -> 
         WriteOp::Enqueue(job) => queries::enqueue(conn, job, now, context.caps).map(WriteDone::Enqueued),
         WriteOp::Claim { max, lease_ms, worker } => {
             queries::reap_expired(conn, now)?;
-            let (leases, waited) = queries::claim(conn, &context.engine, *max, *lease_ms, worker, now)?;
+            let (mut leases, mut waited) = queries::claim(conn, &context.engine, None, *max, *lease_ms, worker, now)?;
+            if context.breaker.failures > 0 {
+                // One probe job for each kind whose breaker has cooled down.
+                breakers::refresh(conn, now, context.breaker)?;
+                for kind in breakers::kinds_wanting_a_probe(conn)? {
+                    if leases.len() >= *max as usize {
+                        break;
+                    }
+                    let (probe, probe_waited) =
+                        queries::claim(conn, &context.engine, Some(&kind), 1, *lease_ms, worker, now)?;
+                    if let Some(lease) = probe.first() {
+                        breakers::set_probe(conn, &kind, &lease.job.id)?;
+                    }
+                    leases.extend(probe);
+                    waited.extend(probe_waited);
+                }
+            }
             // Counted before the commit: a claim that then fails to commit overstates the rate a little, once.
             context.metrics.record_claims(now, &waited);
-            let next_due_ms = if leases.is_empty() { queries::next_due(conn)? } else { None };
+            let next_due_ms =
+                if leases.is_empty() { queries::next_due(conn, context.breaker.cooldown_ms)? } else { None };
             Ok(WriteDone::Claimed { leases, next_due_ms })
         }
         WriteOp::Heartbeat { job_id, lease_token, lease_ms } => {
@@ -200,7 +220,13 @@ fn apply(conn: &Connection, op: &WriteOp, now: i64, context: &WriterContext) -> 
         }
         WriteOp::Finish { job_id, lease_token, finish } => {
             let unit: f64 = rand::random();
-            queries::finish(conn, job_id, lease_token, finish, now, context.retry, unit).map(WriteDone::Finished)
+            let (outcome, kind) = queries::finish(conn, job_id, lease_token, finish, now, context.retry, unit)?;
+            let failed = match finish {
+                Finish::Succeeded { .. } => None,
+                Finish::Failed { error, .. } => Some(error.as_str()),
+            };
+            breakers::record(conn, &kind, job_id, failed, now, context.breaker)?;
+            Ok(WriteDone::Finished(outcome))
         }
         WriteOp::Cancel { user, job_id } => {
             queries::cancel(conn, &context.engine, user, job_id, now).map(WriteDone::Cancelled)

@@ -1,0 +1,106 @@
+//! The SQL of per-kind circuit breakers: counting failures, opening, half-opening after the cool-down, closing
+//! on a successful probe. Kept in the shard so every gateway process sees the same breaker.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::store::{BreakerPolicy, KindBreaker, StoreError};
+
+/// Moves open breakers whose cool-down has passed to half-open, and frees the probe slot of a half-open breaker
+/// whose probe is no longer running (its lease lapsed).
+pub fn refresh(conn: &Connection, now: i64, policy: BreakerPolicy) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE kind_breakers SET state = 'half_open', probe_job_id = NULL
+         WHERE state = 'open' AND opened_at <= ?1",
+    )?
+    .execute([now - policy.cooldown_ms as i64])?;
+    conn.prepare_cached(
+        "UPDATE kind_breakers SET probe_job_id = NULL
+         WHERE state = 'half_open' AND probe_job_id IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = probe_job_id AND jobs.status = 'running')",
+    )?
+    .execute([])?;
+    Ok(())
+}
+
+/// Half-open kinds waiting for their probe to be claimed.
+pub fn kinds_wanting_a_probe(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT kind FROM kind_breakers WHERE state = 'half_open' AND probe_job_id IS NULL")?;
+    let kinds = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(kinds)
+}
+
+pub fn set_probe(conn: &Connection, kind: &str, job_id: &str) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE kind_breakers SET probe_job_id = ?2 WHERE kind = ?1")?
+        .execute(params![kind, job_id])?;
+    Ok(())
+}
+
+/// Records an attempt's outcome for its kind.
+pub fn record(
+    conn: &Connection,
+    kind: &str,
+    job_id: &str,
+    failed: Option<&str>,
+    now: i64,
+    policy: BreakerPolicy,
+) -> Result<(), StoreError> {
+    if policy.failures == 0 {
+        return Ok(());
+    }
+    let current: Option<(String, i64, i64, Option<String>)> = conn
+        .prepare_cached("SELECT state, failures, window_start, probe_job_id FROM kind_breakers WHERE kind = ?1")?
+        .query_row([kind], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .optional()?;
+    let Some(error) = failed else {
+        // A success closes a half-open breaker (its probe worked) and clears the failure count.
+        if current.is_some() {
+            conn.prepare_cached(
+                "UPDATE kind_breakers SET state = 'closed', failures = 0, probe_job_id = NULL, opened_at = NULL
+                 WHERE kind = ?1 AND (state = 'closed' OR probe_job_id = ?2)",
+            )?
+            .execute(params![kind, job_id])?;
+        }
+        return Ok(());
+    };
+    let (state, failures, window_start, probe) = current.unwrap_or(("closed".into(), 0, now, None));
+    let (state, failures, window_start, opened) = if state == "half_open" && probe.as_deref() == Some(job_id) {
+        ("open", failures, window_start, true)
+    } else if state == "closed" {
+        let (failures, window_start) =
+            if now - window_start > policy.window_ms as i64 { (1, now) } else { (failures + 1, window_start) };
+        if failures >= i64::from(policy.failures) {
+            ("open", failures, window_start, true)
+        } else {
+            ("closed", failures, window_start, false)
+        }
+    } else {
+        return Ok(());
+    };
+    conn.prepare_cached(
+        "INSERT INTO kind_breakers (kind, state, failures, window_start, opened_at, last_error, probe_job_id)
+         VALUES (?1, ?2, ?3, ?4, CASE WHEN ?5 THEN ?6 END, ?7, NULL)
+         ON CONFLICT (kind) DO UPDATE SET state = excluded.state, failures = excluded.failures,
+             window_start = excluded.window_start, last_error = excluded.last_error, probe_job_id = NULL,
+             opened_at = CASE WHEN ?5 THEN ?6 ELSE kind_breakers.opened_at END",
+    )?
+    .execute(params![kind, state, failures, window_start, opened, now, error])?;
+    Ok(())
+}
+
+/// Breakers that are not closed, for `/status`.
+pub fn tripped(conn: &Connection) -> Result<Vec<KindBreaker>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT kind, state, failures, opened_at, last_error FROM kind_breakers WHERE state <> 'closed' ORDER BY kind",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(KindBreaker {
+            kind: r.get(0)?,
+            state: r.get(1)?,
+            failures: r.get::<_, i64>(2)?.max(0) as u64,
+            opened_at_ms: r.get(3)?,
+            last_error: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
