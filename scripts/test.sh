@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 echo "==> installing test tools"
 # eth-account: an independent wallet implementation that signs the sign-in test messages.
 python3 -c "import eth_account" 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check eth-account
+# prometheus-client: the official Prometheus parser that reads both /metrics endpoints in the tests.
+python3 -c "import prometheus_client" 2>/dev/null \
+  || python3 -m pip install --quiet --disable-pip-version-check prometheus-client
 
 echo "==> checking formatting and lints"
 cargo fmt --all -- --check

@@ -124,6 +124,11 @@ pub struct WorkerReport {
     pub busy: u32,
     /// Fraction of worker time spent on jobs over the last autoscaling window (0-1).
     pub utilization: f64,
+    /// Autoscaler resizes since the engine started.
+    #[serde(default)]
+    pub scale_ups: u64,
+    #[serde(default)]
+    pub scale_downs: u64,
 }
 
 /// One leased job: only the holder of `lease_token` may heartbeat or finish it, and only until it expires.

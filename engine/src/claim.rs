@@ -56,12 +56,14 @@ pub async fn run(
             worker: settings.worker_name.clone(),
             report: Some(runner.pool.report()),
         };
+        let sent = std::time::Instant::now();
         let response = tokio::select! {
             response = runner.client.claim(&request) => response,
             _ = shutdown.cancelled() => break Ok(()),
         };
         match response {
             Ok(response) => {
+                runner.metrics.claim_round_trip.observe(sent.elapsed().as_secs_f64());
                 failures = 0;
                 runner.pool.claimed(&response.leases);
                 for (lease, permit) in response.leases.into_iter().zip(permits) {

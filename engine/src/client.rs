@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use flowork_common::logging::REQUEST_TARGET;
 use flowork_common::wire::{
     ClaimRequest, ClaimResponse, ErrorBody, FinishRequest, FinishResponse, HeartbeatRequest, HeartbeatResponse, WhoAmI,
 };
@@ -44,30 +45,57 @@ pub struct GatewayClient {
     http: reqwest::Client,
     base: String,
     token: String,
+    engine_id: String,
+}
+
+/// The job a call is about, for the request log line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JobRef<'a> {
+    pub id: &'a str,
+    pub traceparent: Option<&'a str>,
 }
 
 impl GatewayClient {
-    pub fn new(base: &str, token: String) -> Result<Self, ClientError> {
+    pub fn new(base: &str, token: String, engine_id: &str) -> Result<Self, ClientError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
             .build()?;
-        Ok(Self { http, base: base.trim_end_matches('/').to_string(), token })
+        Ok(Self { http, base: base.trim_end_matches('/').to_string(), token, engine_id: engine_id.to_string() })
     }
 
     async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
+        route: &str,
         path: &str,
         body: Option<&B>,
         timeout: Duration,
+        job: Option<JobRef<'_>>,
     ) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);
         let request = match body {
             Some(body) => self.http.post(url).json(body),
             None => self.http.get(url),
         };
-        let response = request.header("x-engine-token", &self.token).timeout(timeout).send().await?;
+        let mut request = request.header("x-engine-token", &self.token).timeout(timeout);
+        if let Some(traceparent) = job.and_then(|j| j.traceparent) {
+            request = request.header("traceparent", traceparent);
+        }
+        let started = std::time::Instant::now();
+        let sent = request.send().await;
+        let status = sent.as_ref().map(|r| r.status().as_u16()).ok();
+        tracing::info!(
+            target: REQUEST_TARGET,
+            trace_id = job.and_then(|j| j.traceparent).and_then(|t| t.split('-').nth(1)),
+            engine_id = %self.engine_id,
+            job_id = job.map(|j| j.id),
+            route,
+            status,
+            latency_ms = started.elapsed().as_secs_f64() * 1_000.0,
+            "request"
+        );
+        let response = sent?;
         let status = response.status();
         if status.is_success() {
             return Ok(response.json().await?);
@@ -78,19 +106,25 @@ impl GatewayClient {
     }
 
     pub async fn whoami(&self) -> Result<WhoAmI, ClientError> {
-        self.call::<(), _>("/internal/whoami", None, Duration::from_secs(10)).await
+        self.call::<(), _>("/internal/whoami", "/internal/whoami", None, Duration::from_secs(10), None).await
     }
 
     pub async fn claim(&self, request: &ClaimRequest) -> Result<ClaimResponse, ClientError> {
         let timeout = Duration::from_millis(request.wait_ms) + Duration::from_secs(15);
-        self.call("/internal/claim", Some(request), timeout).await
+        self.call("/internal/claim", "/internal/claim", Some(request), timeout, None).await
     }
 
-    pub async fn heartbeat(&self, job_id: &str, request: &HeartbeatRequest) -> Result<HeartbeatResponse, ClientError> {
-        self.call(&format!("/internal/jobs/{job_id}/heartbeat"), Some(request), Duration::from_secs(10)).await
+    pub async fn heartbeat(
+        &self,
+        job: JobRef<'_>,
+        request: &HeartbeatRequest,
+    ) -> Result<HeartbeatResponse, ClientError> {
+        let path = format!("/internal/jobs/{}/heartbeat", job.id);
+        self.call("/internal/jobs/{id}/heartbeat", &path, Some(request), Duration::from_secs(10), Some(job)).await
     }
 
-    pub async fn finish(&self, job_id: &str, request: &FinishRequest) -> Result<FinishResponse, ClientError> {
-        self.call(&format!("/internal/jobs/{job_id}/finish"), Some(request), Duration::from_secs(15)).await
+    pub async fn finish(&self, job: JobRef<'_>, request: &FinishRequest) -> Result<FinishResponse, ClientError> {
+        let path = format!("/internal/jobs/{}/finish", job.id);
+        self.call("/internal/jobs/{id}/finish", &path, Some(request), Duration::from_secs(15), Some(job)).await
     }
 }

@@ -41,6 +41,9 @@ pub struct EngineArgs {
     /// Length of one autoscaling window.
     #[arg(long, env = "FLOWORK_AUTOSCALE_WINDOW", default_value = "10s", value_parser = humantime::parse_duration)]
     pub autoscale_window: std::time::Duration,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464); off when absent.
+    #[arg(long, env = "FLOWORK_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// The TOML config file (handler allowlists); see the README.
     #[arg(long, env = "FLOWORK_CONFIG")]
     pub config: Option<PathBuf>,

@@ -5,6 +5,7 @@ pub mod claim;
 pub mod client;
 pub mod config;
 pub mod handlers;
+pub mod metrics;
 pub mod pool;
 pub mod runner;
 pub mod shutdown;
@@ -19,6 +20,7 @@ use crate::claim::ClaimSettings;
 use crate::client::GatewayClient;
 use crate::config::{EngineArgs, FileConfig};
 use crate::handlers::Registry;
+use crate::metrics::{DirectionLabels, EngineMetrics};
 use crate::pool::WorkerPool;
 use crate::runner::JobRunner;
 
@@ -30,7 +32,7 @@ pub async fn run(args: EngineArgs) -> anyhow::Result<()> {
         None => FileConfig::default(),
     };
     let handlers = Registry::builtin(&config)?;
-    let client = GatewayClient::new(&args.gateway, token)?;
+    let client = GatewayClient::new(&args.gateway, token, &args.engine_id)?;
     let who = client.whoami().await.with_context(|| format!("checking the engine token with {}", args.gateway))?;
     if who.engine_id != args.engine_id {
         bail!("the token belongs to engine {:?}, not {:?}", who.engine_id, args.engine_id);
@@ -46,7 +48,17 @@ pub async fn run(args: EngineArgs) -> anyhow::Result<()> {
         worker_name: format!("{}/pid-{}", args.engine_id, std::process::id()),
     };
     tracing::info!(engine_id = %args.engine_id, gateway = %args.gateway, workers = args.workers, "engine started");
-    let runner = Arc::new(JobRunner { client, handlers, lease_ms: args.lease_ms, pool: pool.clone() });
+    let metrics = Arc::new(EngineMetrics::default());
+    if let Some(addr) = args.metrics_listen {
+        let (metrics, pool) = (metrics.clone(), pool.clone());
+        tokio::spawn(async move {
+            if let Err(error) = metrics::serve(addr, metrics, pool).await {
+                tracing::error!(%error, "metrics server stopped");
+            }
+        });
+    }
+    let runner =
+        Arc::new(JobRunner { client, handlers, lease_ms: args.lease_ms, pool: pool.clone(), metrics: metrics.clone() });
     let shutdown = shutdown::on_signal();
     let policy = AutoscalePolicy {
         target_latency_ms: args.slo_target_latency as f64,
@@ -54,7 +66,7 @@ pub async fn run(args: EngineArgs) -> anyhow::Result<()> {
         max_workers,
         headroom: args.headroom_factor.max(1.3),
     };
-    tokio::spawn(autoscale(pool, policy, args.autoscale_window, shutdown.clone()));
+    tokio::spawn(autoscale(pool, metrics, policy, args.autoscale_window, shutdown.clone()));
     claim::run(runner, settings, shutdown).await?;
     tracing::info!("engine stopped");
     Ok(())
@@ -63,6 +75,7 @@ pub async fn run(args: EngineArgs) -> anyhow::Result<()> {
 /// Every window, feeds the pool's numbers to the autoscaling policy and applies its decision.
 async fn autoscale(
     pool: Arc<WorkerPool>,
+    metrics: Arc<EngineMetrics>,
     policy: AutoscalePolicy,
     window: Duration,
     stop: tokio_util::sync::CancellationToken,
@@ -82,6 +95,8 @@ async fn autoscale(
             Decision::Up { to } | Decision::Down { to } => {
                 tracing::info!(?decision, ?stats, from = pool.size(), to, "autoscaler resizes the pool");
                 pool.resize(to);
+                let direction = if matches!(decision, Decision::Up { .. }) { "up" } else { "down" };
+                metrics.autoscale_decisions.get_or_create(&DirectionLabels { direction: direction.into() }).inc();
             }
         }
     }

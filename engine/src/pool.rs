@@ -28,6 +28,8 @@ pub struct WorkerPool {
     window_started: Mutex<Instant>,
     /// Utilisation of the last closed window, in thousandths.
     last_utilization: AtomicU64,
+    scale_ups: AtomicU64,
+    scale_downs: AtomicU64,
 }
 
 impl WorkerPool {
@@ -40,6 +42,8 @@ impl WorkerPool {
             window: Mutex::default(),
             window_started: Mutex::new(Instant::now()),
             last_utilization: AtomicU64::new(0),
+            scale_ups: AtomicU64::new(0),
+            scale_downs: AtomicU64::new(0),
         })
     }
 
@@ -50,6 +54,11 @@ impl WorkerPool {
     /// Grows or shrinks the pool. Shrinking waits for workers to finish their job before their slot goes.
     pub fn resize(&self, to: u32) {
         let from = self.size.swap(to, Ordering::SeqCst);
+        if to > from {
+            self.scale_ups.fetch_add(1, Ordering::SeqCst);
+        } else if to < from {
+            self.scale_downs.fetch_add(1, Ordering::SeqCst);
+        }
         if to > from {
             self.slots.add_permits((to - from) as usize);
         } else {
@@ -124,6 +133,8 @@ impl WorkerPool {
             max_workers: self.max,
             busy: size.saturating_sub(self.slots.available_permits() as u32),
             utilization: self.last_utilization.load(Ordering::SeqCst) as f64 / 1_000.0,
+            scale_ups: self.scale_ups.load(Ordering::SeqCst),
+            scale_downs: self.scale_downs.load(Ordering::SeqCst),
         }
     }
 }

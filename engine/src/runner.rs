@@ -6,8 +6,9 @@ use std::time::Duration;
 use flowork_common::wire::{AttemptOutcome, FinishRequest, HeartbeatRequest, Lease};
 use serde_json::value::RawValue;
 
-use crate::client::{ClientError, GatewayClient};
+use crate::client::{ClientError, GatewayClient, JobRef};
 use crate::handlers::{JobFailure, Registry};
+use crate::metrics::{EngineMetrics, KindLabels};
 use crate::pool::WorkerPool;
 
 /// What a worker needs to run jobs.
@@ -16,6 +17,7 @@ pub struct JobRunner {
     pub handlers: Registry,
     pub lease_ms: u64,
     pub pool: Arc<WorkerPool>,
+    pub metrics: Arc<EngineMetrics>,
 }
 
 impl JobRunner {
@@ -27,12 +29,17 @@ impl JobRunner {
         let started = std::time::Instant::now();
         let outcome = tokio::select! {
             outcome = self.execute(&lease) => outcome,
-            lost = self.keep_lease(&job_id, &lease.lease_token) => {
+            lost = self.keep_lease(job_ref(&lease), &lease.lease_token) => {
                 tracing::warn!(job_id, kind, error = %lost, "lease lost while running; abandoning the job");
                 return;
             }
         };
         self.pool.finished(started.elapsed());
+        let outcome_label = if outcome.is_ok() { "succeeded" } else { "failed" };
+        self.metrics
+            .job_duration
+            .get_or_create(&KindLabels { kind: kind.clone(), outcome: outcome_label.into() })
+            .observe(started.elapsed().as_secs_f64());
         let ms = started.elapsed().as_millis() as u64;
         match &outcome {
             Ok(_) => tracing::info!(job_id, kind, ms, "job succeeded"),
@@ -40,7 +47,7 @@ impl JobRunner {
                 tracing::info!(job_id, kind, ms, error = %failure, retryable = failure.retryable, "job failed")
             }
         }
-        self.report(&job_id, &lease.lease_token, outcome).await;
+        self.report(job_ref(&lease), &lease.lease_token, outcome).await;
     }
 
     async fn execute(&self, lease: &Lease) -> Result<Box<RawValue>, JobFailure> {
@@ -57,12 +64,13 @@ impl JobRunner {
     }
 
     /// Renews the lease every third of its length; returns only when the gateway says it is gone.
-    async fn keep_lease(&self, job_id: &str, lease_token: &str) -> ClientError {
+    async fn keep_lease(&self, job: JobRef<'_>, lease_token: &str) -> ClientError {
+        let job_id = job.id;
         let every = Duration::from_millis((self.lease_ms / 3).max(50));
         let request = HeartbeatRequest { lease_token: lease_token.to_string(), lease_ms: self.lease_ms };
         loop {
             tokio::time::sleep(every).await;
-            match self.client.heartbeat(job_id, &request).await {
+            match self.client.heartbeat(job, &request).await {
                 Ok(_) => {}
                 Err(error) if error.is_lease_lost() => return error,
                 // A missed heartbeat is not fatal: the next one may pass before the lease ends.
@@ -72,7 +80,8 @@ impl JobRunner {
     }
 
     /// Sends the outcome, retrying network trouble a few times.
-    async fn report(&self, job_id: &str, lease_token: &str, outcome: Result<Box<RawValue>, JobFailure>) {
+    async fn report(&self, job: JobRef<'_>, lease_token: &str, outcome: Result<Box<RawValue>, JobFailure>) {
+        let job_id = job.id;
         let request = match outcome {
             Ok(result) => FinishRequest {
                 lease_token: lease_token.to_string(),
@@ -91,7 +100,7 @@ impl JobRunner {
         };
         let mut delay = Duration::from_millis(100);
         for attempt in 1..=5 {
-            match self.client.finish(job_id, &request).await {
+            match self.client.finish(job, &request).await {
                 Ok(_) => return,
                 Err(error) if error.is_transient() && attempt < 5 => {
                     tracing::warn!(job_id, %error, attempt, "finish failed; retrying");
@@ -105,4 +114,9 @@ impl JobRunner {
             }
         }
     }
+}
+
+/// The job of a lease, for the request log lines of its calls.
+fn job_ref(lease: &Lease) -> JobRef<'_> {
+    JobRef { id: &lease.job.id, traceparent: lease.job.traceparent.as_deref() }
 }

@@ -131,7 +131,10 @@ impl IntoResponse for ApiError {
         } else {
             self.to_string()
         };
-        let mut response = (status, Json(ErrorBody { error: code.to_string(), message })).into_response();
+        let body = ErrorBody { error: code.to_string(), message };
+        let mut response = (status, Json(body.clone())).into_response();
+        // The request log and metrics read the code from here.
+        response.extensions_mut().insert(body);
         if let Self::RateLimited { policy, limit, window_s, retry_after_s } = &self {
             for (name, value) in crate::rate_limit::headers(policy, *limit, *window_s, *retry_after_s) {
                 response.headers_mut().insert(name, value);

@@ -18,6 +18,7 @@ use crate::engine_cache::EngineCache;
 use crate::engine_presence::EnginePresence;
 use crate::enqueue::JobLimits;
 use crate::inflight::InflightKeys;
+use crate::metrics::GatewayMetrics;
 use crate::network::{CidrRules, NetworkPolicy};
 use crate::rate_limit::{Limit, RateLimits};
 use crate::store::sqlite::SqliteStore;
@@ -44,6 +45,7 @@ pub struct AppState {
     pub caps: AdmissionLimits,
     pub drain: Arc<DrainState>,
     pub presence: Arc<EnginePresence>,
+    pub metrics: Arc<GatewayMetrics>,
     /// Queued jobs over all engines and their drain rate, recomputed at most every 250 ms.
     total_depth: Arc<tokio::sync::Mutex<(std::time::Instant, u64, f64)>>,
     /// Jobs this process created since `total_depth` was last computed.
@@ -127,6 +129,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         caps,
         drain: Arc::default(),
         presence: Arc::default(),
+        metrics: Arc::default(),
         total_depth: Arc::new(tokio::sync::Mutex::new((started, 0, 0.0))),
         created_since_total: Arc::default(),
         network: Arc::new(NetworkPolicy {

@@ -53,7 +53,9 @@ impl Stack {
         let token = run(&["token", "mint", "--user", "loadtest", "--ttl", "2h"])?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let child = Command::new(&gateway)
+            // A load test measures the write path, not the abuse controls: no rate limits, no caps.
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--rate-ip", "0", "--rate-user", "0"])
+            .args(["--max-queue-depth", "0", "--max-total-depth", "0", "--max-user-inflight", "0"])
             .arg("--data-dir")
             .arg(&data)
             .env("RUST_LOG", "warn")

@@ -31,6 +31,8 @@ async fn a_full_queue_answers_429_with_a_retry_after_that_follows_the_drain_rate
     let full = api.post_job("j20", &sleep_job(100)).await?;
     assert_eq!((full.status, full.code()), (StatusCode::TOO_MANY_REQUESTS, "queue_full"));
     assert_eq!(retry_after(&full), 600, "nobody drains this queue yet: the longest wait");
+    let metrics = reqwest::get(format!("{}/metrics", gw.base)).await?.text().await?;
+    assert!(metrics.contains(r#"flowork_refusals_total{status="429",code="queue_full"} 1"#), "{metrics}");
     // A replay of an accepted job is answered even when the queue is full.
     let replay = api.post_job("j3", &sleep_job(100)).await?;
     assert_eq!(replay.status, StatusCode::OK);

@@ -11,8 +11,12 @@ use flowork_common::wire::{
 use super::extract::JsonBody;
 use crate::auth::extract::AuthEngine;
 use crate::error::ApiError;
+use crate::metrics::{EngineLabels, OutcomeLabels};
+use crate::request_log::{RequestLog, note_job};
 use crate::server::AppState;
 use crate::store::{ClaimParams, Finish};
+use axum::Extension;
+use flowork_common::timefmt::parse_ms;
 
 /// Bounds of what an engine may ask for.
 const MAX_CLAIM: u32 = 1_000;
@@ -55,18 +59,28 @@ pub async fn claim(
     let params =
         ClaimParams { max: request.max, wait_ms: request.wait_ms.min(MAX_WAIT_MS), lease_ms: request.lease_ms, worker };
     let leases = state.jobs.claim(&engine.id, params, state.shutdown.clone()).await?;
+    let histogram = state.metrics.claim_latency.get_or_create(&EngineLabels { engine: engine.id.clone() });
+    for lease in &leases {
+        let job = &lease.job;
+        let runnable = [&job.enqueued_at, &job.run_at].into_iter().filter_map(|t| parse_ms(t)).max();
+        if let (Some(runnable), Some(claimed)) = (runnable, job.claimed_at.as_deref().and_then(parse_ms)) {
+            histogram.observe((claimed - runnable).max(0) as f64 / 1_000.0);
+        }
+    }
     Ok(Json(ClaimResponse { leases }))
 }
 
 /// `POST /internal/jobs/{id}/heartbeat`: extends the lease; 409 `lease_lost` if it is no longer this holder's.
 pub async fn heartbeat(
     State(state): State<AppState>,
+    log: Option<Extension<RequestLog>>,
     engine: AuthEngine,
     Path(id): Path<String>,
     JsonBody(request): JsonBody<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
     check_lease_ms(request.lease_ms)?;
     state.presence.seen(&engine.id, state.clock.now_ms(), None);
+    note_job(log.as_ref().map(|l| &l.0), &id);
     let expires = state.jobs.heartbeat(&engine.id, &id, &request.lease_token, request.lease_ms).await?;
     Ok(Json(HeartbeatResponse { lease_expires_at: format_ms(expires) }))
 }
@@ -74,6 +88,7 @@ pub async fn heartbeat(
 /// `POST /internal/jobs/{id}/finish`: records the attempt's outcome; a stale lease token is refused (fencing).
 pub async fn finish(
     State(state): State<AppState>,
+    log: Option<Extension<RequestLog>>,
     engine: AuthEngine,
     Path(id): Path<String>,
     JsonBody(request): JsonBody<FinishRequest>,
@@ -94,6 +109,13 @@ pub async fn finish(
             Finish::Failed { error: error.chars().take(MAX_ERROR_CHARS).collect(), retryable: request.retryable }
         }
     };
+    note_job(log.as_ref().map(|l| &l.0), &id);
     let outcome = state.jobs.finish(&engine.id, &id, &request.lease_token, finish).await?;
+    let labels = OutcomeLabels {
+        engine: engine.id.clone(),
+        kind: outcome.kind.clone(),
+        outcome: outcome.status.as_str().into(),
+    };
+    state.metrics.job_outcomes.get_or_create(&labels).inc();
     Ok(Json(FinishResponse { status: outcome.status, run_at: outcome.run_at_ms.map(format_ms) }))
 }

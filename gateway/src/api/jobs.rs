@@ -13,8 +13,10 @@ use crate::auth::extract::AuthUser;
 use crate::drain::DRAIN_RETRY_AFTER_S;
 use crate::enqueue::{build_new_job, parse_traceparent, validate_idempotency_key};
 use crate::error::ApiError;
+use crate::request_log::{RequestLog, note_job};
 use crate::server::AppState;
 use crate::store::{CancelOutcome, EnqueueOutcome, ListQuery};
+use axum::Extension;
 
 const MAX_PAGE: usize = 500;
 const DEFAULT_PAGE: usize = 100;
@@ -30,6 +32,7 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>,
 /// 422 when the key was used with a different request, 409 while the first request is still in progress.
 pub async fn create(
     State(state): State<AppState>,
+    log: Option<Extension<RequestLog>>,
     user: AuthUser,
     headers: HeaderMap,
     JsonBody(request): JsonBody<EnqueueRequest>,
@@ -37,6 +40,9 @@ pub async fn create(
     let key = validate_idempotency_key(header_str(&headers, "idempotency-key")?)?;
     let traceparent = parse_traceparent(header_str(&headers, "traceparent").ok().flatten());
     let id = uuid::Uuid::now_v7().to_string();
+    if let Some(Extension(log)) = &log {
+        log.engine(&request.engine);
+    }
     let job = build_new_job(&request, &user.id, key, traceparent, id, state.clock.now_ms(), &state.limits)?;
     match state.engines.engine(&job.engine).await? {
         Some(engine) if engine.is_active() => {}
@@ -52,7 +58,7 @@ pub async fn create(
     }
     if state.drain.is_draining() {
         return match state.jobs.replay(&job).await? {
-            Some(outcome) => respond(&state, outcome, &job.engine).await,
+            Some(outcome) => respond(&state, log.as_ref().map(|l| &l.0), outcome, &job.engine).await,
             None => Err(ApiError::Unavailable {
                 code: "draining",
                 message: "this gateway is draining for maintenance and accepts no new jobs; retry shortly".into(),
@@ -64,7 +70,7 @@ pub async fn create(
         let (total, rate) = state.total_depth().await?;
         if over(state.caps.max_total_depth, total) {
             return match state.jobs.replay(&job).await? {
-                Some(outcome) => respond(&state, outcome, &job.engine).await,
+                Some(outcome) => respond(&state, log.as_ref().map(|l| &l.0), outcome, &job.engine).await,
                 None => Err(ApiError::Overloaded {
                     code: "total_queue_full",
                     message: format!("the gateway holds {total} queued jobs, its cap; retry later"),
@@ -82,19 +88,26 @@ pub async fn create(
     };
     let engine = job.engine.clone();
     let outcome = state.jobs.enqueue(job).await?;
-    respond(&state, outcome, &engine).await
+    respond(&state, log.as_ref().map(|l| &l.0), outcome, &engine).await
 }
 
 /// The HTTP answer for what an enqueue did.
-async fn respond(state: &AppState, outcome: EnqueueOutcome, engine: &str) -> Result<Response, ApiError> {
+async fn respond(
+    state: &AppState,
+    log: Option<&RequestLog>,
+    outcome: EnqueueOutcome,
+    engine: &str,
+) -> Result<Response, ApiError> {
     let location =
         |job: &Job| HeaderValue::from_str(&format!("/jobs/{}", job.id)).map_err(|e| ApiError::Internal(e.to_string()));
     match outcome {
         EnqueueOutcome::Created(job) => {
+            note_job(log, &job.id);
             state.created_since_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Ok((StatusCode::CREATED, [(header::LOCATION, location(&job)?)], Json(job)).into_response())
         }
         EnqueueOutcome::Replayed(job) => {
+            note_job(log, &job.id);
             let replayed = HeaderValue::from_static("true");
             Ok((
                 StatusCode::OK,
@@ -140,7 +153,13 @@ fn check_job_id(id: &str) -> Result<(), ApiError> {
 }
 
 /// `GET /jobs/{id}`: one of the caller's jobs; another user's job is 404, exactly like a missing one.
-pub async fn get(State(state): State<AppState>, user: AuthUser, Path(id): Path<String>) -> Result<Json<Job>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    log: Option<Extension<RequestLog>>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    note_job(log.as_ref().map(|l| &l.0), &id);
     check_job_id(&id)?;
     state
         .jobs

@@ -18,11 +18,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
 use crate::server::AppState;
-use crate::{network, rate_limit};
+use crate::{network, rate_limit, request_log};
 
 /// Request bodies above this are refused with 413 before they are read in full.
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -44,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .route("/engines/{id}/users", get(engines::list_users))
         .route("/engines/{id}/users/{user}", put(engines::allow_user).delete(engines::disallow_user))
         .route("/drain", get(status::drain))
+        .route("/metrics", get(status::metrics))
         .route("/admin/drain", post(admin::start_drain).delete(admin::stop_drain))
         .route("/admin/engines", get(admin::list_engines))
         .route("/admin/engines/{id}/users/{user}", put(admin::allow_user).delete(admin::disallow_user))
@@ -58,7 +58,7 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), network::enforce_cidr_rules))
         .merge(probes)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn_with_state(state.clone(), request_log::log_requests))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(cors)
         .with_state(state)

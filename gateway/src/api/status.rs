@@ -7,7 +7,10 @@ use serde_json::{Value, json};
 use crate::admission::retry_after_s;
 use crate::engine_presence::ONLINE_WITHIN_MS;
 use crate::error::ApiError;
+use crate::metrics::{DecisionLabels, EngineLabels};
 use crate::server::AppState;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use flowork_common::timefmt::format_ms;
 
 /// `GET /healthz`: the process is alive.
@@ -84,4 +87,26 @@ pub async fn drain(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
         running += counts.running;
     }
     Ok(Json(json!({ "draining": state.drain.is_draining(), "queued": queued, "running": running })))
+}
+
+/// `GET /metrics`: Prometheus / OpenMetrics text. Queue gauges are refreshed from the store at each scrape.
+pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let m = &state.metrics;
+    for engine in state.control.list_engines().await? {
+        let labels = EngineLabels { engine: engine.id.clone() };
+        let counts = state.jobs.queue_counts(&engine.id).await?;
+        m.queue_depth.get_or_create(&labels).set(counts.queued as i64);
+        m.running_jobs.get_or_create(&labels).set(counts.running as i64);
+        if let Some(report) = state.presence.get(&engine.id).and_then(|p| p.report) {
+            m.workers.get_or_create(&labels).set(i64::from(report.workers));
+            let busy = if report.workers == 0 { 0.0 } else { f64::from(report.busy) / f64::from(report.workers) };
+            m.busy_ratio.get_or_create(&labels).set(busy);
+            for (direction, count) in [("up", report.scale_ups), ("down", report.scale_downs)] {
+                let labels = DecisionLabels { engine: engine.id.clone(), direction: direction.into() };
+                m.autoscaler_decisions.get_or_create(&labels).set(count as i64);
+            }
+        }
+    }
+    let text = m.encode().map_err(|e| ApiError::Internal(format!("encoding metrics: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response())
 }

@@ -6,6 +6,7 @@ use axum::http::request::Parts;
 use super::jwt::ADMIN_AUDIENCE;
 use super::{AuthError, engine_token};
 use crate::error::ApiError;
+use crate::request_log::RequestLog;
 use crate::server::AppState;
 
 /// The signed-in user making the request.
@@ -73,6 +74,9 @@ impl FromRequestParts<AppState> for AuthUser {
         if flowork_common::ids::validate_user_id(&claims.sub).is_err() {
             return Err(AuthError::InvalidToken("the token names an invalid user".into()).into());
         }
+        if let Some(log) = parts.extensions.get::<RequestLog>() {
+            log.user(&claims.sub);
+        }
         if let Some(limit) = &state.rate_limits.per_user {
             limit.check(&claims.sub)?;
         }
@@ -98,6 +102,9 @@ impl FromRequestParts<AppState> for AuthEngine {
             .await
             .map_err(AuthError::Store)?
             .ok_or(AuthError::InvalidEngineToken)?;
+        if let Some(log) = parts.extensions.get::<RequestLog>() {
+            log.engine(&engine.id);
+        }
         Ok(Self { id: engine.id })
     }
 }

@@ -90,6 +90,8 @@ pub enum Finish {
 pub struct FinishOutcome {
     pub status: JobStatus,
     pub run_at_ms: Option<i64>,
+    /// The job's kind (for per-kind metrics and breakers).
+    pub kind: String,
 }
 
 /// When a failed attempt is retried: exponential backoff with full jitter between `base_ms` and `cap_ms`.

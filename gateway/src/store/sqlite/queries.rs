@@ -246,7 +246,7 @@ pub fn finish(
     now: i64,
     policy: RetryPolicy,
     jitter_unit: f64,
-) -> Result<(FinishOutcome, String), StoreError> {
+) -> Result<FinishOutcome, StoreError> {
     let held: Option<(u32, u32, String)> = conn
         .prepare_cached(
             "SELECT attempts, max_attempts, kind FROM jobs
@@ -265,7 +265,7 @@ pub fn finish(
                  WHERE id = ?3"
             ))?
             .execute(params![result.as_deref().unwrap_or("null"), now, job_id])?;
-            Ok((FinishOutcome { status: JobStatus::Succeeded, run_at_ms: None }, kind))
+            Ok(FinishOutcome { status: JobStatus::Succeeded, run_at_ms: None, kind })
         }
         Finish::Failed { error, retryable } if *retryable && attempts < max_attempts => {
             let delay = full_jitter_delay_ms(attempts, policy.base_ms, policy.cap_ms, jitter_unit);
@@ -274,14 +274,14 @@ pub fn finish(
                 "UPDATE jobs SET status = 'queued', run_at = ?1, error = ?2, {CLEAR_LEASE} WHERE id = ?3"
             ))?
             .execute(params![run_at, error, job_id])?;
-            Ok((FinishOutcome { status: JobStatus::Queued, run_at_ms: Some(run_at) }, kind))
+            Ok(FinishOutcome { status: JobStatus::Queued, run_at_ms: Some(run_at), kind })
         }
         Finish::Failed { error, .. } => {
             conn.prepare_cached(&format!(
                 "UPDATE jobs SET status = 'dead', error = ?1, finished_at = ?2, {CLEAR_LEASE} WHERE id = ?3"
             ))?
             .execute(params![error, now, job_id])?;
-            Ok((FinishOutcome { status: JobStatus::Dead, run_at_ms: None }, kind))
+            Ok(FinishOutcome { status: JobStatus::Dead, run_at_ms: None, kind })
         }
     }
 }

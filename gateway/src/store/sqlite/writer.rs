@@ -220,12 +220,12 @@ fn apply(conn: &Connection, op: &WriteOp, now: i64, context: &WriterContext) -> 
         }
         WriteOp::Finish { job_id, lease_token, finish } => {
             let unit: f64 = rand::random();
-            let (outcome, kind) = queries::finish(conn, job_id, lease_token, finish, now, context.retry, unit)?;
+            let outcome = queries::finish(conn, job_id, lease_token, finish, now, context.retry, unit)?;
             let failed = match finish {
                 Finish::Succeeded { .. } => None,
                 Finish::Failed { error, .. } => Some(error.as_str()),
             };
-            breakers::record(conn, &kind, job_id, failed, now, context.breaker)?;
+            breakers::record(conn, &outcome.kind, job_id, failed, now, context.breaker)?;
             Ok(WriteDone::Finished(outcome))
         }
         WriteOp::Cancel { user, job_id } => {

@@ -1,0 +1,119 @@
+//! Prometheus metrics of the gateway (`GET /metrics`, text format), with the prometheus-client crate.
+//!
+//! Counters and histograms are updated as requests pass; gauges that describe the queues (depth, workers) are
+//! refreshed from the store and engine reports when scraped.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub route: String,
+    pub method: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EngineLabels {
+    pub engine: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub engine: String,
+    pub kind: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    pub status: u16,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub engine: String,
+    pub direction: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms to ~65 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 18))
+}
+
+/// Every metric of the gateway.
+pub struct GatewayMetrics {
+    registry: Registry,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub refusals: Family<RefusalLabels, Counter>,
+    pub claim_latency: Family<EngineLabels, Histogram, fn() -> Histogram>,
+    pub job_outcomes: Family<OutcomeLabels, Counter>,
+    pub queue_depth: Family<EngineLabels, Gauge>,
+    pub running_jobs: Family<EngineLabels, Gauge>,
+    pub workers: Family<EngineLabels, Gauge>,
+    pub busy_ratio: Family<EngineLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub autoscaler_decisions: Family<DecisionLabels, Gauge>,
+}
+
+impl Default for GatewayMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("flowork");
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests by route, method and status", http_requests.clone());
+        let refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register("refusals", "Requests refused with 429 or 503, by error code", refusals.clone());
+        let claim_latency =
+            Family::<EngineLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        registry.register(
+            "claim_latency_seconds",
+            "Time from a job becoming runnable to its claim by an engine",
+            claim_latency.clone(),
+        );
+        let job_outcomes = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "job_outcomes",
+            "Finished attempts by engine, kind and where the job went",
+            job_outcomes.clone(),
+        );
+        let queue_depth = Family::<EngineLabels, Gauge>::default();
+        registry.register("queue_depth", "Queued jobs per engine", queue_depth.clone());
+        let running_jobs = Family::<EngineLabels, Gauge>::default();
+        registry.register("running_jobs", "Running jobs per engine", running_jobs.clone());
+        let workers = Family::<EngineLabels, Gauge>::default();
+        registry.register("engine_workers", "Workers an engine last reported", workers.clone());
+        let busy_ratio = Family::<EngineLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register("engine_busy_ratio", "Fraction of an engine's workers running a job", busy_ratio.clone());
+        let autoscaler_decisions = Family::<DecisionLabels, Gauge>::default();
+        registry.register(
+            "autoscaler_decisions",
+            "Autoscaler resizes an engine reported since it started, by direction",
+            autoscaler_decisions.clone(),
+        );
+        Self {
+            registry,
+            http_requests,
+            refusals,
+            claim_latency,
+            job_outcomes,
+            queue_depth,
+            running_jobs,
+            workers,
+            busy_ratio,
+            autoscaler_decisions,
+        }
+    }
+}
+
+impl GatewayMetrics {
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}

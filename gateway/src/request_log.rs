@@ -1,0 +1,102 @@
+//! One log line and one metrics update per HTTP request, with the fixed fields of `flowork_common::logging`.
+//!
+//! Handlers and extractors that learn who or what a request is about (the user, the engine, the job) note it
+//! in the request's `RequestLog`, so the line written after the response carries it.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use flowork_common::logging::REQUEST_TARGET;
+use flowork_common::wire::ErrorBody;
+
+use crate::metrics::{HttpLabels, RefusalLabels};
+use crate::server::AppState;
+
+#[derive(Debug, Default)]
+struct Subjects {
+    user_id: Option<String>,
+    engine_id: Option<String>,
+    job_id: Option<String>,
+}
+
+/// What a request turned out to be about.
+#[derive(Debug, Clone, Default)]
+pub struct RequestLog(Arc<Mutex<Subjects>>);
+
+impl RequestLog {
+    pub fn user(&self, id: &str) {
+        if let Ok(mut s) = self.0.lock() {
+            s.user_id = Some(id.to_string());
+        }
+    }
+
+    pub fn engine(&self, id: &str) {
+        if let Ok(mut s) = self.0.lock() {
+            s.engine_id = Some(id.to_string());
+        }
+    }
+
+    pub fn job(&self, id: &str) {
+        if let Ok(mut s) = self.0.lock() {
+            s.job_id = Some(id.to_string());
+        }
+    }
+}
+
+/// Notes the job a request is about, if the request is being logged.
+pub fn note_job(log: Option<&RequestLog>, id: &str) {
+    if let Some(log) = log {
+        log.job(id);
+    }
+}
+
+/// The trace id of a W3C `traceparent` header.
+fn trace_id(request: &Request) -> Option<String> {
+    let header = request.headers().get("traceparent")?.to_str().ok()?;
+    crate::enqueue::parse_traceparent(Some(header)).and_then(|t| t.split('-').nth(1).map(str::to_string))
+}
+
+/// Middleware: logs and counts every request.
+pub async fn log_requests(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let log = RequestLog::default();
+    request.extensions_mut().insert(log.clone());
+    let route =
+        request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let method = request.method().to_string();
+    let trace_id = trace_id(&request);
+    let ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| {
+        crate::client_ip::resolve(addr.ip(), request.headers(), &state.network.trusted_proxies).to_string()
+    });
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let latency_ms = started.elapsed().as_secs_f64() * 1_000.0;
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&HttpLabels { route: route.clone(), method: method.clone(), status })
+        .inc();
+    if status == 429 || status == 503 {
+        let code = response.extensions().get::<ErrorBody>().map(|b| b.error.clone()).unwrap_or_default();
+        state.metrics.refusals.get_or_create(&RefusalLabels { status, code }).inc();
+    }
+    let subjects = log.0.lock().map(|s| (s.user_id.clone(), s.engine_id.clone(), s.job_id.clone())).unwrap_or_default();
+    tracing::info!(
+        target: REQUEST_TARGET,
+        trace_id,
+        user_id = subjects.0,
+        engine_id = subjects.1,
+        job_id = subjects.2,
+        ip,
+        route,
+        method,
+        status,
+        latency_ms,
+        "request"
+    );
+    response
+}
