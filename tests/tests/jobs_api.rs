@@ -146,7 +146,15 @@ async fn bad_input_gets_a_clear_error() -> anyhow::Result<()> {
     // Beyond the 4 MiB body limit the gateway answers 413 from Content-Length alone and closes the connection,
     // so a client still writing may see the close instead of the answer; either way nothing is stored.
     let huge = json!({"engine": "local", "kind": "echo", "payload": "x".repeat(5 * 1024 * 1024)}).to_string();
-    match raw(Some("k"), Some("application/json"), huge).await {
+    // A client of its own, so the connection the gateway closes is not reused by the requests below.
+    let oversized = reqwest::Client::new()
+        .post(format!("{}/jobs", gw.base))
+        .bearer_auth(&api.token)
+        .header("idempotency-key", "k")
+        .header("content-type", "application/json")
+        .body(huge)
+        .send();
+    match oversized.await {
         Ok(response) => expect(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")(response).await,
         Err(error) => assert!(error.is_request(), "{error}"),
     }
