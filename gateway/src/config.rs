@@ -136,6 +136,24 @@ pub struct ServeArgs {
     /// On SIGTERM, how long running jobs may take before the gateway exits anyway.
     #[arg(long, env = "FLOWORK_DRAIN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub drain_grace: Duration,
+    /// Webhook URLs that receive alert notifications (repeatable; JSON with a Slack/Discord `text` field).
+    #[arg(long = "alert-webhook", env = "FLOWORK_ALERT_WEBHOOKS", value_delimiter = ',')]
+    pub alert_webhooks: Vec<String>,
+    /// Alert when an engine's p95 queue latency (ms) goes above this.
+    #[arg(long, env = "FLOWORK_ALERT_QUEUE_LATENCY_P95_MS")]
+    pub alert_queue_latency_p95_ms: Option<f64>,
+    /// Alert when an engine's queue holds more jobs than this.
+    #[arg(long, env = "FLOWORK_ALERT_QUEUE_DEPTH")]
+    pub alert_queue_depth: Option<f64>,
+    /// Alert when failed attempts ÷ all attempts on an engine over --alert-error-window exceed this (e.g. 0.01).
+    #[arg(long, env = "FLOWORK_ALERT_ERROR_RATE")]
+    pub alert_error_rate: Option<f64>,
+    /// The window of the error-rate alert.
+    #[arg(long, env = "FLOWORK_ALERT_ERROR_WINDOW", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub alert_error_window: Duration,
+    /// How often alert rules are evaluated.
+    #[arg(long, env = "FLOWORK_ALERT_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub alert_interval: Duration,
     /// How often expired leases are put back in the queue (ms); claims also do it as they go.
     #[arg(long, env = "FLOWORK_REAP_INTERVAL_MS", default_value_t = 1_000)]
     pub reap_interval_ms: u64,

@@ -1,6 +1,7 @@
 //! The Flowork gateway as a library: the binary (`main.rs`) only parses the command line and calls in here.
 
 pub mod admission;
+pub mod alerts;
 pub mod api;
 pub mod audit;
 pub mod auth;

@@ -58,6 +58,8 @@ pub struct GatewayMetrics {
     pub workers: Family<EngineLabels, Gauge>,
     pub busy_ratio: Family<EngineLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub autoscaler_decisions: Family<DecisionLabels, Gauge>,
+    /// Failed and total finished attempts per engine, for the error-rate alert.
+    attempts: std::sync::Mutex<std::collections::HashMap<String, (u64, u64)>>,
 }
 
 impl Default for GatewayMetrics {
@@ -105,11 +107,30 @@ impl Default for GatewayMetrics {
             workers,
             busy_ratio,
             autoscaler_decisions,
+            attempts: Default::default(),
         }
     }
 }
 
 impl GatewayMetrics {
+    /// Counts a finished attempt (`outcome` is where the job went: succeeded, queued for a retry, dead).
+    pub fn record_attempt(&self, engine: &str, kind: &str, outcome: &str) {
+        let labels = OutcomeLabels { engine: engine.into(), kind: kind.into(), outcome: outcome.into() };
+        self.job_outcomes.get_or_create(&labels).inc();
+        if let Ok(mut attempts) = self.attempts.lock() {
+            let entry = attempts.entry(engine.to_string()).or_default();
+            entry.1 += 1;
+            if outcome != "succeeded" {
+                entry.0 += 1;
+            }
+        }
+    }
+
+    /// Failed and total attempts on an engine since start.
+    pub fn attempts(&self, engine: &str) -> (u64, u64) {
+        self.attempts.lock().ok().and_then(|a| a.get(engine).copied()).unwrap_or_default()
+    }
+
     /// The text exposition of every metric.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut text = String::new();

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::AdmissionLimits;
+use crate::alerts::AlertRules;
 use crate::audit::AuditEntry;
 use crate::auth::jwt::KeyRing;
 use crate::auth::signin::{SignInPolicy, normalize_origin};
@@ -150,6 +151,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     tokio::spawn(forget_idle_buckets(state.rate_limits.clone(), shutdown.clone()));
     tokio::spawn(prune_audit_log(state.control.clone(), shutdown.clone()));
+    let rules = AlertRules {
+        webhooks: args.alert_webhooks.clone(),
+        queue_latency_p95_ms: args.alert_queue_latency_p95_ms,
+        queue_depth: args.alert_queue_depth,
+        error_rate: args.alert_error_rate,
+        error_window: args.alert_error_window,
+        interval: args.alert_interval,
+    };
+    tokio::spawn(crate::alerts::run(state.clone(), Arc::new(rules), shutdown.clone()));
 
     // Open the known shards in the background: readiness does not wait for them.
     let warm = store.clone();

@@ -140,3 +140,49 @@ async fn logs_carry_fixed_fields_without_secrets_and_metrics_parse() -> anyhow::
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn an_alert_fires_once_and_resolves_once_at_a_webhook() -> anyhow::Result<()> {
+    use std::sync::{Arc, Mutex};
+    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let sink = received.clone();
+    let receiver = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(body);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let hook = format!("http://{}/hook", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, receiver).await });
+
+    let ws = Workspace::new()?;
+    ws.add_engine("local")?;
+    let gw = Gateway::start(&ws, &["--alert-webhook", &hook, "--alert-queue-depth", "3", "--alert-interval", "200ms"])
+        .await?;
+    let api = Api::new(&gw, &ws.mint("alice", "1h")?);
+    for i in 0..5 {
+        api.post_job(&format!("a{i}"), &json!({"engine": "local", "kind": "sleep", "payload": {"ms": 20}})).await?;
+    }
+    eventually(Duration::from_secs(20), "the alert to fire", || async {
+        Ok((received.lock().unwrap().len() == 1).then_some(()))
+    })
+    .await?;
+    let _engine = Engine::start(&ws, &gw, "local", 2, &[])?;
+    eventually(Duration::from_secs(30), "the alert to resolve", || async {
+        Ok((received.lock().unwrap().len() >= 2).then_some(()))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let messages = received.lock().unwrap().clone();
+    assert_eq!(messages.len(), 2, "once firing, once resolved: {messages:?}");
+    assert_eq!((messages[0]["status"].as_str(), messages[0]["rule"].as_str()), (Some("firing"), Some("queue_depth")));
+    assert!(messages[0]["text"].as_str().unwrap().contains("queue_depth"), "Slack/Discord text field");
+    assert_eq!(messages[0]["value"], 5.0);
+    assert_eq!(messages[1]["status"], "resolved");
+    Ok(())
+}

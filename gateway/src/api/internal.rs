@@ -11,7 +11,7 @@ use flowork_common::wire::{
 use super::extract::JsonBody;
 use crate::auth::extract::AuthEngine;
 use crate::error::ApiError;
-use crate::metrics::{EngineLabels, OutcomeLabels};
+use crate::metrics::EngineLabels;
 use crate::request_log::{RequestLog, note_job};
 use crate::server::AppState;
 use crate::store::{ClaimParams, Finish};
@@ -111,11 +111,6 @@ pub async fn finish(
     };
     note_job(log.as_ref().map(|l| &l.0), &id);
     let outcome = state.jobs.finish(&engine.id, &id, &request.lease_token, finish).await?;
-    let labels = OutcomeLabels {
-        engine: engine.id.clone(),
-        kind: outcome.kind.clone(),
-        outcome: outcome.status.as_str().into(),
-    };
-    state.metrics.job_outcomes.get_or_create(&labels).inc();
+    state.metrics.record_attempt(&engine.id, &outcome.kind, outcome.status.as_str());
     Ok(Json(FinishResponse { status: outcome.status, run_at: outcome.run_at_ms.map(format_ms) }))
 }
