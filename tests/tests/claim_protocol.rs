@@ -349,3 +349,39 @@ async fn a_crash_looping_kind_trips_its_breaker_which_holds_half_opens_and_close
     assert!(status["engines"][0]["breakers"].as_array().unwrap().is_empty());
     Ok(())
 }
+
+#[tokio::test]
+async fn a_paused_engine_gets_no_work_until_resumed_and_resume_wakes_a_waiting_claim() -> anyhow::Result<()> {
+    let s = setup(&[]).await?;
+    let id = enqueue(&s.api, "p1", json!({})).await?;
+    let bob = Api::new(&s.gw, &s.ws.mint("bob", "1h")?);
+    let refused = bob.post("/engines/local/pause", &json!({})).await?;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (StatusCode::FORBIDDEN, "not_owner"),
+        "bob is whitelisted, not the owner"
+    );
+    let paused = s.api.post("/engines/local/pause", &json!({})).await?;
+    assert_eq!((paused.status, paused.body["paused"].as_bool()), (StatusCode::OK, Some(true)));
+    assert!(s.engine.claim(10, 0, 60_000).await?.is_empty(), "nothing is handed out while paused");
+    enqueue(&s.api, "p2", json!({})).await?; // enqueue still works while paused
+    let status: Value = reqwest::get(format!("{}/status", s.gw.base)).await?.json().await?;
+    assert_eq!(status["engines"][0]["paused"], true);
+
+    // A claim waiting on the paused engine is woken by the resume (an operator's, this time).
+    let engine = EngineApi::new(&s.gw, &s.engine.token);
+    let waiting = tokio::spawn(async move { engine.claim(10, 30_000, 60_000).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished());
+    let admin = s.ws.gateway_cli_ok(&["admin", "token", "--scope", "engines:write", "--ttl", "5m"])?;
+    let resumed = reqwest::Client::new()
+        .post(format!("{}/engines/local/resume", s.gw.base))
+        .bearer_auth(admin.trim())
+        .send()
+        .await?;
+    assert_eq!(resumed.status(), StatusCode::OK);
+    let leases = tokio::time::timeout(Duration::from_secs(10), waiting).await???;
+    assert_eq!(leases.len(), 2);
+    assert!(leases.iter().any(|l| lease_of(l).0 == id));
+    Ok(())
+}

@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
 use crate::audit::AuditEntry;
-use crate::auth::extract::AuthUser;
+use crate::auth::extract::{AuthAdmin, AuthUser};
 use crate::client_ip::ClientIp;
 use crate::error::ApiError;
 use crate::server::AppState;
@@ -101,4 +101,65 @@ impl AddressCase for String {
     fn to_lowercase_if_address(&self) -> String {
         if self.len() == 42 && self.starts_with("0x") { self.to_ascii_lowercase() } else { self.clone() }
     }
+}
+
+/// The engine's owner (user token) or an operator (admin token with `engines:write`); the audit actor.
+fn manager(
+    engine: &str,
+    user: Result<AuthUser, ApiError>,
+    admin: Result<AuthAdmin, ApiError>,
+    owner: Option<&str>,
+) -> Result<String, ApiError> {
+    if let Ok(admin) = admin {
+        admin.require("engines:write")?;
+        return Ok(admin.actor());
+    }
+    let user = user?;
+    if owner == Some(user.id.as_str()) {
+        Ok(user.id)
+    } else {
+        Err(ApiError::forbidden("not_owner", format!("only the owner of engine {engine:?} or an operator may do this")))
+    }
+}
+
+async fn set_paused(
+    state: AppState,
+    engine: String,
+    user: Result<AuthUser, ApiError>,
+    admin: Result<AuthAdmin, ApiError>,
+    ip: ClientIp,
+    paused: bool,
+) -> Result<Json<Value>, ApiError> {
+    let record = state
+        .engines
+        .engine(&engine)
+        .await?
+        .ok_or_else(|| ApiError::not_found("engine_not_found", format!("no engine named {engine:?}")))?;
+    let actor = manager(&engine, user, admin, record.owner.as_deref())?;
+    state.jobs.set_paused(&engine, paused).await?;
+    let action = if paused { "engine.pause" } else { "engine.resume" };
+    state.audit(AuditEntry::new(actor, action, "ok").target(&engine).ip(Some(ip.0.to_string()))).await;
+    Ok(Json(json!({ "engine": engine, "paused": paused })))
+}
+
+/// `POST /engines/{id}/pause`: claims hand out nothing until resumed; enqueues are still accepted.
+pub async fn pause(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    user: Result<AuthUser, ApiError>,
+    admin: Result<AuthAdmin, ApiError>,
+    Path(engine): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    set_paused(state, engine, user, admin, ip, true).await
+}
+
+/// `POST /engines/{id}/resume`.
+pub async fn resume(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    user: Result<AuthUser, ApiError>,
+    admin: Result<AuthAdmin, ApiError>,
+    Path(engine): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    set_paused(state, engine, user, admin, ip, false).await
 }

@@ -40,6 +40,8 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/verify", post(auth::verify))
         .route("/auth/refresh", post(auth::refresh))
         .route("/auth/logout", post(auth::logout))
+        .route("/engines/{id}/pause", post(engines::pause))
+        .route("/engines/{id}/resume", post(engines::resume))
         .route("/engines/{id}/users", get(engines::list_users))
         .route("/engines/{id}/users/{user}", put(engines::allow_user).delete(engines::disallow_user))
         .route("/drain", get(status::drain))

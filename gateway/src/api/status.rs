@@ -54,6 +54,7 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
         engines.push(json!({
             "id": engine.id,
             "active": engine.is_active(),
+            "paused": state.jobs.is_paused(&engine.id).await?,
             "online": presence.as_ref().is_some_and(|p| now - p.last_contact_ms < ONLINE_WITHIN_MS),
             "last_contact": presence.as_ref().map(|p| format_ms(p.last_contact_ms)),
             "workers": report.map(|r| json!({"current": r.workers, "min": r.min_workers, "max": r.max_workers, "busy": r.busy})),

@@ -256,6 +256,9 @@ pub trait JobStore: Send + Sync + 'static {
     /// Removes a user from an engine's whitelist; returns false if they were not on it. The owner stays.
     async fn disallow_user(&self, engine: &str, user: &str) -> Result<bool, StoreError>;
     async fn allowed_users(&self, engine: &str) -> Result<Vec<AllowedUser>, StoreError>;
+    /// Pauses (claims hand out nothing) or resumes an engine; returns whether anything changed.
+    async fn set_paused(&self, engine: &str, paused: bool) -> Result<bool, StoreError>;
+    async fn is_paused(&self, engine: &str) -> Result<bool, StoreError>;
     /// The job kinds held back by their circuit breaker on this engine.
     async fn breakers(&self, engine: &str) -> Result<Vec<KindBreaker>, StoreError>;
 }

@@ -39,6 +39,11 @@ pub const SHARD: &[Migration] = &[
         name: "0004_kind_breakers",
         sql: include_str!("../../../../migrations/shard/0004_kind_breakers.sql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_engine_state",
+        sql: include_str!("../../../../migrations/shard/0005_engine_state.sql"),
+    },
 ];
 
 /// The newest version in a migration set.

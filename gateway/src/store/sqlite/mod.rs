@@ -322,6 +322,19 @@ impl JobStore for SqliteStore {
         }
     }
 
+    async fn set_paused(&self, engine: &str, paused: bool) -> Result<bool, StoreError> {
+        let shard = self.shard(engine).await?;
+        match shard.writer.write(WriteOp::SetPaused(paused)).await? {
+            WriteDone::Changed(changed) => Ok(changed),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn is_paused(&self, engine: &str) -> Result<bool, StoreError> {
+        let shard = self.shard(engine).await?;
+        self.read(&shard, |conn, _| queries::is_paused(conn)).await
+    }
+
     async fn breakers(&self, engine: &str) -> Result<Vec<KindBreaker>, StoreError> {
         let shard = self.shard(engine).await?;
         self.read(&shard, |conn, _| breakers::tripped(conn)).await

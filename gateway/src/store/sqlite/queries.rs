@@ -368,6 +368,18 @@ pub fn next_due(conn: &Connection, breaker_cooldown_ms: u64) -> Result<Option<i6
     })
 }
 
+/// Pauses or resumes the engine; returns whether anything changed.
+pub fn set_paused(conn: &Connection, paused: bool, now: i64) -> Result<bool, StoreError> {
+    let changed = conn
+        .prepare_cached("UPDATE engine_state SET paused = ?1, changed_at = ?2 WHERE paused <> ?1")?
+        .execute(params![paused, now])?;
+    Ok(changed > 0)
+}
+
+pub fn is_paused(conn: &Connection) -> Result<bool, StoreError> {
+    Ok(conn.prepare_cached("SELECT paused FROM engine_state")?.query_row([], |r| r.get(0))?)
+}
+
 /// One job of `user` by id.
 pub fn get(conn: &Connection, engine: &str, user: &str, job_id: &str) -> Result<Option<Job>, StoreError> {
     let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1 AND user_id = ?2");

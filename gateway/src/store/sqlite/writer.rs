@@ -35,6 +35,7 @@ pub enum WriteOp {
     Cancel { user: String, job_id: String },
     ReapExpired,
     AllowUser { user: String, is_owner: bool },
+    SetPaused(bool),
     DisallowUser { user: String },
 }
 
@@ -162,6 +163,8 @@ fn makes_work_claimable(result: &Result<WriteDone, StoreError>) -> bool {
         Ok(WriteDone::Enqueued(EnqueueOutcome::Created(_))) => true,
         Ok(WriteDone::Finished(outcome)) => outcome.status == flowork_common::wire::JobStatus::Queued,
         Ok(WriteDone::Reaped(n)) => *n > 0,
+        // A resume (or any pause change) lets waiting claims look again.
+        Ok(WriteDone::Changed(true)) => true,
         _ => false,
     }
 }
@@ -190,6 +193,11 @@ fn commit_batch(
 fn apply(conn: &Connection, op: &WriteOp, now: i64, context: &WriterContext) -> Result<WriteDone, StoreError> {
     match op {
         WriteOp::Enqueue(job) => queries::enqueue(conn, job, now, context.caps).map(WriteDone::Enqueued),
+        WriteOp::SetPaused(paused) => queries::set_paused(conn, *paused, now).map(WriteDone::Changed),
+        WriteOp::Claim { .. } if queries::is_paused(conn)? => {
+            // A paused engine gets nothing; the waiting claim sleeps until resumed (resume wakes it).
+            Ok(WriteDone::Claimed { leases: Vec::new(), next_due_ms: None })
+        }
         WriteOp::Claim { max, lease_ms, worker } => {
             queries::reap_expired(conn, now)?;
             let (mut leases, mut waited) = queries::claim(conn, &context.engine, None, *max, *lease_ms, worker, now)?;
