@@ -114,6 +114,16 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The status and body this error answers with (for per-item results of a batch).
+    pub fn status_and_body(&self) -> (StatusCode, ErrorBody) {
+        let (status, code, _) = self.parts();
+        let message =
+            if status.is_server_error() { "the job store is temporarily unavailable".into() } else { self.to_string() };
+        (status, ErrorBody { error: code.to_string(), message })
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, retry_after) = self.parts();

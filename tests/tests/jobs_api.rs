@@ -306,3 +306,47 @@ async fn jobs_survive_a_gateway_restart() -> anyhow::Result<()> {
     assert_eq!((replay.status, replay.body["id"].as_str()), (StatusCode::OK, Some(id.as_str())));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_batch_answers_per_item_in_order_and_replays_like_single_posts() -> anyhow::Result<()> {
+    let (_ws, _gw, api) = setup().await?;
+    let items = json!({"jobs": [
+        {"idempotency_key": "b1", "engine": "local", "kind": "echo", "payload": 1},
+        {"idempotency_key": "b2", "engine": "local", "kind": "echo", "payload": 2},
+        {"idempotency_key": "b1", "engine": "local", "kind": "echo", "payload": 1},
+        {"idempotency_key": "b3", "engine": "local", "kind": "Bad Kind"},
+        {"idempotency_key": "b4", "engine": "nowhere", "kind": "echo"},
+        {"engine": "local", "kind": "echo"},
+        {"idempotency_key": "b2", "engine": "local", "kind": "echo", "payload": "different"},
+        "not an object"
+    ]});
+    let reply = api.post("/jobs/batch", &items).await?;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let results = reply.body["results"].as_array().unwrap();
+    let statuses: Vec<u64> = results.iter().map(|r| r["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, vec![201, 201, 200, 422, 422, 400, 422, 422]);
+    assert_eq!(results[2]["job"]["id"], results[0]["job"]["id"], "a repeated key in one batch is a replay");
+    assert_eq!(results[3]["error"], "invalid_kind");
+    assert_eq!(results[4]["error"], "unknown_engine");
+    assert_eq!(results[5]["error"], "missing_idempotency_key");
+    assert_eq!(results[6]["error"], "idempotency_key_reused");
+    assert_eq!(api.all_jobs(None).await?.len(), 2);
+
+    // The same batch again creates nothing new.
+    let again = api.post("/jobs/batch", &items).await?;
+    let statuses: Vec<u64> =
+        again.body["results"].as_array().unwrap().iter().map(|r| r["status"].as_u64().unwrap()).collect();
+    assert_eq!(&statuses[..3], &[200, 200, 200]);
+    assert_eq!(api.all_jobs(None).await?.len(), 2);
+
+    let too_many: Vec<Value> =
+        (0..1_001).map(|i| json!({"idempotency_key": format!("m{i}"), "engine": "local", "kind": "echo"})).collect();
+    let refused = api.post("/jobs/batch", &json!({"jobs": too_many})).await?;
+    assert_eq!((refused.status, refused.code()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_batch"));
+    let thousand: Vec<Value> =
+        (0..1_000).map(|i| json!({"idempotency_key": format!("k{i}"), "engine": "local", "kind": "echo"})).collect();
+    let accepted = api.post("/jobs/batch", &json!({"jobs": thousand})).await?;
+    assert!(accepted.body["results"].as_array().unwrap().iter().all(|r| r["status"] == 201));
+    assert_eq!(api.all_jobs(None).await?.len(), 1_002);
+    Ok(())
+}

@@ -15,7 +15,7 @@ use crate::enqueue::{build_new_job, parse_traceparent, validate_idempotency_key}
 use crate::error::ApiError;
 use crate::request_log::{RequestLog, note_job};
 use crate::server::AppState;
-use crate::store::{CancelOutcome, EnqueueOutcome, ListQuery};
+use crate::store::{CancelOutcome, EnqueueOutcome, ListQuery, NewJob};
 use axum::Extension;
 
 const MAX_PAGE: usize = 500;
@@ -224,4 +224,114 @@ pub async fn cancel(
         )),
         CancelOutcome::NotFound => Err(ApiError::not_found("job_not_found", format!("no job with id {id:?}"))),
     }
+}
+
+/// Most jobs in one `POST /jobs/batch`.
+const MAX_BATCH: usize = 1_000;
+
+/// `POST /jobs/batch` body: jobs as for `POST /jobs`, each with its own `idempotency_key`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchBody {
+    jobs: Vec<serde_json::Value>,
+}
+
+/// One item's answer, with the status `POST /jobs` would have given it.
+fn item_result(outcome: Result<EnqueueOutcome, ApiError>, engine: &str) -> serde_json::Value {
+    let refusal = match outcome {
+        Ok(EnqueueOutcome::Created(job)) => return serde_json::json!({"status": 201, "job": job}),
+        Ok(EnqueueOutcome::Replayed(job)) => return serde_json::json!({"status": 200, "replayed": true, "job": job}),
+        Ok(EnqueueOutcome::NotAllowed) => {
+            ApiError::forbidden("not_whitelisted", format!("you are not on the whitelist of engine {engine:?}"))
+        }
+        Ok(EnqueueOutcome::KeyReused) => {
+            ApiError::unprocessable("idempotency_key_reused", "this key was already used with a different request")
+        }
+        Ok(EnqueueOutcome::QueueFull { depth }) => ApiError::Overloaded {
+            code: "queue_full",
+            message: format!("engine {engine:?} has {depth} queued jobs, its cap"),
+            retry_after_s: 1,
+        },
+        Ok(EnqueueOutcome::UserLimit { inflight }) => ApiError::Overloaded {
+            code: "user_inflight_limit",
+            message: format!("you have {inflight} queued or running jobs on engine {engine:?}, your cap"),
+            retry_after_s: 1,
+        },
+        Err(error) => error,
+    };
+    let (status, body) = refusal.status_and_body();
+    serde_json::json!({"status": status.as_u16(), "error": body.error, "message": body.message})
+}
+
+/// Validates one batch item into a job.
+async fn batch_item(state: &AppState, user: &str, item: serde_json::Value) -> Result<NewJob, ApiError> {
+    let serde_json::Value::Object(mut fields) = item else {
+        return Err(ApiError::unprocessable("invalid_body", "each item must be a JSON object"));
+    };
+    let key = match fields.remove("idempotency_key") {
+        Some(serde_json::Value::String(key)) => validate_idempotency_key(Some(&key))?,
+        Some(_) => return Err(ApiError::bad_request("invalid_idempotency_key", "idempotency_key must be a string")),
+        None => validate_idempotency_key(None)?,
+    };
+    let request: EnqueueRequest = serde_json::from_value(serde_json::Value::Object(fields))
+        .map_err(|e| ApiError::unprocessable("invalid_body", e.to_string()))?;
+    let id = uuid::Uuid::now_v7().to_string();
+    let job = build_new_job(&request, user, key, None, id, state.clock.now_ms(), &state.limits)?;
+    match state.engines.engine(&job.engine).await? {
+        Some(engine) if engine.is_active() => Ok(job),
+        Some(_) => Err(ApiError::unprocessable("engine_revoked", format!("engine {:?} has been revoked", job.engine))),
+        None => {
+            Err(ApiError::unprocessable("unknown_engine", format!("no engine named {:?} is registered", job.engine)))
+        }
+    }
+}
+
+/// `POST /jobs/batch`: up to 1,000 jobs; those of one engine are committed in one transaction. The answer has
+/// one result per item, in order, with the status `POST /jobs` would have given it.
+pub async fn create_batch(
+    State(state): State<AppState>,
+    user: AuthUser,
+    JsonBody(body): JsonBody<BatchBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if body.jobs.is_empty() || body.jobs.len() > MAX_BATCH {
+        return Err(ApiError::unprocessable("invalid_batch", format!("a batch holds 1 to {MAX_BATCH} jobs")));
+    }
+    if state.drain.is_draining() {
+        return Err(ApiError::Unavailable {
+            code: "draining",
+            message: "this gateway is draining and accepts no new jobs; retry shortly".into(),
+            retry_after_s: DRAIN_RETRY_AFTER_S,
+        });
+    }
+    let mut results: Vec<Option<serde_json::Value>> = vec![None; body.jobs.len()];
+    let mut by_engine: std::collections::BTreeMap<String, Vec<(usize, NewJob)>> = Default::default();
+    for (index, item) in body.jobs.into_iter().enumerate() {
+        match batch_item(&state, &user.id, item).await {
+            Ok(job) => by_engine.entry(job.engine.clone()).or_default().push((index, job)),
+            Err(error) => results[index] = Some(item_result(Err(error), "")),
+        }
+    }
+    for (engine, items) in by_engine {
+        let (indexes, jobs): (Vec<usize>, Vec<NewJob>) = items.into_iter().unzip();
+        match state.jobs.enqueue_many(&engine, jobs).await {
+            Ok(outcomes) => {
+                for (index, outcome) in indexes.into_iter().zip(outcomes) {
+                    if matches!(outcome, EnqueueOutcome::Created(_)) {
+                        state.created_since_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    results[index] = Some(item_result(Ok(outcome), &engine));
+                }
+            }
+            Err(error) => {
+                let error = ApiError::from(error);
+                for index in indexes {
+                    let (status, body) = error.status_and_body();
+                    results[index] = Some(
+                        serde_json::json!({"status": status.as_u16(), "error": body.error, "message": body.message}),
+                    );
+                }
+            }
+        }
+    }
+    Ok(Json(serde_json::json!({ "results": results })))
 }

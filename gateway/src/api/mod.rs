@@ -34,6 +34,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/status", get(status::status))
         .route("/jobs", post(jobs::create).get(jobs::list))
+        .route("/jobs/batch", post(jobs::create_batch))
         .route("/jobs/{id}", get(jobs::get))
         .route("/jobs/{id}/cancel", post(jobs::cancel))
         .route("/auth/nonce", get(auth::nonce))

@@ -231,6 +231,8 @@ pub enum StoreError {
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
     async fn enqueue(&self, job: NewJob) -> Result<EnqueueOutcome, StoreError>;
+    /// Enqueues jobs of one engine in one transaction; one outcome per job, in order.
+    async fn enqueue_many(&self, engine: &str, jobs: Vec<NewJob>) -> Result<Vec<EnqueueOutcome>, StoreError>;
     /// Without writing: the answer for a job whose (user, key) was already used (`Replayed` or `KeyReused`).
     async fn replay(&self, job: &NewJob) -> Result<Option<EnqueueOutcome>, StoreError>;
     async fn get_job(&self, user: &str, id: &str) -> Result<Option<Job>, StoreError>;

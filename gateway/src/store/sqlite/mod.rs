@@ -158,6 +158,14 @@ impl JobStore for SqliteStore {
         }
     }
 
+    async fn enqueue_many(&self, engine: &str, jobs: Vec<NewJob>) -> Result<Vec<EnqueueOutcome>, StoreError> {
+        let shard = self.shard(engine).await?;
+        match shard.writer.write(WriteOp::EnqueueMany(jobs)).await? {
+            WriteDone::EnqueuedMany(outcomes) => Ok(outcomes),
+            other => Err(unexpected(other)),
+        }
+    }
+
     async fn replay(&self, job: &NewJob) -> Result<Option<EnqueueOutcome>, StoreError> {
         let shard = self.shard(&job.engine).await?;
         let job = job.clone();

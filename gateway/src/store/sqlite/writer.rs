@@ -29,14 +29,36 @@ const CHANNEL_CAPACITY: usize = 8_192;
 #[derive(Debug)]
 pub enum WriteOp {
     Enqueue(NewJob),
-    Claim { max: u32, lease_ms: u64, worker: String },
-    Heartbeat { job_id: String, lease_token: String, lease_ms: u64 },
-    Finish { job_id: String, lease_token: String, finish: Finish },
-    Cancel { user: String, job_id: String },
+    /// Several jobs for this shard, committed in the same transaction.
+    EnqueueMany(Vec<NewJob>),
+    Claim {
+        max: u32,
+        lease_ms: u64,
+        worker: String,
+    },
+    Heartbeat {
+        job_id: String,
+        lease_token: String,
+        lease_ms: u64,
+    },
+    Finish {
+        job_id: String,
+        lease_token: String,
+        finish: Finish,
+    },
+    Cancel {
+        user: String,
+        job_id: String,
+    },
     ReapExpired,
-    AllowUser { user: String, is_owner: bool },
+    AllowUser {
+        user: String,
+        is_owner: bool,
+    },
     SetPaused(bool),
-    DisallowUser { user: String },
+    DisallowUser {
+        user: String,
+    },
 }
 
 /// What a write did; the variant matches the `WriteOp`.
@@ -45,6 +67,7 @@ pub enum WriteOp {
 #[derive(Debug)]
 pub enum WriteDone {
     Enqueued(EnqueueOutcome),
+    EnqueuedMany(Vec<EnqueueOutcome>),
     /// The leases, and when the next job becomes due if nothing was claimable.
     Claimed {
         leases: Vec<Lease>,
@@ -161,6 +184,7 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<WriteRequest>, context: Writ
 fn makes_work_claimable(result: &Result<WriteDone, StoreError>) -> bool {
     match result {
         Ok(WriteDone::Enqueued(EnqueueOutcome::Created(_))) => true,
+        Ok(WriteDone::EnqueuedMany(outcomes)) => outcomes.iter().any(|o| matches!(o, EnqueueOutcome::Created(_))),
         Ok(WriteDone::Finished(outcome)) => outcome.status == flowork_common::wire::JobStatus::Queued,
         Ok(WriteDone::Reaped(n)) => *n > 0,
         // A resume (or any pause change) lets waiting claims look again.
@@ -193,6 +217,11 @@ fn commit_batch(
 fn apply(conn: &Connection, op: &WriteOp, now: i64, context: &WriterContext) -> Result<WriteDone, StoreError> {
     match op {
         WriteOp::Enqueue(job) => queries::enqueue(conn, job, now, context.caps).map(WriteDone::Enqueued),
+        WriteOp::EnqueueMany(jobs) => jobs
+            .iter()
+            .map(|job| queries::enqueue(conn, job, now, context.caps))
+            .collect::<Result<Vec<_>, _>>()
+            .map(WriteDone::EnqueuedMany),
         WriteOp::SetPaused(paused) => queries::set_paused(conn, *paused, now).map(WriteDone::Changed),
         WriteOp::Claim { .. } if queries::is_paused(conn)? => {
             // A paused engine gets nothing; the waiting claim sleeps until resumed (resume wakes it).
