@@ -26,8 +26,20 @@ use crate::store::sqlite::SqliteStore;
 use crate::store::{BreakerPolicy, ControlStore, JobStore, RetryPolicy};
 
 /// What every handler can reach.
+/// Cheap to clone: every handler and middleware gets a copy, so the fields live behind one `Arc`.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppInner>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppInner;
+
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+/// The shared state itself.
+pub struct AppInner {
     pub jobs: Arc<dyn JobStore>,
     pub control: Arc<dyn ControlStore>,
     pub engines: Arc<EngineCache>,
@@ -53,7 +65,7 @@ pub struct AppState {
     pub created_since_total: Arc<std::sync::atomic::AtomicU64>,
 }
 
-impl AppState {
+impl AppInner {
     /// Queued jobs over all engines (and how fast they drain), for the total cap.
     pub async fn total_depth(&self) -> Result<(u64, f64), crate::store::StoreError> {
         let mut cached = self.total_depth.lock().await;
@@ -117,7 +129,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(addr = %addr, data_dir = %args.data.data_dir.display(), "listening");
 
     let shutdown = CancellationToken::new();
-    let state = AppState {
+    let state = AppState(Arc::new(AppInner {
         jobs: store.clone(),
         control: store.clone(),
         engines: Arc::new(EngineCache::new(store.clone(), Duration::from_secs(1))),
@@ -148,7 +160,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             per_ip: Limit::new("per-ip", args.rate_ip),
             per_user: Limit::new("per-user", args.rate_user),
         }),
-    };
+    }));
     tokio::spawn(forget_idle_buckets(state.rate_limits.clone(), shutdown.clone()));
     tokio::spawn(prune_audit_log(state.control.clone(), shutdown.clone()));
     let rules = AlertRules {
