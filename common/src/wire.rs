@@ -81,6 +81,12 @@ pub struct Job {
     /// For a queued job: how many runnable jobs on its engine will be claimed before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_position: Option<u64>,
+    /// A running job whose cancellation was asked for; the engine stops it at its next heartbeat.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel_requested: bool,
+    /// The latest progress a running job reported: `{"percent", "message"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Box<RawValue>>,
 }
 
 /// `GET /jobs` answer: newest first; `next_cursor` continues the listing.
@@ -151,12 +157,28 @@ pub struct ClaimResponse {
 pub struct HeartbeatRequest {
     pub lease_token: String,
     pub lease_ms: u64,
+    /// The job's progress, shown on `GET /jobs/{id}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+}
+
+/// How far a running job has come.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Progress {
+    /// 0-100.
+    pub percent: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// `POST /internal/jobs/{id}/heartbeat` answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HeartbeatResponse {
     pub lease_expires_at: String,
+    /// The user cancelled the job: stop it and finish with the `cancelled` outcome.
+    #[serde(default)]
+    pub cancel_requested: bool,
 }
 
 /// Whether an attempt worked.
@@ -165,6 +187,8 @@ pub struct HeartbeatResponse {
 pub enum AttemptOutcome {
     Succeeded,
     Failed,
+    /// Stopped because the user cancelled it.
+    Cancelled,
 }
 
 /// `POST /internal/jobs/{id}/finish`: the outcome of one attempt. A flat struct rather than a tagged enum

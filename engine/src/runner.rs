@@ -7,9 +7,21 @@ use flowork_common::wire::{AttemptOutcome, FinishRequest, HeartbeatRequest, Leas
 use serde_json::value::RawValue;
 
 use crate::client::{ClientError, GatewayClient, JobRef};
-use crate::handlers::{JobFailure, Registry};
+use crate::handlers::{JobFailure, ProgressSink, Registry};
 use crate::metrics::{EngineMetrics, KindLabels};
 use crate::pool::WorkerPool;
+
+/// How an attempt ended on this engine.
+enum Attempt {
+    Finished(Result<Box<RawValue>, JobFailure>),
+    Cancelled,
+}
+
+/// Why the lease keeper stopped.
+enum LeaseEnd {
+    Lost(ClientError),
+    CancelRequested,
+}
 
 /// What a worker needs to run jobs.
 pub struct JobRunner {
@@ -22,57 +34,73 @@ pub struct JobRunner {
 
 impl JobRunner {
     /// Runs a job to its end and reports it. Returns early, without reporting, if the lease is lost: another
-    /// engine may hold the job by then, and the gateway would refuse our report anyway.
+    /// engine may hold the job by then, and the gateway would refuse our report anyway. A job whose
+    /// cancellation is requested is dropped at once and reported `cancelled`.
     pub async fn run(self: Arc<Self>, lease: Lease) {
         let job_id = lease.job.id.clone();
         let kind = lease.job.kind.clone();
         let started = std::time::Instant::now();
+        let progress = ProgressSink::default();
         let outcome = tokio::select! {
-            outcome = self.execute(&lease) => outcome,
-            lost = self.keep_lease(job_ref(&lease), &lease.lease_token) => {
-                tracing::warn!(job_id, kind, error = %lost, "lease lost while running; abandoning the job");
-                return;
-            }
+            outcome = self.execute(&lease, &progress) => Attempt::Finished(outcome),
+            end = self.keep_lease(job_ref(&lease), &lease.lease_token, &progress) => match end {
+                LeaseEnd::Lost(error) => {
+                    tracing::warn!(job_id, kind, %error, "lease lost while running; abandoning the job");
+                    return;
+                }
+                LeaseEnd::CancelRequested => Attempt::Cancelled,
+            },
         };
         self.pool.finished(started.elapsed());
-        let outcome_label = if outcome.is_ok() { "succeeded" } else { "failed" };
+        let outcome_label = match &outcome {
+            Attempt::Finished(Ok(_)) => "succeeded",
+            Attempt::Finished(Err(_)) => "failed",
+            Attempt::Cancelled => "cancelled",
+        };
         self.metrics
             .job_duration
             .get_or_create(&KindLabels { kind: kind.clone(), outcome: outcome_label.into() })
             .observe(started.elapsed().as_secs_f64());
         let ms = started.elapsed().as_millis() as u64;
         match &outcome {
-            Ok(_) => tracing::info!(job_id, kind, ms, "job succeeded"),
-            Err(failure) => {
+            Attempt::Finished(Ok(_)) => tracing::info!(job_id, kind, ms, "job succeeded"),
+            Attempt::Finished(Err(failure)) => {
                 tracing::info!(job_id, kind, ms, error = %failure, retryable = failure.retryable, "job failed")
             }
+            Attempt::Cancelled => tracing::info!(job_id, kind, ms, "job cancelled"),
         }
         self.report(job_ref(&lease), &lease.lease_token, outcome).await;
     }
 
-    async fn execute(&self, lease: &Lease) -> Result<Box<RawValue>, JobFailure> {
+    async fn execute(&self, lease: &Lease, progress: &ProgressSink) -> Result<Box<RawValue>, JobFailure> {
         let job = &lease.job;
         let handler = self
             .handlers
             .get(&job.kind)
             .ok_or_else(|| JobFailure::permanent(format!("this engine has no handler for the kind {:?}", job.kind)))?;
         let timeout = Duration::from_millis(job.timeout_ms);
-        match tokio::time::timeout(timeout, handler.run(&job.payload)).await {
+        match tokio::time::timeout(timeout, handler.run(&job.payload, progress)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(JobFailure::retryable(format!("timed out after {} ms", job.timeout_ms))),
         }
     }
 
-    /// Renews the lease every third of its length; returns only when the gateway says it is gone.
-    async fn keep_lease(&self, job: JobRef<'_>, lease_token: &str) -> ClientError {
+    /// Renews the lease every third of its length, carrying the latest progress; returns only when the gateway
+    /// says the lease is gone or the job was cancelled.
+    async fn keep_lease(&self, job: JobRef<'_>, lease_token: &str, progress: &ProgressSink) -> LeaseEnd {
         let job_id = job.id;
         let every = Duration::from_millis((self.lease_ms / 3).max(50));
-        let request = HeartbeatRequest { lease_token: lease_token.to_string(), lease_ms: self.lease_ms };
         loop {
             tokio::time::sleep(every).await;
+            let request = HeartbeatRequest {
+                lease_token: lease_token.to_string(),
+                lease_ms: self.lease_ms,
+                progress: progress.take(),
+            };
             match self.client.heartbeat(job, &request).await {
+                Ok(answer) if answer.cancel_requested => return LeaseEnd::CancelRequested,
                 Ok(_) => {}
-                Err(error) if error.is_lease_lost() => return error,
+                Err(error) if error.is_lease_lost() => return LeaseEnd::Lost(error),
                 // A missed heartbeat is not fatal: the next one may pass before the lease ends.
                 Err(error) => tracing::warn!(job_id, %error, "heartbeat failed"),
             }
@@ -80,17 +108,24 @@ impl JobRunner {
     }
 
     /// Sends the outcome, retrying network trouble a few times.
-    async fn report(&self, job: JobRef<'_>, lease_token: &str, outcome: Result<Box<RawValue>, JobFailure>) {
+    async fn report(&self, job: JobRef<'_>, lease_token: &str, outcome: Attempt) {
         let job_id = job.id;
         let request = match outcome {
-            Ok(result) => FinishRequest {
+            Attempt::Cancelled => FinishRequest {
+                lease_token: lease_token.to_string(),
+                outcome: AttemptOutcome::Cancelled,
+                result: None,
+                error: None,
+                retryable: false,
+            },
+            Attempt::Finished(Ok(result)) => FinishRequest {
                 lease_token: lease_token.to_string(),
                 outcome: AttemptOutcome::Succeeded,
                 result: Some(result),
                 error: None,
                 retryable: false,
             },
-            Err(failure) => FinishRequest {
+            Attempt::Finished(Err(failure)) => FinishRequest {
                 lease_token: lease_token.to_string(),
                 outcome: AttemptOutcome::Failed,
                 result: None,

@@ -120,7 +120,7 @@ impl GatewayMetrics {
         if let Ok(mut attempts) = self.attempts.lock() {
             let entry = attempts.entry(engine.to_string()).or_default();
             entry.1 += 1;
-            if outcome != "succeeded" {
+            if outcome == "dead" || outcome == "queued" {
                 entry.0 += 1;
             }
         }

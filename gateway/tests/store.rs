@@ -119,7 +119,7 @@ async fn expired_leases_requeue_and_fence_the_old_holder() {
 
     // Heartbeats extend the lease past its first expiry.
     clock.advance_ms(8_000);
-    store.heartbeat("e1", &first.job.id, &first.lease_token, 10_000).await.unwrap();
+    store.heartbeat("e1", &first.job.id, &first.lease_token, 10_000, None).await.unwrap();
     clock.advance_ms(8_000);
     assert!(store.claim("e1", claim(1, 10_000), CancellationToken::new()).await.unwrap().is_empty());
 
@@ -131,7 +131,7 @@ async fn expired_leases_requeue_and_fence_the_old_holder() {
     assert_eq!(second.job.attempts, 2);
     let stale = store.finish("e1", &first.job.id, &first.lease_token, Finish::Succeeded { result: None }).await;
     assert!(matches!(stale, Err(StoreError::LeaseLost(_))));
-    let hb = store.heartbeat("e1", &first.job.id, &first.lease_token, 10_000).await;
+    let hb = store.heartbeat("e1", &first.job.id, &first.lease_token, 10_000, None).await;
     assert!(matches!(hb, Err(StoreError::LeaseLost(_))));
 
     // An expired but not yet reaped lease cannot finish either.

@@ -172,3 +172,39 @@ async fn builtin_handlers_and_timeouts() -> anyhow::Result<()> {
     assert!(job("timeout")["error"].as_str().unwrap().contains("timed out"));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_running_job_reports_progress_and_can_be_cancelled() -> anyhow::Result<()> {
+    let (ws, gw, api) = setup(&[]).await?;
+    let _engine = Engine::start(&ws, &gw, "local", 1, &["--lease-ms", "600"])?;
+    let job = api.post_job("long", &json!({"engine": "local", "kind": "sleep", "payload": {"ms": 20_000}})).await?;
+    let id = job.body["id"].as_str().unwrap().to_string();
+    let running = eventually(Duration::from_secs(20), "progress", || async {
+        let job = api.get(&format!("/jobs/{id}")).await?;
+        Ok((job.body["status"] == "running" && job.body["progress"]["percent"].as_f64() > Some(0.0))
+            .then_some(job.body))
+    })
+    .await?;
+    assert!(running["progress"]["message"].as_str().unwrap().contains("slept"));
+
+    let cancel = api.post(&format!("/jobs/{id}/cancel"), &json!({})).await?;
+    assert_eq!(cancel.status, StatusCode::ACCEPTED, "{}", cancel.body);
+    assert_eq!(cancel.body["cancel_requested"], true);
+    let cancelled = eventually(Duration::from_secs(10), "the engine to stop the job", || async {
+        let job = api.get(&format!("/jobs/{id}")).await?;
+        Ok((job.body["status"] == "cancelled").then_some(job.body))
+    })
+    .await?;
+    assert_eq!(cancelled["attempts"], 1);
+    assert_eq!(cancelled["error"], "cancelled while running");
+    let again = api.post(&format!("/jobs/{id}/cancel"), &json!({})).await?;
+    assert_eq!((again.status, again.code()), (StatusCode::CONFLICT, "not_cancellable"));
+    // The worker is free again.
+    let next = api.post_job("next", &json!({"engine": "local", "kind": "echo"})).await?;
+    let next_id = next.body["id"].as_str().unwrap().to_string();
+    eventually(Duration::from_secs(10), "the next job", || async {
+        Ok((api.get(&format!("/jobs/{next_id}")).await?.body["status"] == "succeeded").then_some(()))
+    })
+    .await?;
+    Ok(())
+}

@@ -3,13 +3,13 @@
 use async_trait::async_trait;
 use serde_json::value::RawValue;
 
-use super::{JobFailure, JobHandler};
+use super::{JobFailure, JobHandler, ProgressSink};
 
 pub struct Echo;
 
 #[async_trait]
 impl JobHandler for Echo {
-    async fn run(&self, payload: &RawValue) -> Result<Box<RawValue>, JobFailure> {
+    async fn run(&self, payload: &RawValue, _progress: &ProgressSink) -> Result<Box<RawValue>, JobFailure> {
         Ok(payload.to_owned())
     }
 }

@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use super::{JobFailure, JobHandler, parse_payload, to_result};
+use super::{JobFailure, JobHandler, ProgressSink, parse_payload, to_result};
 use crate::config::ExecConfig;
 
 /// Largest output kept.
@@ -36,7 +36,7 @@ impl Exec {
 
 #[async_trait]
 impl JobHandler for Exec {
-    async fn run(&self, payload: &RawValue) -> Result<Box<RawValue>, JobFailure> {
+    async fn run(&self, payload: &RawValue, _progress: &ProgressSink) -> Result<Box<RawValue>, JobFailure> {
         let payload: ExecPayload = parse_payload("exec", payload)?;
         let argv = self.commands.get(&payload.command).ok_or_else(|| {
             JobFailure::permanent(format!("{:?} is not a command in this engine's [exec.commands]", payload.command))
@@ -90,13 +90,13 @@ mod tests {
     #[cfg(unix)]
     #[tokio::test]
     async fn runs_named_commands_only() {
-        let out = exec().run(&raw(r#"{"command":"count","stdin":"hello"}"#)).await.unwrap();
+        let out = exec().run(&raw(r#"{"command":"count","stdin":"hello"}"#), &ProgressSink::default()).await.unwrap();
         assert_eq!(serde_json::from_str::<String>(out.get()).unwrap().trim(), "5");
-        let err = exec().run(&raw(r#"{"command":"rm"}"#)).await.unwrap_err();
+        let err = exec().run(&raw(r#"{"command":"rm"}"#), &ProgressSink::default()).await.unwrap_err();
         assert!(!err.retryable && err.message.contains("not a command"), "{err}");
-        let err = exec().run(&raw(r#"{"command":"fail"}"#)).await.unwrap_err();
+        let err = exec().run(&raw(r#"{"command":"fail"}"#), &ProgressSink::default()).await.unwrap_err();
         assert!(err.message.contains("no"), "{err}");
-        let err = exec().run(&raw(r#"{"cmd":"count"}"#)).await.unwrap_err();
+        let err = exec().run(&raw(r#"{"cmd":"count"}"#), &ProgressSink::default()).await.unwrap_err();
         assert!(!err.retryable);
     }
 }

@@ -10,7 +10,7 @@ use reqwest::Url;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{JobFailure, JobHandler, parse_payload, to_result};
+use super::{JobFailure, JobHandler, ProgressSink, parse_payload, to_result};
 use crate::config::{ConfigError, HttpConfig};
 
 /// Largest response body kept as a result.
@@ -64,7 +64,7 @@ pub fn is_allowed(url: &Url, prefix: &Url) -> bool {
 
 #[async_trait]
 impl JobHandler for HttpPost {
-    async fn run(&self, payload: &RawValue) -> Result<Box<RawValue>, JobFailure> {
+    async fn run(&self, payload: &RawValue, _progress: &ProgressSink) -> Result<Box<RawValue>, JobFailure> {
         let payload: HttpPayload = parse_payload("http", payload)?;
         let url = Url::parse(&payload.url).map_err(|e| JobFailure::permanent(format!("invalid url: {e}")))?;
         if !self.allow.iter().any(|prefix| is_allowed(&url, prefix)) {

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use serde_json::value::RawValue;
 
 use crate::config::FileConfig;
+use flowork_common::wire::Progress;
 
 /// Why an attempt failed, and whether another attempt could succeed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -33,10 +34,29 @@ impl JobFailure {
     }
 }
 
-/// Runs one kind of job. The payload is the job's JSON; the result becomes the job's result.
+/// Where a handler reports how far it has come; the next heartbeat carries it to the gateway.
+#[derive(Debug, Clone, Default)]
+pub struct ProgressSink(std::sync::Arc<std::sync::Mutex<Option<Progress>>>);
+
+impl ProgressSink {
+    /// Records progress (0-100) and an optional short message.
+    pub fn report(&self, percent: f64, message: Option<String>) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(Progress { percent: percent.clamp(0.0, 100.0), message });
+        }
+    }
+
+    /// The progress reported since the last call, if any.
+    pub fn take(&self) -> Option<Progress> {
+        self.0.lock().ok().and_then(|mut slot| slot.take())
+    }
+}
+
+/// Runs one kind of job. The payload is the job's JSON; the result becomes the job's result. A handler is
+/// cancelled by being dropped (at its next `.await`), so it should not hold state that a drop would corrupt.
 #[async_trait]
 pub trait JobHandler: Send + Sync {
-    async fn run(&self, payload: &RawValue) -> Result<Box<RawValue>, JobFailure>;
+    async fn run(&self, payload: &RawValue, progress: &ProgressSink) -> Result<Box<RawValue>, JobFailure>;
 }
 
 /// Parses a payload into a handler's own type, failing the job (not retryable) on a mismatch.

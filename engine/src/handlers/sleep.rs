@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 
-use super::{JobFailure, JobHandler, parse_payload, to_result};
+use super::{JobFailure, JobHandler, ProgressSink, parse_payload, to_result};
 
 /// The longest sleep accepted (a day).
 const MAX_MS: u64 = 86_400_000;
@@ -22,12 +22,20 @@ pub struct Sleep;
 
 #[async_trait]
 impl JobHandler for Sleep {
-    async fn run(&self, payload: &RawValue) -> Result<Box<RawValue>, JobFailure> {
+    async fn run(&self, payload: &RawValue, progress: &ProgressSink) -> Result<Box<RawValue>, JobFailure> {
         let SleepPayload { ms } = parse_payload("sleep", payload)?;
         if ms > MAX_MS {
             return Err(JobFailure::permanent(format!("sleep ms must be at most {MAX_MS}")));
         }
-        tokio::time::sleep(Duration::from_millis(ms)).await;
+        // Sleep in tenths, reporting progress after each.
+        let step = Duration::from_millis(ms) / 10;
+        for tenth in 1..=10u32 {
+            tokio::time::sleep(step).await;
+            progress.report(
+                f64::from(tenth) * 10.0,
+                Some(format!("slept {} of {ms} ms", step.as_millis() * u128::from(tenth))),
+            );
+        }
         to_result(&json!({ "slept_ms": ms }))
     }
 }

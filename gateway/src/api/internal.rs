@@ -81,8 +81,19 @@ pub async fn heartbeat(
     check_lease_ms(request.lease_ms)?;
     state.presence.seen(&engine.id, state.clock.now_ms(), None);
     note_job(log.as_ref().map(|l| &l.0), &id);
-    let expires = state.jobs.heartbeat(&engine.id, &id, &request.lease_token, request.lease_ms).await?;
-    Ok(Json(HeartbeatResponse { lease_expires_at: format_ms(expires) }))
+    let progress = match &request.progress {
+        Some(p) if !(0.0..=100.0).contains(&p.percent) => {
+            return Err(ApiError::unprocessable("invalid_progress", "progress percent must be between 0 and 100"));
+        }
+        Some(p) => {
+            let message = p.message.as_deref().map(|m| m.chars().take(500).collect::<String>());
+            Some(serde_json::json!({"percent": p.percent, "message": message}).to_string())
+        }
+        None => None,
+    };
+    let (expires, cancel_requested) =
+        state.jobs.heartbeat(&engine.id, &id, &request.lease_token, request.lease_ms, progress).await?;
+    Ok(Json(HeartbeatResponse { lease_expires_at: format_ms(expires), cancel_requested }))
 }
 
 /// `POST /internal/jobs/{id}/finish`: records the attempt's outcome; a stale lease token is refused (fencing).
@@ -104,6 +115,7 @@ pub async fn finish(
             }
             Finish::Succeeded { result }
         }
+        AttemptOutcome::Cancelled => Finish::Cancelled,
         AttemptOutcome::Failed => {
             let error = request.error.unwrap_or_else(|| "the engine reported a failure without a message".into());
             Finish::Failed { error: error.chars().take(MAX_ERROR_CHARS).collect(), retryable: request.retryable }

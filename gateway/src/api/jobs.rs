@@ -209,15 +209,17 @@ pub async fn list(
     Ok(Json(state.jobs.list_jobs(&user.id, query).await?))
 }
 
-/// `POST /jobs/{id}/cancel`: cancels a queued job; 409 once it runs or has finished.
+/// `POST /jobs/{id}/cancel`: cancels a queued job at once (200); asks the engine to stop a running one (202,
+/// `cancel_requested`); 409 once the job has finished.
 pub async fn cancel(
     State(state): State<AppState>,
     user: AuthUser,
     Path(id): Path<String>,
-) -> Result<Json<Job>, ApiError> {
+) -> Result<(StatusCode, Json<Job>), ApiError> {
     check_job_id(&id)?;
     match state.jobs.cancel(&user.id, &id).await? {
-        CancelOutcome::Cancelled(job) => Ok(Json(*job)),
+        CancelOutcome::Cancelled(job) => Ok((StatusCode::OK, Json(*job))),
+        CancelOutcome::Requested(job) => Ok((StatusCode::ACCEPTED, Json(*job))),
         CancelOutcome::NotCancellable(status) => Err(ApiError::conflict(
             "not_cancellable",
             format!("the job is {} and can no longer be cancelled", status.as_str()),

@@ -64,6 +64,8 @@ pub struct ListQuery {
 #[derive(Debug)]
 pub enum CancelOutcome {
     Cancelled(Box<Job>),
+    /// The job runs: its engine is asked to stop it.
+    Requested(Box<Job>),
     /// The job exists but is past the point where it can be cancelled.
     NotCancellable(JobStatus),
     NotFound,
@@ -81,8 +83,15 @@ pub struct ClaimParams {
 /// The outcome an engine reports for one attempt.
 #[derive(Debug, Clone)]
 pub enum Finish {
-    Succeeded { result: Option<String> },
-    Failed { error: String, retryable: bool },
+    Succeeded {
+        result: Option<String>,
+    },
+    Failed {
+        error: String,
+        retryable: bool,
+    },
+    /// The engine stopped the job after its cancellation was requested.
+    Cancelled,
 }
 
 /// Where a finished attempt left the job.
@@ -242,7 +251,16 @@ pub trait JobStore: Send + Sync + 'static {
     async fn claim(&self, engine: &str, params: ClaimParams, stop: CancellationToken)
     -> Result<Vec<Lease>, StoreError>;
     /// Extends a lease; returns the new expiry (Unix ms).
-    async fn heartbeat(&self, engine: &str, job_id: &str, lease_token: &str, lease_ms: u64) -> Result<i64, StoreError>;
+    /// Extends a lease (recording progress, if any); returns the new expiry (Unix ms) and whether the job's
+    /// cancellation was requested.
+    async fn heartbeat(
+        &self,
+        engine: &str,
+        job_id: &str,
+        lease_token: &str,
+        lease_ms: u64,
+        progress: Option<String>,
+    ) -> Result<(i64, bool), StoreError>;
     async fn finish(
         &self,
         engine: &str,

@@ -44,6 +44,11 @@ pub const SHARD: &[Migration] = &[
         name: "0005_engine_state",
         sql: include_str!("../../../../migrations/shard/0005_engine_state.sql"),
     },
+    Migration {
+        version: 6,
+        name: "0006_cancel_progress",
+        sql: include_str!("../../../../migrations/shard/0006_cancel_progress.sql"),
+    },
 ];
 
 /// The newest version in a migration set.

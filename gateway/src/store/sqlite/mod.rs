@@ -267,11 +267,19 @@ impl JobStore for SqliteStore {
         }
     }
 
-    async fn heartbeat(&self, engine: &str, job_id: &str, lease_token: &str, lease_ms: u64) -> Result<i64, StoreError> {
+    async fn heartbeat(
+        &self,
+        engine: &str,
+        job_id: &str,
+        lease_token: &str,
+        lease_ms: u64,
+        progress: Option<String>,
+    ) -> Result<(i64, bool), StoreError> {
         let shard = self.shard(engine).await?;
-        let op = WriteOp::Heartbeat { job_id: job_id.to_string(), lease_token: lease_token.to_string(), lease_ms };
+        let op =
+            WriteOp::Heartbeat { job_id: job_id.to_string(), lease_token: lease_token.to_string(), lease_ms, progress };
         match shard.writer.write(op).await? {
-            WriteDone::Heartbeat(expires) => Ok(expires),
+            WriteDone::Heartbeat(expires, cancel) => Ok((expires, cancel)),
             other => Err(unexpected(other)),
         }
     }

@@ -17,7 +17,7 @@ use crate::store::{
 
 /// The columns `job_from_row` reads, in order.
 const JOB_COLUMNS: &str = "id, user_id, kind, status, payload, attempts, max_attempts, priority, timeout_ms, run_at, \
-                           enqueued_at, claimed_at, finished_at, result, error, traceparent";
+                           enqueued_at, claimed_at, finished_at, result, error, traceparent, cancel_requested, progress";
 
 fn raw_json(text: String, column: usize) -> rusqlite::Result<Box<RawValue>> {
     RawValue::from_string(text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(column, Type::Text, Box::new(e)))
@@ -49,6 +49,8 @@ fn job_from_row(row: &Row<'_>, engine: &str) -> rusqlite::Result<Job> {
         error: row.get(14)?,
         traceparent: row.get(15)?,
         queue_position: None,
+        cancel_requested: row.get(16)?,
+        progress: row.get::<_, Option<String>>(17)?.map(|p| raw_json(p, 17)).transpose()?,
     })
 }
 
@@ -110,6 +112,8 @@ pub fn enqueue(conn: &Connection, job: &NewJob, now: i64, caps: AdmissionLimits)
             error: None,
             traceparent: job.traceparent.clone(),
             queue_position: None,
+            cancel_requested: false,
+            progress: None,
         }));
     }
     existing_for_key(conn, job)?.ok_or_else(|| StoreError::Task("an idempotency conflict without a row".into()))
@@ -122,7 +126,7 @@ pub fn existing_for_key(conn: &Connection, job: &NewJob) -> Result<Option<Enqueu
     let existing = conn
         .prepare_cached(&sql)?
         .query_row(params![job.user, job.idempotency_key], |row| {
-            Ok((job_from_row(row, &job.engine)?, row.get::<_, String>(16)?))
+            Ok((job_from_row(row, &job.engine)?, row.get::<_, String>(18)?))
         })
         .optional()?;
     Ok(existing.map(|(found, fingerprint)| {
@@ -194,7 +198,7 @@ pub fn claim(
     let rows = stmt.query_map(params![worker, expires, now, max, only_kind], |row| {
         let runnable_since = row.get::<_, i64>(9)?.max(row.get::<_, i64>(10)?);
         let lease =
-            Lease { job: job_from_row(row, engine)?, lease_token: row.get(16)?, lease_expires_at: format_ms(expires) };
+            Lease { job: job_from_row(row, engine)?, lease_token: row.get(18)?, lease_expires_at: format_ms(expires) };
         Ok((lease, now - runnable_since))
     })?;
     let (mut leases, waited): (Vec<Lease>, Vec<i64>) = rows.collect::<rusqlite::Result<Vec<_>>>()?.into_iter().unzip();
@@ -222,16 +226,22 @@ pub fn heartbeat(
     job_id: &str,
     lease_token: &str,
     lease_ms: u64,
+    progress: Option<&str>,
     now: i64,
-) -> Result<i64, StoreError> {
+) -> Result<(i64, bool), StoreError> {
     let expires = now.saturating_add(lease_ms as i64);
-    let updated = conn
+    let renewed: Option<bool> = conn
         .prepare_cached(
-            "UPDATE jobs SET lease_expires_at = ?1
-             WHERE id = ?2 AND status = 'running' AND lease_token = ?3 AND lease_expires_at > ?4",
+            "UPDATE jobs SET lease_expires_at = ?1, progress = coalesce(?5, progress)
+             WHERE id = ?2 AND status = 'running' AND lease_token = ?3 AND lease_expires_at > ?4
+             RETURNING cancel_requested",
         )?
-        .execute(params![expires, job_id, lease_token, now])?;
-    if updated == 1 { Ok(expires) } else { Err(lease_failure(conn, job_id)?) }
+        .query_row(params![expires, job_id, lease_token, now, progress], |r| r.get(0))
+        .optional()?;
+    match renewed {
+        Some(cancel_requested) => Ok((expires, cancel_requested)),
+        None => Err(lease_failure(conn, job_id)?),
+    }
 }
 
 /// Records an attempt's outcome, if `lease_token` still holds a live lease (fencing).
@@ -276,6 +286,14 @@ pub fn finish(
             .execute(params![run_at, error, job_id])?;
             Ok(FinishOutcome { status: JobStatus::Queued, run_at_ms: Some(run_at), kind })
         }
+        Finish::Cancelled => {
+            conn.prepare_cached(&format!(
+                "UPDATE jobs SET status = 'cancelled', error = 'cancelled while running', finished_at = ?1, {CLEAR_LEASE}
+                 WHERE id = ?2"
+            ))?
+            .execute(params![now, job_id])?;
+            Ok(FinishOutcome { status: JobStatus::Cancelled, run_at_ms: None, kind })
+        }
         Finish::Failed { error, .. } => {
             conn.prepare_cached(&format!(
                 "UPDATE jobs SET status = 'dead', error = ?1, finished_at = ?2, {CLEAR_LEASE} WHERE id = ?3"
@@ -302,6 +320,16 @@ pub fn cancel(
         conn.prepare_cached(&sql)?.query_row(params![now, job_id, user], |row| job_from_row(row, engine)).optional()?;
     if let Some(job) = cancelled {
         return Ok(CancelOutcome::Cancelled(Box::new(job)));
+    }
+    // A running job: ask its engine to stop it (it learns at its next heartbeat).
+    let sql = format!(
+        "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1 AND user_id = ?2 AND status = 'running'
+         RETURNING {JOB_COLUMNS}"
+    );
+    let requested =
+        conn.prepare_cached(&sql)?.query_row(params![job_id, user], |row| job_from_row(row, engine)).optional()?;
+    if let Some(job) = requested {
+        return Ok(CancelOutcome::Requested(Box::new(job)));
     }
     let status: Option<String> = conn
         .prepare_cached("SELECT status FROM jobs WHERE id = ?1 AND user_id = ?2")?

@@ -40,6 +40,7 @@ pub enum WriteOp {
         job_id: String,
         lease_token: String,
         lease_ms: u64,
+        progress: Option<String>,
     },
     Finish {
         job_id: String,
@@ -73,7 +74,8 @@ pub enum WriteDone {
         leases: Vec<Lease>,
         next_due_ms: Option<i64>,
     },
-    Heartbeat(i64),
+    /// The new lease expiry, and whether cancellation was requested.
+    Heartbeat(i64, bool),
     Finished(FinishOutcome),
     Cancelled(CancelOutcome),
     Reaped(u64),
@@ -252,17 +254,22 @@ fn apply(conn: &Connection, op: &WriteOp, now: i64, context: &WriterContext) -> 
                 if leases.is_empty() { queries::next_due(conn, context.breaker.cooldown_ms)? } else { None };
             Ok(WriteDone::Claimed { leases, next_due_ms })
         }
-        WriteOp::Heartbeat { job_id, lease_token, lease_ms } => {
-            queries::heartbeat(conn, job_id, lease_token, *lease_ms, now).map(WriteDone::Heartbeat)
+        WriteOp::Heartbeat { job_id, lease_token, lease_ms, progress } => {
+            queries::heartbeat(conn, job_id, lease_token, *lease_ms, progress.as_deref(), now)
+                .map(|(expires, cancel)| WriteDone::Heartbeat(expires, cancel))
         }
         WriteOp::Finish { job_id, lease_token, finish } => {
             let unit: f64 = rand::random();
             let outcome = queries::finish(conn, job_id, lease_token, finish, now, context.retry, unit)?;
+            // A cancellation says nothing about whether the kind works.
             let failed = match finish {
-                Finish::Succeeded { .. } => None,
-                Finish::Failed { error, .. } => Some(error.as_str()),
+                Finish::Succeeded { .. } => Some(None),
+                Finish::Failed { error, .. } => Some(Some(error.as_str())),
+                Finish::Cancelled => None,
             };
-            breakers::record(conn, &outcome.kind, job_id, failed, now, context.breaker)?;
+            if let Some(failed) = failed {
+                breakers::record(conn, &outcome.kind, job_id, failed, now, context.breaker)?;
+            }
             Ok(WriteDone::Finished(outcome))
         }
         WriteOp::Cancel { user, job_id } => {
