@@ -10,5 +10,6 @@ pub mod ids;
 pub mod logging;
 pub mod signal;
 pub mod siwe;
+pub mod telemetry;
 pub mod timefmt;
 pub mod wire;

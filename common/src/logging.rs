@@ -16,6 +16,8 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
+use crate::telemetry::Telemetry;
+
 /// The target of request lines.
 pub const REQUEST_TARGET: &str = "flowork::request";
 
@@ -43,15 +45,33 @@ impl FromStr for LogFormat {
 }
 
 /// Installs the global subscriber; `RUST_LOG` overrides the default `info` level. Logs go to stderr so
-/// that commands printing results (tokens, JSON) keep stdout clean.
-pub fn init(format: Option<LogFormat>) {
+/// that commands printing results (tokens, JSON) keep stdout clean. When the standard OTLP variables are set
+/// (see `telemetry`), spans are also exported as traces; the returned handle flushes them at exit.
+pub fn init(format: Option<LogFormat>, service: &str) -> Option<Telemetry> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let format = format.unwrap_or(if std::io::stderr().is_terminal() { LogFormat::Pretty } else { LogFormat::Json });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.event_format(JsonLines).try_init(),
-        LogFormat::Pretty => builder.try_init(),
+    let (json, pretty) = match format {
+        LogFormat::Json => {
+            (Some(tracing_subscriber::fmt::layer().event_format(JsonLines).with_writer(std::io::stderr)), None)
+        }
+        LogFormat::Pretty => (None, Some(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))),
     };
+    let (traces, telemetry) = if crate::telemetry::wanted() {
+        match crate::telemetry::layer(service) {
+            Ok((layer, telemetry)) => (Some(layer), Some(telemetry)),
+            Err(error) => {
+                eprintln!("traces are off: {error}");
+                (None, None)
+            }
+        }
+    } else {
+        (None, None)
+    };
+    let _ = tracing_subscriber::registry().with(traces).with(filter).with(json).with(pretty).try_init();
+    telemetry
 }
 
 /// One JSON object per event: `timestamp`, `level`, `target`, `message` and the event's fields.

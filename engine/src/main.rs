@@ -7,6 +7,10 @@ use flowork_engine::config::EngineArgs;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = EngineArgs::parse();
-    logging::init(args.log_format);
-    flowork_engine::run(args).await
+    let telemetry = logging::init(args.log_format, "flowork-engine");
+    let result = flowork_engine::run(args).await;
+    if let Some(telemetry) = telemetry {
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    }
+    result
 }

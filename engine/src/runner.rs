@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use flowork_common::wire::{AttemptOutcome, FinishRequest, HeartbeatRequest, Lease};
 use serde_json::value::RawValue;
+use tracing::Instrument;
 
 use crate::client::{ClientError, GatewayClient, JobRef};
 use crate::handlers::{JobFailure, ProgressSink, Registry};
@@ -41,8 +42,12 @@ impl JobRunner {
         let kind = lease.job.kind.clone();
         let started = std::time::Instant::now();
         let progress = ProgressSink::default();
+        // The execution span is a child of the traceparent the job was submitted with.
+        let span =
+            tracing::info_span!("job.execute", otel.name = %format!("execute {kind}"), job_id = %job_id, kind = %kind);
+        flowork_common::telemetry::set_parent(&span, lease.job.traceparent.as_deref());
         let outcome = tokio::select! {
-            outcome = self.execute(&lease, &progress) => Attempt::Finished(outcome),
+            outcome = self.execute(&lease, &progress).instrument(span) => Attempt::Finished(outcome),
             end = self.keep_lease(job_ref(&lease), &lease.lease_token, &progress) => match end {
                 LeaseEnd::Lost(error) => {
                     tracing::warn!(job_id, kind, %error, "lease lost while running; abandoning the job");

@@ -8,13 +8,17 @@ use flowork_gateway::{commands, server};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    logging::init(cli.log_format);
-    match cli.command {
+    let telemetry = logging::init(cli.log_format, "flowork-gateway");
+    let result = match cli.command {
         Command::Serve(args) => server::serve(*args).await,
         Command::Engine(command) => commands::engine(command).await,
         Command::Token(command) => commands::token(command).await,
         Command::Keys(command) => commands::keys(command).await,
         Command::Audit(command) => commands::audit(command).await,
         Command::Admin(command) => commands::admin(command).await,
+    };
+    if let Some(telemetry) = telemetry {
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     }
+    result
 }

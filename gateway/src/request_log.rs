@@ -12,6 +12,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use flowork_common::logging::REQUEST_TARGET;
 use flowork_common::wire::ErrorBody;
+use tracing::Instrument;
 
 use crate::metrics::{HttpLabels, RefusalLabels};
 use crate::server::AppState;
@@ -72,8 +73,17 @@ pub async fn log_requests(State(state): State<AppState>, mut request: Request, n
     let ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| {
         crate::client_ip::resolve(addr.ip(), request.headers(), &state.network.trusted_proxies).to_string()
     });
-    let response = next.run(request).await;
+    // The request's span: a child of the caller's traceparent, so a trace runs from the client on.
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = %format!("{method} {route}"),
+        http.route = %route,
+        http.status_code = tracing::field::Empty
+    );
+    flowork_common::telemetry::set_parent(&span, request.headers().get("traceparent").and_then(|v| v.to_str().ok()));
+    let response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
+    span.record("http.status_code", status);
     let latency_ms = started.elapsed().as_secs_f64() * 1_000.0;
     state
         .metrics

@@ -172,9 +172,20 @@ impl Gateway {
 
     /// Starts `flowork-gateway serve` on `listen` (for restarts on the same port).
     pub async fn start_on(ws: &Workspace, listen: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with_env(ws, listen, extra, &[]).await
+    }
+
+    /// Starts `flowork-gateway serve` with extra environment variables.
+    pub async fn start_with_env(
+        ws: &Workspace,
+        listen: &str,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let log = ws.path(&format!("gateway-{}.log", unique()));
         let mut command = Command::new(bin("flowork-gateway"));
         command.arg("serve").arg("--listen").arg(listen).arg("--data-dir").arg(ws.data_dir()).args(extra);
+        command.envs(envs.iter().copied());
         let mut process = Process::spawn(command, log)?;
         let deadline = Instant::now() + Duration::from_secs(20);
         let addr = loop {
@@ -231,6 +242,18 @@ impl Engine {
         workers: u32,
         extra: &[&str],
     ) -> anyhow::Result<Self> {
+        Self::start_with_env(ws, gateway, engine, workers, extra, &[])
+    }
+
+    /// Starts `flowork-engine` with extra environment variables.
+    pub fn start_with_env(
+        ws: &Workspace,
+        gateway: &Gateway,
+        engine: &str,
+        workers: u32,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let log = ws.path(&format!("engine-{engine}-{}.log", unique()));
         let mut command = Command::new(bin("flowork-engine"));
         command
@@ -242,7 +265,8 @@ impl Engine {
             .arg(ws.token_file(engine))
             .arg("--workers")
             .arg(workers.to_string())
-            .args(extra);
+            .args(extra)
+            .envs(envs.iter().copied());
         Ok(Self { process: Process::spawn(command, log)? })
     }
 }

@@ -186,3 +186,55 @@ async fn an_alert_fires_once_and_resolves_once_at_a_webhook() -> anyhow::Result<
     assert_eq!(messages[1]["status"], "resolved");
     Ok(())
 }
+
+#[tokio::test]
+async fn one_trace_runs_from_the_client_through_the_gateway_to_the_engine() -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let ws = Workspace::new()?;
+    let spans_file = ws.path("spans.jsonl");
+    let mut receiver = std::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/otlp_receiver.py"))
+        .arg(&spans_file)
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut port = String::new();
+    std::io::BufReader::new(receiver.stdout.take().unwrap()).read_line(&mut port)?;
+    let endpoint = format!("http://127.0.0.1:{}", port.trim());
+    let envs = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")];
+
+    ws.add_engine("local")?;
+    let gw = Gateway::start_with_env(&ws, "127.0.0.1:0", &[], &envs).await?;
+    let _engine = Engine::start_with_env(&ws, &gw, "local", 1, &[], &envs)?;
+    let api = Api::new(&gw, &ws.mint("alice", "1h")?);
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let client_span = "b7ad6b7169203331";
+    let created = api
+        .http
+        .post(format!("{}/jobs", gw.base))
+        .bearer_auth(&api.token)
+        .header("idempotency-key", "traced")
+        .header("traceparent", format!("00-{trace}-{client_span}-01"))
+        .json(&json!({"engine": "local", "kind": "echo", "payload": 1}))
+        .send()
+        .await?;
+    assert_eq!(created.status(), StatusCode::CREATED);
+
+    let spans = eventually(Duration::from_secs(30), "gateway and engine spans of the trace", || async {
+        let text = std::fs::read_to_string(&spans_file).unwrap_or_default();
+        let spans: Vec<Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|s| s["trace_id"] == trace)
+            .collect();
+        let from = |service: &str, name: &str| spans.iter().any(|s| s["service"] == service && s["name"] == name);
+        Ok((from("flowork-gateway", "POST /jobs") && from("flowork-engine", "execute echo")).then_some(spans))
+    })
+    .await?;
+    let post = spans.iter().find(|s| s["name"] == "POST /jobs").unwrap();
+    assert_eq!(post["parent_span_id"], client_span, "the gateway's request span is the client's child");
+    let execute = spans.iter().find(|s| s["name"] == "execute echo").unwrap();
+    assert_eq!(execute["parent_span_id"], client_span, "the engine's execution span continues the same trace");
+    assert_eq!(execute["path"], "/v1/traces");
+    let _ = receiver.kill();
+    Ok(())
+}

@@ -17,6 +17,7 @@ use crate::server::AppState;
 use crate::store::{ClaimParams, Finish};
 use axum::Extension;
 use flowork_common::timefmt::parse_ms;
+use tracing::Instrument;
 
 /// Bounds of what an engine may ask for.
 const MAX_CLAIM: u32 = 1_000;
@@ -58,7 +59,8 @@ pub async fn claim(
     }
     let params =
         ClaimParams { max: request.max, wait_ms: request.wait_ms.min(MAX_WAIT_MS), lease_ms: request.lease_ms, worker };
-    let leases = state.jobs.claim(&engine.id, params, state.shutdown.clone()).await?;
+    let span = tracing::info_span!("claim", engine = %engine.id, max = params.max);
+    let leases = state.jobs.claim(&engine.id, params, state.shutdown.clone()).instrument(span).await?;
     let histogram = state.metrics.claim_latency.get_or_create(&EngineLabels { engine: engine.id.clone() });
     for lease in &leases {
         let job = &lease.job;

@@ -203,6 +203,7 @@ fn commit_batch(
     context: &WriterContext,
 ) -> Result<Vec<Result<WriteDone, StoreError>>, StoreError> {
     let now = context.clock.now_ms();
+    let _span = tracing::info_span!("shard.transaction", engine = %context.engine, writes = batch.len()).entered();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(batch.len());
     for request in batch {
