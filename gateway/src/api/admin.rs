@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
-use super::engines::{AddressCase, users_json};
+use super::engines::edit_whitelist;
 use crate::audit::AuditEntry;
 use crate::auth::extract::AuthAdmin;
 use crate::client_ip::ClientIp;
@@ -41,11 +41,7 @@ pub async fn allow_user(
     Path((engine, user)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     admin.require("engines:write")?;
-    flowork_common::ids::validate_user_id(&user).map_err(|e| ApiError::unprocessable("invalid_user", e.to_string()))?;
-    let user = user.to_lowercase_if_address();
-    state.jobs.allow_user(&engine, &user, false).await?;
-    audited(&state, &admin, ip, "engine.allow", &format!("{engine}/{user}")).await;
-    Ok(Json(users_json(&engine, &state.jobs.allowed_users(&engine).await?)))
+    edit_whitelist(&state, &engine, &user, true, admin.actor(), ip).await
 }
 
 /// `DELETE /admin/engines/{id}/users/{user}` (scope `engines:write`).
@@ -56,10 +52,7 @@ pub async fn disallow_user(
     Path((engine, user)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     admin.require("engines:write")?;
-    let user = user.to_lowercase_if_address();
-    state.jobs.disallow_user(&engine, &user).await?;
-    audited(&state, &admin, ip, "engine.disallow", &format!("{engine}/{user}")).await;
-    Ok(Json(users_json(&engine, &state.jobs.allowed_users(&engine).await?)))
+    edit_whitelist(&state, &engine, &user, false, admin.actor(), ip).await
 }
 
 /// `GET /admin/audit/verify` (scope `audit:read`): checks the audit chain.

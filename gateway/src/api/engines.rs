@@ -51,6 +51,31 @@ pub async fn list_users(
     Ok(Json(users_json(&engine, &state.jobs.allowed_users(&engine).await?)))
 }
 
+/// Adds (`allow`) or removes a user on an engine's whitelist, audits it as `actor`, and answers with the
+/// whitelist. The owner's and the operator's endpoints both end here.
+pub async fn edit_whitelist(
+    state: &AppState,
+    engine: &str,
+    user: &str,
+    allow: bool,
+    actor: String,
+    ip: ClientIp,
+) -> Result<Json<Value>, ApiError> {
+    let user = user.to_string().to_lowercase_if_address();
+    let action = if allow {
+        check_user_id(&user)?;
+        state.jobs.allow_user(engine, &user, false).await?;
+        "engine.allow"
+    } else {
+        state.jobs.disallow_user(engine, &user).await?;
+        "engine.disallow"
+    };
+    state
+        .audit(AuditEntry::new(actor, action, "ok").target(format!("{engine}/{user}")).ip(Some(ip.0.to_string())))
+        .await;
+    Ok(Json(users_json(engine, &state.jobs.allowed_users(engine).await?)))
+}
+
 /// `PUT /engines/{id}/users/{user}`: the owner allows a user.
 pub async fn allow_user(
     State(state): State<AppState>,
@@ -59,17 +84,7 @@ pub async fn allow_user(
     Path((engine, user)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     require_owner(&state, &engine, &owner.id).await?;
-    check_user_id(&user)?;
-    let user = user.to_lowercase_if_address();
-    state.jobs.allow_user(&engine, &user, false).await?;
-    state
-        .audit(
-            AuditEntry::new(&owner.id, "engine.allow", "ok")
-                .target(format!("{engine}/{user}"))
-                .ip(Some(ip.0.to_string())),
-        )
-        .await;
-    Ok(Json(users_json(&engine, &state.jobs.allowed_users(&engine).await?)))
+    edit_whitelist(&state, &engine, &user, true, owner.id, ip).await
 }
 
 /// `DELETE /engines/{id}/users/{user}`: the owner removes a user (never themselves).
@@ -80,16 +95,7 @@ pub async fn disallow_user(
     Path((engine, user)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     require_owner(&state, &engine, &owner.id).await?;
-    let user = user.to_lowercase_if_address();
-    state.jobs.disallow_user(&engine, &user).await?;
-    state
-        .audit(
-            AuditEntry::new(&owner.id, "engine.disallow", "ok")
-                .target(format!("{engine}/{user}"))
-                .ip(Some(ip.0.to_string())),
-        )
-        .await;
-    Ok(Json(users_json(&engine, &state.jobs.allowed_users(&engine).await?)))
+    edit_whitelist(&state, &engine, &user, false, owner.id, ip).await
 }
 
 /// Wallet users are identified by their lowercase `0x` address, whatever case the caller typed.
