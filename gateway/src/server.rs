@@ -73,16 +73,23 @@ impl AppInner {
         let estimate = cached.1 + self.created_since_total.load(std::sync::atomic::Ordering::Relaxed);
         let near_cap = estimate.saturating_add(estimate / 10 + 1) >= self.caps.max_total_depth;
         if near_cap || cached.0.elapsed() > Duration::from_millis(250) || cached.0 == self.started {
-            let (mut total, mut rate) = (0, 0.0);
-            for engine in self.control.list_engines().await? {
-                let counts = self.jobs.queue_counts(&engine.id).await?;
-                total += counts.queued;
-                rate += counts.window.drain_rate_per_s;
-            }
-            *cached = (std::time::Instant::now(), total, rate);
+            let totals = self.queue_totals().await?;
+            *cached = (std::time::Instant::now(), totals.queued, totals.window.drain_rate_per_s);
             self.created_since_total.store(0, std::sync::atomic::Ordering::Relaxed);
         }
         Ok((cached.1, cached.2))
+    }
+
+    /// Queued and running jobs, and the drain rate, summed over every engine.
+    pub async fn queue_totals(&self) -> Result<crate::store::QueueCounts, crate::store::StoreError> {
+        let mut totals = crate::store::QueueCounts::default();
+        for engine in self.control.list_engines().await? {
+            let counts = self.jobs.queue_counts(&engine.id).await?;
+            totals.queued += counts.queued;
+            totals.running += counts.running;
+            totals.window.drain_rate_per_s += counts.window.drain_rate_per_s;
+        }
+        Ok(totals)
     }
 
     /// Records a security-relevant event; a failure to record is logged, not fatal to the request.
@@ -208,8 +215,8 @@ async fn drain_then_stop(state: &AppState, grace: Duration) {
     tracing::info!(grace_ms = grace.as_millis() as u64, "draining: waiting for running jobs");
     let deadline = tokio::time::Instant::now() + grace;
     loop {
-        let running = match running_jobs(state).await {
-            Ok(running) => running,
+        let running = match state.queue_totals().await {
+            Ok(totals) => totals.running,
             Err(error) => {
                 tracing::warn!(%error, "could not count running jobs");
                 0
@@ -225,15 +232,6 @@ async fn drain_then_stop(state: &AppState, grace: Duration) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// Jobs running on all engines.
-pub async fn running_jobs(state: &AppState) -> Result<u64, crate::store::StoreError> {
-    let mut running = 0;
-    for engine in state.control.list_engines().await? {
-        running += state.jobs.queue_counts(&engine.id).await?.running;
-    }
-    Ok(running)
 }
 
 /// The GUI origins: as configured, or else the gateway's own origin (so the locally served GUI works).

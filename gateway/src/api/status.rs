@@ -81,13 +81,8 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
 
 /// `GET /drain`: whether this gateway drains, and the work still queued and running.
 pub async fn drain(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let (mut queued, mut running) = (0, 0);
-    for engine in state.control.list_engines().await? {
-        let counts = state.jobs.queue_counts(&engine.id).await?;
-        queued += counts.queued;
-        running += counts.running;
-    }
-    Ok(Json(json!({ "draining": state.drain.is_draining(), "queued": queued, "running": running })))
+    let totals = state.queue_totals().await?;
+    Ok(Json(json!({ "draining": state.drain.is_draining(), "queued": totals.queued, "running": totals.running })))
 }
 
 /// `GET /metrics`: Prometheus / OpenMetrics text. Queue gauges are refreshed from the store at each scrape.
