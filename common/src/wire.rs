@@ -55,6 +55,9 @@ pub struct EnqueueRequest {
     pub max_attempts: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Jobs sharing a key run at most the key's limit at once on the engine (set by its owner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
 }
 
 /// A job as every endpoint returns it. Times are RFC 3339 with milliseconds, in UTC.
@@ -78,9 +81,15 @@ pub struct Job {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
-    /// For a queued job: how many runnable jobs on its engine will be claimed before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
+    /// For a queued job: how many jobs on its engine will be claimed before it under the fair order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_position: Option<u64>,
+    /// For a queued job that cannot be claimed yet: `paused` (the engine), `run_at` (not due yet),
+    /// `concurrency_key` (its key is at its limit) or `breaker` (its kind is held back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_on: Option<String>,
     /// A running job whose cancellation was asked for; the engine stops it at its next heartbeat.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancel_requested: bool,

@@ -157,6 +157,13 @@ pub struct ServeArgs {
     /// How often expired leases are put back in the queue (ms); claims also do it as they go.
     #[arg(long, env = "FLOWORK_REAP_INTERVAL_MS", default_value_t = 1_000)]
     pub reap_interval_ms: u64,
+    /// How often due cron ticks are turned into jobs (ms).
+    #[arg(long, env = "FLOWORK_SCHEDULE_INTERVAL_MS", default_value_t = 250)]
+    pub schedule_interval_ms: u64,
+    /// A cron tick found later than this (say, after the gateway was down) counts as missed and follows its
+    /// schedule's policy (`skip` or `catch_up_one`).
+    #[arg(long, env = "FLOWORK_SCHEDULE_GRACE", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub schedule_grace: Duration,
 }
 
 #[derive(Debug, Subcommand)]

@@ -117,6 +117,9 @@ pub fn build_new_job(
             format!("timeout_ms must be between 1 and {}", limits.max_timeout_ms),
         ));
     }
+    if let Some(key) = &request.concurrency_key {
+        validate_concurrency_key(key)?;
+    }
     Ok(NewJob {
         id,
         engine: request.engine.clone(),
@@ -130,7 +133,19 @@ pub fn build_new_job(
         idempotency_key,
         fingerprint: fingerprint(request),
         traceparent,
+        concurrency_key: request.concurrency_key.clone(),
     })
+}
+
+/// Checks a concurrency key: 1-200 visible ASCII characters (say `repo:acme/api` or a customer id).
+pub fn validate_concurrency_key(key: &str) -> Result<(), ApiError> {
+    if key.is_empty() || key.len() > 200 || !key.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Err(ApiError::unprocessable(
+            "invalid_concurrency_key",
+            "concurrency_key must be 1-200 visible ASCII characters without spaces",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -194,6 +194,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
 
+    tokio::spawn(crate::scheduler::run(
+        store.clone(),
+        state.drain.clone(),
+        Duration::from_millis(args.schedule_interval_ms.max(10)),
+        args.schedule_grace,
+        shutdown.clone(),
+    ));
+
     let stopping = state.clone();
     let grace = args.drain_grace;
     let app = crate::api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();

@@ -35,6 +35,7 @@ fn job(key: &str, payload: &str, now: i64) -> NewJob {
         idempotency_key: key.into(),
         fingerprint: format!("fp-{payload}"),
         traceparent: None,
+        concurrency_key: None,
     }
 }
 

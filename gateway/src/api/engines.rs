@@ -7,6 +7,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
+use super::extract::JsonBody;
 use crate::audit::AuditEntry;
 use crate::auth::extract::{AuthAdmin, AuthUser};
 use crate::client_ip::ClientIp;
@@ -136,12 +137,7 @@ async fn set_paused(
     ip: ClientIp,
     paused: bool,
 ) -> Result<Json<Value>, ApiError> {
-    let record = state
-        .engines
-        .engine(&engine)
-        .await?
-        .ok_or_else(|| ApiError::not_found("engine_not_found", format!("no engine named {engine:?}")))?;
-    let actor = manager(&engine, user, admin, record.owner.as_deref())?;
+    let actor = authorize_manager(&state, &engine, user, admin).await?;
     state.jobs.set_paused(&engine, paused).await?;
     let action = if paused { "engine.pause" } else { "engine.resume" };
     state.audit(AuditEntry::new(actor, action, "ok").target(&engine).ip(Some(ip.0.to_string()))).await;
@@ -168,4 +164,165 @@ pub async fn resume(
     Path(engine): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     set_paused(state, engine, user, admin, ip, false).await
+}
+
+/// The engine's record and the audit actor, if the caller is its owner or an operator.
+async fn authorize_manager(
+    state: &AppState,
+    engine: &str,
+    user: Result<AuthUser, ApiError>,
+    admin: Result<AuthAdmin, ApiError>,
+) -> Result<String, ApiError> {
+    let record = state
+        .engines
+        .engine(engine)
+        .await?
+        .ok_or_else(|| ApiError::not_found("engine_not_found", format!("no engine named {engine:?}")))?;
+    manager(engine, user, admin, record.owner.as_deref())
+}
+
+/// The JSON of an engine's scheduling settings.
+async fn scheduling_json(state: &AppState, engine: &str) -> Result<Json<Value>, ApiError> {
+    let settings = state.jobs.share_settings(engine).await?;
+    let weights: serde_json::Map<String, Value> =
+        settings.weights.into_iter().map(|(user, weight)| (user, json!(weight))).collect();
+    let keys: Vec<Value> = settings
+        .key_limits
+        .into_iter()
+        .map(|(key, limit, running)| json!({"key": key, "limit": limit, "running": running}))
+        .collect();
+    Ok(Json(json!({
+        "engine": engine,
+        "paused": state.jobs.is_paused(engine).await?,
+        "default_weight": 1,
+        "weights": weights,
+        "default_key_limit": settings.default_key_limit,
+        "key_limits": keys,
+    })))
+}
+
+/// `GET /engines/{id}/scheduling`: pause state, user weights and concurrency-key limits (owner or operator).
+pub async fn scheduling(
+    State(state): State<AppState>,
+    user: Result<AuthUser, ApiError>,
+    admin: Result<AuthAdmin, ApiError>,
+    Path(engine): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize_manager(&state, &engine, user, admin).await?;
+    scheduling_json(&state, &engine).await
+}
+
+/// `PUT /engines/{id}/weights/{user}` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightBody {
+    weight: i64,
+}
+
+/// `PUT /engines/{id}/weights/{user}`: a user's share of the engine relative to others (1-1000, default 1).
+pub async fn set_weight(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    user: Result<AuthUser, ApiError>,
+    admin: Result<AuthAdmin, ApiError>,
+    Path((engine, target)): Path<(String, String)>,
+    JsonBody(body): JsonBody<WeightBody>,
+) -> Result<Json<Value>, ApiError> {
+    let actor = authorize_manager(&state, &engine, user, admin).await?;
+    let target = target.to_lowercase_if_address();
+    check_user_id(&target)?;
+    if !(1..=1000).contains(&body.weight) {
+        return Err(ApiError::unprocessable("invalid_weight", "weight must be between 1 and 1000"));
+    }
+    state.jobs.set_weight(&engine, &target, body.weight).await?;
+    let entry = AuditEntry::new(actor, "engine.weight", "ok").target(format!("{engine}/{target}={}", body.weight));
+    state.audit(entry.ip(Some(ip.0.to_string()))).await;
+    scheduling_json(&state, &engine).await
+}
+
+/// `PUT /engines/{id}/concurrency/{key}` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyLimitBody {
+    limit: i64,
+}
+
+fn check_limit(limit: i64) -> Result<(), ApiError> {
+    if (0..=1_000_000).contains(&limit) {
+        Ok(())
+    } else {
+        Err(ApiError::unprocessable("invalid_limit", "a concurrency limit must be between 0 and 1000000"))
+    }
+}
+
+/// Sets or removes one key's limit, audited.
+async fn edit_key_limit(
+    state: &AppState,
+    engine: &str,
+    key: &str,
+    limit: Option<i64>,
+    actor: String,
+    ip: ClientIp,
+) -> Result<Json<Value>, ApiError> {
+    crate::enqueue::validate_concurrency_key(key)?;
+    if let Some(limit) = limit {
+        check_limit(limit)?;
+    }
+    state.jobs.set_key_limit(engine, key, limit).await?;
+    let shown = limit.map_or("default".to_string(), |l| l.to_string());
+    let entry = AuditEntry::new(actor, "engine.key_limit", "ok").target(format!("{engine}/{key}={shown}"));
+    state.audit(entry.ip(Some(ip.0.to_string()))).await;
+    scheduling_json(state, engine).await
+}
+
+/// `PUT /engines/{id}/concurrency/{key}`: at most `limit` jobs with this key run at once on the engine.
+pub async fn set_key_limit(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    user: Result<AuthUser, ApiError>,
+    admin: Result<AuthAdmin, ApiError>,
+    Path((engine, key)): Path<(String, String)>,
+    JsonBody(body): JsonBody<KeyLimitBody>,
+) -> Result<Json<Value>, ApiError> {
+    let actor = authorize_manager(&state, &engine, user, admin).await?;
+    edit_key_limit(&state, &engine, &key, Some(body.limit), actor, ip).await
+}
+
+/// `DELETE /engines/{id}/concurrency/{key}`: the key falls back to the engine's default limit.
+pub async fn remove_key_limit(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    user: Result<AuthUser, ApiError>,
+    admin: Result<AuthAdmin, ApiError>,
+    Path((engine, key)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let actor = authorize_manager(&state, &engine, user, admin).await?;
+    edit_key_limit(&state, &engine, &key, None, actor, ip).await
+}
+
+/// `PUT /engines/{id}/concurrency` body: the limit of keys without their own (`null` = unlimited).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultLimitBody {
+    default_limit: Option<i64>,
+}
+
+/// `PUT /engines/{id}/concurrency`: the default limit of concurrency keys.
+pub async fn set_default_key_limit(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    user: Result<AuthUser, ApiError>,
+    admin: Result<AuthAdmin, ApiError>,
+    Path(engine): Path<String>,
+    JsonBody(body): JsonBody<DefaultLimitBody>,
+) -> Result<Json<Value>, ApiError> {
+    let actor = authorize_manager(&state, &engine, user, admin).await?;
+    if let Some(limit) = body.default_limit {
+        check_limit(limit)?;
+    }
+    state.jobs.set_default_key_limit(&engine, body.default_limit).await?;
+    let shown = body.default_limit.map_or("unlimited".to_string(), |l| l.to_string());
+    let entry = AuditEntry::new(actor, "engine.default_key_limit", "ok").target(format!("{engine}={shown}"));
+    state.audit(entry.ip(Some(ip.0.to_string()))).await;
+    scheduling_json(&state, &engine).await
 }

@@ -44,18 +44,7 @@ pub async fn create(
         log.engine(&request.engine);
     }
     let job = build_new_job(&request, &user.id, key, traceparent, id, state.clock.now_ms(), &state.limits)?;
-    match state.engines.engine(&job.engine).await? {
-        Some(engine) if engine.is_active() => {}
-        Some(_) => {
-            return Err(ApiError::unprocessable("engine_revoked", format!("engine {:?} has been revoked", job.engine)));
-        }
-        None => {
-            return Err(ApiError::unprocessable(
-                "unknown_engine",
-                format!("no engine named {:?} is registered", job.engine),
-            ));
-        }
-    }
+    require_active_engine(&state, &job.engine).await?;
     if state.drain.is_draining() {
         return match state.jobs.replay(&job).await? {
             Some(outcome) => respond(&state, log.as_ref().map(|l| &l.0), outcome, &job.engine).await,
@@ -279,12 +268,16 @@ async fn batch_item(state: &AppState, user: &str, item: serde_json::Value) -> Re
         .map_err(|e| ApiError::unprocessable("invalid_body", e.to_string()))?;
     let id = uuid::Uuid::now_v7().to_string();
     let job = build_new_job(&request, user, key, None, id, state.clock.now_ms(), &state.limits)?;
-    match state.engines.engine(&job.engine).await? {
-        Some(engine) if engine.is_active() => Ok(job),
-        Some(_) => Err(ApiError::unprocessable("engine_revoked", format!("engine {:?} has been revoked", job.engine))),
-        None => {
-            Err(ApiError::unprocessable("unknown_engine", format!("no engine named {:?} is registered", job.engine)))
-        }
+    require_active_engine(state, &job.engine).await?;
+    Ok(job)
+}
+
+/// Refuses work for an engine that is not registered or has been revoked (422).
+pub async fn require_active_engine(state: &AppState, engine: &str) -> Result<(), ApiError> {
+    match state.engines.engine(engine).await? {
+        Some(record) if record.is_active() => Ok(()),
+        Some(_) => Err(ApiError::unprocessable("engine_revoked", format!("engine {engine:?} has been revoked"))),
+        None => Err(ApiError::unprocessable("unknown_engine", format!("no engine named {engine:?} is registered"))),
     }
 }
 

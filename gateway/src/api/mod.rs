@@ -6,6 +6,7 @@ pub mod engines;
 pub mod extract;
 pub mod internal;
 pub mod jobs;
+pub mod schedules;
 pub mod status;
 
 use std::any::Any;
@@ -15,7 +16,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, Uri, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -44,6 +45,12 @@ pub fn router(state: AppState) -> Router {
         .route("/engines/{id}/pause", post(engines::pause))
         .route("/engines/{id}/resume", post(engines::resume))
         .route("/engines/{id}/users", get(engines::list_users))
+        .route("/engines/{id}/scheduling", get(engines::scheduling))
+        .route("/engines/{id}/weights/{user}", put(engines::set_weight))
+        .route("/engines/{id}/concurrency", put(engines::set_default_key_limit))
+        .route("/engines/{id}/concurrency/{key}", put(engines::set_key_limit).delete(engines::remove_key_limit))
+        .route("/schedules", post(schedules::create).get(schedules::list))
+        .route("/schedules/{id}", delete(schedules::delete))
         .route("/engines/{id}/users/{user}", put(engines::allow_user).delete(engines::disallow_user))
         .route("/drain", get(status::drain))
         .route("/metrics", get(status::metrics))

@@ -31,6 +31,7 @@ pub struct NewJob {
     pub idempotency_key: String,
     pub fingerprint: String,
     pub traceparent: Option<String>,
+    pub concurrency_key: Option<String>,
 }
 
 /// What an enqueue did.
@@ -200,6 +201,72 @@ pub enum RefreshCheck {
     Unknown,
 }
 
+/// What happens to cron ticks that passed while no gateway was running (older than the misfire grace).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissedTicks {
+    /// They are dropped; the schedule goes on from the next tick.
+    Skip,
+    /// One job is enqueued for the latest of them.
+    CatchUpOne,
+}
+
+impl MissedTicks {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Skip => "skip",
+            Self::CatchUpOne => "catch_up_one",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Skip, Self::CatchUpOne].into_iter().find(|m| m.as_str() == text)
+    }
+}
+
+/// A cron schedule: each tick enqueues one job like `template` under the schedule's user.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub id: String,
+    pub engine: String,
+    pub user: String,
+    pub kind: String,
+    /// Canonical JSON text of the payload.
+    pub payload: String,
+    pub cron: String,
+    pub timezone: String,
+    pub missed: MissedTicks,
+    pub priority: i32,
+    pub max_attempts: u32,
+    pub timeout_ms: u64,
+    pub concurrency_key: Option<String>,
+    pub next_run_at_ms: i64,
+    pub last_run_at_ms: Option<i64>,
+    pub last_job_id: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at_ms: i64,
+}
+
+/// What creating a schedule did.
+#[derive(Debug)]
+pub enum ScheduleOutcome {
+    Created(Box<Schedule>),
+    /// The user may not submit jobs to the engine.
+    NotAllowed,
+    /// The user already has this many schedules on the engine, the cap.
+    TooMany(u64),
+}
+
+/// Fair-share and concurrency settings of an engine.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShareSettings {
+    /// Users whose weight is not 1.
+    pub weights: Vec<(String, i64)>,
+    /// The limit of keys without their own; `None` = unlimited.
+    pub default_key_limit: Option<i64>,
+    /// Keys with their own limit: (key, limit, running now).
+    pub key_limits: Vec<(String, i64, i64)>,
+}
+
 /// A user allowed to submit to an engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllowedUser {
@@ -281,6 +348,20 @@ pub trait JobStore: Send + Sync + 'static {
     async fn is_paused(&self, engine: &str) -> Result<bool, StoreError>;
     /// The job kinds held back by their circuit breaker on this engine.
     async fn breakers(&self, engine: &str) -> Result<Vec<KindBreaker>, StoreError>;
+    /// Sets a user's fair-share weight on an engine (1-1000); returns whether anything changed.
+    async fn set_weight(&self, engine: &str, user: &str, weight: i64) -> Result<bool, StoreError>;
+    /// Sets (`Some`) or removes (`None`) the running-job limit of a concurrency key on an engine.
+    async fn set_key_limit(&self, engine: &str, key: &str, limit: Option<i64>) -> Result<bool, StoreError>;
+    /// Sets the limit of keys without their own (`None` = unlimited).
+    async fn set_default_key_limit(&self, engine: &str, limit: Option<i64>) -> Result<bool, StoreError>;
+    async fn share_settings(&self, engine: &str) -> Result<ShareSettings, StoreError>;
+    async fn create_schedule(&self, schedule: Schedule) -> Result<ScheduleOutcome, StoreError>;
+    /// The user's schedules on every engine.
+    async fn list_schedules(&self, user: &str) -> Result<Vec<Schedule>, StoreError>;
+    /// Deletes one of the user's schedules; false if there is none with that id.
+    async fn delete_schedule(&self, user: &str, id: &str) -> Result<bool, StoreError>;
+    /// Enqueues the jobs of every due cron tick on every engine; returns how many jobs were created.
+    async fn fire_schedules(&self, misfire_grace_ms: u64) -> Result<u64, StoreError>;
 }
 
 /// Engines and users.

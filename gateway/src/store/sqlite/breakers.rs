@@ -54,12 +54,17 @@ pub fn record(
         .optional()?;
     let Some(error) = failed else {
         // A success closes a half-open breaker (its probe worked) and clears the failure count.
-        if current.is_some() {
-            conn.prepare_cached(
-                "UPDATE kind_breakers SET state = 'closed', failures = 0, probe_job_id = NULL, opened_at = NULL
-                 WHERE kind = ?1 AND (state = 'closed' OR probe_job_id = ?2)",
-            )?
-            .execute(params![kind, job_id])?;
+        if let Some((state, ..)) = current {
+            let closed = conn
+                .prepare_cached(
+                    "UPDATE kind_breakers SET state = 'closed', failures = 0, probe_job_id = NULL, opened_at = NULL
+                     WHERE kind = ?1 AND (state = 'closed' OR probe_job_id = ?2)",
+                )?
+                .execute(params![kind, job_id])?;
+            if closed > 0 && state != "closed" {
+                // The jobs parked while the kind was held back may run again.
+                super::fair::release_parked_kind(conn, kind)?;
+            }
         }
         return Ok(());
     };

@@ -49,6 +49,11 @@ pub const SHARD: &[Migration] = &[
         name: "0006_cancel_progress",
         sql: include_str!("../../../../migrations/shard/0006_cancel_progress.sql"),
     },
+    Migration {
+        version: 7,
+        name: "0007_fair_share",
+        sql: include_str!("../../../../migrations/shard/0007_fair_share.sql"),
+    },
 ];
 
 /// The newest version in a migration set.

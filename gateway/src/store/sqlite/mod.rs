@@ -6,8 +6,10 @@
 pub mod breakers;
 pub mod connection;
 pub mod control;
+pub mod fair;
 pub mod migrate;
 pub mod queries;
+pub mod schedules;
 pub mod shard;
 pub mod writer;
 
@@ -31,7 +33,7 @@ use crate::secure_fs::create_private_dir;
 use crate::store::{
     AllowedUser, BreakerPolicy, CancelOutcome, ClaimParams, ControlStore, EngineRecord, EnqueueOutcome, Finish,
     FinishOutcome, JobStore, KindBreaker, ListQuery, NewJob, NonceCheck, QueueCounts, RefreshCheck, RefreshTokenRecord,
-    RetryPolicy, StoreError,
+    RetryPolicy, Schedule, ScheduleOutcome, ShareSettings, StoreError,
 };
 
 /// The SQLite-backed store.
@@ -44,6 +46,35 @@ pub struct SqliteStore {
     retry: RetryPolicy,
     caps: AdmissionLimits,
     breaker: BreakerPolicy,
+}
+
+/// Fills in where each queued job stands: its queue position, or what it waits on.
+fn place_in_queue(conn: &rusqlite::Connection, jobs: &mut [Job]) -> Result<(), StoreError> {
+    let mut paused = None;
+    for job in jobs.iter_mut().filter(|j| j.status == flowork_common::wire::JobStatus::Queued) {
+        let paused = match paused {
+            Some(p) => p,
+            None => *paused.insert(queries::is_paused(conn)?),
+        };
+        match fair::standing(conn, &job.id)? {
+            Some(fair::Standing::Behind(n)) => {
+                job.queue_position = Some(n);
+                job.waiting_on = paused.then(|| "paused".to_string());
+            }
+            Some(fair::Standing::Held(hold)) => {
+                job.waiting_on = Some(
+                    match hold {
+                        fair::HOLD_RUN_AT => "run_at",
+                        fair::HOLD_KEY => "concurrency_key",
+                        _ => "breaker",
+                    }
+                    .to_string(),
+                );
+            }
+            None => {}
+        }
+    }
+    Ok(())
 }
 
 /// Runs blocking SQLite work off the async executor.
@@ -175,13 +206,10 @@ impl JobStore for SqliteStore {
     async fn get_job(&self, user: &str, id: &str) -> Result<Option<Job>, StoreError> {
         for shard in self.all_shards().await? {
             let (user, id) = (user.to_string(), id.to_string());
-            let now = self.clock.now_ms();
             let found = self
                 .read(&shard, move |conn, engine| {
                     let Some(mut job) = queries::get(conn, engine, &user, &id)? else { return Ok(None) };
-                    if job.status == flowork_common::wire::JobStatus::Queued {
-                        job.queue_position = queries::queue_position(conn, &id, now)?;
-                    }
+                    place_in_queue(conn, std::slice::from_mut(&mut job))?;
                     Ok(Some(job))
                 })
                 .await?;
@@ -209,7 +237,9 @@ impl JobStore for SqliteStore {
                 (user.to_string(), query.status, query.before_id.clone(), query.limit + 1);
             jobs.extend(
                 self.read(&shard, move |conn, engine| {
-                    queries::list(conn, engine, &user, status, before.as_deref(), limit)
+                    let mut jobs = queries::list(conn, engine, &user, status, before.as_deref(), limit)?;
+                    place_in_queue(conn, &mut jobs)?;
+                    Ok(jobs)
                 })
                 .await?,
             );
@@ -359,6 +389,73 @@ impl JobStore for SqliteStore {
     async fn allowed_users(&self, engine: &str) -> Result<Vec<AllowedUser>, StoreError> {
         let shard = self.shard(engine).await?;
         self.read(&shard, |conn, _| queries::allowed_users(conn)).await
+    }
+
+    async fn set_weight(&self, engine: &str, user: &str, weight: i64) -> Result<bool, StoreError> {
+        self.write_changed(engine, WriteOp::SetWeight { user: user.to_string(), weight }).await
+    }
+
+    async fn set_key_limit(&self, engine: &str, key: &str, limit: Option<i64>) -> Result<bool, StoreError> {
+        self.write_changed(engine, WriteOp::SetKeyLimit { key: key.to_string(), limit }).await
+    }
+
+    async fn set_default_key_limit(&self, engine: &str, limit: Option<i64>) -> Result<bool, StoreError> {
+        self.write_changed(engine, WriteOp::SetDefaultKeyLimit(limit)).await
+    }
+
+    async fn share_settings(&self, engine: &str) -> Result<ShareSettings, StoreError> {
+        let shard = self.shard(engine).await?;
+        self.read(&shard, |conn, _| fair::share_settings(conn)).await
+    }
+
+    async fn create_schedule(&self, schedule: Schedule) -> Result<ScheduleOutcome, StoreError> {
+        let shard = self.shard(&schedule.engine).await?;
+        match shard.writer.write(WriteOp::CreateSchedule(Box::new(schedule))).await? {
+            WriteDone::ScheduleCreated(outcome) => Ok(outcome),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn list_schedules(&self, user: &str) -> Result<Vec<Schedule>, StoreError> {
+        let mut all = Vec::new();
+        for shard in self.all_shards().await? {
+            let user = user.to_string();
+            all.extend(self.read(&shard, move |conn, engine| schedules::list(conn, engine, &user)).await?);
+        }
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(all)
+    }
+
+    async fn delete_schedule(&self, user: &str, id: &str) -> Result<bool, StoreError> {
+        for shard in self.all_shards().await? {
+            let op = WriteOp::DeleteSchedule { user: user.to_string(), id: id.to_string() };
+            if let WriteDone::Changed(true) = shard.writer.write(op).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn fire_schedules(&self, misfire_grace_ms: u64) -> Result<u64, StoreError> {
+        let mut created = 0;
+        for shard in self.all_shards().await? {
+            match shard.writer.write(WriteOp::FireSchedules { grace_ms: misfire_grace_ms }).await? {
+                WriteDone::Fired(n) => created += n,
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(created)
+    }
+}
+
+impl SqliteStore {
+    /// A settings write whose answer is whether anything changed.
+    async fn write_changed(&self, engine: &str, op: WriteOp) -> Result<bool, StoreError> {
+        let shard = self.shard(engine).await?;
+        match shard.writer.write(op).await? {
+            WriteDone::Changed(changed) => Ok(changed),
+            other => Err(unexpected(other)),
+        }
     }
 }
 

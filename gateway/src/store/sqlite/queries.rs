@@ -5,26 +5,30 @@
 
 use flowork_common::backoff::full_jitter_delay_ms;
 use flowork_common::timefmt::format_ms;
-use flowork_common::wire::{Job, JobStatus, Lease};
+use flowork_common::wire::{Job, JobStatus};
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::value::RawValue;
 
+use super::fair::hold_for_run_at;
 use crate::admission::{AdmissionLimits, over};
 use crate::store::{
     AllowedUser, CancelOutcome, EnqueueOutcome, Finish, FinishOutcome, NewJob, QueueCounts, RetryPolicy, StoreError,
 };
 
 /// The columns `job_from_row` reads, in order.
-const JOB_COLUMNS: &str = "id, user_id, kind, status, payload, attempts, max_attempts, priority, timeout_ms, run_at, \
-                           enqueued_at, claimed_at, finished_at, result, error, traceparent, cancel_requested, progress";
+pub const JOB_COLUMNS: &str = "id, user_id, kind, status, payload, attempts, max_attempts, priority, timeout_ms, \
+                               run_at, enqueued_at, claimed_at, finished_at, result, error, traceparent, \
+                               cancel_requested, progress, concurrency_key";
+/// How many columns `JOB_COLUMNS` names (the index of the first column a query selects after them).
+pub const JOB_COLUMN_COUNT: usize = 19;
 
 fn raw_json(text: String, column: usize) -> rusqlite::Result<Box<RawValue>> {
     RawValue::from_string(text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(column, Type::Text, Box::new(e)))
 }
 
 /// Builds the API's job from a row selected with `JOB_COLUMNS`.
-fn job_from_row(row: &Row<'_>, engine: &str) -> rusqlite::Result<Job> {
+pub fn job_from_row(row: &Row<'_>, engine: &str) -> rusqlite::Result<Job> {
     let status: String = row.get(3)?;
     let status = JobStatus::parse(&status).ok_or_else(|| {
         rusqlite::Error::FromSqlConversionFailure(3, Type::Text, format!("unknown job status {status:?}").into())
@@ -48,7 +52,9 @@ fn job_from_row(row: &Row<'_>, engine: &str) -> rusqlite::Result<Job> {
         result: result.map(|r| raw_json(r, 13)).transpose()?,
         error: row.get(14)?,
         traceparent: row.get(15)?,
+        concurrency_key: row.get(18)?,
         queue_position: None,
+        waiting_on: None,
         cancel_requested: row.get(16)?,
         progress: row.get::<_, Option<String>>(17)?.map(|p| raw_json(p, 17)).transpose()?,
     })
@@ -74,8 +80,8 @@ pub fn enqueue(conn: &Connection, job: &NewJob, now: i64, caps: AdmissionLimits)
     let inserted = conn
         .prepare_cached(
             "INSERT INTO jobs (id, user_id, kind, payload, priority, run_at, max_attempts, timeout_ms, status,
-                               enqueued_at, idempotency_key, request_fingerprint, traceparent)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', ?9, ?10, ?11, ?12)
+                               enqueued_at, idempotency_key, request_fingerprint, traceparent, concurrency_key, hold)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', ?9, ?10, ?11, ?12, ?13, ?14)
              ON CONFLICT (user_id, idempotency_key) DO NOTHING",
         )?
         .execute(params![
@@ -91,6 +97,8 @@ pub fn enqueue(conn: &Connection, job: &NewJob, now: i64, caps: AdmissionLimits)
             job.idempotency_key,
             job.fingerprint,
             job.traceparent,
+            job.concurrency_key,
+            hold_for_run_at(job.run_at_ms, now),
         ])?;
     if inserted == 1 {
         return Ok(EnqueueOutcome::Created(Job {
@@ -111,7 +119,9 @@ pub fn enqueue(conn: &Connection, job: &NewJob, now: i64, caps: AdmissionLimits)
             result: None,
             error: None,
             traceparent: job.traceparent.clone(),
+            concurrency_key: job.concurrency_key.clone(),
             queue_position: None,
+            waiting_on: None,
             cancel_requested: false,
             progress: None,
         }));
@@ -126,7 +136,7 @@ pub fn existing_for_key(conn: &Connection, job: &NewJob) -> Result<Option<Enqueu
     let existing = conn
         .prepare_cached(&sql)?
         .query_row(params![job.user, job.idempotency_key], |row| {
-            Ok((job_from_row(row, &job.engine)?, row.get::<_, String>(18)?))
+            Ok((job_from_row(row, &job.engine)?, row.get::<_, String>(JOB_COLUMN_COUNT)?))
         })
         .optional()?;
     Ok(existing.map(|(found, fingerprint)| {
@@ -153,64 +163,6 @@ fn over_caps(conn: &Connection, user: &str, caps: AdmissionLimits) -> Result<Opt
         }
     }
     Ok(None)
-}
-
-/// How many runnable jobs will be claimed before this queued job, in claim order.
-pub fn queue_position(conn: &Connection, job_id: &str, now: i64) -> Result<Option<u64>, StoreError> {
-    let position: Option<i64> = conn
-        .prepare_cached(
-            "SELECT (SELECT count(*) FROM jobs AS j
-                     WHERE j.status = 'queued' AND j.run_at <= max(?2, me.run_at)
-                       AND (j.priority > me.priority OR (j.priority = me.priority
-                            AND (j.run_at < me.run_at OR (j.run_at = me.run_at AND j.id < me.id)))))
-             FROM jobs AS me WHERE me.id = ?1 AND me.status = 'queued'",
-        )?
-        .query_row(params![job_id, now], |r| r.get(0))
-        .optional()?;
-    Ok(position.map(|p| p.max(0) as u64))
-}
-
-/// Leases up to `max` runnable jobs (highest priority, then earliest `run_at`, then oldest), each with its own
-/// random lease token, counting the attempt. Also returns how long each job waited since it became runnable.
-pub fn claim(
-    conn: &Connection,
-    engine: &str,
-    only_kind: Option<&str>,
-    max: u32,
-    lease_ms: u64,
-    worker: &str,
-    now: i64,
-) -> Result<(Vec<Lease>, Vec<i64>), StoreError> {
-    let expires = now.saturating_add(lease_ms as i64);
-    // Kinds held back by an open (or probing) breaker are skipped; a probe claim asks for one kind only.
-    let kind_filter = match only_kind {
-        Some(_) => "kind = ?5",
-        None => "?5 IS NULL AND kind NOT IN (SELECT kind FROM kind_breakers WHERE state <> 'closed')",
-    };
-    let sql = format!(
-        "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = ?1,
-                lease_token = lower(hex(randomblob(16))), lease_expires_at = ?2, claimed_at = ?3
-         WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND run_at <= ?3 AND {kind_filter}
-                      ORDER BY priority DESC, run_at, id LIMIT ?4)
-         RETURNING {JOB_COLUMNS}, lease_token"
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params![worker, expires, now, max, only_kind], |row| {
-        let runnable_since = row.get::<_, i64>(9)?.max(row.get::<_, i64>(10)?);
-        let lease =
-            Lease { job: job_from_row(row, engine)?, lease_token: row.get(18)?, lease_expires_at: format_ms(expires) };
-        Ok((lease, now - runnable_since))
-    })?;
-    let (mut leases, waited): (Vec<Lease>, Vec<i64>) = rows.collect::<rusqlite::Result<Vec<_>>>()?.into_iter().unzip();
-    // RETURNING gives no order guarantee; hand jobs out in claim order.
-    leases.sort_by(|a, b| {
-        b.job
-            .priority
-            .cmp(&a.job.priority)
-            .then_with(|| a.job.run_at.cmp(&b.job.run_at))
-            .then_with(|| a.job.id.cmp(&b.job.id))
-    });
-    Ok((leases, waited))
 }
 
 /// Why a lease check failed: the job does not exist here, or the lease is not (or no longer) this token's.
@@ -281,9 +233,9 @@ pub fn finish(
             let delay = full_jitter_delay_ms(attempts, policy.base_ms, policy.cap_ms, jitter_unit);
             let run_at = now.saturating_add(delay as i64);
             conn.prepare_cached(&format!(
-                "UPDATE jobs SET status = 'queued', run_at = ?1, error = ?2, {CLEAR_LEASE} WHERE id = ?3"
+                "UPDATE jobs SET status = 'queued', run_at = ?1, error = ?2, hold = ?4, {CLEAR_LEASE} WHERE id = ?3"
             ))?
-            .execute(params![run_at, error, job_id])?;
+            .execute(params![run_at, error, job_id, hold_for_run_at(run_at, now)])?;
             Ok(FinishOutcome { status: JobStatus::Queued, run_at_ms: Some(run_at), kind })
         }
         Finish::Cancelled => {
@@ -344,7 +296,7 @@ pub fn cancel(
 /// Puts back leases whose claim answer never reached the engine, without counting the attempt.
 pub fn release(conn: &Connection, leases: &[(String, String)]) -> Result<u64, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "UPDATE jobs SET status = 'queued', attempts = attempts - 1, claimed_at = NULL,
+        "UPDATE jobs SET status = 'queued', attempts = attempts - 1, claimed_at = NULL, hold = 0,
                 lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
          WHERE id = ?1 AND lease_token = ?2 AND status = 'running'",
     )?;
@@ -364,7 +316,7 @@ pub fn reap_expired(conn: &Connection, now: i64) -> Result<u64, StoreError> {
                  finished_at = CASE WHEN attempts >= max_attempts THEN ?1 ELSE NULL END,
                  error = 'lease expired on attempt ' || attempts || ' of ' || max_attempts
                          || ': the engine stopped heartbeating',
-                 run_at = ?1, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+                 run_at = ?1, hold = 0, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
              WHERE status = 'running' AND lease_expires_at <= ?1",
         )?
         .execute([now])?;
@@ -372,13 +324,11 @@ pub fn reap_expired(conn: &Connection, now: i64) -> Result<u64, StoreError> {
 }
 
 /// The earliest moment something may become claimable: a delayed job's `run_at`, a lease's expiry, or the end
-/// of an open breaker's cool-down (jobs of a held-back kind do not count, or a waiting claim would spin).
+/// of an open breaker's cool-down.
 pub fn next_due(conn: &Connection, breaker_cooldown_ms: u64) -> Result<Option<i64>, StoreError> {
+    // Delayed jobs only: runnable ones were just looked at, parked ones wait for a key or a breaker.
     let run_at: Option<i64> = conn
-        .prepare_cached(
-            "SELECT min(run_at) FROM jobs WHERE status = 'queued'
-             AND kind NOT IN (SELECT kind FROM kind_breakers WHERE state <> 'closed')",
-        )?
+        .prepare_cached("SELECT min(run_at) FROM jobs WHERE status = 'queued' AND hold = 1")?
         .query_row([], |row| row.get(0))?;
     let cooled: Option<i64> = conn
         .prepare_cached("SELECT min(opened_at) + ?1 FROM kind_breakers WHERE state = 'open'")?

@@ -51,6 +51,9 @@ impl Shard {
         let path = shard_path(data_dir, engine);
         let mut conn = open_writer(&path)?;
         migrate::apply(&mut conn, migrate::SHARD, &path.display().to_string())?;
+        // Jobs parked behind a breaker that is no longer held (breakers switched off since) run again.
+        let held = super::fair::held_kinds(&conn, breaker.failures > 0)?;
+        super::fair::release_parked_kinds(&conn, &held)?;
         let engine: Arc<str> = Arc::from(engine);
         let wake = Arc::new(Notify::new());
         let metrics = Arc::new(QueueMetrics::default());

@@ -13,11 +13,12 @@ use flowork_common::wire::Lease;
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::{breakers, queries};
+use super::{breakers, fair, queries, schedules};
 use crate::admission::AdmissionLimits;
 use crate::queue_metrics::QueueMetrics;
 use crate::store::{
-    BreakerPolicy, CancelOutcome, EnqueueOutcome, Finish, FinishOutcome, NewJob, RetryPolicy, StoreError,
+    BreakerPolicy, CancelOutcome, EnqueueOutcome, Finish, FinishOutcome, NewJob, RetryPolicy, Schedule,
+    ScheduleOutcome, StoreError,
 };
 
 /// The most requests committed in one transaction: bounds the latency one commit adds to its first caller.
@@ -60,6 +61,24 @@ pub enum WriteOp {
     DisallowUser {
         user: String,
     },
+    SetWeight {
+        user: String,
+        weight: i64,
+    },
+    SetKeyLimit {
+        key: String,
+        limit: Option<i64>,
+    },
+    SetDefaultKeyLimit(Option<i64>),
+    CreateSchedule(Box<Schedule>),
+    DeleteSchedule {
+        user: String,
+        id: String,
+    },
+    /// Enqueue the jobs of due cron ticks; ticks older than `grace_ms` count as missed.
+    FireSchedules {
+        grace_ms: u64,
+    },
 }
 
 /// What a write did; the variant matches the `WriteOp`.
@@ -81,6 +100,9 @@ pub enum WriteDone {
     Reaped(u64),
     /// Whether a whitelist edit changed anything.
     Changed(bool),
+    ScheduleCreated(ScheduleOutcome),
+    /// How many jobs due cron ticks created.
+    Fired(u64),
 }
 
 struct WriteRequest {
@@ -141,8 +163,12 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<WriteRequest>, context: Writ
                 Err(_) => break,
             }
         }
+        let mut wake = false;
         let results = match commit_batch(&mut conn, &batch, &context) {
-            Ok(results) => results,
+            Ok(committed) => {
+                wake |= committed.released_parked;
+                committed.results
+            }
             // One request broke the shared transaction (disk full, corruption, a bug): nothing of it was
             // committed, so give every request its own transaction and let only the broken one fail.
             Err(error) => {
@@ -150,13 +176,15 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<WriteRequest>, context: Writ
                 batch
                     .iter()
                     .map(|request| match commit_batch(&mut conn, std::slice::from_ref(request), &context) {
-                        Ok(mut one) => one.pop().unwrap_or(Err(StoreError::WriterStopped(context.engine.to_string()))),
+                        Ok(mut one) => {
+                            wake |= one.released_parked;
+                            one.results.pop().unwrap_or(Err(StoreError::WriterStopped(context.engine.to_string())))
+                        }
                         Err(error) => Err(error),
                     })
                     .collect()
             }
         };
-        let mut wake = false;
         let mut undelivered: Vec<(String, String)> = Vec::new();
         for (request, result) in batch.drain(..).zip(results) {
             wake |= makes_work_claimable(&result);
@@ -191,8 +219,15 @@ fn makes_work_claimable(result: &Result<WriteDone, StoreError>) -> bool {
         Ok(WriteDone::Reaped(n)) => *n > 0,
         // A resume (or any pause change) lets waiting claims look again.
         Ok(WriteDone::Changed(true)) => true,
+        Ok(WriteDone::Fired(n)) => *n > 0,
         _ => false,
     }
+}
+
+/// What one committed transaction answered, and whether it made parked jobs runnable.
+struct Committed {
+    results: Vec<Result<WriteDone, StoreError>>,
+    released_parked: bool,
 }
 
 /// Applies requests in one transaction. Business refusals (lease lost, key reused) are per-request results;
@@ -201,7 +236,7 @@ fn commit_batch(
     conn: &mut Connection,
     batch: &[WriteRequest],
     context: &WriterContext,
-) -> Result<Vec<Result<WriteDone, StoreError>>, StoreError> {
+) -> Result<Committed, StoreError> {
     let now = context.clock.now_ms();
     let _span = tracing::info_span!("shard.transaction", engine = %context.engine, writes = batch.len()).entered();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -213,8 +248,10 @@ fn commit_batch(
         }
         results.push(result);
     }
+    // Keys that got room in this batch (a job finished, was cancelled or was retried later) release parked jobs.
+    let released = fair::release_parked_keys(&tx)?;
     tx.commit()?;
-    Ok(results)
+    Ok(Committed { results, released_parked: released > 0 })
 }
 
 fn apply(conn: &Connection, op: &WriteOp, now: i64, context: &WriterContext) -> Result<WriteDone, StoreError> {
@@ -232,28 +269,32 @@ fn apply(conn: &Connection, op: &WriteOp, now: i64, context: &WriterContext) -> 
         }
         WriteOp::Claim { max, lease_ms, worker } => {
             queries::reap_expired(conn, now)?;
-            let (mut leases, mut waited) = queries::claim(conn, &context.engine, None, *max, *lease_ms, worker, now)?;
-            if context.breaker.failures > 0 {
-                // One probe job for each kind whose breaker has cooled down.
+            let breakers_on = context.breaker.failures > 0;
+            if breakers_on {
                 breakers::refresh(conn, now, context.breaker)?;
+            }
+            let held = fair::held_kinds(conn, breakers_on)?;
+            let by = fair::ClaimBy { engine: &context.engine, worker, max: *max, lease_ms: *lease_ms, now };
+            let mut claimed = fair::claim(conn, &by, &held)?;
+            if breakers_on {
+                // One probe job for each kind whose breaker has cooled down.
                 for kind in breakers::kinds_wanting_a_probe(conn)? {
-                    if leases.len() >= *max as usize {
+                    if claimed.leases.len() >= *max as usize {
                         break;
                     }
-                    let (probe, probe_waited) =
-                        queries::claim(conn, &context.engine, Some(&kind), 1, *lease_ms, worker, now)?;
-                    if let Some(lease) = probe.first() {
+                    let probe = fair::claim_probe(conn, &by, &kind)?;
+                    if let Some(lease) = probe.leases.first() {
                         breakers::set_probe(conn, &kind, &lease.job.id)?;
                     }
-                    leases.extend(probe);
-                    waited.extend(probe_waited);
+                    claimed.leases.extend(probe.leases);
+                    claimed.waited_ms.extend(probe.waited_ms);
                 }
             }
             // Counted before the commit: a claim that then fails to commit overstates the rate a little, once.
-            context.metrics.record_claims(now, &waited);
+            context.metrics.record_claims(now, &claimed.waited_ms);
             let next_due_ms =
-                if leases.is_empty() { queries::next_due(conn, context.breaker.cooldown_ms)? } else { None };
-            Ok(WriteDone::Claimed { leases, next_due_ms })
+                if claimed.leases.is_empty() { queries::next_due(conn, context.breaker.cooldown_ms)? } else { None };
+            Ok(WriteDone::Claimed { leases: claimed.leases, next_due_ms })
         }
         WriteOp::Heartbeat { job_id, lease_token, lease_ms, progress } => {
             queries::heartbeat(conn, job_id, lease_token, *lease_ms, progress.as_deref(), now)
@@ -281,12 +322,21 @@ fn apply(conn: &Connection, op: &WriteOp, now: i64, context: &WriterContext) -> 
             queries::allow_user(conn, user, *is_owner, now).map(WriteDone::Changed)
         }
         WriteOp::DisallowUser { user } => queries::disallow_user(conn, user).map(WriteDone::Changed),
+        WriteOp::SetWeight { user, weight } => fair::set_weight(conn, user, *weight).map(WriteDone::Changed),
+        WriteOp::SetKeyLimit { key, limit } => fair::set_key_limit(conn, key, *limit).map(WriteDone::Changed),
+        WriteOp::SetDefaultKeyLimit(limit) => fair::set_default_key_limit(conn, *limit).map(WriteDone::Changed),
+        WriteOp::CreateSchedule(schedule) => schedules::create(conn, schedule).map(WriteDone::ScheduleCreated),
+        WriteOp::DeleteSchedule { user, id } => schedules::delete(conn, user, id).map(WriteDone::Changed),
+        WriteOp::FireSchedules { grace_ms } => {
+            schedules::fire_due(conn, &context.engine, now, *grace_ms, context.caps).map(WriteDone::Fired)
+        }
     }
 }
 
 fn release_undelivered(conn: &mut Connection, leases: &[(String, String)]) -> Result<u64, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let released = queries::release(&tx, leases)?;
+    fair::release_parked_keys(&tx)?;
     tx.commit()?;
     Ok(released)
 }
