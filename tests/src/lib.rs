@@ -331,6 +331,15 @@ impl Api {
             .await
     }
 
+    pub async fn put(&self, path: &str, body: &Value) -> anyhow::Result<Reply> {
+        Reply::read(self.http.put(format!("{}{path}", self.base)).bearer_auth(&self.token).json(body).send().await?)
+            .await
+    }
+
+    pub async fn delete(&self, path: &str) -> anyhow::Result<Reply> {
+        Reply::read(self.http.delete(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await?).await
+    }
+
     /// Every job of this user (following cursors), optionally of one status.
     pub async fn all_jobs(&self, status: Option<&str>) -> anyhow::Result<Vec<Value>> {
         let mut jobs = Vec::new();
