@@ -2,14 +2,16 @@
 //! 1 and 1,000 users, beside a plain FIFO claim (one `UPDATE ... LIMIT 1` over a global index) on the same shard.
 //!
 //! Each iteration claims one job inside a transaction and rolls it back, so the queue keeps its size. Also the
-//! queue position of the newest job (the deepest in its user's backlog), as `GET /jobs/{id}` computes it.
+//! queue position of the newest job (the deepest in its user's backlog), as `GET /jobs/{id}` computes it, and of
+//! a `GET /jobs` page of the 100 newest.
 //! Run: `cargo bench -p flowork-gateway --bench claim` (`FLOWORK_BENCH_SIZES=10000` for a quick run).
 
 use std::collections::HashSet;
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use flowork_gateway::store::sqlite::{connection, fair, migrate};
+use flowork_common::wire::JobStatus;
+use flowork_gateway::store::sqlite::{connection, fair, migrate, position, queries};
 use rusqlite::{Connection, params};
 
 const NOW: i64 = 1_800_000_000_000;
@@ -83,7 +85,13 @@ fn bench(c: &mut Criterion) {
             group.bench_function(BenchmarkId::new("fifo_baseline", &label), |b| b.iter(|| fifo_claim(&mut conn)));
             let newest = format!("{:012}", jobs - 1);
             group.bench_function(BenchmarkId::new("position_of_newest", &label), |b| {
-                b.iter(|| black_box(fair::standing(&conn, &newest).expect("standing")))
+                b.iter(|| black_box(position::standing(&conn, &newest).expect("standing")))
+            });
+            // `GET /jobs?status=queued` of the user of the newest job: a page of 100, newest first.
+            let user = format!("user-{}", (jobs - 1) % users);
+            let mut page = queries::list(&conn, "bench", &user, Some(JobStatus::Queued), None, 100).expect("list");
+            group.bench_function(BenchmarkId::new("positions_of_a_page_of_100", &label), |b| {
+                b.iter(|| position::place_in_queue(&conn, black_box(&mut page)).expect("place"))
             });
         }
     }

@@ -162,11 +162,23 @@ async fn queue_positions_match_the_order_claims_then_take() {
     jobs.extend(enqueue_many(&store, "bob", 7, START).await);
     jobs.extend(enqueue_many(&store, "carol", 12, START).await);
     jobs.push(enqueue(&store, NewJob { priority: 9, ..job("bob", "bob-hi", START) }).await);
+    jobs.push(enqueue(&store, NewJob { priority: -2, ..job("bob", "bob-lo", START) }).await);
+    jobs.push(enqueue(&store, NewJob { priority: 4, ..job("carol", "carol-mid", START) }).await);
     let mut expected: HashMap<String, u64> = HashMap::new();
     for job in &jobs {
         let found = store.get_job(&job.user, &job.id).await.unwrap().unwrap();
         if found.status == JobStatus::Queued {
             expected.insert(found.id.clone(), found.queue_position.expect("a runnable job has a position"));
+        }
+    }
+    // A listing page computes positions by walking the gaps between its jobs: the same numbers.
+    for user in ["alice", "bob", "carol"] {
+        for limit in [3, 500] {
+            let query =
+                flowork_gateway::store::ListQuery { status: Some(JobStatus::Queued), limit, ..Default::default() };
+            for listed in store.list_jobs(user, query).await.unwrap().jobs {
+                assert_eq!(listed.queue_position, expected.get(&listed.id).copied(), "listed {}", listed.id);
+            }
         }
     }
     let mut claimed_at = 0u64;

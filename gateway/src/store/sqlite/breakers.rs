@@ -63,7 +63,7 @@ pub fn record(
                 .execute(params![kind, job_id])?;
             if closed > 0 && state != "closed" {
                 // The jobs parked while the kind was held back may run again.
-                super::fair::release_parked_kind(conn, kind)?;
+                super::parking::release_parked_kind(conn, kind)?;
             }
         }
         return Ok(());

@@ -8,6 +8,8 @@ pub mod connection;
 pub mod control;
 pub mod fair;
 pub mod migrate;
+pub mod parking;
+pub mod position;
 pub mod queries;
 pub mod schedules;
 pub mod shard;
@@ -46,35 +48,6 @@ pub struct SqliteStore {
     retry: RetryPolicy,
     caps: AdmissionLimits,
     breaker: BreakerPolicy,
-}
-
-/// Fills in where each queued job stands: its queue position, or what it waits on.
-fn place_in_queue(conn: &rusqlite::Connection, jobs: &mut [Job]) -> Result<(), StoreError> {
-    let mut paused = None;
-    for job in jobs.iter_mut().filter(|j| j.status == flowork_common::wire::JobStatus::Queued) {
-        let paused = match paused {
-            Some(p) => p,
-            None => *paused.insert(queries::is_paused(conn)?),
-        };
-        match fair::standing(conn, &job.id)? {
-            Some(fair::Standing::Behind(n)) => {
-                job.queue_position = Some(n);
-                job.waiting_on = paused.then(|| "paused".to_string());
-            }
-            Some(fair::Standing::Held(hold)) => {
-                job.waiting_on = Some(
-                    match hold {
-                        fair::HOLD_RUN_AT => "run_at",
-                        fair::HOLD_KEY => "concurrency_key",
-                        _ => "breaker",
-                    }
-                    .to_string(),
-                );
-            }
-            None => {}
-        }
-    }
-    Ok(())
 }
 
 /// Runs blocking SQLite work off the async executor.
@@ -209,7 +182,7 @@ impl JobStore for SqliteStore {
             let found = self
                 .read(&shard, move |conn, engine| {
                     let Some(mut job) = queries::get(conn, engine, &user, &id)? else { return Ok(None) };
-                    place_in_queue(conn, std::slice::from_mut(&mut job))?;
+                    position::place_in_queue(conn, std::slice::from_mut(&mut job))?;
                     Ok(Some(job))
                 })
                 .await?;
@@ -238,7 +211,7 @@ impl JobStore for SqliteStore {
             jobs.extend(
                 self.read(&shard, move |conn, engine| {
                     let mut jobs = queries::list(conn, engine, &user, status, before.as_deref(), limit)?;
-                    place_in_queue(conn, &mut jobs)?;
+                    position::place_in_queue(conn, &mut jobs)?;
                     Ok(jobs)
                 })
                 .await?,

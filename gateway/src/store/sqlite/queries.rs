@@ -10,7 +10,7 @@ use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::value::RawValue;
 
-use super::fair::hold_for_run_at;
+use super::parking::hold_for_run_at;
 use crate::admission::{AdmissionLimits, over};
 use crate::store::{
     AllowedUser, CancelOutcome, EnqueueOutcome, Finish, FinishOutcome, NewJob, QueueCounts, RetryPolicy, StoreError,

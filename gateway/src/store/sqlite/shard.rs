@@ -52,8 +52,8 @@ impl Shard {
         let mut conn = open_writer(&path)?;
         migrate::apply(&mut conn, migrate::SHARD, &path.display().to_string())?;
         // Jobs parked behind a breaker that is no longer held (breakers switched off since) run again.
-        let held = super::fair::held_kinds(&conn, breaker.failures > 0)?;
-        super::fair::release_parked_kinds(&conn, &held)?;
+        let held = super::parking::held_kinds(&conn, breaker.failures > 0)?;
+        super::parking::release_parked_kinds(&conn, &held)?;
         let engine: Arc<str> = Arc::from(engine);
         let wake = Arc::new(Notify::new());
         let metrics = Arc::new(QueueMetrics::default());

@@ -13,7 +13,7 @@ use flowork_common::wire::Lease;
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::{breakers, fair, queries, schedules};
+use super::{breakers, fair, parking, queries, schedules};
 use crate::admission::AdmissionLimits;
 use crate::queue_metrics::QueueMetrics;
 use crate::store::{
@@ -249,7 +249,7 @@ fn commit_batch(
         results.push(result);
     }
     // Keys that got room in this batch (a job finished, was cancelled or was retried later) release parked jobs.
-    let released = fair::release_parked_keys(&tx)?;
+    let released = parking::release_parked_keys(&tx)?;
     tx.commit()?;
     Ok(Committed { results, released_parked: released > 0 })
 }
@@ -273,7 +273,7 @@ fn apply(conn: &Connection, op: &WriteOp, now: i64, context: &WriterContext) -> 
             if breakers_on {
                 breakers::refresh(conn, now, context.breaker)?;
             }
-            let held = fair::held_kinds(conn, breakers_on)?;
+            let held = parking::held_kinds(conn, breakers_on)?;
             let by = fair::ClaimBy { engine: &context.engine, worker, max: *max, lease_ms: *lease_ms, now };
             let mut claimed = fair::claim(conn, &by, &held)?;
             if breakers_on {
@@ -323,8 +323,8 @@ fn apply(conn: &Connection, op: &WriteOp, now: i64, context: &WriterContext) -> 
         }
         WriteOp::DisallowUser { user } => queries::disallow_user(conn, user).map(WriteDone::Changed),
         WriteOp::SetWeight { user, weight } => fair::set_weight(conn, user, *weight).map(WriteDone::Changed),
-        WriteOp::SetKeyLimit { key, limit } => fair::set_key_limit(conn, key, *limit).map(WriteDone::Changed),
-        WriteOp::SetDefaultKeyLimit(limit) => fair::set_default_key_limit(conn, *limit).map(WriteDone::Changed),
+        WriteOp::SetKeyLimit { key, limit } => parking::set_key_limit(conn, key, *limit).map(WriteDone::Changed),
+        WriteOp::SetDefaultKeyLimit(limit) => parking::set_default_key_limit(conn, *limit).map(WriteDone::Changed),
         WriteOp::CreateSchedule(schedule) => schedules::create(conn, schedule).map(WriteDone::ScheduleCreated),
         WriteOp::DeleteSchedule { user, id } => schedules::delete(conn, user, id).map(WriteDone::Changed),
         WriteOp::FireSchedules { grace_ms } => {
@@ -336,7 +336,7 @@ fn apply(conn: &Connection, op: &WriteOp, now: i64, context: &WriterContext) -> 
 fn release_undelivered(conn: &mut Connection, leases: &[(String, String)]) -> Result<u64, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let released = queries::release(&tx, leases)?;
-    fair::release_parked_keys(&tx)?;
+    parking::release_parked_keys(&tx)?;
     tx.commit()?;
     Ok(released)
 }
