@@ -34,6 +34,7 @@ const BETWEEN_PRIORITIES_SQL: &str = "SELECT
      + (SELECT count(*) FROM jobs WHERE user_id = ?1 AND status = 'queued' AND hold = 0 AND priority = ?5
             AND (run_at, id) < (?6, ?7))";
 /// The statements of a position lookup, for the query-plan test.
+#[cfg(test)]
 pub(super) const POSITION_SQL: &[&str] = &[OWN_AHEAD_SQL, BETWEEN_SAME_PRIORITY_SQL, BETWEEN_PRIORITIES_SQL];
 
 /// Where a queued job stands: why it waits, if it is parked, else how many jobs will be claimed before it.
