@@ -4,6 +4,7 @@
 //! not grow with the number of engines) and stay open.
 
 pub mod breakers;
+pub mod checkpoint;
 pub mod connection;
 pub mod control;
 pub mod fair;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use flowork_common::clock::Clock;
 use tokio::sync::Notify;
 
+use super::checkpoint::Checkpointer;
 use super::connection::{ReadPool, open_read_pool, open_writer};
 use super::migrate;
 use super::writer::{ShardWriter, WriterContext};
@@ -22,6 +23,7 @@ pub struct Shard {
     /// Notified after commits that made jobs claimable.
     pub wake: Arc<Notify>,
     pub metrics: Arc<QueueMetrics>,
+    _checkpointer: Checkpointer,
 }
 
 /// Where an engine's shard lives under the data directory.
@@ -51,6 +53,9 @@ impl Shard {
         let path = shard_path(data_dir, engine);
         let mut conn = open_writer(&path)?;
         migrate::apply(&mut conn, migrate::SHARD, &path.display().to_string())?;
+        // Checkpoints run on their own thread, never inside a commit of the writer.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = Checkpointer::spawn(&path, engine)?;
         // Jobs parked behind a breaker that is no longer held (breakers switched off since) run again.
         let held = super::parking::held_kinds(&conn, breaker.failures > 0)?;
         super::parking::release_parked_kinds(&conn, &held)?;
@@ -70,6 +75,6 @@ impl Shard {
             },
         )?;
         let reads = open_read_pool(&path)?;
-        Ok(Self { engine, path, reads, writer, wake, metrics })
+        Ok(Self { engine, path, reads, writer, wake, metrics, _checkpointer: checkpointer })
     }
 }
