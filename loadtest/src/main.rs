@@ -1,35 +1,64 @@
-//! `loadtest`: measures how fast a Flowork gateway accepts jobs and how fast engines get them done.
+//! `loadtest`: how fast a Flowork gateway accepts jobs and how fast and how soon engines get them done.
 //!
 //! By default it starts its own gateway and engines (the binaries next to its own executable) on a fresh data
-//! directory per run, so every run starts equal; `--gateway URL --token T --engine ID` measures only the enqueue
-//! rate of a running gateway.
-//! Closed loop: `--concurrency` clients each send their next `POST /jobs` when the previous one is answered.
-//! Each run reports the enqueue rate with engines stopped (pure write path), then the end-to-end rate with
-//! engines running (enqueue → every job finished); the summary gives the median over `--runs`.
+//! directory per run, so every run starts equal; `--gateway URL --token T --engine ID` drives a running one.
+//! Modes: `closed` (max throughput: clients send their next job when the previous is answered; an enqueue-only
+//! phase, then one with engines running), `open` (jobs leave at `--rate` for `--duration`, latency counted from
+//! when each was due), `startup` (time from starting a gateway with `--shards` existing shards to its first
+//! accepted `POST /jobs`). Per job it records the POST latency, the start delay (enqueue → claim) and end to
+//! end (enqueue → finished); it prints p50/p95/p99/max, writes a JSON report and an SVG chart, and exits with
+//! status 3 when an SLO is missed.
 
+mod chart;
+mod sender;
 mod spawn;
+mod stats;
+mod timings;
 
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use clap::Parser;
-use serde_json::{Value, json};
+use anyhow::bail;
+use clap::{Parser, ValueEnum};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::sender::{Progress, Sent, Target};
+use crate::stats::{Summary, median};
+use crate::timings::JobTimes;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    Closed,
+    Open,
+    Startup,
+}
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "loadtest", about = "Measure Flowork's enqueue rate and end-to-end throughput")]
+#[command(name = "loadtest", about = "Measure Flowork's enqueue rate, latencies and end-to-end throughput")]
 pub struct Args {
-    /// Jobs per phase.
+    #[arg(long, value_enum, default_value = "closed")]
+    pub mode: Mode,
+    /// Jobs per phase (closed loop).
     #[arg(long, default_value_t = 20_000)]
     pub jobs: usize,
-    /// Concurrent HTTP clients.
+    /// Concurrent HTTP clients (closed loop).
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// Jobs per second (open loop).
+    #[arg(long, default_value_t = 1_000.0)]
+    pub rate: f64,
+    /// How long jobs are sent (open loop).
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Existing shards (engines) when the gateway starts (startup mode).
+    #[arg(long, default_value_t = 100)]
+    pub shards: usize,
     /// Repetitions (each on a fresh data directory); the summary is their median.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
-    /// Engine processes started for the end-to-end phase.
+    /// Engine processes started.
     #[arg(long, default_value_t = 1)]
     pub engines: usize,
     /// Workers per engine.
@@ -38,7 +67,7 @@ pub struct Args {
     /// Folder of flowork-gateway and flowork-engine (default: next to this executable).
     #[arg(long)]
     pub bin_dir: Option<std::path::PathBuf>,
-    /// Drive this running gateway instead of starting one (enqueue phase only).
+    /// Drive this running gateway (its engines must be running) instead of starting one.
     #[arg(long, requires_all = ["token", "engine"])]
     pub gateway: Option<String>,
     /// Access token for `--gateway`.
@@ -50,204 +79,250 @@ pub struct Args {
     /// Where to write the JSON report.
     #[arg(long)]
     pub report: Option<std::path::PathBuf>,
+    /// Where to write the SVG chart of latency over time (default: the report's path with `.svg`).
+    #[arg(long)]
+    pub chart: Option<std::path::PathBuf>,
+    /// SLO: p95 end to end (enqueue → finished), open loop.
+    #[arg(long, default_value_t = 1_500.0)]
+    pub slo_e2e_p95_ms: f64,
+    /// SLO: p95 start delay (enqueue → claim), open loop.
+    #[arg(long, default_value_t = 500.0)]
+    pub slo_start_p95_ms: f64,
+    /// SLO: share of `POST /jobs` not answered 201 (0-1), every mode.
+    #[arg(long, default_value_t = 0.01)]
+    pub slo_error_rate: f64,
 }
 
-/// What one phase measured.
-#[derive(Debug, Clone, Copy)]
-struct Phase {
-    jobs_per_s: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    errors: usize,
+/// What one run measured.
+#[derive(Debug, Clone, Serialize, Default)]
+struct RunReport {
+    healthz_req_per_s: Option<f64>,
+    /// Closed loop without engines: the pure write path.
+    enqueue_jobs_per_s: Option<f64>,
+    enqueue_post: Option<Summary>,
+    /// With engines running (closed or open loop).
+    post: Summary,
+    posted_jobs_per_s: f64,
+    end_to_end_jobs_per_s: f64,
+    start_delay: Summary,
+    end_to_end: Summary,
+    status_429: usize,
+    status_5xx: usize,
+    failed: usize,
+    error_rate: f64,
+    /// Startup mode: milliseconds from spawning the gateway to its first 201.
+    ready_ms: Option<f64>,
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    percentile(&values, 50.0)
-}
-
-/// Sends `jobs` POSTs from `concurrency` clients; returns the rate and latency of the answers.
-async fn enqueue(
+/// A phase with engines running: send, wait until every job is final, read the jobs' timings.
+async fn measured_phase(
+    args: &Args,
     base: &str,
     token: &str,
     engine: &str,
-    jobs: usize,
-    concurrency: usize,
     tag: &str,
-) -> anyhow::Result<Phase> {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).tcp_nodelay(true).build()?;
-    let next = Arc::new(AtomicUsize::new(0));
+) -> anyhow::Result<(RunReport, Vec<Sent>, Vec<JobTimes>)> {
+    let target = Target::new(base, token, engine, tag, args.concurrency.max(256))?;
+    let progress = Arc::new(Progress::default());
+    let shown = sender::show_progress(format!("{:?}", args.mode).to_lowercase(), progress.clone());
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (client, next) = (client.clone(), next.clone());
-        let (url, token, engine, tag) =
-            (format!("{base}/jobs"), token.to_string(), engine.to_string(), tag.to_string());
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut errors = 0;
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= jobs {
-                    return (latencies, errors);
-                }
-                let body = json!({"engine": engine, "kind": "echo", "payload": {"i": i}});
-                let sent = Instant::now();
-                let response = client
-                    .post(&url)
-                    .bearer_auth(&token)
-                    .header("idempotency-key", format!("{tag}-{i}"))
-                    .json(&body)
-                    .send()
-                    .await;
-                match response {
-                    Ok(r) if r.status().as_u16() == 201 => {
-                        let _ = r.bytes().await;
-                        latencies.push(sent.elapsed().as_secs_f64() * 1_000.0);
-                    }
-                    _ => errors += 1,
-                }
-            }
-        }));
+    let sent = match args.mode {
+        Mode::Open => sender::open_loop(&target, args.rate, args.duration, progress).await,
+        _ => sender::closed_loop(&target, args.jobs, args.concurrency, progress).await,
+    };
+    let posting_s = started.elapsed().as_secs_f64();
+    timings::wait_drained(base, engine, Duration::from_secs(600)).await?;
+    let finished_s = started.elapsed().as_secs_f64();
+    shown.abort();
+    let ids: HashSet<String> = sent.iter().filter_map(|s| s.job_id.clone()).collect();
+    let times = timings::fetch(base, token, engine, &ids).await?;
+    let created = sent.iter().filter(|s| s.status == 201).count();
+    let failed = sent.len() - created;
+    let report = RunReport {
+        post: Summary::of(sent.iter().map(|s| s.latency_ms).collect()),
+        posted_jobs_per_s: created as f64 / posting_s,
+        end_to_end_jobs_per_s: times.iter().filter(|t| t.succeeded).count() as f64 / finished_s,
+        start_delay: Summary::of(times.iter().map(|t| t.start_delay_ms).collect()),
+        end_to_end: Summary::of(times.iter().map(|t| t.end_to_end_ms).collect()),
+        status_429: sent.iter().filter(|s| s.status == 429).count(),
+        status_5xx: sent.iter().filter(|s| s.status >= 500).count(),
+        failed,
+        error_rate: if sent.is_empty() { 0.0 } else { failed as f64 / sent.len() as f64 },
+        ..RunReport::default()
+    };
+    Ok((report, sent, times))
+}
+
+/// One run on a gateway and engines of its own.
+async fn run_owned(args: &Args, run: usize) -> anyhow::Result<(RunReport, Vec<Sent>, Vec<JobTimes>)> {
+    if args.mode == Mode::Startup {
+        let ready_ms = spawn::measure_startup(args).await?;
+        println!("run {run}: ready (first 201) {ready_ms:.1} ms after start with {} shards", args.shards);
+        return Ok((RunReport { ready_ms: Some(ready_ms), ..RunReport::default() }, Vec::new(), Vec::new()));
     }
-    let mut latencies = Vec::with_capacity(jobs);
-    let mut errors = 0;
-    for task in tasks {
-        let (l, e) = task.await?;
-        latencies.extend(l);
-        errors += e;
+    let mut stack = spawn::Stack::start(args).await?;
+    let healthz = spawn::healthz_baseline(&stack.base, args.jobs.min(20_000), args.concurrency).await?;
+    let mut enqueue = None;
+    if args.mode == Mode::Closed {
+        let target = Target::new(&stack.base, &stack.token, spawn::ENGINE, "enq", args.concurrency)?;
+        let started = Instant::now();
+        let sent = sender::closed_loop(&target, args.jobs, args.concurrency, Arc::default()).await;
+        let rate = sent.iter().filter(|s| s.status == 201).count() as f64 / started.elapsed().as_secs_f64();
+        enqueue = Some((rate, Summary::of(sent.iter().map(|s| s.latency_ms).collect())));
+        stack.start_engines(args)?;
+        timings::wait_drained(&stack.base, spawn::ENGINE, Duration::from_secs(600)).await?;
+    } else {
+        stack.start_engines(args)?;
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort_by(f64::total_cmp);
-    Ok(Phase {
-        jobs_per_s: latencies.len() as f64 / elapsed,
-        p50_ms: percentile(&latencies, 50.0),
-        p99_ms: percentile(&latencies, 99.0),
-        errors,
+    let (mut report, sent, times) = measured_phase(args, &stack.base, &stack.token, spawn::ENGINE, "run").await?;
+    report.healthz_req_per_s = Some(healthz);
+    if let Some((rate, post)) = enqueue {
+        report.enqueue_jobs_per_s = Some(rate);
+        report.enqueue_post = Some(post);
+        println!(
+            "run {run}: GET /healthz {healthz:.0} req/s; enqueue only {rate:.0} jobs/s ({:.2} of healthz), POST {post}",
+            rate / healthz
+        );
+    } else {
+        println!("run {run}: GET /healthz {healthz:.0} req/s");
+    }
+    print_phase(run, &report);
+    stack.stop();
+    Ok((report, sent, times))
+}
+
+fn print_phase(run: usize, report: &RunReport) {
+    println!(
+        "run {run}: with engines: posted {:.0} jobs/s, end to end {:.0} jobs/s; 429: {}, 5xx: {}, failed: {} \
+         ({:.2} %)\n  POST        {}\n  start delay {}\n  end to end  {}",
+        report.posted_jobs_per_s,
+        report.end_to_end_jobs_per_s,
+        report.status_429,
+        report.status_5xx,
+        report.failed,
+        report.error_rate * 100.0,
+        report.post,
+        report.start_delay,
+        report.end_to_end
+    );
+}
+
+/// The medians over runs of the figures that matter.
+fn medians(mode: Mode, runs: &[RunReport]) -> serde_json::Value {
+    let m = |f: &dyn Fn(&RunReport) -> Option<f64>| {
+        let values: Vec<f64> = runs.iter().filter_map(f).collect();
+        (!values.is_empty()).then(|| median(values))
+    };
+    if mode == Mode::Startup {
+        return json!({ "ready_ms": m(&|r| r.ready_ms) });
+    }
+    json!({
+        "healthz_req_per_s": m(&|r| r.healthz_req_per_s),
+        "enqueue_jobs_per_s": m(&|r| r.enqueue_jobs_per_s),
+        "enqueue_to_healthz_ratio": m(&|r| Some(r.enqueue_jobs_per_s? / r.healthz_req_per_s?)),
+        "enqueue_post_p99_ms": m(&|r| r.enqueue_post.map(|p| p.p99_ms)),
+        "posted_jobs_per_s": m(&|r| Some(r.posted_jobs_per_s)),
+        "end_to_end_jobs_per_s": m(&|r| Some(r.end_to_end_jobs_per_s)),
+        "post_p99_ms": m(&|r| Some(r.post.p99_ms)),
+        "start_delay_p95_ms": m(&|r| Some(r.start_delay.p95_ms)),
+        "end_to_end_p95_ms": m(&|r| Some(r.end_to_end.p95_ms)),
+        "error_rate": m(&|r| Some(r.error_rate)),
+        "ready_ms": m(&|r| r.ready_ms),
     })
 }
 
-/// The same closed loop against `GET /healthz` (no auth, no store): the HTTP baseline of this machine, measured
-/// in the same run so the enqueue rate can be read as a ratio.
-async fn healthz_baseline(base: &str, requests: usize, concurrency: usize) -> anyhow::Result<f64> {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).tcp_nodelay(true).build()?;
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (client, next, url) = (client.clone(), next.clone(), format!("{base}/healthz"));
-        tasks.push(tokio::spawn(async move {
-            let mut ok = 0usize;
-            while next.fetch_add(1, Ordering::Relaxed) < requests {
-                if let Ok(r) = client.get(&url).send().await
-                    && r.status().is_success()
-                    && r.bytes().await.is_ok()
-                {
-                    ok += 1;
-                }
-            }
-            ok
-        }));
+/// The SLOs missed by the median figures: latency SLOs apply to open-loop runs (a closed loop floods the queue
+/// on purpose), the error rate to every run.
+fn missed_slos(args: &Args, median: &serde_json::Value) -> Vec<String> {
+    let mut missed = Vec::new();
+    let get = |key: &str| median[key].as_f64();
+    if let Some(rate) = get("error_rate")
+        && rate > args.slo_error_rate
+    {
+        missed.push(format!("error rate {:.2} % > {:.2} %", rate * 100.0, args.slo_error_rate * 100.0));
     }
-    let mut ok = 0;
-    for task in tasks {
-        ok += task.await?;
+    if args.mode == Mode::Open {
+        if let Some(p95) = get("end_to_end_p95_ms").filter(|p| *p > args.slo_e2e_p95_ms) {
+            missed.push(format!("end-to-end p95 {p95:.0} ms > {:.0} ms", args.slo_e2e_p95_ms));
+        }
+        if let Some(p95) = get("start_delay_p95_ms").filter(|p| *p > args.slo_start_p95_ms) {
+            missed.push(format!("start-delay p95 {p95:.0} ms > {:.0} ms", args.slo_start_p95_ms));
+        }
     }
-    Ok(ok as f64 / started.elapsed().as_secs_f64())
+    missed
 }
 
-/// Waits until the engine's queue is empty (nothing queued or running), per `GET /status`.
-async fn wait_drained(base: &str, engine: &str) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let status: Value = client.get(format!("{base}/status")).send().await?.json().await?;
-        let entry = status["engines"].as_array().and_then(|es| es.iter().find(|e| e["id"] == engine)).cloned();
-        let entry = entry.context("engine missing from /status")?;
-        if entry["queued"] == 0 && entry["running"] == 0 {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("jobs did not drain: {entry}");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+fn write_chart(path: &std::path::Path, sent: &[Sent], times: &[JobTimes]) -> anyhow::Result<()> {
+    let first = times.iter().map(|t| t.enqueued_ms).min().unwrap_or(0);
+    let at = |t: &JobTimes| (t.enqueued_ms - first) as f64 / 1_000.0;
+    let series = [
+        chart::Series {
+            name: "POST /jobs",
+            colour: "#1f77b4",
+            samples: sent.iter().map(|s| (s.due_s, s.latency_ms)).collect(),
+        },
+        chart::Series {
+            name: "start delay",
+            colour: "#2ca02c",
+            samples: times.iter().map(|t| (at(t), t.start_delay_ms)).collect(),
+        },
+        chart::Series {
+            name: "end to end",
+            colour: "#d62728",
+            samples: times.iter().map(|t| (at(t), t.end_to_end_ms)).collect(),
+        },
+    ];
+    std::fs::write(path, chart::svg("Flowork loadtest: latency over time (last run)", &series))?;
+    Ok(())
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let (Some(base), Some(token), Some(engine)) = (&args.gateway, &args.token, &args.engine) {
-        let tag = format!("lt{}", std::process::id());
-        let mut rates = Vec::new();
-        for run in 1..=args.runs {
-            let p = enqueue(base, token, engine, args.jobs, args.concurrency, &format!("{tag}-{run}")).await?;
-            println!(
-                "run {run}: enqueue {:.0} jobs/s (p50 {:.2} ms, p99 {:.2} ms, {} errors)",
-                p.jobs_per_s, p.p50_ms, p.p99_ms, p.errors
-            );
-            rates.push(p.jobs_per_s);
-        }
-        println!("median of {} runs: enqueue {:.0} jobs/s", args.runs, median(rates));
-        return Ok(());
+    if args.mode == Mode::Open && (args.rate.is_nan() || args.rate <= 0.0) {
+        bail!("--rate must be above 0");
     }
     let mut runs = Vec::new();
-    for run in 1..=args.runs {
-        let mut stack = spawn::Stack::start(&args).await?;
-        let baseline = healthz_baseline(&stack.base, args.jobs, args.concurrency).await?;
-        let enq = enqueue(&stack.base, &stack.token, spawn::ENGINE, args.jobs, args.concurrency, "enq").await?;
-        stack.start_engines(&args)?;
-        wait_drained(&stack.base, spawn::ENGINE).await?;
-        let started = Instant::now();
-        let e2e_enq = enqueue(&stack.base, &stack.token, spawn::ENGINE, args.jobs, args.concurrency, "e2e").await?;
-        wait_drained(&stack.base, spawn::ENGINE).await?;
-        let e2e = args.jobs as f64 / started.elapsed().as_secs_f64();
-        println!(
-            "run {run}: GET /healthz {baseline:.0} req/s; enqueue {:.0} jobs/s ({:.2} of healthz; p50 {:.2} ms, \
-             p99 {:.2} ms, {} errors); end to end {:.0} jobs/s (enqueue with engines running {:.0}/s, {} errors)",
-            enq.jobs_per_s,
-            enq.jobs_per_s / baseline,
-            enq.p50_ms,
-            enq.p99_ms,
-            enq.errors,
-            e2e,
-            e2e_enq.jobs_per_s,
-            e2e_enq.errors
-        );
-        runs.push((enq, e2e, baseline));
-        stack.stop();
+    let mut last = (Vec::new(), Vec::new());
+    for run in 1..=args.runs.max(1) {
+        let (report, sent, times) = match (&args.gateway, &args.token, &args.engine) {
+            (Some(base), Some(token), Some(engine)) => {
+                if args.mode == Mode::Startup {
+                    bail!("startup mode starts its own gateway; drop --gateway");
+                }
+                let tag = format!("lt{}-{run}-{}", std::process::id(), spawn::unique());
+                let measured = measured_phase(&args, base, token, engine, &tag).await?;
+                print_phase(run, &measured.0);
+                measured
+            }
+            _ => run_owned(&args, run).await?,
+        };
+        runs.push(report);
+        last = (sent, times);
     }
-    let baseline_median = median(runs.iter().map(|r| r.2).collect());
-    let ratio_median = median(runs.iter().map(|r| r.0.jobs_per_s / r.2).collect());
-    let enqueue_median = median(runs.iter().map(|r| r.0.jobs_per_s).collect());
-    let p99_median = median(runs.iter().map(|r| r.0.p99_ms).collect());
-    let e2e_median = median(runs.iter().map(|r| r.1).collect());
-    println!(
-        "median of {} runs: enqueue {enqueue_median:.0} jobs/s (p99 {p99_median:.2} ms; {ratio_median:.2} of the \
-         {baseline_median:.0} req/s GET /healthz baseline), end to end {e2e_median:.0} jobs/s",
-        args.runs
-    );
+    let median = medians(args.mode, &runs);
+    println!("median of {} runs: {}", runs.len(), median);
+    let missed = missed_slos(&args, &median);
     if let Some(path) = &args.report {
         let report = json!({
-            "jobs": args.jobs, "concurrency": args.concurrency, "engines": args.engines, "workers": args.workers,
-            "runs": runs.iter().map(|(e, x, b)| json!({"healthz_req_per_s": b, "enqueue_jobs_per_s": e.jobs_per_s,
-                "post_p50_ms": e.p50_ms, "post_p99_ms": e.p99_ms, "errors": e.errors, "end_to_end_jobs_per_s": x}))
-                .collect::<Vec<_>>(),
-            "median": {"healthz_req_per_s": baseline_median, "enqueue_to_healthz_ratio": ratio_median,
-                "enqueue_jobs_per_s": enqueue_median, "post_p99_ms": p99_median, "end_to_end_jobs_per_s": e2e_median},
+            "mode": format!("{:?}", args.mode).to_lowercase(),
+            "jobs": args.jobs, "concurrency": args.concurrency, "rate": args.rate,
+            "duration_s": args.duration.as_secs_f64(), "engines": args.engines, "workers": args.workers,
+            "shards": args.shards, "runs": runs, "median": median,
+            "slo": {"end_to_end_p95_ms": args.slo_e2e_p95_ms, "start_delay_p95_ms": args.slo_start_p95_ms,
+                    "error_rate": args.slo_error_rate, "missed": missed},
         });
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
     }
-    if runs.iter().any(|r| r.0.errors > 0) {
-        bail!("some requests failed");
+    let chart = args.chart.clone().or_else(|| args.report.as_ref().map(|r| r.with_extension("svg")));
+    if let Some(path) = chart
+        && args.mode != Mode::Startup
+    {
+        write_chart(&path, &last.0, &last.1)?;
+    }
+    if !missed.is_empty() {
+        eprintln!("SLO missed: {}", missed.join("; "));
+        std::process::exit(3);
     }
     Ok(())
 }

@@ -1,10 +1,13 @@
 //! Starting a throw-away gateway and engines for one measurement run.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use serde_json::json;
 
 use crate::Args;
 
@@ -27,19 +30,109 @@ fn bin_dir(args: &Args) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// Runs a `flowork-gateway` sub-command on a data directory; its standard output.
+fn gateway_cli(gateway: &Path, data: &Path, cli: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(gateway).args(cli).arg("--data-dir").arg(data).output()?;
+    if !out.status.success() {
+        bail!("flowork-gateway {cli:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?.trim().to_string())
+}
+
+/// A suffix that differs between processes and calls.
+pub fn unique() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Starts `flowork-gateway serve` on a free port with the abuse controls off (a load test measures the write
+/// path, not rate limits or caps).
+fn serve(gateway: &Path, data: &Path) -> anyhow::Result<(Child, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let child = Command::new(gateway)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--rate-ip", "0", "--rate-user", "0"])
+        .args(["--max-queue-depth", "0", "--max-total-depth", "0", "--max-user-inflight", "0"])
+        .arg("--data-dir")
+        .arg(data)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting flowork-gateway")?;
+    Ok((child, format!("http://127.0.0.1:{port}")))
+}
+
+/// Startup mode: registers `--shards` engines, starts the gateway and times its first accepted `POST /jobs`.
+pub async fn measure_startup(args: &Args) -> anyhow::Result<f64> {
+    let bin = bin_dir(args)?;
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let gateway = bin.join("flowork-gateway");
+    for shard in 0..args.shards.max(1) {
+        gateway_cli(&gateway, &data, &["engine", "add", &format!("shard-{shard}"), "--owner", "loadtest"])?;
+    }
+    let token = gateway_cli(&gateway, &data, &["token", "mint", "--user", "loadtest", "--ttl", "1h"])?;
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let (mut child, base) = serve(&gateway, &data)?;
+    let body = json!({"engine": "shard-0", "kind": "echo"});
+    let result = loop {
+        let answer = client
+            .post(format!("{base}/jobs"))
+            .bearer_auth(&token)
+            .header("idempotency-key", "startup")
+            .json(&body)
+            .send()
+            .await;
+        if answer.is_ok_and(|r| r.status().as_u16() == 201) {
+            break Ok(started.elapsed().as_secs_f64() * 1_000.0);
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            break Err(anyhow::anyhow!("the gateway accepted no job within 20 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+/// A closed loop against `GET /healthz` (no auth, no store): the HTTP baseline of this machine, measured in the
+/// same run so rates can be read as ratios.
+pub async fn healthz_baseline(base: &str, requests: usize, concurrency: usize) -> anyhow::Result<f64> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).tcp_nodelay(true).build()?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, next, url) = (client.clone(), next.clone(), format!("{base}/healthz"));
+        tasks.push(tokio::spawn(async move {
+            let mut ok = 0usize;
+            while next.fetch_add(1, Ordering::Relaxed) < requests {
+                if let Ok(r) = client.get(&url).send().await
+                    && r.status().is_success()
+                    && r.bytes().await.is_ok()
+                {
+                    ok += 1;
+                }
+            }
+            ok
+        }));
+    }
+    let mut ok = 0;
+    for task in tasks {
+        ok += task.await?;
+    }
+    Ok(ok as f64 / started.elapsed().as_secs_f64())
+}
+
 impl Stack {
     pub async fn start(args: &Args) -> anyhow::Result<Self> {
         let bin = bin_dir(args)?;
         let dir = tempfile::tempdir()?;
         let data = dir.path().join("data");
         let gateway = bin.join("flowork-gateway");
-        let run = |cli: &[&str]| -> anyhow::Result<String> {
-            let out = Command::new(&gateway).args(cli).arg("--data-dir").arg(&data).output()?;
-            if !out.status.success() {
-                bail!("flowork-gateway {cli:?}: {}", String::from_utf8_lossy(&out.stderr));
-            }
-            Ok(String::from_utf8(out.stdout)?.trim().to_string())
-        };
+        let run = |cli: &[&str]| gateway_cli(&gateway, &data, cli);
         let token_file = dir.path().join("engine.token");
         run(&[
             "engine",
@@ -51,19 +144,7 @@ impl Stack {
             token_file.to_str().unwrap_or_default(),
         ])?;
         let token = run(&["token", "mint", "--user", "loadtest", "--ttl", "2h"])?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let child = Command::new(&gateway)
-            // A load test measures the write path, not the abuse controls: no rate limits, no caps.
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--rate-ip", "0", "--rate-user", "0"])
-            .args(["--max-queue-depth", "0", "--max-total-depth", "0", "--max-user-inflight", "0"])
-            .arg("--data-dir")
-            .arg(&data)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting flowork-gateway")?;
-        let base = format!("http://127.0.0.1:{port}");
+        let (child, base) = serve(&gateway, &data)?;
         let stack = Self { base, token, dir, bin, children: vec![child] };
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(20);

@@ -1,0 +1,175 @@
+//! Sending jobs: closed loop (each client sends its next job when the previous is answered) or open loop (jobs
+//! leave at a fixed rate whatever the server does, and each latency counts from the moment its job was due, so a
+//! slow server cannot hide its latency by slowing the load down: no coordinated omission).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+/// One `POST /jobs`: when it was due (since the phase began), how long until it was answered, and the answer.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub due_s: f64,
+    pub latency_ms: f64,
+    /// HTTP status, or 0 when the request failed before an answer.
+    pub status: u16,
+    pub job_id: Option<String>,
+}
+
+/// Where and what to send.
+#[derive(Clone)]
+pub struct Target {
+    pub client: reqwest::Client,
+    pub url: String,
+    pub token: String,
+    pub engine: String,
+    /// Prefix of the idempotency keys, unique per phase.
+    pub tag: String,
+}
+
+impl Target {
+    pub fn new(base: &str, token: &str, engine: &str, tag: &str, connections: usize) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(connections)
+            .tcp_nodelay(true)
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(Self {
+            client,
+            url: format!("{base}/jobs"),
+            token: token.to_string(),
+            engine: engine.to_string(),
+            tag: tag.to_string(),
+        })
+    }
+
+    async fn post(&self, i: usize, due: Instant, phase_start: Instant) -> Sent {
+        let body = json!({"engine": self.engine, "kind": "echo", "payload": {"i": i}});
+        let response = self
+            .client
+            .post(&self.url)
+            .bearer_auth(&self.token)
+            .header("idempotency-key", format!("{}-{i}", self.tag))
+            .json(&body)
+            .send()
+            .await;
+        let (status, job_id) = match response {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let id = match r.json::<Value>().await {
+                    Ok(body) => body["id"].as_str().map(str::to_string),
+                    Err(_) => None,
+                };
+                (status, id)
+            }
+            Err(_) => (0, None),
+        };
+        Sent {
+            due_s: due.duration_since(phase_start).as_secs_f64(),
+            latency_ms: due.elapsed().as_secs_f64() * 1_000.0,
+            status,
+            job_id,
+        }
+    }
+}
+
+/// Counters the progress line reads while a phase runs.
+#[derive(Default)]
+pub struct Progress {
+    pub sent: AtomicUsize,
+    pub answered: AtomicUsize,
+    pub failed: AtomicUsize,
+}
+
+/// Sends `jobs` jobs from `clients` closed-loop clients.
+pub async fn closed_loop(target: &Target, jobs: usize, clients: usize, progress: Arc<Progress>) -> Vec<Sent> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    for _ in 0..clients {
+        let (target, next, progress, tx) = (target.clone(), next.clone(), progress.clone(), tx.clone());
+        tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= jobs {
+                    return;
+                }
+                progress.sent.fetch_add(1, Ordering::Relaxed);
+                let sent = target.post(i, Instant::now(), start).await;
+                count(&progress, &sent);
+                if tx.send(sent).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    drop(tx);
+    let mut all = Vec::with_capacity(jobs);
+    while let Some(sent) = rx.recv().await {
+        all.push(sent);
+    }
+    all
+}
+
+/// Sends jobs at `rate` per second for `duration`, each at its due time, however many are still unanswered.
+pub async fn open_loop(target: &Target, rate: f64, duration: Duration, progress: Arc<Progress>) -> Vec<Sent> {
+    let total = (rate * duration.as_secs_f64()).round() as usize;
+    let start = Instant::now();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let sender = {
+        let (target, progress) = (target.clone(), progress.clone());
+        tokio::spawn(async move {
+            for i in 0..total {
+                let due = start + Duration::from_secs_f64(i as f64 / rate);
+                tokio::time::sleep_until(due.into()).await;
+                progress.sent.fetch_add(1, Ordering::Relaxed);
+                let (target, progress, tx) = (target.clone(), progress.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let sent = target.post(i, due, start).await;
+                    count(&progress, &sent);
+                    let _ = tx.send(sent);
+                });
+            }
+        })
+    };
+    let _ = sender.await;
+    let mut all = Vec::with_capacity(total);
+    while let Some(sent) = rx.recv().await {
+        all.push(sent);
+    }
+    all
+}
+
+fn count(progress: &Progress, sent: &Sent) {
+    if sent.status == 201 {
+        progress.answered.fetch_add(1, Ordering::Relaxed);
+    } else {
+        progress.failed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Prints a progress line every second until the returned handle is aborted.
+pub fn show_progress(label: String, progress: Arc<Progress>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let start = Instant::now();
+        let mut last = 0;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let answered = progress.answered.load(Ordering::Relaxed);
+            let sent = progress.sent.load(Ordering::Relaxed);
+            eprintln!(
+                "  {label} {:>4.0}s: sent {sent}, created {answered} ({}/s), failed {}, in flight {}",
+                start.elapsed().as_secs_f64(),
+                answered - last,
+                progress.failed.load(Ordering::Relaxed),
+                sent.saturating_sub(answered + progress.failed.load(Ordering::Relaxed)),
+            );
+            last = answered;
+        }
+    })
+}
