@@ -218,6 +218,42 @@ pub struct FinishRequest {
     pub retryable: bool,
 }
 
+/// `POST /internal/finish`: the outcomes of several attempts in one call (an engine sends what finished while its
+/// previous call was in flight), each as for `POST /internal/jobs/{id}/finish`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinishBatchRequest {
+    pub finishes: Vec<FinishItem>,
+}
+
+/// One outcome of a `FinishBatchRequest`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinishItem {
+    pub job_id: String,
+    pub report: FinishRequest,
+}
+
+/// `POST /internal/finish` answer: one result per item, in order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FinishBatchResponse {
+    pub results: Vec<FinishItemResult>,
+}
+
+/// Where one job went, or why its report was refused (`error` is the code a single finish would answer).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FinishItemResult {
+    pub job_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<JobStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
 /// `POST /internal/jobs/{id}/finish` answer: where the job went.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FinishResponse {

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use flowork_common::logging::REQUEST_TARGET;
 use flowork_common::wire::{
-    ClaimRequest, ClaimResponse, ErrorBody, FinishRequest, FinishResponse, HeartbeatRequest, HeartbeatResponse, WhoAmI,
+    ClaimRequest, ClaimResponse, ErrorBody, FinishBatchRequest, FinishBatchResponse, FinishRequest, FinishResponse,
+    HeartbeatRequest, HeartbeatResponse, WhoAmI,
 };
 use reqwest::StatusCode;
 use serde::Serialize;
@@ -121,6 +122,11 @@ impl GatewayClient {
     ) -> Result<HeartbeatResponse, ClientError> {
         let path = format!("/internal/jobs/{}/heartbeat", job.id);
         self.call("/internal/jobs/{id}/heartbeat", &path, Some(request), Duration::from_secs(10), Some(job)).await
+    }
+
+    /// Several outcomes in one call (`POST /internal/finish`).
+    pub async fn finish_many(&self, request: &FinishBatchRequest) -> Result<FinishBatchResponse, ClientError> {
+        self.call("/internal/finish", "/internal/finish", Some(request), Duration::from_secs(15), None).await
     }
 
     pub async fn finish(&self, job: JobRef<'_>, request: &FinishRequest) -> Result<FinishResponse, ClientError> {

@@ -4,6 +4,7 @@ pub mod autoscale;
 pub mod claim;
 pub mod client;
 pub mod config;
+pub mod finisher;
 pub mod handlers;
 pub mod metrics;
 pub mod pool;
@@ -57,8 +58,15 @@ pub async fn run(args: EngineArgs) -> anyhow::Result<()> {
             }
         });
     }
-    let runner =
-        Arc::new(JobRunner { client, handlers, lease_ms: args.lease_ms, pool: pool.clone(), metrics: metrics.clone() });
+    let finisher = finisher::Finisher::spawn(client.clone());
+    let runner = Arc::new(JobRunner {
+        client,
+        finisher,
+        handlers,
+        lease_ms: args.lease_ms,
+        pool: pool.clone(),
+        metrics: metrics.clone(),
+    });
     let shutdown = shutdown::on_signal();
     let policy = AutoscalePolicy {
         target_latency_ms: args.slo_target_latency as f64,

@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 use tracing::Instrument;
 
 use crate::client::{ClientError, GatewayClient, JobRef};
+use crate::finisher::Finisher;
 use crate::handlers::{JobFailure, ProgressSink, Registry};
 use crate::metrics::{EngineMetrics, KindLabels};
 use crate::pool::WorkerPool;
@@ -27,6 +28,7 @@ enum LeaseEnd {
 /// What a worker needs to run jobs.
 pub struct JobRunner {
     pub client: GatewayClient,
+    pub finisher: Finisher,
     pub handlers: Registry,
     pub lease_ms: u64,
     pub pool: Arc<WorkerPool>,
@@ -112,7 +114,7 @@ impl JobRunner {
         }
     }
 
-    /// Sends the outcome, retrying network trouble a few times.
+    /// Sends the outcome (batched with others that finish meanwhile), retrying network trouble a few times.
     async fn report(&self, job: JobRef<'_>, lease_token: &str, outcome: Attempt) {
         let job_id = job.id;
         let request = match outcome {
@@ -138,20 +140,8 @@ impl JobRunner {
                 retryable: failure.retryable,
             },
         };
-        let mut delay = Duration::from_millis(100);
-        for attempt in 1..=5 {
-            match self.client.finish(job, &request).await {
-                Ok(_) => return,
-                Err(error) if error.is_transient() && attempt < 5 => {
-                    tracing::warn!(job_id, %error, attempt, "finish failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                }
-                Err(error) => {
-                    tracing::warn!(job_id, %error, "could not report the outcome; the lease will lapse and the job run again");
-                    return;
-                }
-            }
+        if let Err(error) = self.finisher.report(job_id, request).await {
+            tracing::warn!(job_id, %error, "could not report the outcome; the lease will lapse and the job run again");
         }
     }
 }

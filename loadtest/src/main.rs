@@ -52,6 +52,9 @@ pub struct Args {
     /// How long jobs are sent (open loop).
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
+    /// Jobs per request: 1 sends `POST /jobs`; more send `POST /jobs/batch` (at most 1,000).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
     /// Existing shards (engines) when the gateway starts (startup mode).
     #[arg(long, default_value_t = 100)]
     pub shards: usize,
@@ -100,6 +103,8 @@ struct RunReport {
     /// Closed loop without engines: the pure write path.
     enqueue_jobs_per_s: Option<f64>,
     enqueue_post: Option<Summary>,
+    /// Closed loop: how fast the engines emptied the queue the enqueue-only phase filled (engine start included).
+    drain_jobs_per_s: Option<f64>,
     /// With engines running (closed or open loop).
     post: Summary,
     posted_jobs_per_s: f64,
@@ -122,7 +127,7 @@ async fn measured_phase(
     engine: &str,
     tag: &str,
 ) -> anyhow::Result<(RunReport, Vec<Sent>, Vec<JobTimes>)> {
-    let target = Target::new(base, token, engine, tag, args.concurrency.max(256))?;
+    let target = Target::new(base, token, engine, tag, args.concurrency.max(256))?.with_batch(args.batch);
     let progress = Arc::new(Progress::default());
     let shown = sender::show_progress(format!("{:?}", args.mode).to_lowercase(), progress.clone());
     let started = Instant::now();
@@ -163,25 +168,33 @@ async fn run_owned(args: &Args, run: usize) -> anyhow::Result<(RunReport, Vec<Se
     let mut stack = spawn::Stack::start(args).await?;
     let healthz = spawn::healthz_baseline(&stack.base, args.jobs.min(20_000), args.concurrency).await?;
     let mut enqueue = None;
+    let mut drain = None;
     if args.mode == Mode::Closed {
-        let target = Target::new(&stack.base, &stack.token, spawn::ENGINE, "enq", args.concurrency)?;
+        let target =
+            Target::new(&stack.base, &stack.token, spawn::ENGINE, "enq", args.concurrency)?.with_batch(args.batch);
         let started = Instant::now();
         let sent = sender::closed_loop(&target, args.jobs, args.concurrency, Arc::default()).await;
         let rate = sent.iter().filter(|s| s.status == 201).count() as f64 / started.elapsed().as_secs_f64();
         enqueue = Some((rate, Summary::of(sent.iter().map(|s| s.latency_ms).collect())));
+        let draining = Instant::now();
         stack.start_engines(args)?;
         timings::wait_drained(&stack.base, spawn::ENGINE, Duration::from_secs(600)).await?;
+        drain = Some(args.jobs as f64 / draining.elapsed().as_secs_f64());
     } else {
         stack.start_engines(args)?;
     }
     let (mut report, sent, times) = measured_phase(args, &stack.base, &stack.token, spawn::ENGINE, "run").await?;
     report.healthz_req_per_s = Some(healthz);
+    report.drain_jobs_per_s = drain;
     if let Some((rate, post)) = enqueue {
         report.enqueue_jobs_per_s = Some(rate);
         report.enqueue_post = Some(post);
         println!(
-            "run {run}: GET /healthz {healthz:.0} req/s; enqueue only {rate:.0} jobs/s ({:.2} of healthz), POST {post}",
-            rate / healthz
+            "run {run}: GET /healthz {healthz:.0} req/s; enqueue only {rate:.0} jobs/s ({:.2} of healthz), POST {post}; \
+             engines drained the {} queued jobs at {:.0} jobs/s",
+            rate / healthz,
+            args.jobs,
+            drain.unwrap_or(0.0)
         );
     } else {
         println!("run {run}: GET /healthz {healthz:.0} req/s");
@@ -221,6 +234,7 @@ fn medians(mode: Mode, runs: &[RunReport]) -> serde_json::Value {
         "enqueue_jobs_per_s": m(&|r| r.enqueue_jobs_per_s),
         "enqueue_to_healthz_ratio": m(&|r| Some(r.enqueue_jobs_per_s? / r.healthz_req_per_s?)),
         "enqueue_post_p99_ms": m(&|r| r.enqueue_post.map(|p| p.p99_ms)),
+        "drain_jobs_per_s": m(&|r| r.drain_jobs_per_s),
         "posted_jobs_per_s": m(&|r| Some(r.posted_jobs_per_s)),
         "end_to_end_jobs_per_s": m(&|r| Some(r.end_to_end_jobs_per_s)),
         "post_p99_ms": m(&|r| Some(r.post.p99_ms)),

@@ -28,6 +28,8 @@ pub struct Target {
     pub engine: String,
     /// Prefix of the idempotency keys, unique per phase.
     pub tag: String,
+    /// Jobs per request: 1 sends `POST /jobs`, more send `POST /jobs/batch`.
+    pub batch: usize,
 }
 
 impl Target {
@@ -43,7 +45,48 @@ impl Target {
             token: token.to_string(),
             engine: engine.to_string(),
             tag: tag.to_string(),
+            batch: 1,
         })
+    }
+
+    pub fn with_batch(mut self, batch: usize) -> Self {
+        self.batch = batch.clamp(1, 1_000);
+        self
+    }
+
+    /// Sends jobs `first..first + count` (one request); one `Sent` per job.
+    async fn send(&self, first: usize, count: usize, due: Instant, phase_start: Instant) -> Vec<Sent> {
+        if self.batch == 1 {
+            return vec![self.post(first, due, phase_start).await];
+        }
+        let items: Vec<Value> = (first..first + count)
+            .map(|i| {
+                json!({"engine": self.engine, "kind": "echo", "payload": {"i": i},
+                       "idempotency_key": format!("{}-{i}", self.tag)})
+            })
+            .collect();
+        let response = self
+            .client
+            .post(format!("{}/batch", self.url))
+            .bearer_auth(&self.token)
+            .json(&json!({ "jobs": items }))
+            .send()
+            .await;
+        let due_s = due.duration_since(phase_start).as_secs_f64();
+        let answer: Option<Value> = match response {
+            Ok(r) if r.status().is_success() => r.json().await.ok(),
+            _ => None,
+        };
+        let latency_ms = due.elapsed().as_secs_f64() * 1_000.0;
+        let results = answer.as_ref().and_then(|a| a["results"].as_array());
+        (0..count)
+            .map(|k| {
+                let result = results.and_then(|r| r.get(k));
+                let status = result.and_then(|r| r["status"].as_u64()).unwrap_or(0) as u16;
+                let job_id = result.and_then(|r| r["job"]["id"].as_str()).map(str::to_string);
+                Sent { due_s, latency_ms, status, job_id }
+            })
+            .collect()
     }
 
     async fn post(&self, i: usize, due: Instant, phase_start: Instant) -> Sent {
@@ -93,15 +136,17 @@ pub async fn closed_loop(target: &Target, jobs: usize, clients: usize, progress:
         let (target, next, progress, tx) = (target.clone(), next.clone(), progress.clone(), tx.clone());
         tokio::spawn(async move {
             loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= jobs {
+                let first = next.fetch_add(target.batch, Ordering::Relaxed);
+                if first >= jobs {
                     return;
                 }
-                progress.sent.fetch_add(1, Ordering::Relaxed);
-                let sent = target.post(i, Instant::now(), start).await;
-                count(&progress, &sent);
-                if tx.send(sent).is_err() {
-                    return;
+                let n = target.batch.min(jobs - first);
+                progress.sent.fetch_add(n, Ordering::Relaxed);
+                for sent in target.send(first, n, Instant::now(), start).await {
+                    count(&progress, &sent);
+                    if tx.send(sent).is_err() {
+                        return;
+                    }
                 }
             }
         });
@@ -122,15 +167,17 @@ pub async fn open_loop(target: &Target, rate: f64, duration: Duration, progress:
     let sender = {
         let (target, progress) = (target.clone(), progress.clone());
         tokio::spawn(async move {
-            for i in 0..total {
-                let due = start + Duration::from_secs_f64(i as f64 / rate);
+            for first in (0..total).step_by(target.batch) {
+                let due = start + Duration::from_secs_f64(first as f64 / rate);
                 tokio::time::sleep_until(due.into()).await;
-                progress.sent.fetch_add(1, Ordering::Relaxed);
+                let n = target.batch.min(total - first);
+                progress.sent.fetch_add(n, Ordering::Relaxed);
                 let (target, progress, tx) = (target.clone(), progress.clone(), tx.clone());
                 tokio::spawn(async move {
-                    let sent = target.post(i, due, start).await;
-                    count(&progress, &sent);
-                    let _ = tx.send(sent);
+                    for sent in target.send(first, n, due, start).await {
+                        count(&progress, &sent);
+                        let _ = tx.send(sent);
+                    }
                 });
             }
         })

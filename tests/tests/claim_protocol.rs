@@ -385,3 +385,48 @@ async fn a_paused_engine_gets_no_work_until_resumed_and_resume_wakes_a_waiting_c
     assert!(leases.iter().any(|l| lease_of(l).0 == id));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_finish_batch_commits_each_outcome_and_refuses_only_the_bad_items() -> anyhow::Result<()> {
+    let s = setup(&[]).await?;
+    for i in 0..4 {
+        enqueue(&s.api, &format!("b{i}"), json!({"max_attempts": 2})).await?;
+    }
+    let leases = s.engine.claim(4, 0, 60_000).await?;
+    assert_eq!(leases.len(), 4);
+    let (ok, ok_token) = lease_of(&leases[0]);
+    let (retry, retry_token) = lease_of(&leases[1]);
+    let (stale, _) = lease_of(&leases[2]);
+    let (big, big_token) = lease_of(&leases[3]);
+    let huge = "x".repeat(1_100_000);
+    let batch = json!({"finishes": [
+        {"job_id": ok, "report": {"lease_token": ok_token, "outcome": "succeeded", "result": {"n": 1}}},
+        {"job_id": retry, "report": {"lease_token": retry_token, "outcome": "failed", "error": "flaky", "retryable": true}},
+        {"job_id": stale, "report": {"lease_token": "0".repeat(32), "outcome": "succeeded"}},
+        {"job_id": "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", "report": {"lease_token": "x", "outcome": "succeeded"}},
+        {"job_id": big, "report": {"lease_token": big_token, "outcome": "succeeded", "result": huge}},
+    ]});
+    let reply = s.engine.post("/internal/finish", &batch).await?;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let results = reply.body["results"].as_array().cloned().unwrap_or_default();
+    let codes: Vec<(&str, &str)> =
+        results.iter().map(|r| (r["status"].as_str().unwrap_or("-"), r["error"].as_str().unwrap_or("-"))).collect();
+    assert_eq!(
+        codes,
+        [("succeeded", "-"), ("queued", "-"), ("-", "lease_lost"), ("-", "job_not_found"), ("-", "payload_too_large")]
+    );
+    assert!(results[1]["run_at"].as_str().is_some(), "a retry says when it runs again");
+    let done = s.api.get(&format!("/jobs/{ok}")).await?;
+    assert_eq!((done.body["status"].as_str(), &done.body["result"]), (Some("succeeded"), &json!({"n": 1})));
+    // The refused items changed nothing: the stale holder's job is still running under its real lease.
+    assert_eq!(s.api.get(&format!("/jobs/{stale}")).await?.body["status"], "running");
+
+    let empty = s.engine.post("/internal/finish", &json!({"finishes": []})).await?;
+    assert_eq!((empty.status, empty.code()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_batch"));
+    let anonymous = EngineApi::new(&s.gw, "not-a-token").post("/internal/finish", &batch).await?;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    let user_token = s.api.token.clone();
+    let as_user = EngineApi::new(&s.gw, &user_token).post("/internal/finish", &batch).await?;
+    assert_eq!(as_user.status, StatusCode::UNAUTHORIZED, "a user token is no engine token");
+    Ok(())
+}

@@ -4,8 +4,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use flowork_common::timefmt::format_ms;
 use flowork_common::wire::{
-    AttemptOutcome, ClaimRequest, ClaimResponse, FinishRequest, FinishResponse, HeartbeatRequest, HeartbeatResponse,
-    WhoAmI,
+    AttemptOutcome, ClaimRequest, ClaimResponse, FinishBatchRequest, FinishBatchResponse, FinishItemResult,
+    FinishRequest, FinishResponse, HeartbeatRequest, HeartbeatResponse, WhoAmI,
 };
 
 use super::extract::JsonBody;
@@ -107,7 +107,17 @@ pub async fn finish(
     JsonBody(request): JsonBody<FinishRequest>,
 ) -> Result<Json<FinishResponse>, ApiError> {
     state.presence.seen(&engine.id, state.clock.now_ms(), None);
-    let finish = match request.outcome {
+    let lease_token = request.lease_token.clone();
+    let finish = to_finish(&state, request)?;
+    note_job(log.as_ref().map(|l| &l.0), &id);
+    let outcome = state.jobs.finish(&engine.id, &id, &lease_token, finish).await?;
+    state.metrics.record_attempt(&engine.id, &outcome.kind, outcome.status.as_str());
+    Ok(Json(FinishResponse { status: outcome.status, run_at: outcome.run_at_ms.map(format_ms) }))
+}
+
+/// Checks an engine's report of one attempt and turns it into the store's outcome.
+fn to_finish(state: &AppState, request: FinishRequest) -> Result<Finish, ApiError> {
+    Ok(match request.outcome {
         AttemptOutcome::Succeeded => {
             let result = request.result.map(|r| r.get().to_string());
             if result.as_ref().is_some_and(|r| r.len() > state.limits.max_result_bytes) {
@@ -122,9 +132,60 @@ pub async fn finish(
             let error = request.error.unwrap_or_else(|| "the engine reported a failure without a message".into());
             Finish::Failed { error: error.chars().take(MAX_ERROR_CHARS).collect(), retryable: request.retryable }
         }
+    })
+}
+
+/// Most outcomes in one `POST /internal/finish`.
+const MAX_FINISH_BATCH: usize = 1_000;
+
+/// `POST /internal/finish`: several outcomes committed together; one result per item, in order, each what
+/// `POST /internal/jobs/{id}/finish` would have answered (a lost lease refuses only its own item).
+pub async fn finish_batch(
+    State(state): State<AppState>,
+    engine: AuthEngine,
+    JsonBody(request): JsonBody<FinishBatchRequest>,
+) -> Result<Json<FinishBatchResponse>, ApiError> {
+    if request.finishes.is_empty() || request.finishes.len() > MAX_FINISH_BATCH {
+        return Err(ApiError::unprocessable(
+            "invalid_batch",
+            format!("a finish batch holds 1 to {MAX_FINISH_BATCH} outcomes"),
+        ));
+    }
+    state.presence.seen(&engine.id, state.clock.now_ms(), None);
+    let refused = |job_id: String, error: ApiError| {
+        let (_, body) = error.status_and_body();
+        FinishItemResult { job_id, status: None, run_at: None, error: Some(body.error), message: Some(body.message) }
     };
-    note_job(log.as_ref().map(|l| &l.0), &id);
-    let outcome = state.jobs.finish(&engine.id, &id, &request.lease_token, finish).await?;
-    state.metrics.record_attempt(&engine.id, &outcome.kind, outcome.status.as_str());
-    Ok(Json(FinishResponse { status: outcome.status, run_at: outcome.run_at_ms.map(format_ms) }))
+    let mut results: Vec<Option<FinishItemResult>> = vec![None; request.finishes.len()];
+    let (mut indexes, mut items) = (Vec::new(), Vec::new());
+    for (index, item) in request.finishes.into_iter().enumerate() {
+        let token = item.report.lease_token.clone();
+        match to_finish(&state, item.report) {
+            Ok(finish) => {
+                indexes.push(index);
+                items.push((item.job_id, token, finish));
+            }
+            Err(error) => results[index] = Some(refused(item.job_id, error)),
+        }
+    }
+    let ids: Vec<String> = items.iter().map(|(id, ..)| id.clone()).collect();
+    if !items.is_empty() {
+        let outcomes = state.jobs.finish_many(&engine.id, items).await?;
+        for ((index, job_id), outcome) in indexes.into_iter().zip(ids).zip(outcomes) {
+            results[index] = Some(match outcome {
+                Ok(outcome) => {
+                    state.metrics.record_attempt(&engine.id, &outcome.kind, outcome.status.as_str());
+                    FinishItemResult {
+                        job_id,
+                        status: Some(outcome.status),
+                        run_at: outcome.run_at_ms.map(format_ms),
+                        error: None,
+                        message: None,
+                    }
+                }
+                Err(error) => refused(job_id, ApiError::from(error)),
+            });
+        }
+    }
+    Ok(Json(FinishBatchResponse { results: results.into_iter().flatten().collect() }))
 }

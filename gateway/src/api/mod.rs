@@ -62,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .route("/internal/claim", post(internal::claim))
         .route("/internal/jobs/{id}/heartbeat", post(internal::heartbeat))
         .route("/internal/jobs/{id}/finish", post(internal::finish))
+        .route("/internal/finish", post(internal::finish_batch))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), rate_limit::limit_per_ip))

@@ -335,6 +335,13 @@ pub trait JobStore: Send + Sync + 'static {
         lease_token: &str,
         finish: Finish,
     ) -> Result<FinishOutcome, StoreError>;
+    /// Records several outcomes in one transaction; one result per item, in order (a lost lease fails only its
+    /// own item).
+    async fn finish_many(
+        &self,
+        engine: &str,
+        items: Vec<(String, String, Finish)>,
+    ) -> Result<Vec<Result<FinishOutcome, StoreError>>, StoreError>;
     /// Puts jobs whose lease expired back in the queue (or to `dead` when out of attempts), on every open shard.
     async fn reap_expired_leases(&self) -> Result<u64, StoreError>;
     async fn queue_counts(&self, engine: &str) -> Result<QueueCounts, StoreError>;

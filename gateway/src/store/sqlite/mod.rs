@@ -303,6 +303,18 @@ impl JobStore for SqliteStore {
         }
     }
 
+    async fn finish_many(
+        &self,
+        engine: &str,
+        items: Vec<(String, String, Finish)>,
+    ) -> Result<Vec<Result<FinishOutcome, StoreError>>, StoreError> {
+        let shard = self.shard(engine).await?;
+        match shard.writer.write(WriteOp::FinishMany(items)).await? {
+            WriteDone::FinishedMany(outcomes) => Ok(outcomes),
+            other => Err(unexpected(other)),
+        }
+    }
+
     async fn reap_expired_leases(&self) -> Result<u64, StoreError> {
         let shards: Vec<Arc<Shard>> = match self.shards.read() {
             Ok(shards) => shards.values().cloned().collect(),

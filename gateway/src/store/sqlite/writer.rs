@@ -48,6 +48,8 @@ pub enum WriteOp {
         lease_token: String,
         finish: Finish,
     },
+    /// Several outcomes: (job id, lease token, outcome).
+    FinishMany(Vec<(String, String, Finish)>),
     Cancel {
         user: String,
         job_id: String,
@@ -96,6 +98,7 @@ pub enum WriteDone {
     /// The new lease expiry, and whether cancellation was requested.
     Heartbeat(i64, bool),
     Finished(FinishOutcome),
+    FinishedMany(Vec<Result<FinishOutcome, StoreError>>),
     Cancelled(CancelOutcome),
     Reaped(u64),
     /// Whether a whitelist edit changed anything.
@@ -216,6 +219,9 @@ fn makes_work_claimable(result: &Result<WriteDone, StoreError>) -> bool {
         Ok(WriteDone::Enqueued(EnqueueOutcome::Created(_))) => true,
         Ok(WriteDone::EnqueuedMany(outcomes)) => outcomes.iter().any(|o| matches!(o, EnqueueOutcome::Created(_))),
         Ok(WriteDone::Finished(outcome)) => outcome.status == flowork_common::wire::JobStatus::Queued,
+        Ok(WriteDone::FinishedMany(outcomes)) => {
+            outcomes.iter().any(|o| o.as_ref().is_ok_and(|o| o.status == flowork_common::wire::JobStatus::Queued))
+        }
         Ok(WriteDone::Reaped(n)) => *n > 0,
         // A resume (or any pause change) lets waiting claims look again.
         Ok(WriteDone::Changed(true)) => true,
@@ -301,18 +307,18 @@ fn apply(conn: &Connection, op: &WriteOp, now: i64, context: &WriterContext) -> 
                 .map(|(expires, cancel)| WriteDone::Heartbeat(expires, cancel))
         }
         WriteOp::Finish { job_id, lease_token, finish } => {
-            let unit: f64 = rand::random();
-            let outcome = queries::finish(conn, job_id, lease_token, finish, now, context.retry, unit)?;
-            // A cancellation says nothing about whether the kind works.
-            let failed = match finish {
-                Finish::Succeeded { .. } => Some(None),
-                Finish::Failed { error, .. } => Some(Some(error.as_str())),
-                Finish::Cancelled => None,
-            };
-            if let Some(failed) = failed {
-                breakers::record(conn, &outcome.kind, job_id, failed, now, context.breaker)?;
+            finish_one(conn, job_id, lease_token, finish, now, context).map(WriteDone::Finished)
+        }
+        WriteOp::FinishMany(items) => {
+            let mut outcomes = Vec::with_capacity(items.len());
+            for (job_id, lease_token, finish) in items {
+                match finish_one(conn, job_id, lease_token, finish, now, context) {
+                    // A database failure breaks the transaction; only refusals are per item.
+                    Err(StoreError::Sqlite(error)) => return Err(StoreError::Sqlite(error)),
+                    outcome => outcomes.push(outcome),
+                }
             }
-            Ok(WriteDone::Finished(outcome))
+            Ok(WriteDone::FinishedMany(outcomes))
         }
         WriteOp::Cancel { user, job_id } => {
             queries::cancel(conn, &context.engine, user, job_id, now).map(WriteDone::Cancelled)
@@ -331,6 +337,29 @@ fn apply(conn: &Connection, op: &WriteOp, now: i64, context: &WriterContext) -> 
             schedules::fire_due(conn, &context.engine, now, *grace_ms, context.caps).map(WriteDone::Fired)
         }
     }
+}
+
+/// Records one attempt's outcome and feeds its kind's breaker.
+fn finish_one(
+    conn: &Connection,
+    job_id: &str,
+    lease_token: &str,
+    finish: &Finish,
+    now: i64,
+    context: &WriterContext,
+) -> Result<FinishOutcome, StoreError> {
+    let unit: f64 = rand::random();
+    let outcome = queries::finish(conn, job_id, lease_token, finish, now, context.retry, unit)?;
+    // A cancellation says nothing about whether the kind works.
+    let failed = match finish {
+        Finish::Succeeded { .. } => Some(None),
+        Finish::Failed { error, .. } => Some(Some(error.as_str())),
+        Finish::Cancelled => None,
+    };
+    if let Some(failed) = failed {
+        breakers::record(conn, &outcome.kind, job_id, failed, now, context.breaker)?;
+    }
+    Ok(outcome)
 }
 
 fn release_undelivered(conn: &mut Connection, leases: &[(String, String)]) -> Result<u64, StoreError> {
