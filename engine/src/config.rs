@@ -69,7 +69,7 @@ pub struct FileConfig {
     pub http: HttpConfig,
     #[serde(default)]
     pub exec: ExecConfig,
-    /// LLM providers (read by the `llm` kind when it lands).
+    /// LLM providers of the `llm` kind (see `handlers::llm::config`).
     #[serde(default)]
     pub llm: Option<toml::Value>,
 }

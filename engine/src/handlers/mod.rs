@@ -3,6 +3,7 @@
 pub mod echo;
 pub mod exec;
 pub mod http;
+pub mod llm;
 pub mod sleep;
 
 use std::collections::HashMap;
@@ -81,6 +82,9 @@ impl Registry {
         registry.insert("sleep", Arc::new(sleep::Sleep));
         registry.insert("http", Arc::new(http::HttpPost::new(&config.http)?));
         registry.insert("exec", Arc::new(exec::Exec::new(&config.exec)));
+        if let Some(section) = &config.llm {
+            registry.insert("llm", Arc::new(llm::Llm::new(&llm::config::LlmConfig::from_toml(section)?)?));
+        }
         Ok(registry)
     }
 
