@@ -20,8 +20,12 @@ const KEY: &str = "sk-flowork-test-4c1d2a";
 enum Behaviour {
     Answer,
     Status(u16),
-    RateLimit { retry_after_s: u64 },
+    RateLimit {
+        retry_after_s: u64,
+    },
     Stall(Duration),
+    /// Answers, after a while.
+    Slow(Duration),
 }
 
 /// A request a provider saw.
@@ -36,6 +40,8 @@ struct Seen {
 struct Stub {
     scripts: HashMap<String, VecDeque<Behaviour>>,
     seen: HashMap<String, Vec<Seen>>,
+    /// Calls being answered now, and the most at once, per provider.
+    in_flight: HashMap<String, (usize, usize)>,
 }
 
 type Shared = Arc<Mutex<Stub>>;
@@ -81,11 +87,22 @@ async fn completions(
     };
     let model = body["model"].as_str().unwrap_or("none").to_string();
     let text = format!("Hello from {provider}");
+    if let Behaviour::Slow(wait) = behaviour {
+        if let Ok(mut stub) = stub.lock() {
+            let entry = stub.in_flight.entry(provider.clone()).or_default();
+            entry.0 += 1;
+            entry.1 = entry.1.max(entry.0);
+        }
+        tokio::time::sleep(wait).await;
+        if let Ok(mut stub) = stub.lock() {
+            stub.in_flight.entry(provider.clone()).or_default().0 -= 1;
+        }
+    }
     match behaviour {
         Behaviour::Answer if body["stream"] == true => {
             ([(header::CONTENT_TYPE, "text/event-stream")], sse(&text, &model)).into_response()
         }
-        Behaviour::Answer => axum::Json(json!({
+        Behaviour::Answer | Behaviour::Slow(_) => axum::Json(json!({
             "id": "c1", "object": "chat.completion", "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6},
@@ -138,6 +155,10 @@ struct Setup {
 }
 
 async fn setup(primary_extra: &str) -> anyhow::Result<Setup> {
+    setup_with_workers(primary_extra, 1).await
+}
+
+async fn setup_with_workers(primary_extra: &str, workers: u32) -> anyhow::Result<Setup> {
     let (stub, base) = start_stub().await?;
     let ws = Workspace::new()?;
     ws.add_engine("local")?;
@@ -172,7 +193,7 @@ model = "backup-model"
         &ws,
         &gw,
         "local",
-        1,
+        workers,
         &["--config", config.to_str().unwrap_or_default()],
         &[("FLOWORK_TEST_LLM_KEY", KEY), ("RUST_LOG", "debug")],
     )?;
@@ -278,5 +299,26 @@ async fn a_stalled_provider_times_out_and_a_failing_one_is_skipped_by_its_breake
     assert_eq!(attempts(&recovered), pairs(&[("primary", "200")]), "after the cool-down one trial call closes it");
     let again = run_job(&s.api, "again", json!({"messages": messages}), 1).await?;
     assert_eq!(again["result"]["provider"], "primary");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_provider_never_gets_more_calls_at_once_than_its_limit() -> anyhow::Result<()> {
+    let s = setup_with_workers("max_concurrency = 1", 3).await?;
+    let slow = Behaviour::Slow(Duration::from_millis(300));
+    script(&s.stub, "primary", &[slow.clone(), slow.clone(), slow]);
+    let messages = json!([{"role": "user", "content": "hi"}]);
+    let runs = (0..3).map(|i| {
+        let api = s.api.clone();
+        let messages = messages.clone();
+        tokio::spawn(async move { run_job(&api, &format!("slow-{i}"), json!({"messages": messages}), 1).await })
+    });
+    let mut done = Vec::new();
+    for run in runs.collect::<Vec<_>>() {
+        done.push(run.await??);
+    }
+    assert!(done.iter().all(|job| job["result"]["provider"] == "primary"), "{done:?}");
+    let most = s.stub.lock().map(|stub| stub.in_flight.get("primary").map_or(0, |e| e.1)).unwrap_or(0);
+    assert_eq!(most, 1, "three workers, one call at a time to a provider limited to one");
     Ok(())
 }
