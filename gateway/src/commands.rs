@@ -177,6 +177,39 @@ pub async fn audit(command: AuditCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `backup --to DIR`: an online copy while the gateway serves.
+pub async fn backup(data: &DataArgs, to: &Path) -> anyhow::Result<()> {
+    let (dir, target) = (data.data_dir.clone(), to.to_path_buf());
+    let report = tokio::task::spawn_blocking(move || crate::backup::backup(&dir, &target)).await??;
+    println!(
+        "backed up {} databases ({} jobs, {} bytes) and the signing keys to {} in {} ms",
+        report.databases,
+        report.jobs,
+        report.bytes,
+        to.display(),
+        report.elapsed.as_millis()
+    );
+    Ok(())
+}
+
+/// `restore --from DIR [--force]`: with the gateway stopped.
+pub async fn restore(data: &DataArgs, from: &Path, force: bool) -> anyhow::Result<()> {
+    let (dir, source) = (data.data_dir.clone(), from.to_path_buf());
+    let (report, aside) = tokio::task::spawn_blocking(move || crate::backup::restore(&source, &dir, force)).await??;
+    if let Some(aside) = aside {
+        println!("moved the previous data directory aside to {}", aside.display());
+    }
+    println!(
+        "restored {} databases ({} jobs, {} bytes) into {} in {} ms",
+        report.databases,
+        report.jobs,
+        report.bytes,
+        data.data_dir.display(),
+        report.elapsed.as_millis()
+    );
+    Ok(())
+}
+
 /// Records an operator action taken on the command line.
 async fn audit_cli(store: &SqliteStore, action: &str, target: &str) -> anyhow::Result<()> {
     store.append_audit(AuditEntry::new("cli", action, "ok").target(target)).await?;

@@ -40,6 +40,25 @@ pub enum Command {
     /// Inspect the tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Take a consistent online copy of the data directory (databases and signing keys) into a new folder.
+    Backup {
+        #[command(flatten)]
+        data: DataArgs,
+        /// The new folder to write the backup into.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Bring a backup back into the data directory (with the gateway stopped).
+    Restore {
+        #[command(flatten)]
+        data: DataArgs,
+        /// The backup folder (with its manifest.json).
+        #[arg(long)]
+        from: PathBuf,
+        /// Restore over an existing data directory, which is first moved aside (never deleted).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod client_ip;
 pub mod commands;
 pub mod config;

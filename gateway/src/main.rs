@@ -16,6 +16,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Keys(command) => commands::keys(command).await,
         Command::Audit(command) => commands::audit(command).await,
         Command::Admin(command) => commands::admin(command).await,
+        Command::Backup { data, to } => commands::backup(&data, &to).await,
+        Command::Restore { data, from, force } => commands::restore(&data, &from, force).await,
     };
     if let Some(telemetry) = telemetry {
         let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
