@@ -1,6 +1,7 @@
 //! Reporting outcomes in batches: what finishes while one report is in flight goes out together in the next
-//! `POST /internal/finish`, so under load the engine makes one call per batch instead of one per job. A gateway
-//! too old for the batch call gets one call per job instead.
+//! `POST /internal/finish`, so under load the engine makes one call per batch instead of one per job. A lone
+//! outcome goes through `POST /internal/jobs/{id}/finish` with the job's `traceparent`, so at light load every
+//! finish keeps its own log line and trace; a gateway too old for the batch call gets one call per job.
 
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ const ATTEMPTS: u32 = 5;
 
 struct Pending {
     item: FinishItem,
+    traceparent: Option<String>,
     reply: oneshot::Sender<Result<(), ClientError>>,
 }
 
@@ -36,10 +38,11 @@ impl Finisher {
 
     /// Reports one attempt's outcome and waits until the gateway took it (or refused it, or could not be reached
     /// after a few tries).
-    pub async fn report(&self, job_id: &str, report: FinishRequest) -> Result<(), ClientError> {
+    pub async fn report(&self, job: JobRef<'_>, report: FinishRequest) -> Result<(), ClientError> {
         let (reply, answer) = oneshot::channel();
-        let item = FinishItem { job_id: job_id.to_string(), report };
-        self.tx.send(Pending { item, reply }).map_err(|_| stopped())?;
+        let item = FinishItem { job_id: job.id.to_string(), report };
+        let traceparent = job.traceparent.map(str::to_string);
+        self.tx.send(Pending { item, traceparent, reply }).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
@@ -62,7 +65,7 @@ async fn run(client: GatewayClient, mut rx: mpsc::UnboundedReceiver<Pending>) {
                 Err(_) => break,
             }
         }
-        if batches_supported {
+        if batches_supported && batch.len() > 1 {
             match send_batch(&client, &batch).await {
                 Err(error) if is_missing_route(&error) => {
                     tracing::info!("the gateway has no batch finish; reporting one job per call");
@@ -84,7 +87,7 @@ async fn run(client: GatewayClient, mut rx: mpsc::UnboundedReceiver<Pending>) {
             }
         }
         for pending in batch {
-            let result = send_one(&client, &pending.item).await;
+            let result = send_one(&client, &pending.item, pending.traceparent.as_deref()).await;
             let _ = pending.reply.send(result);
         }
     }
@@ -148,10 +151,10 @@ async fn send_batch(client: &GatewayClient, batch: &[Pending]) -> Result<Vec<Res
 }
 
 /// One outcome through `POST /internal/jobs/{id}/finish`, retrying transient trouble.
-async fn send_one(client: &GatewayClient, item: &FinishItem) -> Result<(), ClientError> {
+async fn send_one(client: &GatewayClient, item: &FinishItem, traceparent: Option<&str>) -> Result<(), ClientError> {
     let mut delay = Duration::from_millis(100);
     for attempt in 1..=ATTEMPTS {
-        match client.finish(JobRef { id: &item.job_id, traceparent: None }, &item.report).await {
+        match client.finish(JobRef { id: &item.job_id, traceparent }, &item.report).await {
             Ok(_) => return Ok(()),
             Err(error) if error.is_transient() && attempt < ATTEMPTS => {
                 tokio::time::sleep(delay).await;

@@ -140,7 +140,7 @@ impl JobRunner {
                 retryable: failure.retryable,
             },
         };
-        if let Err(error) = self.finisher.report(job_id, request).await {
+        if let Err(error) = self.finisher.report(job, request).await {
             tracing::warn!(job_id, %error, "could not report the outcome; the lease will lapse and the job run again");
         }
     }

@@ -176,6 +176,13 @@ pub struct ServeArgs {
     /// How often expired leases are put back in the queue (ms); claims also do it as they go.
     #[arg(long, env = "FLOWORK_REAP_INTERVAL_MS", default_value_t = 1_000)]
     pub reap_interval_ms: u64,
+    /// Finished jobs (and with them their idempotency keys) are deleted this long after they finished; at least
+    /// 24h, so a client retrying within a day always gets its original job; `0s` keeps them forever.
+    #[arg(long, env = "FLOWORK_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub retention: Duration,
+    /// How often retention runs.
+    #[arg(long, env = "FLOWORK_RETENTION_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub retention_interval: Duration,
     /// How often due cron ticks are turned into jobs (ms).
     #[arg(long, env = "FLOWORK_SCHEDULE_INTERVAL_MS", default_value_t = 250)]
     pub schedule_interval_ms: u64,

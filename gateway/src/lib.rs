@@ -21,6 +21,7 @@ pub mod network;
 pub mod queue_metrics;
 pub mod rate_limit;
 pub mod request_log;
+pub mod retention;
 pub mod scheduler;
 pub mod secure_fs;
 pub mod server;

@@ -102,6 +102,7 @@ impl AppInner {
 
 /// Runs `flowork-gateway serve` until SIGINT/SIGTERM.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    crate::retention::check(args.retention).map_err(anyhow::Error::msg)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let retry = RetryPolicy { base_ms: args.retry_base_ms, cap_ms: args.retry_cap_ms };
     let caps = AdmissionLimits {
@@ -194,6 +195,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
 
+    tokio::spawn(crate::retention::run(
+        store.clone(),
+        state.clock.clone(),
+        args.retention,
+        args.retention_interval.max(Duration::from_secs(1)),
+        shutdown.clone(),
+    ));
     tokio::spawn(crate::scheduler::run(
         store.clone(),
         state.drain.clone(),

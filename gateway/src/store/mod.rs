@@ -342,6 +342,9 @@ pub trait JobStore: Send + Sync + 'static {
         engine: &str,
         items: Vec<(String, String, Finish)>,
     ) -> Result<Vec<Result<FinishOutcome, StoreError>>, StoreError>;
+    /// Deletes jobs that finished before `before_ms` on every engine (at most `batch` per engine per call);
+    /// returns how many.
+    async fn prune_finished(&self, before_ms: i64, batch: u32) -> Result<u64, StoreError>;
     /// Puts jobs whose lease expired back in the queue (or to `dead` when out of attempts), on every open shard.
     async fn reap_expired_leases(&self) -> Result<u64, StoreError>;
     async fn queue_counts(&self, engine: &str) -> Result<QueueCounts, StoreError>;

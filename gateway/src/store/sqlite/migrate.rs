@@ -54,6 +54,11 @@ pub const SHARD: &[Migration] = &[
         name: "0007_fair_share",
         sql: include_str!("../../../../migrations/shard/0007_fair_share.sql"),
     },
+    Migration {
+        version: 8,
+        name: "0008_retention",
+        sql: include_str!("../../../../migrations/shard/0008_retention.sql"),
+    },
 ];
 
 /// The newest version in a migration set.

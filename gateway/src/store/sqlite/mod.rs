@@ -315,6 +315,17 @@ impl JobStore for SqliteStore {
         }
     }
 
+    async fn prune_finished(&self, before_ms: i64, batch: u32) -> Result<u64, StoreError> {
+        let mut pruned = 0;
+        for shard in self.all_shards().await? {
+            match shard.writer.write(WriteOp::Prune { before_ms, limit: batch }).await? {
+                WriteDone::Pruned(n) => pruned += n,
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(pruned)
+    }
+
     async fn reap_expired_leases(&self) -> Result<u64, StoreError> {
         let shards: Vec<Arc<Shard>> = match self.shards.read() {
             Ok(shards) => shards.values().cloned().collect(),

@@ -34,9 +34,22 @@ pub fn shard_path(data_dir: &Path, engine: &str) -> PathBuf {
 /// Creates the shard file if needed, brings it to the current schema and records its owner (blocking).
 pub fn create_or_migrate(path: &Path, owner: Option<&str>, now: i64) -> Result<(), StoreError> {
     let mut conn = open_writer(path)?;
+    ensure_incremental_vacuum(&conn)?;
     migrate::apply(&mut conn, migrate::SHARD, &path.display().to_string())?;
     if let Some(owner) = owner {
         super::queries::allow_user(&conn, owner, true, now)?;
+    }
+    Ok(())
+}
+
+/// Shards return the pages of deleted jobs to the file system (`auto_vacuum=INCREMENTAL`, driven by retention).
+/// A shard made before this setting existed is rebuilt once with `VACUUM`, which takes time in proportion to its
+/// size.
+fn ensure_incremental_vacuum(conn: &rusqlite::Connection) -> Result<(), StoreError> {
+    let mode: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
+    if mode != 2 {
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+        conn.execute_batch("VACUUM")?;
     }
     Ok(())
 }
@@ -52,6 +65,7 @@ impl Shard {
     ) -> Result<Self, StoreError> {
         let path = shard_path(data_dir, engine);
         let mut conn = open_writer(&path)?;
+        ensure_incremental_vacuum(&conn)?;
         migrate::apply(&mut conn, migrate::SHARD, &path.display().to_string())?;
         // Checkpoints run on their own thread, never inside a commit of the writer.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;

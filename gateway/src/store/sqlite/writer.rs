@@ -55,6 +55,11 @@ pub enum WriteOp {
         job_id: String,
     },
     ReapExpired,
+    /// Delete up to `limit` jobs that finished before `before_ms`.
+    Prune {
+        before_ms: i64,
+        limit: u32,
+    },
     AllowUser {
         user: String,
         is_owner: bool,
@@ -101,6 +106,7 @@ pub enum WriteDone {
     FinishedMany(Vec<Result<FinishOutcome, StoreError>>),
     Cancelled(CancelOutcome),
     Reaped(u64),
+    Pruned(u64),
     /// Whether a whitelist edit changed anything.
     Changed(bool),
     ScheduleCreated(ScheduleOutcome),
@@ -324,6 +330,7 @@ fn apply(conn: &Connection, op: &WriteOp, now: i64, context: &WriterContext) -> 
             queries::cancel(conn, &context.engine, user, job_id, now).map(WriteDone::Cancelled)
         }
         WriteOp::ReapExpired => queries::reap_expired(conn, now).map(WriteDone::Reaped),
+        WriteOp::Prune { before_ms, limit } => queries::prune_finished(conn, *before_ms, *limit).map(WriteDone::Pruned),
         WriteOp::AllowUser { user, is_owner } => {
             queries::allow_user(conn, user, *is_owner, now).map(WriteDone::Changed)
         }

@@ -1,0 +1,2 @@
+-- Finished jobs by age, so retention deletes old ones without scanning live ones.
+CREATE INDEX jobs_finished ON jobs (finished_at) WHERE status IN ('succeeded', 'dead', 'cancelled');
