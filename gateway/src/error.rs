@@ -107,7 +107,11 @@ impl ApiError {
                 StoreError::JobNotFound(_) => (StatusCode::NOT_FOUND, "job_not_found", None),
                 StoreError::LeaseLost(_) => (StatusCode::CONFLICT, "lease_lost", None),
                 StoreError::EngineExists(_) => (StatusCode::CONFLICT, "engine_exists", None),
-                _ => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", Some(1)),
+                StoreError::Quarantined { .. } => (StatusCode::SERVICE_UNAVAILABLE, "shard_quarantined", None),
+                other => match other.storage_condition() {
+                    Some((code, _)) => (StatusCode::SERVICE_UNAVAILABLE, code, Some(5)),
+                    None => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", Some(1)),
+                },
             },
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
         }
@@ -118,8 +122,13 @@ impl ApiError {
     /// The status and body this error answers with (for per-item results of a batch).
     pub fn status_and_body(&self) -> (StatusCode, ErrorBody) {
         let (status, code, _) = self.parts();
-        let message =
-            if status.is_server_error() { "the job store is temporarily unavailable".into() } else { self.to_string() };
+        let message = match self {
+            Self::Store(store) if store.storage_condition().is_some() => {
+                store.storage_condition().map(|(_, message)| message).unwrap_or_default()
+            }
+            _ if status.is_server_error() => "the job store is temporarily unavailable".into(),
+            _ => self.to_string(),
+        };
         (status, ErrorBody { error: code.to_string(), message })
     }
 }
@@ -132,8 +141,11 @@ impl IntoResponse for ApiError {
         } else if status.is_server_error() {
             // Internal detail goes to the log, not to the client.
             tracing::error!(error = %self, code, "request failed");
-            match status {
-                StatusCode::SERVICE_UNAVAILABLE => {
+            match (status, &self) {
+                (StatusCode::SERVICE_UNAVAILABLE, Self::Store(store)) if store.storage_condition().is_some() => {
+                    store.storage_condition().map(|(_, message)| message).unwrap_or_default()
+                }
+                (StatusCode::SERVICE_UNAVAILABLE, _) => {
                     "the job store is temporarily unavailable; retry shortly".to_string()
                 }
                 _ => "internal error; the gateway log has the details".to_string(),
@@ -174,5 +186,33 @@ impl From<JsonRejection> for ApiError {
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
         Self::bad_request("invalid_query", rejection.body_text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sqlite(code: std::os::raw::c_int) -> ApiError {
+        ApiError::Store(StoreError::Sqlite(rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)))
+    }
+
+    #[test]
+    fn storage_faults_are_503s_that_say_what_is_wrong_without_detail() {
+        for (code, expected) in [
+            (rusqlite::ffi::SQLITE_FULL, "storage_full"),
+            (rusqlite::ffi::SQLITE_READONLY, "storage_read_only"),
+            (rusqlite::ffi::SQLITE_IOERR, "storage_io_error"),
+            (rusqlite::ffi::SQLITE_BUSY, "store_unavailable"),
+        ] {
+            let (status, body) = sqlite(code).status_and_body();
+            assert_eq!((status, body.error.as_str()), (StatusCode::SERVICE_UNAVAILABLE, expected));
+            assert!(!body.message.contains("sqlite"), "{}", body.message);
+        }
+        let quarantined =
+            ApiError::Store(StoreError::Quarantined { engine: "e1".into(), moved_to: "/data/quarantine/x".into() });
+        let (status, body) = quarantined.status_and_body();
+        assert_eq!((status, body.error.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "shard_quarantined"));
+        assert!(!body.message.contains("/data"), "{}", body.message);
     }
 }

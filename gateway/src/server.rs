@@ -84,7 +84,12 @@ impl AppInner {
     pub async fn queue_totals(&self) -> Result<crate::store::QueueCounts, crate::store::StoreError> {
         let mut totals = crate::store::QueueCounts::default();
         for engine in self.control.list_engines().await? {
-            let counts = self.jobs.queue_counts(&engine.id).await?;
+            let counts = match self.jobs.queue_counts(&engine.id).await {
+                Ok(counts) => counts,
+                // A quarantined shard holds nothing this gateway can serve.
+                Err(crate::store::StoreError::Quarantined { .. }) => continue,
+                Err(error) => return Err(error),
+            };
             totals.queued += counts.queued;
             totals.running += counts.running;
             totals.window.drain_rate_per_s += counts.window.drain_rate_per_s;

@@ -9,6 +9,7 @@ use crate::engine_presence::ONLINE_WITHIN_MS;
 use crate::error::ApiError;
 use crate::metrics::{DecisionLabels, EngineLabels};
 use crate::server::AppState;
+use crate::store::StoreError;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use flowork_common::timefmt::format_ms;
@@ -37,7 +38,14 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     let now = state.clock.now_ms();
     let mut engines = Vec::new();
     for engine in state.control.list_engines().await? {
-        let counts = state.jobs.queue_counts(&engine.id).await?;
+        let counts = match state.jobs.queue_counts(&engine.id).await {
+            Ok(counts) => counts,
+            Err(StoreError::Quarantined { .. }) => {
+                engines.push(json!({"id": engine.id, "active": engine.is_active(), "quarantined": true}));
+                continue;
+            }
+            Err(error) => return Err(error.into()),
+        };
         let presence = state.presence.get(&engine.id);
         let report = presence.as_ref().and_then(|p| p.report);
         let window = counts.window;
@@ -76,6 +84,8 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
         "uptime_s": state.started.elapsed().as_secs(),
         "draining": state.drain.is_draining(),
         "engines": engines,
+        // Damaged shards set aside at start (engine ids only; the paths are in the gateway's log).
+        "quarantined": state.jobs.quarantined().into_iter().map(|(engine, _)| engine).collect::<Vec<_>>(),
     })))
 }
 
@@ -90,7 +100,11 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
     let m = &state.metrics;
     for engine in state.control.list_engines().await? {
         let labels = EngineLabels { engine: engine.id.clone() };
-        let counts = state.jobs.queue_counts(&engine.id).await?;
+        let counts = match state.jobs.queue_counts(&engine.id).await {
+            Ok(counts) => counts,
+            Err(StoreError::Quarantined { .. }) => continue,
+            Err(error) => return Err(error.into()),
+        };
         m.queue_depth.get_or_create(&labels).set(counts.queued as i64);
         m.running_jobs.get_or_create(&labels).set(counts.running as i64);
         if let Some(report) = state.presence.get(&engine.id).and_then(|p| p.report) {

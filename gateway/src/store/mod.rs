@@ -301,6 +301,43 @@ pub enum StoreError {
     WriterStopped(String),
     #[error("a blocking store task failed: {0}")]
     Task(String),
+    #[error("the shard of engine {engine:?} was found corrupt and moved to {moved_to}")]
+    Quarantined { engine: String, moved_to: String },
+}
+
+impl StoreError {
+    /// A storage condition the client may be told about (no paths, no internal detail), with its error code.
+    pub fn storage_condition(&self) -> Option<(&'static str, String)> {
+        if let Self::Quarantined { engine, .. } = self {
+            return Some((
+                "shard_quarantined",
+                format!(
+                    "the jobs of engine {engine:?} are unavailable: its database was found damaged and set aside; \
+                     an operator must restore it from a backup"
+                ),
+            ));
+        }
+        let Self::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) = self else { return None };
+        match failure.code {
+            rusqlite::ErrorCode::DiskFull => {
+                Some(("storage_full", "the gateway's disk is full; jobs are safe, retry once space is freed".into()))
+            }
+            rusqlite::ErrorCode::ReadOnly => Some((
+                "storage_read_only",
+                "the gateway's data directory is read-only; retry once it is writable".into(),
+            )),
+            rusqlite::ErrorCode::SystemIoFailure => {
+                Some(("storage_io_error", "the gateway could not read or write its data; retry shortly".into()))
+            }
+            _ => None,
+        }
+    }
+
+    /// The database file is damaged (not a database, or corrupt).
+    pub fn is_corruption(&self) -> bool {
+        matches!(self, Self::Sqlite(rusqlite::Error::SqliteFailure(failure, _))
+            if matches!(failure.code, rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase))
+    }
 }
 
 /// Jobs: enqueue, read, cancel, and the engine side (claim, heartbeat, finish).
@@ -356,6 +393,8 @@ pub trait JobStore: Send + Sync + 'static {
     /// Pauses (claims hand out nothing) or resumes an engine; returns whether anything changed.
     async fn set_paused(&self, engine: &str, paused: bool) -> Result<bool, StoreError>;
     async fn is_paused(&self, engine: &str) -> Result<bool, StoreError>;
+    /// Engines whose shard was found damaged and set aside: (engine, where the file went).
+    fn quarantined(&self) -> Vec<(String, String)>;
     /// The job kinds held back by their circuit breaker on this engine.
     async fn breakers(&self, engine: &str) -> Result<Vec<KindBreaker>, StoreError>;
     /// Sets a user's fair-share weight on an engine (1-1000); returns whether anything changed.

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use super::connection::open_writer;
+use super::connection::open_existing_writer;
 use crate::store::StoreError;
 
 /// How often a shard's WAL is copied back into the database file.
@@ -29,7 +29,7 @@ impl Drop for Checkpointer {
 impl Checkpointer {
     /// Starts the checkpoint thread of the shard at `path`.
     pub fn spawn(path: &Path, engine: &str) -> Result<Self, StoreError> {
-        let conn = open_writer(path)?;
+        let conn = open_existing_writer(path)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let name = engine.to_string();

@@ -40,6 +40,14 @@ pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// Opens an existing database read-write; a missing file is an error, never silently a new empty database.
+pub fn open_existing_writer(path: &Path) -> Result<Connection, StoreError> {
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    configure(&conn)?;
+    Ok(conn)
+}
+
 /// A small pool of connections for reads (they never block the writer thanks to WAL).
 pub fn open_read_pool(path: &Path) -> Result<ReadPool, StoreError> {
     let manager = SqliteConnectionManager::file(path).with_init(|conn| configure(conn));

@@ -44,6 +44,8 @@ pub struct SqliteStore {
     data_dir: PathBuf,
     control: Arc<ControlDb>,
     shards: RwLock<HashMap<String, Arc<Shard>>>,
+    /// Engines whose shard was found damaged: engine → where its file was moved.
+    quarantined: RwLock<HashMap<String, String>>,
     opening: tokio::sync::Mutex<()>,
     clock: Arc<dyn Clock>,
     retry: RetryPolicy,
@@ -80,6 +82,7 @@ impl SqliteStore {
             data_dir: data_dir.to_path_buf(),
             control: Arc::new(control),
             shards: RwLock::new(HashMap::new()),
+            quarantined: RwLock::new(HashMap::new()),
             opening: tokio::sync::Mutex::new(()),
             clock,
             retry,
@@ -104,39 +107,114 @@ impl SqliteStore {
         self.shards.read().ok()?.get(engine).cloned()
     }
 
-    /// The shard of a registered engine, opened on first use.
+    fn quarantine_of(&self, engine: &str) -> Option<StoreError> {
+        let moved_to = self.quarantined.read().ok()?.get(engine).cloned()?;
+        Some(StoreError::Quarantined { engine: engine.to_string(), moved_to })
+    }
+
+    /// The shard of a registered engine, opened on first use. A shard that turns out to be damaged is moved
+    /// aside and its engine answers `Quarantined` from then on; the other shards keep serving.
     async fn shard(&self, engine: &str) -> Result<Arc<Shard>, StoreError> {
         if let Some(shard) = self.open_shard_if_loaded(engine) {
             return Ok(shard);
         }
+        if let Some(quarantined) = self.quarantine_of(engine) {
+            return Err(quarantined);
+        }
         let _opening = self.opening.lock().await;
         if let Some(shard) = self.open_shard_if_loaded(engine) {
             return Ok(shard);
+        }
+        // Another task may have found it damaged while this one waited.
+        if let Some(quarantined) = self.quarantine_of(engine) {
+            return Err(quarantined);
         }
         if self.engine(engine).await?.is_none() {
             return Err(StoreError::EngineNotFound(engine.to_string()));
         }
         let (dir, name, clock, retry) = (self.data_dir.clone(), engine.to_string(), self.clock.clone(), self.retry);
         let policies = (self.caps, self.breaker);
-        let shard = Arc::new(blocking(move || Shard::open(&dir, &name, clock, retry, policies)).await?);
+        let opened = blocking(move || Shard::open(&dir, &name, clock, retry, policies)).await;
+        let shard = match opened {
+            Ok(shard) => Arc::new(shard),
+            Err(error) if error.is_corruption() => return Err(self.quarantine(engine, &error.to_string()).await),
+            Err(error) => return Err(error),
+        };
         if let Ok(mut shards) = self.shards.write() {
             shards.insert(engine.to_string(), shard.clone());
         }
         Ok(shard)
     }
 
-    /// Every registered engine's shard (for reads across engines).
+    /// Moves a damaged shard file (and its WAL) to `quarantine/` and remembers it.
+    async fn quarantine(&self, engine: &str, why: &str) -> StoreError {
+        if let Ok(mut shards) = self.shards.write() {
+            shards.remove(engine);
+        }
+        let path = shard::shard_path(&self.data_dir, engine);
+        let folder = self.data_dir.join("quarantine");
+        let target = folder.join(format!("{engine}-{}.sqlite3", self.clock.now_ms()));
+        let (from, to) = (path.clone(), target.clone());
+        let moved = blocking(move || {
+            create_private_dir(&folder)
+                .map_err(|source| StoreError::Io { path: folder.display().to_string(), source })?;
+            for suffix in ["", "-wal", "-shm"] {
+                let (source, dest) = (format!("{}{suffix}", from.display()), format!("{}{suffix}", to.display()));
+                if std::path::Path::new(&source).exists() {
+                    std::fs::rename(&source, &dest).map_err(|source| StoreError::Io { path: dest.clone(), source })?;
+                }
+            }
+            Ok(())
+        })
+        .await;
+        let moved_to = match moved {
+            Ok(()) => target.display().to_string(),
+            Err(error) => format!("nowhere (moving it failed: {error}; it stays at {})", path.display()),
+        };
+        tracing::error!(
+            engine,
+            why,
+            moved_to,
+            "a shard is damaged: its engine's jobs are unavailable until it is restored from a backup"
+        );
+        if let Ok(mut quarantined) = self.quarantined.write() {
+            quarantined.insert(engine.to_string(), moved_to.clone());
+        }
+        StoreError::Quarantined { engine: engine.to_string(), moved_to }
+    }
+
+    /// Every usable shard of a registered engine (for reads across engines); quarantined ones are left out.
     async fn all_shards(&self) -> Result<Vec<Arc<Shard>>, StoreError> {
         let mut shards = Vec::new();
         for engine in self.list_engines().await? {
-            shards.push(self.shard(&engine.id).await?);
+            match self.shard(&engine.id).await {
+                Ok(shard) => shards.push(shard),
+                Err(StoreError::Quarantined { .. }) => {}
+                Err(error) => return Err(error),
+            }
         }
         Ok(shards)
     }
 
-    /// Opens every registered shard now (migrating them), so problems surface at start-up in the logs.
+    /// Opens every registered shard now (migrating them) and runs `PRAGMA quick_check` on each, so damage
+    /// surfaces at start-up: a damaged shard is quarantined, the others serve on.
     pub async fn open_all_shards(&self) -> Result<usize, StoreError> {
-        Ok(self.all_shards().await?.len())
+        let mut healthy = 0;
+        for shard in self.all_shards().await? {
+            let check = self
+                .read(&shard, |conn, _| Ok(conn.query_row("PRAGMA quick_check(1)", [], |r| r.get::<_, String>(0))?));
+            match check.await {
+                Ok(answer) if answer == "ok" => healthy += 1,
+                Ok(answer) => {
+                    self.quarantine(&shard.engine, &answer).await;
+                }
+                Err(error) if error.is_corruption() => {
+                    self.quarantine(&shard.engine, &error.to_string()).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(healthy)
     }
 
     async fn read<T, F>(&self, shard: &Arc<Shard>, work: F) -> Result<T, StoreError>
@@ -376,6 +454,15 @@ impl JobStore for SqliteStore {
     async fn is_paused(&self, engine: &str) -> Result<bool, StoreError> {
         let shard = self.shard(engine).await?;
         self.read(&shard, |conn, _| queries::is_paused(conn)).await
+    }
+
+    fn quarantined(&self) -> Vec<(String, String)> {
+        let mut list: Vec<(String, String)> = match self.quarantined.read() {
+            Ok(map) => map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Err(_) => Vec::new(),
+        };
+        list.sort();
+        list
     }
 
     async fn breakers(&self, engine: &str) -> Result<Vec<KindBreaker>, StoreError> {

@@ -7,7 +7,7 @@ use flowork_common::clock::Clock;
 use tokio::sync::Notify;
 
 use super::checkpoint::Checkpointer;
-use super::connection::{ReadPool, open_read_pool, open_writer};
+use super::connection::{ReadPool, open_existing_writer, open_read_pool, open_writer};
 use super::migrate;
 use super::writer::{ShardWriter, WriterContext};
 use crate::admission::AdmissionLimits;
@@ -64,7 +64,9 @@ impl Shard {
         (caps, breaker): (AdmissionLimits, BreakerPolicy),
     ) -> Result<Self, StoreError> {
         let path = shard_path(data_dir, engine);
-        let mut conn = open_writer(&path)?;
+        // A registered engine's shard exists (`engine add` creates it); if it is gone, say so instead of
+        // starting an empty one.
+        let mut conn = open_existing_writer(&path)?;
         ensure_incremental_vacuum(&conn)?;
         migrate::apply(&mut conn, migrate::SHARD, &path.display().to_string())?;
         // Checkpoints run on their own thread, never inside a commit of the writer.
