@@ -104,6 +104,8 @@ impl Workspace {
 pub struct Process {
     pub child: Child,
     pub log: PathBuf,
+    /// Set when the test itself stopped or killed it.
+    killed_on_purpose: bool,
 }
 
 impl Process {
@@ -116,7 +118,7 @@ impl Process {
             .stderr(out)
             .spawn()
             .with_context(|| format!("starting {command:?}"))?;
-        Ok(Self { child, log })
+        Ok(Self { child, log, killed_on_purpose: false })
     }
 
     pub fn pid(&self) -> u32 {
@@ -124,7 +126,10 @@ impl Process {
     }
 
     /// Sends a signal by name (`KILL`, `TERM`, `STOP`, `CONT`).
-    pub fn signal(&self, name: &str) -> anyhow::Result<()> {
+    pub fn signal(&mut self, name: &str) -> anyhow::Result<()> {
+        if matches!(name, "KILL" | "TERM" | "INT") {
+            self.killed_on_purpose = true;
+        }
         let status = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status()?;
         if !status.success() {
             bail!("kill -{name} {} failed", self.pid());
@@ -153,6 +158,19 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
+        // A process that died on its own is a finding: show how, with the end of its log.
+        if let Ok(Some(status)) = self.child.try_wait()
+            && status.code() != Some(0)
+            && !self.killed_on_purpose
+        {
+            let log = self.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!(
+                "process {} exited by itself ({status}); last log lines:\n{}",
+                self.log.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
