@@ -144,7 +144,11 @@ pub fn claim(conn: &Connection, by: &ClaimBy<'_>, held: &HashSet<String>) -> Res
     let mut claimed = Claimed::default();
     let mut rooms = KeyRooms::default();
     let mut parked = 0;
-    while claimed.leases.len() < max && parked < MAX_PARKS_PER_CLAIM {
+    // Every round leases or parks at least one job, or recounts a user; the bound is a guard against a bug
+    // turning that into an endless transaction.
+    let mut rounds = 0;
+    while claimed.leases.len() < max && parked < MAX_PARKS_PER_CLAIM && rounds < max + MAX_PARKS_PER_CLAIM + 16 {
+        rounds += 1;
         let shares = next_shares(conn)?;
         let Some(first) = shares.first() else { break };
         let remaining = max - claimed.leases.len();
