@@ -522,7 +522,12 @@ impl JobStore for SqliteStore {
 
     async fn fire_schedules(&self, misfire_grace_ms: u64) -> Result<u64, StoreError> {
         let mut created = 0;
+        let now = self.clock.now_ms();
         for shard in self.all_shards().await? {
+            // A read first, so shards with nothing due cost no write transaction.
+            if !self.read(&shard, move |conn, _| schedules::any_due(conn, now)).await? {
+                continue;
+            }
             match shard.writer.write(WriteOp::FireSchedules { grace_ms: misfire_grace_ms }).await? {
                 WriteDone::Fired(n) => created += n,
                 other => return Err(unexpected(other)),

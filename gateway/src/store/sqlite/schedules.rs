@@ -94,6 +94,15 @@ pub fn delete(conn: &Connection, user: &str, id: &str) -> Result<bool, StoreErro
     Ok(deleted > 0)
 }
 
+/// Whether any schedule of this shard has a tick due.
+pub fn any_due(conn: &Connection, now: i64) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM schedules WHERE next_run_at <= ?1 LIMIT 1")?
+        .query_row([now], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
 /// Which ticks of a schedule to fire now, and where it goes on from.
 #[derive(Debug, PartialEq, Eq)]
 pub struct TickPlan {
