@@ -18,6 +18,7 @@ pub mod error;
 pub mod inflight;
 pub mod metrics;
 pub mod network;
+pub mod periodic;
 pub mod queue_metrics;
 pub mod rate_limit;
 pub mod request_log;

@@ -7,6 +7,8 @@ use std::time::Duration;
 use flowork_common::clock::Clock;
 use tokio_util::sync::CancellationToken;
 
+use crate::periodic::Ticker;
+
 use crate::store::JobStore;
 
 /// The shortest retention: idempotency keys live with their jobs and must answer retries for a day.
@@ -36,13 +38,8 @@ pub async fn run(
     if retention.is_zero() {
         return;
     }
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.cancelled() => return,
-        }
+    let mut ticker = Ticker::new(every, shutdown);
+    while ticker.next().await {
         let before = clock.now_ms() - retention.as_millis() as i64;
         loop {
             match store.prune_finished(before, BATCH).await {

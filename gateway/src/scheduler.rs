@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::periodic::Ticker;
+
 use crate::drain::DrainState;
 use crate::store::JobStore;
 
@@ -20,13 +22,8 @@ pub async fn run(
     grace: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.cancelled() => return,
-        }
+    let mut ticker = Ticker::new(every, shutdown);
+    while ticker.next().await {
         if drain.is_draining() {
             continue;
         }

@@ -8,6 +8,8 @@ use flowork_common::clock::{Clock, SystemClock};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::periodic::Ticker;
+
 use crate::admission::AdmissionLimits;
 use crate::alerts::AlertRules;
 use crate::audit::AuditEntry;
@@ -269,12 +271,8 @@ fn allowed_origins(configured: &[String], addr: std::net::SocketAddr) -> Vec<Str
 
 /// Drops idle rate-limit buckets once a minute.
 async fn forget_idle_buckets(limits: Arc<RateLimits>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.cancelled() => return,
-        }
+    let mut ticker = Ticker::new(Duration::from_secs(60), shutdown);
+    while ticker.next().await {
         if let Some(limit) = &limits.per_ip {
             limit.forget_idle();
         }
@@ -289,12 +287,8 @@ const AUDIT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 
 /// Prunes audit rows past their retention, hourly, keeping the rest of the chain verifiable.
 async fn prune_audit_log(control: Arc<dyn ControlStore>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(3600));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.cancelled() => return,
-        }
+    let mut ticker = Ticker::new(Duration::from_secs(3600), shutdown);
+    while ticker.next().await {
         let before = flowork_common::clock::system_now_ms() - AUDIT_RETENTION.as_millis() as i64;
         match control.prune_audit(before).await {
             Ok(0) => {}
@@ -306,13 +300,8 @@ async fn prune_audit_log(control: Arc<dyn ControlStore>, shutdown: CancellationT
 
 /// Periodically requeues jobs whose engine stopped heartbeating.
 async fn reap_expired_leases(store: Arc<SqliteStore>, every: Duration, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.cancelled() => return,
-        }
+    let mut ticker = Ticker::new(every, shutdown);
+    while ticker.next().await {
         match store.reap_expired_leases().await {
             Ok(0) => {}
             Ok(reaped) => tracing::info!(reaped, "requeued jobs with expired leases"),

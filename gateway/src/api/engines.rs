@@ -24,6 +24,11 @@ pub fn users_json(engine: &str, users: &[AllowedUser]) -> Value {
     json!({ "engine": engine, "users": users })
 }
 
+/// Audits a successful change to an engine's settings by `actor` from `ip`.
+async fn audit_change(state: &AppState, actor: String, action: &str, target: String, ip: ClientIp) {
+    state.audit(AuditEntry::new(actor, action, "ok").target(target).ip(Some(ip.0.to_string()))).await;
+}
+
 /// Refuses unless `user` owns the engine (404 for an unknown engine, 403 `not_owner` otherwise).
 async fn require_owner(state: &AppState, engine: &str, user: &str) -> Result<(), ApiError> {
     let record = state
@@ -71,9 +76,7 @@ pub async fn edit_whitelist(
         state.jobs.disallow_user(engine, &user).await?;
         "engine.disallow"
     };
-    state
-        .audit(AuditEntry::new(actor, action, "ok").target(format!("{engine}/{user}")).ip(Some(ip.0.to_string())))
-        .await;
+    audit_change(state, actor, action, format!("{engine}/{user}"), ip).await;
     Ok(Json(users_json(engine, &state.jobs.allowed_users(engine).await?)))
 }
 
@@ -140,7 +143,7 @@ async fn set_paused(
     let actor = authorize_manager(&state, &engine, user, admin).await?;
     state.jobs.set_paused(&engine, paused).await?;
     let action = if paused { "engine.pause" } else { "engine.resume" };
-    state.audit(AuditEntry::new(actor, action, "ok").target(&engine).ip(Some(ip.0.to_string()))).await;
+    audit_change(&state, actor, action, engine.clone(), ip).await;
     Ok(Json(json!({ "engine": engine, "paused": paused })))
 }
 
@@ -235,8 +238,7 @@ pub async fn set_weight(
         return Err(ApiError::unprocessable("invalid_weight", "weight must be between 1 and 1000"));
     }
     state.jobs.set_weight(&engine, &target, body.weight).await?;
-    let entry = AuditEntry::new(actor, "engine.weight", "ok").target(format!("{engine}/{target}={}", body.weight));
-    state.audit(entry.ip(Some(ip.0.to_string()))).await;
+    audit_change(&state, actor, "engine.weight", format!("{engine}/{target}={}", body.weight), ip).await;
     scheduling_json(&state, &engine).await
 }
 
@@ -270,8 +272,7 @@ async fn edit_key_limit(
     }
     state.jobs.set_key_limit(engine, key, limit).await?;
     let shown = limit.map_or("default".to_string(), |l| l.to_string());
-    let entry = AuditEntry::new(actor, "engine.key_limit", "ok").target(format!("{engine}/{key}={shown}"));
-    state.audit(entry.ip(Some(ip.0.to_string()))).await;
+    audit_change(state, actor, "engine.key_limit", format!("{engine}/{key}={shown}"), ip).await;
     scheduling_json(state, engine).await
 }
 
@@ -322,7 +323,6 @@ pub async fn set_default_key_limit(
     }
     state.jobs.set_default_key_limit(&engine, body.default_limit).await?;
     let shown = body.default_limit.map_or("unlimited".to_string(), |l| l.to_string());
-    let entry = AuditEntry::new(actor, "engine.default_key_limit", "ok").target(format!("{engine}={shown}"));
-    state.audit(entry.ip(Some(ip.0.to_string()))).await;
+    audit_change(&state, actor, "engine.default_key_limit", format!("{engine}={shown}"), ip).await;
     scheduling_json(&state, &engine).await
 }

@@ -427,28 +427,15 @@ impl JobStore for SqliteStore {
     }
 
     async fn allow_user(&self, engine: &str, user: &str, is_owner: bool) -> Result<bool, StoreError> {
-        let shard = self.shard(engine).await?;
-        let op = WriteOp::AllowUser { user: user.to_string(), is_owner };
-        match shard.writer.write(op).await? {
-            WriteDone::Changed(changed) => Ok(changed),
-            other => Err(unexpected(other)),
-        }
+        self.write_changed(engine, WriteOp::AllowUser { user: user.to_string(), is_owner }).await
     }
 
     async fn disallow_user(&self, engine: &str, user: &str) -> Result<bool, StoreError> {
-        let shard = self.shard(engine).await?;
-        match shard.writer.write(WriteOp::DisallowUser { user: user.to_string() }).await? {
-            WriteDone::Changed(changed) => Ok(changed),
-            other => Err(unexpected(other)),
-        }
+        self.write_changed(engine, WriteOp::DisallowUser { user: user.to_string() }).await
     }
 
     async fn set_paused(&self, engine: &str, paused: bool) -> Result<bool, StoreError> {
-        let shard = self.shard(engine).await?;
-        match shard.writer.write(WriteOp::SetPaused(paused)).await? {
-            WriteDone::Changed(changed) => Ok(changed),
-            other => Err(unexpected(other)),
-        }
+        self.write_changed(engine, WriteOp::SetPaused(paused)).await
     }
 
     async fn is_paused(&self, engine: &str) -> Result<bool, StoreError> {
