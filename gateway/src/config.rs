@@ -103,6 +103,9 @@ pub struct ServeArgs {
     /// GUI origins allowed by CORS and for wallet sign-in (repeatable; default: the gateway's own origin).
     #[arg(long = "allowed-origin", env = "FLOWORK_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+    /// A built GUI folder (`gui/dist`) to serve at `/`, with the headers of its `_headers` file; none by default.
+    #[arg(long, env = "FLOWORK_GUI_DIR")]
+    pub gui_dir: Option<std::path::PathBuf>,
     /// Chain ids accepted in sign-in messages (repeatable).
     #[arg(long = "chain-id", env = "FLOWORK_CHAIN_IDS", value_delimiter = ',', default_value = "1")]
     pub chain_ids: Vec<u64>,

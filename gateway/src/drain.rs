@@ -12,6 +12,8 @@ pub const DRAIN_RETRY_AFTER_S: u64 = 5;
 pub struct DrainState {
     draining: AtomicBool,
     stopping: AtomicBool,
+    /// Woken whenever draining starts or ends (live `gateway.drain` events).
+    changed: tokio::sync::Notify,
 }
 
 impl DrainState {
@@ -26,18 +28,28 @@ impl DrainState {
 
     /// Starts draining; returns whether it was already draining.
     pub fn start(&self) -> bool {
-        self.draining.swap(true, Ordering::SeqCst)
+        let was = self.draining.swap(true, Ordering::SeqCst);
+        self.changed.notify_waiters();
+        was
     }
 
     /// Resumes accepting jobs (not after a stop has begun); returns whether it was draining.
     pub fn resume(&self) -> bool {
-        !self.is_stopping() && self.draining.swap(false, Ordering::SeqCst)
+        let was = !self.is_stopping() && self.draining.swap(false, Ordering::SeqCst);
+        self.changed.notify_waiters();
+        was
     }
 
     /// Drains for good, before the process exits.
     pub fn stop(&self) {
         self.draining.store(true, Ordering::SeqCst);
         self.stopping.store(true, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    /// Resolves at the next start, resume or stop.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
     }
 }
 

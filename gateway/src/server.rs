@@ -217,13 +217,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
 
+    let gui = args.gui_dir.as_deref().map(crate::gui::service).transpose()?;
+    let (socket_io, live) = crate::live::Live::start(&state);
     let stopping = state.clone();
     let grace = args.drain_grace;
-    let app = crate::api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app = crate::api::router(state, socket_io, gui).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             flowork_common::signal::stop_requested().await;
             drain_then_stop(&stopping, grace).await;
+            // Open Socket.IO connections would hold the server open.
+            live.close().await;
         })
         .await?;
     Ok(())

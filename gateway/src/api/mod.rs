@@ -17,6 +17,7 @@ use axum::http::{HeaderName, HeaderValue, Method, Uri, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
+use socketioxide::layer::SocketIoLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -27,12 +28,12 @@ use crate::{network, rate_limit, request_log};
 /// Request bodies above this are refused with 413 before they are read in full.
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
-/// All routes of the gateway.
-pub fn router(state: AppState) -> Router {
+/// All routes of the gateway; Socket.IO under `/socket.io/`, and the built GUI for any other path when given.
+pub fn router(state: AppState, socket_io: SocketIoLayer, gui: Option<Router>) -> Router {
     let cors = cors_layer(&state.sign_in.origins);
     // Probes answer whatever the rate limits say, so a load balancer never takes a busy gateway for a dead one.
     let probes = Router::new().route("/healthz", get(status::healthz)).route("/readyz", get(status::readyz));
-    Router::new()
+    let api = Router::new()
         .route("/status", get(status::status))
         .route("/jobs", post(jobs::create).get(jobs::list))
         .route("/jobs/batch", post(jobs::create_batch))
@@ -62,9 +63,14 @@ pub fn router(state: AppState) -> Router {
         .route("/internal/claim", post(internal::claim))
         .route("/internal/jobs/{id}/heartbeat", post(internal::heartbeat))
         .route("/internal/jobs/{id}/finish", post(internal::finish))
-        .route("/internal/finish", post(internal::finish_batch))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .route("/internal/finish", post(internal::finish_batch));
+    let api = match gui {
+        Some(gui) => api.fallback_service(gui),
+        None => api.fallback(not_found),
+    };
+    api.method_not_allowed_fallback(method_not_allowed)
+        // Inside the network rules and rate limits, which apply to Socket.IO handshakes and polls too.
+        .layer(socket_io)
         .layer(middleware::from_fn_with_state(state.clone(), rate_limit::limit_per_ip))
         .layer(middleware::from_fn_with_state(state.clone(), network::enforce_cidr_rules))
         .merge(probes)

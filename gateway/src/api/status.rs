@@ -9,7 +9,7 @@ use crate::engine_presence::ONLINE_WITHIN_MS;
 use crate::error::ApiError;
 use crate::metrics::{DecisionLabels, EngineLabels};
 use crate::server::AppState;
-use crate::store::StoreError;
+use crate::store::{EngineRecord, StoreError};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use flowork_common::timefmt::format_ms;
@@ -35,49 +35,9 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
 /// `GET /status`: gateway state and, per engine, presence, workers, queue depth, queue latency and a capacity
 /// hint. Holds no secrets and needs no token.
 pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let now = state.clock.now_ms();
     let mut engines = Vec::new();
     for engine in state.control.list_engines().await? {
-        let counts = match state.jobs.queue_counts(&engine.id).await {
-            Ok(counts) => counts,
-            Err(StoreError::Quarantined { .. }) => {
-                engines.push(json!({"id": engine.id, "active": engine.is_active(), "quarantined": true}));
-                continue;
-            }
-            Err(error) => return Err(error.into()),
-        };
-        let presence = state.presence.get(&engine.id);
-        let report = presence.as_ref().and_then(|p| p.report);
-        let window = counts.window;
-        let breakers: Vec<Value> = state
-            .jobs
-            .breakers(&engine.id)
-            .await?
-            .into_iter()
-            .map(|b| {
-                json!({"kind": b.kind, "state": b.state, "failures": b.failures,
-                       "opened_at": b.opened_at_ms.map(format_ms), "last_error": b.last_error})
-            })
-            .collect();
-        engines.push(json!({
-            "id": engine.id,
-            "active": engine.is_active(),
-            "paused": state.jobs.is_paused(&engine.id).await?,
-            "online": presence.as_ref().is_some_and(|p| now - p.last_contact_ms < ONLINE_WITHIN_MS),
-            "last_contact": presence.as_ref().map(|p| format_ms(p.last_contact_ms)),
-            "workers": report.map(|r| json!({"current": r.workers, "min": r.min_workers, "max": r.max_workers, "busy": r.busy})),
-            "busy_ratio": report.map(|r| if r.workers == 0 { 0.0 } else { f64::from(r.busy) / f64::from(r.workers) }),
-            "utilization": report.map(|r| r.utilization),
-            "queued": counts.queued,
-            "running": counts.running,
-            "breakers": breakers,
-            "queue_latency_ms": {"p50": window.latency_p50_ms, "p95": window.latency_p95_ms},
-            "capacity": {
-                "sustainable_rate_per_s": window.drain_rate_per_s,
-                "retry_after_s": retry_after_s(counts.queued, window.drain_rate_per_s),
-                "max_queue_depth": state.caps.max_queue_depth,
-            },
-        }));
+        engines.push(engine_status(&state, &engine).await?);
     }
     Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -87,6 +47,50 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
         // Damaged shards set aside at start (engine ids only; the paths are in the gateway's log).
         "quarantined": state.jobs.quarantined().into_iter().map(|(engine, _)| engine).collect::<Vec<_>>(),
     })))
+}
+
+/// One engine as `/status` and the live `engine.status` event show it: presence, workers, queue, capacity hint.
+pub async fn engine_status(state: &AppState, engine: &EngineRecord) -> Result<Value, ApiError> {
+    let now = state.clock.now_ms();
+    let counts = match state.jobs.queue_counts(&engine.id).await {
+        Ok(counts) => counts,
+        Err(StoreError::Quarantined { .. }) => {
+            return Ok(json!({"id": engine.id, "active": engine.is_active(), "quarantined": true}));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let presence = state.presence.get(&engine.id);
+    let report = presence.as_ref().and_then(|p| p.report);
+    let window = counts.window;
+    let breakers: Vec<Value> = state
+        .jobs
+        .breakers(&engine.id)
+        .await?
+        .into_iter()
+        .map(|b| {
+            json!({"kind": b.kind, "state": b.state, "failures": b.failures,
+                   "opened_at": b.opened_at_ms.map(format_ms), "last_error": b.last_error})
+        })
+        .collect();
+    Ok(json!({
+        "id": engine.id,
+        "active": engine.is_active(),
+        "paused": state.jobs.is_paused(&engine.id).await?,
+        "online": presence.as_ref().is_some_and(|p| now - p.last_contact_ms < ONLINE_WITHIN_MS),
+        "last_contact": presence.as_ref().map(|p| format_ms(p.last_contact_ms)),
+        "workers": report.map(|r| json!({"current": r.workers, "min": r.min_workers, "max": r.max_workers, "busy": r.busy})),
+        "busy_ratio": report.map(|r| if r.workers == 0 { 0.0 } else { f64::from(r.busy) / f64::from(r.workers) }),
+        "utilization": report.map(|r| r.utilization),
+        "queued": counts.queued,
+        "running": counts.running,
+        "breakers": breakers,
+        "queue_latency_ms": {"p50": window.latency_p50_ms, "p95": window.latency_p95_ms},
+        "capacity": {
+            "sustainable_rate_per_s": window.drain_rate_per_s,
+            "retry_after_s": retry_after_s(counts.queued, window.drain_rate_per_s),
+            "max_queue_depth": state.caps.max_queue_depth,
+        },
+    }))
 }
 
 /// `GET /drain`: whether this gateway drains, and the work still queued and running.

@@ -5,6 +5,7 @@
 //! Every correctness rule (idempotency, leases, fencing) is enforced inside the implementation's database so
 //! that two gateway processes sharing one store stay correct.
 
+pub mod changes;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -343,6 +344,8 @@ impl StoreError {
 /// Jobs: enqueue, read, cancel, and the engine side (claim, heartbeat, finish).
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
+    /// Where committed job changes are published, for live events.
+    fn changes(&self) -> &std::sync::Arc<changes::ChangeFeed>;
     async fn enqueue(&self, job: NewJob) -> Result<EnqueueOutcome, StoreError>;
     /// Enqueues jobs of one engine in one transaction; one outcome per job, in order.
     async fn enqueue_many(&self, engine: &str, jobs: Vec<NewJob>) -> Result<Vec<EnqueueOutcome>, StoreError>;

@@ -14,6 +14,7 @@ pub mod position;
 pub mod queries;
 pub mod schedules;
 pub mod shard;
+pub mod touched;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -33,6 +34,7 @@ use self::writer::{WriteDone, WriteOp};
 use crate::admission::AdmissionLimits;
 use crate::audit::{AuditEntry, ChainBreak};
 use crate::secure_fs::create_private_dir;
+use crate::store::changes::ChangeFeed;
 use crate::store::{
     AllowedUser, BreakerPolicy, CancelOutcome, ClaimParams, ControlStore, EngineRecord, EnqueueOutcome, Finish,
     FinishOutcome, JobStore, KindBreaker, ListQuery, NewJob, NonceCheck, QueueCounts, RefreshCheck, RefreshTokenRecord,
@@ -51,6 +53,7 @@ pub struct SqliteStore {
     retry: RetryPolicy,
     caps: AdmissionLimits,
     breaker: BreakerPolicy,
+    changes: Arc<ChangeFeed>,
 }
 
 /// Runs blocking SQLite work off the async executor.
@@ -88,6 +91,7 @@ impl SqliteStore {
             retry,
             caps: AdmissionLimits::default(),
             breaker: BreakerPolicy::default(),
+            changes: Arc::new(ChangeFeed::default()),
         })
     }
 
@@ -133,7 +137,7 @@ impl SqliteStore {
             return Err(StoreError::EngineNotFound(engine.to_string()));
         }
         let (dir, name, clock, retry) = (self.data_dir.clone(), engine.to_string(), self.clock.clone(), self.retry);
-        let policies = (self.caps, self.breaker);
+        let policies = (self.caps, self.breaker, self.changes.clone());
         let opened = blocking(move || Shard::open(&dir, &name, clock, retry, policies)).await;
         let shard = match opened {
             Ok(shard) => Arc::new(shard),
@@ -233,6 +237,10 @@ impl SqliteStore {
 
 #[async_trait]
 impl JobStore for SqliteStore {
+    fn changes(&self) -> &Arc<ChangeFeed> {
+        &self.changes
+    }
+
     async fn enqueue(&self, job: NewJob) -> Result<EnqueueOutcome, StoreError> {
         let shard = self.shard(&job.engine).await?;
         match shard.writer.write(WriteOp::Enqueue(job)).await? {

@@ -12,6 +12,7 @@ use super::migrate;
 use super::writer::{ShardWriter, WriterContext};
 use crate::admission::AdmissionLimits;
 use crate::queue_metrics::QueueMetrics;
+use crate::store::changes::ChangeFeed;
 use crate::store::{BreakerPolicy, RetryPolicy, StoreError};
 
 /// An open shard.
@@ -61,7 +62,7 @@ impl Shard {
         engine: &str,
         clock: Arc<dyn Clock>,
         retry: RetryPolicy,
-        (caps, breaker): (AdmissionLimits, BreakerPolicy),
+        (caps, breaker, changes): (AdmissionLimits, BreakerPolicy, Arc<ChangeFeed>),
     ) -> Result<Self, StoreError> {
         let path = shard_path(data_dir, engine);
         // A registered engine's shard exists (`engine add` creates it); if it is gone, say so instead of
@@ -88,6 +89,7 @@ impl Shard {
                 caps,
                 breaker,
                 metrics: metrics.clone(),
+                changes,
             },
         )?;
         let reads = open_read_pool(&path)?;

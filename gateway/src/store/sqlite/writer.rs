@@ -13,9 +13,11 @@ use flowork_common::wire::Lease;
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use super::touched::{self, Touched};
 use super::{breakers, fair, parking, queries, schedules};
 use crate::admission::AdmissionLimits;
 use crate::queue_metrics::QueueMetrics;
+use crate::store::changes::ChangeFeed;
 use crate::store::{
     BreakerPolicy, CancelOutcome, EnqueueOutcome, Finish, FinishOutcome, NewJob, RetryPolicy, Schedule,
     ScheduleOutcome, StoreError,
@@ -137,6 +139,8 @@ pub struct WriterContext {
     pub breaker: BreakerPolicy,
     /// Where claims are counted, for the drain rate and queue latency.
     pub metrics: Arc<QueueMetrics>,
+    /// Where the jobs committed transactions touched are published (only while someone listens).
+    pub changes: Arc<ChangeFeed>,
 }
 
 impl ShardWriter {
@@ -163,7 +167,15 @@ impl ShardWriter {
 }
 
 fn run(mut conn: Connection, mut rx: mpsc::Receiver<WriteRequest>, context: WriterContext) {
+    let touched = match Touched::install(&conn) {
+        Ok(touched) => Some(touched),
+        Err(error) => {
+            tracing::error!(engine = %context.engine, %error, "no live job events from this shard");
+            None
+        }
+    };
     let mut batch: Vec<WriteRequest> = Vec::with_capacity(MAX_BATCH);
+    let mut changed: Vec<(i64, bool)> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -173,9 +185,10 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<WriteRequest>, context: Writ
             }
         }
         let mut wake = false;
-        let results = match commit_batch(&mut conn, &batch, &context) {
+        let results = match commit_batch(&mut conn, &batch, &context, touched.as_ref()) {
             Ok(committed) => {
                 wake |= committed.released_parked;
+                changed.extend(committed.touched);
                 committed.results
             }
             // One request broke the shared transaction (disk full, corruption, a bug): nothing of it was
@@ -184,12 +197,15 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<WriteRequest>, context: Writ
                 tracing::warn!(engine = %context.engine, %error, size = batch.len(), "group commit failed; retrying one by one");
                 batch
                     .iter()
-                    .map(|request| match commit_batch(&mut conn, std::slice::from_ref(request), &context) {
-                        Ok(mut one) => {
-                            wake |= one.released_parked;
-                            one.results.pop().unwrap_or(Err(StoreError::WriterStopped(context.engine.to_string())))
+                    .map(|request| {
+                        match commit_batch(&mut conn, std::slice::from_ref(request), &context, touched.as_ref()) {
+                            Ok(mut one) => {
+                                wake |= one.released_parked;
+                                changed.extend(std::mem::take(&mut one.touched));
+                                one.results.pop().unwrap_or(Err(StoreError::WriterStopped(context.engine.to_string())))
+                            }
+                            Err(error) => Err(error),
                         }
-                        Err(error) => Err(error),
                     })
                     .collect()
             }
@@ -203,8 +219,12 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<WriteRequest>, context: Writ
             }
         }
         if !undelivered.is_empty() {
+            if let Some(touched) = &touched {
+                touched.clear();
+            }
             match release_undelivered(&mut conn, &undelivered) {
                 Ok(released) => {
+                    changed.extend(touched.as_ref().map(Touched::take).unwrap_or_default());
                     tracing::info!(engine = %context.engine, released, "released leases of an abandoned claim");
                     wake = true;
                 }
@@ -216,6 +236,15 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<WriteRequest>, context: Writ
         if wake {
             context.wake.notify_waiters();
         }
+        if !changed.is_empty() && context.changes.is_live() {
+            match touched::read_changes(&conn, &context.engine, &changed) {
+                Ok(changes) => context.changes.publish(changes),
+                Err(error) => {
+                    tracing::warn!(engine = %context.engine, %error, "could not read changed jobs for live events")
+                }
+            }
+        }
+        changed.clear();
     }
 }
 
@@ -240,6 +269,8 @@ fn makes_work_claimable(result: &Result<WriteDone, StoreError>) -> bool {
 struct Committed {
     results: Vec<Result<WriteDone, StoreError>>,
     released_parked: bool,
+    /// The rows of `jobs` the transaction inserted or updated.
+    touched: Vec<(i64, bool)>,
 }
 
 /// Applies requests in one transaction. Business refusals (lease lost, key reused) are per-request results;
@@ -248,13 +279,22 @@ fn commit_batch(
     conn: &mut Connection,
     batch: &[WriteRequest],
     context: &WriterContext,
+    touched: Option<&Touched>,
 ) -> Result<Committed, StoreError> {
     let now = context.clock.now_ms();
     let _span = tracing::info_span!("shard.transaction", engine = %context.engine, writes = batch.len()).entered();
+    if let Some(touched) = touched {
+        touched.clear();
+    }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(batch.len());
     for request in batch {
+        let mark = touched.map(Touched::mark);
         let result = apply(&tx, &request.op, now, context);
+        // A heartbeat that reports no progress changes nothing a watcher sees.
+        if let (Some(touched), Some(mark), WriteOp::Heartbeat { progress: None, .. }) = (touched, mark, &request.op) {
+            touched.forget_since(mark);
+        }
         if let Err(StoreError::Sqlite(error)) = result {
             return Err(StoreError::Sqlite(error));
         }
@@ -263,7 +303,8 @@ fn commit_batch(
     // Keys that got room in this batch (a job finished, was cancelled or was retried later) release parked jobs.
     let released = parking::release_parked_keys(&tx)?;
     tx.commit()?;
-    Ok(Committed { results, released_parked: released > 0 })
+    let touched = touched.map(Touched::take).unwrap_or_default();
+    Ok(Committed { results, released_parked: released > 0, touched })
 }
 
 fn apply(conn: &Connection, op: &WriteOp, now: i64, context: &WriterContext) -> Result<WriteDone, StoreError> {

@@ -1,0 +1,75 @@
+//! Serving the built GUI at `/` for local use, with the response headers its `_headers` file (Cloudflare Pages
+//! format) gives for `/*`, so the locally served GUI gets the same Content-Security-Policy as the deployed one.
+
+use std::path::Path;
+
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::IntoResponse;
+use tower_http::services::ServeDir;
+
+/// The headers a `_headers` file sets for every path (`/*`): `(name, value)` pairs, in order.
+pub fn headers_for_all_paths(text: &str) -> Vec<(String, String)> {
+    let mut headers = Vec::new();
+    let mut in_block = false;
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        if !line.starts_with(char::is_whitespace) {
+            in_block = trimmed == "/*";
+            continue;
+        }
+        if in_block && let Some((name, value)) = trimmed.split_once(':') {
+            headers.push((name.trim().to_string(), value.trim().to_string()));
+        }
+    }
+    headers
+}
+
+/// A service for the GUI folder that answers unknown paths with the API's JSON 404 and adds the `_headers`.
+pub fn service(dir: &Path) -> anyhow::Result<axum::Router> {
+    if !dir.join("index.html").is_file() {
+        anyhow::bail!("--gui-dir {}: no index.html there (build the GUI with `npm run build` in gui/)", dir.display());
+    }
+    let headers = match std::fs::read_to_string(dir.join("_headers")) {
+        Ok(text) => headers_for_all_paths(&text),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(error) => anyhow::bail!("reading {}: {error}", dir.join("_headers").display()),
+    };
+    let mut parsed = Vec::with_capacity(headers.len());
+    for (name, value) in headers {
+        parsed.push((HeaderName::try_from(name.as_str())?, HeaderValue::try_from(value.as_str())?));
+    }
+    let files = ServeDir::new(dir).not_found_service(axum::routing::any(|uri: axum::http::Uri| async move {
+        crate::error::ApiError::not_found("route_not_found", format!("no route for {}", uri.path())).into_response()
+    }));
+    Ok(axum::Router::new().fallback_service(files).layer(axum::middleware::map_response(
+        move |mut response: axum::response::Response| {
+            let parsed = parsed.clone();
+            async move {
+                for (name, value) in parsed {
+                    response.headers_mut().entry(name).or_insert(value);
+                }
+                response
+            }
+        },
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_block_for_every_path() {
+        let text = "# comment\n/*\n  Content-Security-Policy: default-src 'self'\n  X-Frame-Options: DENY\n\n/assets/*\n  Cache-Control: immutable\n";
+        assert_eq!(
+            headers_for_all_paths(text),
+            [
+                ("Content-Security-Policy".to_string(), "default-src 'self'".to_string()),
+                ("X-Frame-Options".to_string(), "DENY".to_string())
+            ]
+        );
+    }
+}

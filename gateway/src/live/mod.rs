@@ -1,0 +1,281 @@
+//! Live updates over Socket.IO at `/socket.io/`: a connection must present a valid access JWT in its handshake
+//! `auth` (`{"token"}`) and joins its user's private room; job events come from the store's change feed, engine
+//! status and drain notices from the gateway. `sync` (with a cursor) replays what a reconnecting client missed.
+
+pub mod journal;
+pub mod payload;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use socketioxide::SocketIo;
+use socketioxide::extract::{AckSender, Data, SocketRef, TryData};
+use socketioxide::handler::ConnectHandler;
+use socketioxide::layer::SocketIoLayer;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::auth::AuthError;
+use crate::server::AppState;
+use crate::store::changes::JobChange;
+use journal::Journal;
+
+/// How often engine status is looked at (and sent when it changed).
+const ENGINE_STATUS_EVERY: Duration = Duration::from_secs(2);
+
+/// The handshake `auth` payload.
+#[derive(Debug, Deserialize)]
+struct Handshake {
+    token: String,
+}
+
+/// Who a socket belongs to (kept in its extensions).
+#[derive(Debug, Clone)]
+struct SocketUser(Arc<str>);
+
+/// A refused connection; the client's `connect_error` carries this text (`<code>: <message>`).
+#[derive(Debug, thiserror::Error)]
+#[error("{code}: {message}")]
+struct Refused {
+    code: &'static str,
+    message: String,
+}
+
+/// `sync` request: the last cursor the client saw, or none for the current one.
+#[derive(Debug, Default, Deserialize)]
+struct SyncRequest {
+    cursor: Option<String>,
+}
+
+/// `sync` answer: the missed events in order, or `reset` when they cannot all be told (reload the list).
+#[derive(Debug, Serialize)]
+struct SyncAnswer {
+    cursor: String,
+    reset: bool,
+    events: Vec<SyncEvent>,
+}
+
+#[derive(Debug, Serialize)]
+struct SyncEvent {
+    event: &'static str,
+    data: Arc<RawValue>,
+}
+
+/// The Socket.IO side of the gateway.
+pub struct Live {
+    io: SocketIo,
+    journal: Mutex<Journal>,
+    sockets: AtomicUsize,
+    state: AppState,
+}
+
+/// The room of one user's sockets.
+fn user_room(user: &str) -> String {
+    format!("user:{user}")
+}
+
+impl Live {
+    /// Builds the Socket.IO layer and starts the tasks that feed it; they end with the gateway's shutdown.
+    pub fn start(state: &AppState) -> (SocketIoLayer, Arc<Live>) {
+        let (layer, io) = SocketIo::builder().build_layer();
+        let boot = format!("{:08x}", rand::random::<u32>());
+        let live = Arc::new(Live {
+            io: io.clone(),
+            journal: Mutex::new(Journal::new(boot)),
+            sockets: AtomicUsize::new(0),
+            state: state.clone(),
+        });
+        let on_connect = {
+            let live = live.clone();
+            async move |socket: SocketRef| live.connected(socket)
+        };
+        let authenticate = {
+            let live = live.clone();
+            async move |socket: SocketRef, TryData(auth): TryData<Handshake>| live.authenticate(&socket, auth.ok())
+        };
+        io.ns("/", on_connect.with(authenticate));
+        tokio::spawn(live.clone().forward_job_changes());
+        tokio::spawn(live.clone().announce_gateway());
+        (layer, live)
+    }
+
+    /// Disconnects every socket (at shutdown, so the HTTP server can finish).
+    pub async fn close(&self) {
+        self.io.close().await;
+    }
+
+    fn journal(&self) -> std::sync::MutexGuard<'_, Journal> {
+        self.journal.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn authenticate(&self, socket: &SocketRef, auth: Option<Handshake>) -> Result<(), Refused> {
+        let Some(auth) = auth else {
+            return Err(Refused {
+                code: "missing_token",
+                message: "the handshake auth must be {\"token\": \"<access JWT>\"}".into(),
+            });
+        };
+        let claims = self.state.keys.verify(&auth.token).map_err(|error| Refused {
+            code: if matches!(error, AuthError::ExpiredToken) { "token_expired" } else { "invalid_token" },
+            message: error.to_string(),
+        })?;
+        if flowork_common::ids::validate_user_id(&claims.sub).is_err() {
+            return Err(Refused { code: "invalid_token", message: "the token names an invalid user".into() });
+        }
+        socket.extensions.insert(SocketUser(Arc::from(claims.sub.as_str())));
+        // The connection ends when its token does; the client reconnects with a fresh one.
+        let left_ms = (claims.exp * 1000 - self.state.clock.now_ms()).max(0) as u64;
+        let expiring = socket.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(left_ms)).await;
+            let _ = expiring.disconnect();
+        });
+        Ok(())
+    }
+
+    fn connected(self: &Arc<Self>, socket: SocketRef) {
+        let Some(SocketUser(user)) = socket.extensions.get::<SocketUser>() else {
+            let _ = socket.disconnect();
+            return;
+        };
+        socket.join(user_room(&user));
+        if self.sockets.fetch_add(1, Ordering::SeqCst) == 0 {
+            // Nobody listened until now: whatever happened meanwhile was not journaled.
+            self.journal().gap();
+            self.state.jobs.changes().set_live(true);
+        }
+        tracing::debug!(user = %user, sid = %socket.id, "live connection");
+        let live = self.clone();
+        socket.on("sync", async move |socket: SocketRef, Data(request): Data<SyncRequest>, ack: AckSender| {
+            let _ = ack.send(&live.sync(&socket, request));
+        });
+        let live = self.clone();
+        socket.on_disconnect(async move || {
+            if live.sockets.fetch_sub(1, Ordering::SeqCst) == 1 {
+                live.state.jobs.changes().set_live(false);
+            }
+        });
+        if self.state.drain.is_draining() {
+            let _ = socket.emit("gateway.drain", &serde_json::json!({"draining": true}));
+        }
+    }
+
+    fn sync(&self, socket: &SocketRef, request: SyncRequest) -> SyncAnswer {
+        let user = socket.extensions.get::<SocketUser>().map(|u| u.0).unwrap_or_else(|| Arc::from(""));
+        let journal = self.journal();
+        let cursor = journal.cursor();
+        let Some(since) = request.cursor else {
+            return SyncAnswer { cursor, reset: false, events: Vec::new() };
+        };
+        match journal.since(&since, &user) {
+            Some(entries) => SyncAnswer {
+                cursor,
+                reset: false,
+                events: entries.into_iter().map(|e| SyncEvent { event: e.name, data: e.data }).collect(),
+            },
+            None => SyncAnswer { cursor, reset: true, events: Vec::new() },
+        }
+    }
+
+    /// Journals and sends every committed job change to its user's room.
+    async fn forward_job_changes(self: Arc<Self>) {
+        let mut feed = self.state.jobs.changes().subscribe();
+        loop {
+            let changes = tokio::select! {
+                () = self.state.shutdown.cancelled() => return,
+                received = feed.recv() => received,
+            };
+            match changes {
+                Ok(changes) => self.send_changes(&changes).await,
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "live events fell behind; reconnecting clients will reload");
+                    self.journal().gap();
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+
+    async fn send_changes(&self, changes: &[JobChange]) {
+        for change in changes {
+            let user: Arc<str> = Arc::from(change.job.user.as_str());
+            let (name, data) = {
+                let mut journal = self.journal();
+                let cursor = journal.next_cursor();
+                match payload::render(&change.job, change.created, &cursor) {
+                    Ok((name, data)) => {
+                        let data: Arc<RawValue> = Arc::from(data);
+                        journal.append(user.clone(), name, data.clone());
+                        (name, data)
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, job = %change.job.id, "could not render a job event");
+                        continue;
+                    }
+                }
+            };
+            if let Err(error) = self.io.to(user_room(&user)).emit(name, &data).await {
+                tracing::debug!(%error, "could not send a job event");
+            }
+        }
+    }
+
+    /// `gateway.drain` when draining starts or ends; `engine.status` for each engine whose status changed.
+    async fn announce_gateway(self: Arc<Self>) {
+        let mut last_draining = self.state.drain.is_draining();
+        let mut last_status: std::collections::HashMap<String, Value> = Default::default();
+        let mut tick = tokio::time::interval(ENGINE_STATUS_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = self.state.shutdown.cancelled() => return,
+                () = self.state.drain.changed() => {}
+                _ = tick.tick() => {}
+            }
+            let draining = self.state.drain.is_draining();
+            if draining != last_draining {
+                last_draining = draining;
+                if let Err(error) = self.io.emit("gateway.drain", &serde_json::json!({"draining": draining})).await {
+                    tracing::debug!(%error, "could not send gateway.drain");
+                }
+            }
+            if self.sockets.load(Ordering::SeqCst) == 0 {
+                last_status.clear();
+                continue;
+            }
+            self.announce_engines(&mut last_status).await;
+        }
+    }
+
+    async fn announce_engines(&self, last: &mut std::collections::HashMap<String, Value>) {
+        let engines = match self.state.control.list_engines().await {
+            Ok(engines) => engines,
+            Err(error) => {
+                tracing::debug!(%error, "could not list engines for engine.status");
+                return;
+            }
+        };
+        for engine in engines {
+            let Ok(mut status) = crate::api::status::engine_status(&self.state, &engine).await else { continue };
+            // Only what a watcher would notice: the contact time moves at every engine call.
+            let mut compared = status.clone();
+            if let Some(fields) = compared.as_object_mut() {
+                fields.remove("last_contact");
+            }
+            if last.get(&engine.id) == Some(&compared) {
+                continue;
+            }
+            last.insert(engine.id.clone(), compared);
+            if let Some(fields) = status.as_object_mut() {
+                fields
+                    .insert("at".into(), Value::String(flowork_common::timefmt::format_ms(self.state.clock.now_ms())));
+            }
+            if let Err(error) = self.io.emit("engine.status", &status).await {
+                tracing::debug!(%error, "could not send engine.status");
+            }
+        }
+    }
+}
