@@ -1,0 +1,140 @@
+// Test harness: real gateway and engine processes on a temporary data directory, on an ephemeral port.
+
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const guiDir = path.resolve(here, '..');
+const targetDir = process.env.CARGO_TARGET_DIR ?? path.resolve(guiDir, '..', 'target');
+/** Where the binaries are: `FLOWORK_BIN_DIR`, or the workspace's debug build. */
+export const binDir = process.env.FLOWORK_BIN_DIR ?? path.join(targetDir, 'debug');
+export const artifactsDir = path.join(guiDir, 'test-artifacts');
+mkdirSync(artifactsDir, { recursive: true });
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A temporary data directory with the CLI bound to it. */
+export class Workspace {
+  constructor() {
+    this.dir = mkdtempSync(path.join(tmpdir(), 'flowork-gui-'));
+    this.dataDir = path.join(this.dir, 'data');
+    this.processes = [];
+  }
+
+  /** Runs `flowork-gateway ARGS --data-dir DIR`; returns its stdout. */
+  cli(...args) {
+    return execFileSync(path.join(binDir, 'flowork-gateway'), [...args, '--data-dir', this.dataDir], {
+      encoding: 'utf8',
+      env: { ...process.env, FLOWORK_LOG_FORMAT: 'json' },
+    }).trim();
+  }
+
+  /** Registers an engine owned by `owner`; returns the path of its token file. */
+  addEngine(name, owner) {
+    const tokenFile = path.join(this.dir, `${name}.token`);
+    this.cli('engine', 'add', name, '--owner', owner, '--token-file', tokenFile);
+    return tokenFile;
+  }
+
+  mintToken(user, ttl = '15m') {
+    return this.cli('token', 'mint', '--user', user, '--ttl', ttl);
+  }
+
+  allow(engine, user) {
+    this.cli('engine', 'allow', engine, user);
+  }
+
+  spawn(binary, args, name) {
+    const logPath = path.join(this.dir, `${name}.log`);
+    const child = spawn(path.join(binDir, binary), args, {
+      env: { ...process.env, FLOWORK_LOG_FORMAT: 'json' },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    const proc = { child, logPath, log: '', exited: false };
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (chunk) => {
+      proc.log += chunk;
+    });
+    child.on('exit', () => {
+      proc.exited = true;
+    });
+    this.processes.push(proc);
+    return proc;
+  }
+
+  /** Starts `flowork-gateway serve` with the built GUI and waits until it is ready; returns its base URL. */
+  async startGateway(extra = []) {
+    const proc = this.spawn(
+      'flowork-gateway',
+      ['serve', '--listen', '127.0.0.1:0', '--data-dir', this.dataDir, '--gui-dir', path.join(guiDir, 'dist'), ...extra],
+      'gateway',
+    );
+    const deadline = Date.now() + 30_000;
+    let base = null;
+    while (!base) {
+      const line = proc.log.split('\n').find((l) => l.includes('"listening"'));
+      if (line) base = `http://${JSON.parse(line).addr}`;
+      if (proc.exited) throw new Error(`the gateway exited: ${proc.log}`);
+      if (Date.now() > deadline) throw new Error(`the gateway did not start: ${proc.log}`);
+      await sleep(20);
+    }
+    for (;;) {
+      try {
+        if ((await fetch(`${base}/readyz`)).ok) break;
+      } catch {
+        // not yet
+      }
+      if (Date.now() > deadline) throw new Error(`the gateway never became ready: ${proc.log}`);
+      await sleep(20);
+    }
+    proc.base = base;
+    return proc;
+  }
+
+  /** Starts an engine process for `name` against `base`. */
+  startEngine(base, name, tokenFile, workers = 2) {
+    return this.spawn(
+      'flowork-engine',
+      ['--gateway', base, '--engine-id', name, '--token-file', tokenFile, '--workers', String(workers)],
+      `engine-${name}`,
+    );
+  }
+
+  /** Stops every process and removes the directory. */
+  async close() {
+    for (const proc of this.processes) {
+      if (!proc.exited) proc.child.kill('SIGKILL');
+    }
+    await sleep(50);
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Waits until `check()` returns a truthy value, or fails with `what`. */
+export async function eventually(what, check, timeoutMs = 30_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(25);
+  }
+}
+
+/** POST /jobs as `token`. */
+export async function postJob(base, token, body, key) {
+  const response = await fetch(`${base}/jobs`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json', 'Idempotency-Key': key },
+    body: JSON.stringify(body),
+  });
+  return { status: response.status, body: await response.json() };
+}
+
+/** The built GUI must exist: the test command builds it first. */
+export function assertBuilt() {
+  readFileSync(path.join(guiDir, 'dist', 'index.html'));
+}
