@@ -13,6 +13,14 @@ python3 -c "import prometheus_client" 2>/dev/null \
 python3 -c "import opentelemetry.proto" 2>/dev/null \
   || python3 -m pip install --quiet --disable-pip-version-check opentelemetry-proto
 
+# Debian's Chromium for the GUI tests (driven by playwright-core, which never downloads a browser).
+if ! command -v chromium >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+# The GUI's npm packages, exactly as locked.
+(cd gui && npm ci --no-audit --no-fund --loglevel=error)
+
 echo "==> checking formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
@@ -20,9 +28,16 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "==> building the binaries the end-to-end tests start"
 cargo build --workspace --bins --quiet
 
+echo "==> building the GUI"
+(cd gui && npm run --silent build)
+
 echo "==> running every test"
+status=0
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast
+  cargo nextest run --workspace --no-fail-fast || status=$?
 else
-  cargo test --workspace --no-fail-fast
+  cargo test --workspace --no-fail-fast || status=$?
 fi
+# The GUI against the real gateway: socket.io-client and headless Chromium (screenshots in gui/test-artifacts/).
+(cd gui && npm test) || status=$?
+exit $status

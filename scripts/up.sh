@@ -12,6 +12,8 @@ BIN="${CARGO_TARGET_DIR:-target}/release"
 
 echo "==> building (release)"
 cargo build --release --bins --quiet
+echo "==> building the GUI"
+(cd gui && { [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error; } && npm run --silent build)
 
 mkdir -p "$DATA_DIR"
 TOKEN_FILE="$DATA_DIR/local-engine.token"
@@ -29,7 +31,8 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-"$BIN/flowork-gateway" serve --listen "$LISTEN" --data-dir "$DATA_DIR" --log-format pretty 2>"$DATA_DIR/gateway.log" &
+"$BIN/flowork-gateway" serve --listen "$LISTEN" --data-dir "$DATA_DIR" --gui-dir gui/dist \
+  --log-format pretty 2>"$DATA_DIR/gateway.log" &
 pids+=($!)
 for _ in $(seq 1 100); do
   if curl -fsS "$URL/readyz" >/dev/null 2>&1; then break; fi
@@ -49,6 +52,9 @@ TOKEN="$("$BIN/flowork-gateway" token mint --user local --ttl 24h --data-dir "$D
 cat <<MSG
 
 Flowork is running.
+  GUI       $URL/           (open it in a browser; sign in with a development key, then let that
+                                   address use the engine: $BIN/flowork-gateway engine allow local 0x…
+                                   --data-dir $DATA_DIR; the GUI shows the exact command)
   gateway   $URL            (data in $DATA_DIR, logs in $DATA_DIR/gateway.log)
   engine    local, $WORKERS workers       (log in $DATA_DIR/engine.log)
 

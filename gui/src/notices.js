@@ -31,6 +31,12 @@ export class Notice {
     const text = document.createElement('span');
     text.textContent = ` — ${advice} ${failure.message}`;
     this.element.append(title, text);
+    if (failure.hint) {
+      const hint = document.createElement('code');
+      hint.className = 'hint-command';
+      hint.textContent = failure.hint;
+      this.element.append(document.createElement('br'), hint);
+    }
     this.element.dataset.status = String(failure.status);
     if (failure.retryAfter !== null && failure.retryAfter !== undefined) {
       const countdown = document.createElement('span');

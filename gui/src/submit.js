@@ -2,9 +2,10 @@
 // retries after a network error or a 429/503, so a retry never creates a second job.
 
 export class SubmitForm {
-  constructor(form, { api, notice }) {
+  constructor(form, { api, notice, session }) {
     this.form = form;
     this.api = api;
+    this.session = session;
     this.notice = notice;
     this.pending = null;
     this.payload = form.querySelector('#job-payload');
@@ -72,6 +73,9 @@ export class SubmitForm {
       this.retry.hidden = !retryable;
       if (!retryable) this.pending = null;
       this.status.textContent = retryable ? 'Not submitted yet; retry keeps the same idempotency key.' : 'Not submitted.';
+      if (failure.code === 'not_whitelisted') {
+        failure.hint = `The engine's owner can let you in with: flowork-gateway engine allow ${body.engine} ${this.session.user}`;
+      }
       this.notice.failure(failure);
     }
   }

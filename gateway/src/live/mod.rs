@@ -24,7 +24,7 @@ use crate::store::changes::JobChange;
 use journal::Journal;
 
 /// How often engine status is looked at (and sent when it changed).
-const ENGINE_STATUS_EVERY: Duration = Duration::from_secs(2);
+const ENGINE_STATUS_EVERY: Duration = Duration::from_secs(1);
 
 /// The handshake `auth` payload.
 #[derive(Debug, Deserialize)]

@@ -1,0 +1,180 @@
+// The GUI in a real headless Chromium (Debian's, driven by playwright-core), served by a real gateway: sign in
+// with a development key (a real EIP-4361 signature), submit a job and watch it go queued → running →
+// succeeded without a reload, the 429 notice with its countdown, the drain banner. Screenshots go to
+// test-artifacts/.
+
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { chromium } from 'playwright-core';
+import { Workspace, artifactsDir, assertBuilt, eventually } from './harness.js';
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+
+let browser;
+const workspaces = [];
+
+before(async () => {
+  assertBuilt();
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--no-sandbox', '--headless', '--disable-background-networking', '--disable-gpu', '--disable-component-update', '--disable-sync'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  for (const ws of workspaces) await ws.close();
+});
+
+/** A page that records CSP violations and page errors, and whose reloads are counted. */
+async function openPage(base, viewport = { width: 1280, height: 900 }) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.problems = [];
+  page.on('pageerror', (error) => page.problems.push(`page error: ${error.message}`));
+  page.on('console', (message) => {
+    if (message.type() === 'error' && /Content Security Policy/i.test(message.text())) page.problems.push(message.text());
+  });
+  page.loads = 0;
+  page.on('load', () => {
+    page.loads += 1;
+  });
+  const response = await page.goto(base);
+  assert.equal(response.status(), 200);
+  assert.match(response.headers()['content-security-policy'] ?? '', /script-src 'self'/, 'the _headers CSP is applied');
+  return page;
+}
+
+async function signIn(page) {
+  // By keyboard: the development key button is reachable and works with Enter.
+  await page.focus('#sign-in-dev');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('#app:not([hidden])');
+  const who = await page.textContent('#who');
+  const address = who.replace('Signed in as ', '');
+  assert.match(address, /^0x[0-9a-f]{40}$/, 'signed in as a wallet address');
+  const message = await page.textContent('#signed-message');
+  assert.match(message, /wants you to sign in with your Ethereum account:/, 'the EIP-4361 message is shown');
+  assert.match(message, /\nNonce: [0-9a-f]{32}\n/);
+  return address;
+}
+
+async function submit(page, { kind, payload }) {
+  await page.fill('#job-kind', kind);
+  await page.fill('#job-payload', JSON.stringify(payload));
+  await page.click('#submit');
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: path.join(artifactsDir, `${name}.png`), fullPage: true });
+}
+
+test('sign in, submit a job and watch it go queued → running → succeeded live', async () => {
+  const ws = new Workspace();
+  workspaces.push(ws);
+  ws.addEngine('local', 'operator');
+  const tokenFile = path.join(ws.dir, 'local.token');
+  const gateway = await ws.startGateway();
+  const page = await openPage(gateway.base);
+  await shot(page, '01-sign-in');
+  const address = await signIn(page);
+  // Not on the engine's whitelist yet: the gateway's 403 is shown as such.
+  await page.waitForSelector('#job-engine option[value="local"]', { state: 'attached' });
+  await submit(page, { kind: 'sleep', payload: { ms: 1500 } });
+  await page.waitForSelector('#notice[data-status="403"]:not([hidden])');
+  assert.match(await page.textContent('#notice'), new RegExp(`engine allow local ${address}`), 'the 403 says how to get in');
+  ws.allow('local', address);
+
+  // Invalid JSON never leaves the page.
+  await page.fill('#job-payload', '{"ms": ');
+  await page.click('#submit');
+  assert.equal(await page.getAttribute('#job-payload', 'aria-invalid'), 'true');
+  assert.match(await page.textContent('#payload-error'), /not valid JSON/);
+
+  const seen = [];
+  await page.exposeFunction('reportStatus', (status) => seen.push(status));
+  await page.evaluate(() => {
+    const observer = new MutationObserver(() => {
+      for (const badge of document.querySelectorAll('#jobs .status')) {
+        if (badge.dataset.reported !== badge.dataset.status) {
+          badge.dataset.reported = badge.dataset.status;
+          window.reportStatus(badge.dataset.status);
+        }
+      }
+    });
+    observer.observe(document.querySelector('#jobs tbody'), { childList: true, subtree: true, attributes: true });
+  });
+  await submit(page, { kind: 'sleep', payload: { ms: 1500 } });
+  await page.waitForSelector('#jobs .status[data-status="queued"]');
+  await shot(page, '02-queued');
+  // The engine starts only now, so the job is seen waiting first.
+  ws.startEngine(gateway.base, 'local', tokenFile, 2);
+  await page.waitForSelector('#jobs .status[data-status="running"]', { timeout: 30_000 });
+  await page.click('#jobs button.link');
+  await page.waitForSelector('#job-view:not([hidden])');
+  await shot(page, '03-running');
+  await page.waitForSelector('#jobs .status[data-status="succeeded"]', { timeout: 30_000 });
+  await eventually('the job view to show the outcome', async () => (await page.textContent('#job-view-status')) === 'succeeded');
+  await shot(page, '04-succeeded');
+  assert.deepEqual(seen, ['queued', 'running', 'succeeded'], 'every state was shown, in order');
+  assert.equal(page.loads, 1, 'no reload');
+  const history = await page.$$eval('#job-history li', (items) => items.map((li) => li.textContent));
+  assert.equal(history.length, 3, `history: ${history}`);
+  assert.match(await page.textContent('#job-outcome'), /null|\{|\(none yet\)/);
+
+  // The engine card shows it online with its workers.
+  await eventually('the engine card online', async () => (await page.textContent('[data-engine-id="local"]')).includes('online'));
+
+  // Every form control has a label, for screen readers.
+  const unlabelled = await page.$$eval('input, select, textarea', (controls) =>
+    controls.filter((c) => !c.labels || c.labels.length === 0).map((c) => c.id),
+  );
+  assert.deepEqual(unlabelled, []);
+
+  // At phone width nothing overflows sideways.
+  await page.setViewportSize({ width: 390, height: 844 });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  assert.ok(overflow <= 0, `the page is ${overflow}px wider than a phone`);
+  await shot(page, '05-phone');
+  assert.deepEqual(page.problems, []);
+});
+
+test('the 429 message counts down Retry-After, and the drain banner comes and goes live', async () => {
+  const ws = new Workspace();
+  workspaces.push(ws);
+  ws.addEngine('capped', 'operator');
+  // No engine runs and one queued job fills the engine's queue.
+  const gateway = await ws.startGateway(['--max-queue-depth', '1']);
+  const page = await openPage(gateway.base);
+  const address = await signIn(page);
+  ws.allow('capped', address);
+  await page.waitForSelector('#job-engine option[value="capped"]', { state: 'attached' });
+  await submit(page, { kind: 'echo', payload: { n: 1 } });
+  await page.waitForSelector('#jobs .status[data-status="queued"]');
+  await submit(page, { kind: 'echo', payload: { n: 2 } });
+  await page.waitForSelector('#notice[data-status="429"]:not([hidden])');
+  const first = await page.textContent('#retry-countdown');
+  assert.match(first, /^Retry in \d+ s\.$/);
+  assert.equal(await page.isVisible('#retry-submit'), true, 'a retry with the same key is offered');
+  await shot(page, '06-429');
+  const start = Number(first.match(/\d+/)[0]);
+  if (start > 1) {
+    await eventually('the countdown to move', async () => (await page.textContent('#retry-countdown')) !== first, 5_000);
+  }
+
+  const admin = ws.cli('admin', 'token', '--scope', 'drain', '--ttl', '5m');
+  const drain = (method) => fetch(`${gateway.base}/admin/drain`, { method, headers: { Authorization: `Bearer ${admin}` } });
+  assert.equal((await drain('POST')).status, 200);
+  await page.waitForSelector('#drain-banner:not([hidden])');
+  await shot(page, '07-draining');
+  // While draining, a submission gets 503 and its Retry-After.
+  await page.fill('#job-payload', '{"n": 3}');
+  await page.click('#submit');
+  await page.waitForSelector('#notice[data-status="503"]:not([hidden])');
+  assert.match(await page.textContent('#notice'), /draining/);
+  assert.equal((await drain('DELETE')).status, 200);
+  await page.waitForSelector('#drain-banner', { state: 'hidden' });
+  assert.equal(page.loads, 1, 'no reload');
+  assert.deepEqual(page.problems, []);
+});
