@@ -70,6 +70,9 @@ async function start() {
     });
   };
   const leave = () => {
+    if (session.ended) {
+      notice.message(`Your session has ended (${session.ended.code}: ${session.ended.message}). Sign in again.`);
+    }
     live?.close();
     live = null;
     table.load([]);

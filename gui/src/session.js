@@ -33,6 +33,8 @@ export class Session {
     this.accessToken = null;
     this.user = null;
     this.refreshing = null;
+    /** Why the session ended by itself (a refused refresh), for the user. */
+    this.ended = null;
     this.listeners = new Set();
   }
 
@@ -46,6 +48,7 @@ export class Session {
   }
 
   accept(tokens) {
+    this.ended = null;
     this.accessToken = tokens.access_token;
     sessionStorage.setItem(REFRESH_KEY, tokens.refresh_token);
     this.user = userOf(tokens.access_token);
@@ -88,7 +91,8 @@ export class Session {
       const { data } = await this.api.post('/auth/refresh', { refresh_token: refreshToken }, { auth: false });
       this.accept(data);
       return true;
-    } catch {
+    } catch (failure) {
+      this.ended = failure;
       this.forget();
       return false;
     }
@@ -103,6 +107,7 @@ export class Session {
   }
 
   async signOut() {
+    this.ended = null;
     const refreshToken = sessionStorage.getItem(REFRESH_KEY);
     if (refreshToken) {
       await this.api.post('/auth/logout', { refresh_token: refreshToken }, { auth: false }).catch(() => {});

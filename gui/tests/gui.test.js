@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
+import { Wallet, getBytes } from 'ethers';
 import { chromium } from 'playwright-core';
 import { Workspace, artifactsDir, assertBuilt, eventually } from './harness.js';
 
@@ -176,5 +177,65 @@ test('the 429 message counts down Retry-After, and the drain banner comes and go
   assert.equal((await drain('DELETE')).status, 200);
   await page.waitForSelector('#drain-banner', { state: 'hidden' });
   assert.equal(page.loads, 1, 'no reload');
+  assert.deepEqual(page.problems, []);
+});
+
+test('an injected wallet signs in; an expired access token is refreshed unseen; 422 and 401 are explained', async () => {
+  const ws = new Workspace();
+  workspaces.push(ws);
+  ws.addEngine('local', 'operator');
+  const gateway = await ws.startGateway(['--access-ttl', '2s']);
+  const wallet = Wallet.createRandom();
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  page.problems = [];
+  page.on('pageerror', (error) => page.problems.push(`page error: ${error.message}`));
+  // An EIP-1193 provider, as a wallet extension injects it; the key stays in the test (Node), like in a wallet.
+  await page.exposeFunction('walletSign', (hexMessage) => wallet.signMessage(getBytes(hexMessage)));
+  await page.addInitScript((address) => {
+    window.ethereum = {
+      async request({ method, params }) {
+        if (method === 'eth_requestAccounts' || method === 'eth_accounts') return [address];
+        if (method === 'eth_chainId') return '0x1';
+        if (method === 'net_version') return '1';
+        if (method === 'personal_sign') return window.walletSign(params[0]);
+        throw Object.assign(new Error(`unsupported method ${method}`), { code: 4200 });
+      },
+      on() {},
+      removeListener() {},
+    };
+  }, wallet.address);
+  await page.goto(gateway.base);
+  await page.click('#sign-in-wallet');
+  await page.waitForSelector('#app:not([hidden])');
+  assert.equal(await page.textContent('#who'), `Signed in as ${wallet.address.toLowerCase()}`);
+  ws.allow('local', wallet.address.toLowerCase());
+  await page.waitForSelector('#job-engine option[value="local"]', { state: 'attached' });
+
+  // 422: the gateway's reason is shown.
+  await page.fill('#job-kind', 'not a kind!');
+  await page.click('#submit');
+  await page.waitForSelector('#notice[data-status="422"]:not([hidden])');
+  assert.match(await page.textContent('#notice'), /invalid_kind/);
+
+  // The 2 s access token expires; the next call refreshes it without the user noticing.
+  await new Promise((resolve) => setTimeout(resolve, 3_000));
+  await submit(page, { kind: 'echo', payload: { after: 'refresh' } });
+  await page.waitForSelector('#jobs .status[data-status="queued"]');
+  assert.match(await page.textContent('#submit-status'), /^Created: job /);
+
+  // The session is revoked elsewhere (logout of its refresh token): once the access token lapses (the live
+  // connection ends with it and the refresh is refused), the user is told and sees the sign-in again.
+  const refreshToken = await page.evaluate(() => sessionStorage.getItem('flowork.refresh'));
+  const logout = await fetch(`${gateway.base}/auth/logout`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ refresh_token: refreshToken }),
+  });
+  assert.equal(logout.status, 200);
+  await page.waitForSelector('#sign-in:not([hidden])', { timeout: 30_000 });
+  assert.match(await page.textContent('#notice'), /session has ended/);
+  assert.equal(await page.isVisible('#app'), false);
+  await shot(page, '08-signed-out');
   assert.deepEqual(page.problems, []);
 });
