@@ -2,6 +2,8 @@
 //! group commit holds), each beside a raw rusqlite baseline in the same run: the same number of single-row
 //! statements (INSERT of a job-sized row, UPDATE by primary key) on a one-table database with the same settings
 //! (WAL, synchronous=NORMAL). After the runs it prints each operation's time as a ratio of its baseline.
+//! The live-event feed's cost is measured the same way: enqueue with the writer's update hook installed and no
+//! listener (`enqueue_hooked`), and with the changed rows read back after the commit (`enqueue_watched`).
 //!
 //! Run: `cargo bench -p flowork-gateway --bench store`.
 
@@ -12,6 +14,7 @@ use std::path::{Path, PathBuf};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
 use flowork_common::wire::Lease;
 use flowork_gateway::admission::AdmissionLimits;
+use flowork_gateway::store::sqlite::touched::{self, Touched};
 use flowork_gateway::store::sqlite::{connection, fair, migrate, queries};
 use flowork_gateway::store::{EnqueueOutcome, Finish, NewJob, RetryPolicy};
 use rusqlite::{Connection, TransactionBehavior, params};
@@ -23,14 +26,27 @@ const PAYLOAD: &str = r#"{"order":42,"customer":"c-1001","items":[1,2,3]}"#;
 struct Shard {
     conn: Connection,
     next: u64,
+    /// The live-event hook, when measuring its cost; with `watched`, changed rows are read back as a listener needs.
+    touched: Option<Touched>,
+    watched: bool,
 }
 
 impl Shard {
     fn open(dir: &Path) -> Self {
-        let mut conn = connection::open_writer(&dir.join("shard.sqlite3")).expect("open shard");
+        Self::open_named(dir, "shard")
+    }
+
+    fn open_named(dir: &Path, name: &str) -> Self {
+        let mut conn = connection::open_writer(&dir.join(format!("{name}.sqlite3"))).expect("open shard");
         migrate::apply(&mut conn, migrate::SHARD, "bench").expect("migrate");
         queries::allow_user(&conn, "bench-user", true, NOW).expect("allow");
-        Self { conn, next: 0 }
+        Self { conn, next: 0, touched: None, watched: false }
+    }
+
+    fn with_hook(mut self, watched: bool) -> Self {
+        self.touched = Some(Touched::install(&self.conn).expect("hook"));
+        self.watched = watched;
+        self
     }
 
     fn new_job(&mut self) -> NewJob {
@@ -61,6 +77,14 @@ impl Shard {
             assert!(matches!(outcome, EnqueueOutcome::Created(_)));
         }
         tx.commit().expect("commit");
+        if let Some(touched) = &self.touched {
+            let rows = touched.take();
+            if self.watched {
+                let changes = touched::read_changes(&self.conn, "bench", &rows).expect("read changes");
+                assert_eq!(changes.len(), n);
+                black_box(changes);
+            }
+        }
     }
 
     /// Claims `n` jobs in one transaction.
@@ -128,8 +152,12 @@ impl Raw {
 fn bench(c: &mut Criterion, dir: &Path) {
     let mut shard = Shard::open(dir);
     let mut raw = Raw::open(dir);
+    let mut hooked = Shard::open_named(dir, "hooked").with_hook(false);
+    let mut watched = Shard::open_named(dir, "watched").with_hook(true);
     let mut group = c.benchmark_group("store");
     for n in BATCHES {
+        group.bench_function(BenchmarkId::new("enqueue_hooked", n), |b| b.iter(|| hooked.enqueue(black_box(n))));
+        group.bench_function(BenchmarkId::new("enqueue_watched", n), |b| b.iter(|| watched.enqueue(black_box(n))));
         group.throughput(Throughput::Elements(n as u64));
         group.bench_function(BenchmarkId::new("enqueue", n), |b| b.iter(|| shard.enqueue(black_box(n))));
         group.bench_function(BenchmarkId::new("raw_insert", n), |b| b.iter(|| raw.insert(black_box(n))));
@@ -179,12 +207,20 @@ fn main() {
     bench(&mut criterion, dir.path());
     criterion.final_summary();
     let root = criterion_dir();
-    println!("\nper operation, median, and as a ratio of the raw single-row baseline of the same batch size:");
+    println!(
+        "\nper operation, median, and as a ratio of its baseline of the same batch size (raw single-row SQL, or plain enqueue):"
+    );
     for n in BATCHES {
-        for (op, baseline) in [("enqueue", "raw_insert"), ("claim", "raw_update"), ("finish", "raw_update")] {
+        for (op, baseline) in [
+            ("enqueue", "raw_insert"),
+            ("claim", "raw_update"),
+            ("finish", "raw_update"),
+            ("enqueue_hooked", "enqueue"),
+            ("enqueue_watched", "enqueue"),
+        ] {
             if let (Some(ours), Some(raw)) = (median_ns(&root, op, n), median_ns(&root, baseline, n)) {
                 println!(
-                    "  {op:>7} ×{n:<3}  {:>8.1} µs/op   raw {:>7.1} µs/op   ratio {:.2}",
+                    "  {op:>15} ×{n:<3}  {:>8.1} µs/op   {baseline} {:>7.1} µs/op   ratio {:.2}",
                     ours / n as f64 / 1_000.0,
                     raw / n as f64 / 1_000.0,
                     ours / raw

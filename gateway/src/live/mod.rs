@@ -36,6 +36,10 @@ struct Handshake {
 #[derive(Debug, Clone)]
 struct SocketUser(Arc<str>);
 
+/// The timer that closes a socket when its token expires; stopped when the socket goes first.
+#[derive(Debug, Clone)]
+struct ExpiryTimer(Arc<tokio::task::AbortHandle>);
+
 /// A refused connection; the client's `connect_error` carries this text (`<code>: <message>`).
 #[derive(Debug, thiserror::Error)]
 #[error("{code}: {message}")]
@@ -129,10 +133,11 @@ impl Live {
         // The connection ends when its token does; the client reconnects with a fresh one.
         let left_ms = (claims.exp * 1000 - self.state.clock.now_ms()).max(0) as u64;
         let expiring = socket.clone();
-        tokio::spawn(async move {
+        let timer = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(left_ms)).await;
             let _ = expiring.disconnect();
         });
+        socket.extensions.insert(ExpiryTimer(Arc::new(timer.abort_handle())));
         Ok(())
     }
 
@@ -153,7 +158,10 @@ impl Live {
             let _ = ack.send(&live.sync(&socket, request));
         });
         let live = self.clone();
-        socket.on_disconnect(async move || {
+        socket.on_disconnect(async move |socket: SocketRef| {
+            if let Some(ExpiryTimer(timer)) = socket.extensions.get::<ExpiryTimer>() {
+                timer.abort();
+            }
             if live.sockets.fetch_sub(1, Ordering::SeqCst) == 1 {
                 live.state.jobs.changes().set_live(false);
             }
