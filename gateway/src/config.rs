@@ -155,6 +155,10 @@ pub struct ServeArgs {
     /// How long an open breaker waits before letting one probe job through.
     #[arg(long, env = "FLOWORK_BREAKER_COOLDOWN", default_value = "30s", value_parser = humantime::parse_duration)]
     pub breaker_cooldown: Duration,
+    /// Share the listen port with another `serve` that also sets it (SO_REUSEPORT; a canary beside the old build).
+    /// Unix only.
+    #[arg(long, env = "FLOWORK_REUSE_PORT")]
+    pub reuse_port: bool,
     /// On SIGTERM, how long running jobs may take before the gateway exits anyway.
     #[arg(long, env = "FLOWORK_DRAIN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub drain_grace: Duration,

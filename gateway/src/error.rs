@@ -108,6 +108,7 @@ impl ApiError {
                 StoreError::LeaseLost(_) => (StatusCode::CONFLICT, "lease_lost", None),
                 StoreError::EngineExists(_) => (StatusCode::CONFLICT, "engine_exists", None),
                 StoreError::Quarantined { .. } => (StatusCode::SERVICE_UNAVAILABLE, "shard_quarantined", None),
+                StoreError::NewerSchema { .. } => (StatusCode::SERVICE_UNAVAILABLE, "schema_too_new", None),
                 other => match other.storage_condition() {
                     Some((code, _)) => (StatusCode::SERVICE_UNAVAILABLE, code, Some(5)),
                     None => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", Some(1)),

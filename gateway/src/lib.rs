@@ -17,6 +17,7 @@ pub mod enqueue;
 pub mod error;
 pub mod gui;
 pub mod inflight;
+pub mod listener;
 pub mod live;
 pub mod metrics;
 pub mod network;

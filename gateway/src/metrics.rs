@@ -17,6 +17,14 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
+/// Labels of `flowork_build_info`: which build this gateway is (two builds serve one data directory in a canary).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+    pub schema_control: String,
+    pub schema_shard: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EngineLabels {
     pub engine: String,
@@ -65,6 +73,20 @@ pub struct GatewayMetrics {
 impl Default for GatewayMetrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("flowork");
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+                schema_control: crate::store::sqlite::migrate::latest(crate::store::sqlite::migrate::CONTROL)
+                    .to_string(),
+                schema_shard: crate::store::sqlite::migrate::latest(crate::store::sqlite::migrate::SHARD).to_string(),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "This gateway's build and the schema versions it writes (always 1)",
+            build_info,
+        );
         let http_requests = Family::<HttpLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests by route, method and status", http_requests.clone());
         let refusals = Family::<RefusalLabels, Counter>::default();

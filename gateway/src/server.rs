@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use axum::serve::ListenerExt;
 use flowork_common::clock::{Clock, SystemClock};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::periodic::Ticker;
@@ -133,7 +132,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         default_timeout_ms: args.default_timeout_ms,
         ..JobLimits::default()
     };
-    let listener = TcpListener::bind(args.listen).await?;
+    let listener = crate::listener::bind(args.listen, args.reuse_port)?;
     let addr = listener.local_addr()?;
     // Answers are small and latency matters (a woken long-poll claim): do not let Nagle hold them back.
     let listener = listener.tap_io(|tcp| {

@@ -1,4 +1,5 @@
 -- Control database: engines (each owns one shard file) and the users known to the gateway.
+-- compat: breaking
 CREATE TABLE engines (
     id          TEXT PRIMARY KEY,            -- the shard key: lowercase letters, digits, '-'
     owner       TEXT,                        -- user id of the engine's owner, if any

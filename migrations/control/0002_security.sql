@@ -1,4 +1,5 @@
 -- Security: the tamper-evident audit log, wallet sign-in nonces, refresh tokens, engine token rotation grace.
+-- compat: additive
 
 -- Append-only; each row carries the hash of the previous one, so an edited or deleted row breaks the chain.
 CREATE TABLE audit_log (

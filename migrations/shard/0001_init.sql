@@ -1,4 +1,5 @@
 -- One shard per engine: the jobs of every user on that engine.
+-- compat: breaking
 CREATE TABLE jobs (
     id                  TEXT PRIMARY KEY,    -- UUIDv7, so id order is enqueue order
     user_id             TEXT NOT NULL,

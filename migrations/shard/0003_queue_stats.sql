@@ -1,4 +1,5 @@
 -- Queue depth kept by triggers in the same transaction as every change, so admission control reads exact
+-- compat: additive
 -- numbers in O(1), whichever gateway process wrote the jobs.
 CREATE TABLE queue_stats (
     singleton   INTEGER PRIMARY KEY CHECK (singleton = 1),

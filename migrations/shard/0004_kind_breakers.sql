@@ -1,4 +1,5 @@
 -- Per-kind circuit breakers: a kind whose attempts keep failing is held back (its jobs wait instead of burning
+-- compat: additive
 -- their attempts) until a cool-down passes and one probe job succeeds.
 CREATE TABLE kind_breakers (
     kind            TEXT PRIMARY KEY,

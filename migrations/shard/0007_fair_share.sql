@@ -1,4 +1,5 @@
 -- Fair share across users, per-key concurrency limits and cron schedules (issue #11).
+-- compat: breaking (older builds would ignore parked jobs and concurrency-key limits)
 --
 -- `hold` says why a queued job cannot be claimed right now, so a claim reads only runnable jobs through one
 -- index and never scans past the rest: 0 = runnable, 1 = waits for its run_at, 2 = its concurrency key is at its

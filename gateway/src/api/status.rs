@@ -41,6 +41,10 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     }
     Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
+        "schema": {
+            "control": crate::store::sqlite::migrate::latest(crate::store::sqlite::migrate::CONTROL),
+            "shard": crate::store::sqlite::migrate::latest(crate::store::sqlite::migrate::SHARD),
+        },
         "uptime_s": state.started.elapsed().as_secs(),
         "draining": state.drain.is_draining(),
         "engines": engines,

@@ -288,10 +288,11 @@ pub enum StoreError {
     #[error("the lease on job {0} is not held by this token or has expired")]
     LeaseLost(String),
     #[error(
-        "{path} has schema version {found}, but this build knows only up to {supported}: it was written by a newer \
-         Flowork; run that version or restore a backup"
+        "{path} has schema version {found}, but this build knows only up to {supported} and the newer steps are not \
+         all additive: it was written by a newer Flowork; the oldest build that can run on it is {oldest} (or \
+         restore a backup)"
     )]
-    NewerSchema { path: String, found: u32, supported: u32 },
+    NewerSchema { path: String, found: u32, supported: u32, oldest: String },
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("connection pool error: {0}")]

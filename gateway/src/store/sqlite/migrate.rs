@@ -1,4 +1,11 @@
 //! Schema migrations: numbered SQL files from `migrations/`, embedded in the binary, applied in one transaction.
+//!
+//! Each file declares on a `-- compat:` line whether builds that predate it can still run on the schema it leaves:
+//! `additive` (new tables, new columns with defaults, new indexes: older builds ignore them) or `breaking`. The
+//! database records that, and the build that applied it, beside each step; so a build started on a database from a
+//! newer build (a rollback, or a canary beside an older one) runs on it when every step it does not know is
+//! additive, and otherwise refuses, naming the oldest build that can run on it. Destructive changes therefore come
+//! in two releases: expand (additive) first, contract (breaking) a release later.
 
 use rusqlite::{Connection, TransactionBehavior};
 
@@ -61,6 +68,33 @@ pub const SHARD: &[Migration] = &[
     },
 ];
 
+/// Whether builds older than a migration can run on the schema it leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compat {
+    Additive,
+    Breaking,
+}
+
+impl Compat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compat::Additive => "additive",
+            Compat::Breaking => "breaking",
+        }
+    }
+}
+
+impl Migration {
+    /// The migration's `-- compat:` declaration; a file without one counts as breaking.
+    pub fn compat(&self) -> Compat {
+        let declared = self.sql.lines().find_map(|line| line.trim().strip_prefix("-- compat:")).map(str::trim);
+        if declared.is_some_and(|d| d.starts_with("additive")) { Compat::Additive } else { Compat::Breaking }
+    }
+}
+
+/// This build's version, recorded beside each migration it applies.
+pub const BUILD: &str = env!("CARGO_PKG_VERSION");
+
 /// The newest version in a migration set.
 pub fn latest(set: &[Migration]) -> u32 {
     set.iter().map(|m| m.version).max().unwrap_or(0)
@@ -75,25 +109,81 @@ pub fn apply(conn: &mut Connection, set: &[Migration], path_for_errors: &str) ->
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let found: u32 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
     if found > supported {
-        return Err(StoreError::NewerSchema { path: path_for_errors.to_string(), found, supported });
+        check_newer(&tx, path_for_errors, found, supported)?;
+        tx.commit()?;
+        return Ok(found);
     }
     if found < supported {
         tx.execute_batch(
             "CREATE TABLE IF NOT EXISTS schema_migrations (
                  version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL) STRICT;",
         )?;
+        add_compat_columns(&tx)?;
         let now = flowork_common::clock::system_now_ms();
         for migration in set.iter().filter(|m| m.version > found) {
             tx.execute_batch(migration.sql)?;
             tx.execute(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
-                (migration.version, migration.name, now),
+                "INSERT INTO schema_migrations (version, name, applied_at, compat, build) VALUES (?1, ?2, ?3, ?4, ?5)",
+                (migration.version, migration.name, now, migration.compat().as_str(), BUILD),
             )?;
         }
         tx.pragma_update(None, "user_version", supported)?;
     }
     tx.commit()?;
     Ok(supported)
+}
+
+/// Records of databases made before compatibility was tracked get the columns (their steps count as breaking).
+fn add_compat_columns(conn: &Connection) -> Result<(), StoreError> {
+    let has = |column: &str| -> Result<bool, StoreError> {
+        Ok(conn.query_row(
+            "SELECT count(*) FROM pragma_table_info('schema_migrations') WHERE name = ?1",
+            [column],
+            |r| r.get::<_, i64>(0),
+        )? > 0)
+    };
+    if !has("compat")? {
+        conn.execute_batch("ALTER TABLE schema_migrations ADD COLUMN compat TEXT NOT NULL DEFAULT 'breaking'")?;
+    }
+    if !has("build")? {
+        conn.execute_batch("ALTER TABLE schema_migrations ADD COLUMN build TEXT NOT NULL DEFAULT ''")?;
+    }
+    Ok(())
+}
+
+/// A database from a newer build: fine if every step this build does not know is additive.
+fn check_newer(conn: &Connection, path: &str, found: u32, supported: u32) -> Result<(), StoreError> {
+    let refuse = |oldest: String| StoreError::NewerSchema { path: path.to_string(), found, supported, oldest };
+    let has_compat: i64 =
+        conn.query_row("SELECT count(*) FROM pragma_table_info('schema_migrations') WHERE name = 'compat'", [], |r| {
+            r.get(0)
+        })?;
+    if has_compat == 0 {
+        return Err(refuse(format!("a build of schema version {found}")));
+    }
+    let mut unknown = conn.prepare(
+        "SELECT version, name, compat, build FROM schema_migrations WHERE version > ?1 ORDER BY version DESC",
+    )?;
+    let steps = unknown
+        .query_map([supported], |r| {
+            Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    // Every version up to `found` must be on record, or nobody can tell what changed.
+    if steps.len() as u32 != found - supported {
+        return Err(refuse(format!("a build of schema version {found}")));
+    }
+    if let Some((version, name, _, build)) = steps.iter().find(|(_, _, compat, _)| compat != "additive") {
+        let build = if build.is_empty() { "unknown".to_string() } else { build.clone() };
+        return Err(refuse(format!("{build} (migration {version} {name} is breaking)")));
+    }
+    tracing::warn!(
+        path,
+        found,
+        supported,
+        "this database has additive schema steps from a newer build; running on it (a rollback or a canary)"
+    );
+    Ok(())
 }
 
 #[cfg(test)]
@@ -152,6 +242,42 @@ mod tests {
         let err = apply(&mut conn, CONTROL, "control").unwrap_err();
         assert!(matches!(err, StoreError::NewerSchema { found, .. } if found == latest(CONTROL) + 1));
         assert!(err.to_string().contains("newer"), "{err}");
+    }
+
+    /// What a newer build leaves behind: one more step, recorded with its compatibility and build.
+    fn newer_step(conn: &Connection, version: u32, compat: &str, build: &str) {
+        conn.execute_batch(&format!("CREATE TABLE newer_{version} (x INTEGER)")).unwrap();
+        conn.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at, compat, build) VALUES (?1, ?2, 0, ?3, ?4)",
+            (version, format!("{version:04}_newer"), compat, build),
+        )
+        .unwrap();
+        conn.pragma_update(None, "user_version", version).unwrap();
+    }
+
+    #[test]
+    fn runs_on_additive_steps_of_a_newer_build_and_refuses_breaking_ones_naming_the_oldest_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_writer(&dir.path().join("shard.sqlite3")).unwrap();
+        apply(&mut conn, SHARD, "shard").unwrap();
+        let next = latest(SHARD) + 1;
+        newer_step(&conn, next, "additive", "0.2.0");
+        assert_eq!(apply(&mut conn, SHARD, "shard").unwrap(), next, "additive: this build runs on it");
+        let version: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, next, "the newer version stays recorded");
+        newer_step(&conn, next + 1, "breaking", "0.3.0");
+        let err = apply(&mut conn, SHARD, "shard").unwrap_err().to_string();
+        assert!(err.contains("0.3.0"), "{err}");
+        assert!(err.contains("oldest build that can run on it"), "{err}");
+    }
+
+    #[test]
+    fn every_migration_declares_its_compatibility() {
+        for m in CONTROL.iter().chain(SHARD) {
+            let declared =
+                m.sql.lines().any(|l| l.starts_with("-- compat: additive") || l.starts_with("-- compat: breaking"));
+            assert!(declared, "{} has no `-- compat: additive|breaking` line", m.name);
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod queries;
 pub mod schedules;
 pub mod shard;
 pub mod touched;
+pub mod wake_file;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -54,6 +55,9 @@ pub struct SqliteStore {
     caps: AdmissionLimits,
     breaker: BreakerPolicy,
     changes: Arc<ChangeFeed>,
+    /// Each open shard's claim wake-up, for the wake files other gateway processes touch.
+    wakers: wake_file::Wakers,
+    _wake_watcher: Option<wake_file::WakeWatcher>,
 }
 
 /// Runs blocking SQLite work off the async executor.
@@ -81,7 +85,17 @@ impl SqliteStore {
             ControlDb::open(&dir.join("control.sqlite3"))
         })
         .await?;
+        let wakers = wake_file::Wakers::default();
+        let wake_watcher = match wake_file::WakeWatcher::start(&data_dir.join("shards"), wakers.clone()) {
+            Ok(watcher) => Some(watcher),
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch the shards folder: a second gateway's enqueues wake claims here only at their timeout");
+                None
+            }
+        };
         Ok(Self {
+            wakers,
+            _wake_watcher: wake_watcher,
             data_dir: data_dir.to_path_buf(),
             control: Arc::new(control),
             shards: RwLock::new(HashMap::new()),
@@ -146,6 +160,9 @@ impl SqliteStore {
         };
         if let Ok(mut shards) = self.shards.write() {
             shards.insert(engine.to_string(), shard.clone());
+        }
+        if let Ok(mut wakers) = self.wakers.write() {
+            wakers.insert(engine.to_string(), shard.wake.clone());
         }
         Ok(shard)
     }

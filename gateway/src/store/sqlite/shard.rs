@@ -79,6 +79,7 @@ impl Shard {
         let engine: Arc<str> = Arc::from(engine);
         let wake = Arc::new(Notify::new());
         let metrics = Arc::new(QueueMetrics::default());
+        let wake_file = super::wake_file::WakeFile::open(&super::wake_file::wake_path(data_dir, &engine))?;
         let writer = ShardWriter::spawn(
             conn,
             WriterContext {
@@ -90,6 +91,7 @@ impl Shard {
                 breaker,
                 metrics: metrics.clone(),
                 changes,
+                wake_file,
             },
         )?;
         let reads = open_read_pool(&path)?;

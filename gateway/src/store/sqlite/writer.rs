@@ -141,6 +141,8 @@ pub struct WriterContext {
     pub metrics: Arc<QueueMetrics>,
     /// Where the jobs committed transactions touched are published (only while someone listens).
     pub changes: Arc<ChangeFeed>,
+    /// Touched with `wake`, for the claims other gateway processes on this data directory hold.
+    pub wake_file: super::wake_file::WakeFile,
 }
 
 impl ShardWriter {
@@ -235,6 +237,7 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<WriteRequest>, context: Writ
         }
         if wake {
             context.wake.notify_waiters();
+            context.wake_file.touch();
         }
         if !changed.is_empty() && context.changes.is_live() {
             match touched::read_changes(&conn, &context.engine, &changed) {
