@@ -85,7 +85,7 @@ impl KeyRing {
         create_private_dir(&dir).map_err(key_error)?;
         let mut keys = read_keys(&dir)?;
         if keys.is_empty() {
-            add_key(&dir)?;
+            add_key(&dir, None)?;
             keys = read_keys(&dir)?;
         }
         Ok(Self { dir, keys: RwLock::new(keys), last_reload: RwLock::new(Instant::now()) })
@@ -93,7 +93,9 @@ impl KeyRing {
 
     /// Adds a new newest key (the old ones keep verifying the tokens they signed); returns its kid.
     pub fn rotate(&self) -> Result<String, AuthError> {
-        let kid = add_key(&self.dir)?;
+        self.reload()?;
+        let newest = self.keys.read().map_err(key_error)?.last().map(|k| k.kid.clone());
+        let kid = add_key(&self.dir, newest.as_deref())?;
         self.reload()?;
         Ok(kid)
     }
@@ -204,11 +206,14 @@ impl KeyRing {
     }
 }
 
-/// Writes a new random key file; returns its kid.
-fn add_key(dir: &Path) -> Result<String, AuthError> {
+/// Writes a new random key file; returns its kid. Its time part is later than `newest`'s, so kids sort in the
+/// order keys were made even when two are made within one millisecond (the last kid signs).
+fn add_key(dir: &Path, newest: Option<&str>) -> Result<String, AuthError> {
     let secret: [u8; 32] = rand::random();
     let suffix: [u8; 4] = rand::random();
-    let kid = format!("{:013}-{}", flowork_common::clock::system_now_ms(), hex::encode(suffix));
+    let after = newest.and_then(|kid| kid.split('-').next()).and_then(|t| t.parse::<i64>().ok()).unwrap_or(0);
+    let created = flowork_common::clock::system_now_ms().max(after + 1);
+    let kid = format!("{created:013}-{}", hex::encode(suffix));
     write_private_file_new(&dir.join(format!("{KEY_PREFIX}{kid}{KEY_SUFFIX}")), hex::encode(secret).as_bytes())
         .map_err(key_error)?;
     Ok(kid)
