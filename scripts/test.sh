@@ -21,6 +21,9 @@ fi
 # The GUI's npm packages, exactly as locked.
 (cd gui && npm ci --no-audit --no-fund --loglevel=error)
 
+echo "==> scanning the tree and its history for secrets"
+python3 scripts/secret-scan.py .
+
 echo "==> checking formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod eth;
 pub mod ids;
 pub mod logging;
+pub mod secret;
 pub mod signal;
 pub mod siwe;
 pub mod telemetry;

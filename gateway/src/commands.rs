@@ -160,7 +160,7 @@ pub async fn admin(command: AdminCommand) -> anyhow::Result<()> {
             let store = open_store(&data).await?;
             let token = KeyRing::load_or_create(&data.data_dir)?.mint_admin(&scopes, ttl, SystemClock.now_ms())?;
             audit_cli(&store, "admin.token", &scopes.join(",")).await?;
-            println!("{token}");
+            println!("{}", flowork_common::secret::wrap(flowork_common::secret::ADMIN_PREFIX, &token));
         }
     }
     Ok(())

@@ -6,8 +6,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use flowork_common::secret::{self, TokenShape};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -93,7 +92,7 @@ async fn issue_tokens(
     let refresh = match rotated {
         Some((token, _)) => token,
         None => {
-            let token = format!("fwr_{}", URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>()));
+            let token = secret::mint(secret::REFRESH_PREFIX);
             state.control.insert_refresh_token(new_refresh_record(state, &token, user)).await?;
             token
         }
@@ -132,10 +131,16 @@ pub async fn refresh(
     ip: ClientIp,
     JsonBody(request): JsonBody<RefreshRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let next_token = format!("fwr_{}", URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>()));
+    let ip = Some(ip.0.to_string());
+    if secret::shape(&request.refresh_token, secret::REFRESH_PREFIX) == TokenShape::Invalid {
+        // A mistyped or forged token: refused before any database lookup.
+        let code = "invalid_refresh_token";
+        state.audit(AuditEntry::new("anonymous", "auth.refresh", code).ip(ip)).await;
+        return Err(refusal(code, "this refresh token is not valid"));
+    }
+    let next_token = secret::mint(secret::REFRESH_PREFIX);
     let next = new_refresh_record(&state, &next_token, "");
     let check = state.control.rotate_refresh_token(&refresh_hash(&request.refresh_token), next.clone()).await?;
-    let ip = Some(ip.0.to_string());
     let (code, message, actor) = match check {
         RefreshCheck::Rotated { user } => {
             let tokens = issue_tokens(&state, &user, Some((next_token, next))).await?;

@@ -61,7 +61,11 @@ impl FromRequestParts<AppState> for AuthAdmin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let claims = state.keys.verify_for(bearer(parts)?, ADMIN_AUDIENCE)?;
+        let wrapped = bearer(parts)?;
+        let token = flowork_common::secret::unwrap(wrapped, flowork_common::secret::ADMIN_PREFIX).ok_or_else(|| {
+            AuthError::InvalidToken("an admin token is `fwa_<token>.<checksum>`, and this one is not".into())
+        })?;
+        let claims = state.keys.verify_for(token, ADMIN_AUDIENCE)?;
         Ok(Self { jti: claims.jti, scopes: claims.scope.split(' ').map(str::to_string).collect() })
     }
 }
@@ -95,6 +99,9 @@ impl FromRequestParts<AppState> for AuthEngine {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::MissingEngineToken)?;
+        if !engine_token::plausible(token) {
+            return Err(AuthError::InvalidEngineToken.into());
+        }
         // Looking up by hash compares hashes, not the secret, so timing reveals nothing about the token.
         let engine = state
             .engines
