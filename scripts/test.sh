@@ -13,10 +13,14 @@ python3 -c "import prometheus_client" 2>/dev/null \
 python3 -c "import opentelemetry.proto" 2>/dev/null \
   || python3 -m pip install --quiet --disable-pip-version-check opentelemetry-proto
 
-# Debian's Chromium for the GUI tests (driven by playwright-core, which never downloads a browser).
-if ! command -v chromium >/dev/null 2>&1; then
+# From Debian: Chromium for the GUI tests (driven by playwright-core, which never downloads a browser), and nginx
+# for the canary proxy example in deploy/.
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
+if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 # The GUI's npm packages, exactly as locked.
 (cd gui && npm ci --no-audit --no-fund --loglevel=error)
