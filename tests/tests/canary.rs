@@ -213,3 +213,58 @@ async fn a_build_serves_additive_steps_of_a_newer_build_and_refuses_a_breaking_o
     assert!(started.elapsed() < Duration::from_secs(20), "it refuses at start, not after a timeout");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_writing_one_shard_at_once_refuse_nothing_and_lose_nothing() -> anyhow::Result<()> {
+    const CLIENTS: usize = 16;
+    const PER_CLIENT: usize = 60;
+    let ws = Workspace::new()?;
+    ws.add_engine("local")?;
+    let token = ws.mint("alice", "1h")?;
+    let a = Gateway::start(&ws, &[]).await?;
+    let b = Gateway::start(&ws, &[]).await?;
+    let _engine_a = Engine::start(&ws, &a, "local", 4, &[])?;
+    let _engine_b = Engine::start(&ws, &b, "local", 4, &[])?;
+    // Half of the clients on each gateway, all on one shard, with keys that collide across the two halves: both
+    // processes' writer threads contend for the same SQLite file the whole time.
+    let mut tasks = Vec::new();
+    for client in 0..CLIENTS {
+        let api = Api::new(if client % 2 == 0 { &a } else { &b }, &token);
+        tasks.push(tokio::spawn(async move {
+            let mut answers = Vec::new();
+            for n in 0..PER_CLIENT {
+                let key = format!("pair-{}-{n}", client / 2);
+                let reply =
+                    api.post_job(&key, &json!({"engine": "local", "kind": "echo", "payload": {"n": n}})).await?;
+                answers.push((key, reply.status, reply.body["id"].as_str().unwrap_or_default().to_string()));
+            }
+            anyhow::Ok(answers)
+        }));
+    }
+    let mut ids: HashMap<String, String> = HashMap::new();
+    let mut statuses: HashMap<u16, usize> = HashMap::new();
+    for task in tasks {
+        for (key, status, id) in task.await?? {
+            *statuses.entry(status.as_u16()).or_default() += 1;
+            if status == StatusCode::CREATED || status == StatusCode::OK {
+                let first = ids.entry(key.clone()).or_insert_with(|| id.clone());
+                assert_eq!(*first, id, "{key} gave two jobs");
+            }
+        }
+    }
+    // 201 for the first of a pair, 200 (replay) or 409 (the twin is still being written) for the second.
+    let refused: usize = statuses.iter().filter(|(s, _)| !matches!(**s, 200 | 201 | 409)).map(|(_, n)| n).sum();
+    assert_eq!(refused, 0, "answers: {statuses:?}");
+    let expected = CLIENTS / 2 * PER_CLIENT;
+    let jobs = eventually(Duration::from_secs(60), "every job to finish", || {
+        let api = Api::new(&a, &token);
+        async move {
+            let jobs = api.all_jobs(Some("succeeded")).await?;
+            Ok((jobs.len() >= expected).then_some(jobs))
+        }
+    })
+    .await?;
+    assert_eq!(jobs.len(), expected, "one job per key, none lost");
+    println!("two writers: {} requests, answers {statuses:?}, {} jobs", CLIENTS * PER_CLIENT, jobs.len());
+    Ok(())
+}
