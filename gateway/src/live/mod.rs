@@ -5,7 +5,6 @@
 pub mod journal;
 pub mod payload;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -72,7 +71,8 @@ struct SyncEvent {
 pub struct Live {
     io: SocketIo,
     journal: Mutex<Journal>,
-    sockets: AtomicUsize,
+    /// Connected sockets; the change feed is live exactly while this is above zero (changed under the lock).
+    sockets: Mutex<usize>,
     state: AppState,
 }
 
@@ -89,7 +89,7 @@ impl Live {
         let live = Arc::new(Live {
             io: io.clone(),
             journal: Mutex::new(Journal::new(boot)),
-            sockets: AtomicUsize::new(0),
+            sockets: Mutex::new(0),
             state: state.clone(),
         });
         let on_connect = {
@@ -147,10 +147,14 @@ impl Live {
             return;
         };
         socket.join(user_room(&user));
-        if self.sockets.fetch_add(1, Ordering::SeqCst) == 0 {
-            // Nobody listened until now: whatever happened meanwhile was not journaled.
-            self.journal().gap();
-            self.state.jobs.changes().set_live(true);
+        {
+            let mut sockets = self.sockets.lock().unwrap_or_else(PoisonError::into_inner);
+            if *sockets == 0 {
+                // Nobody listened until now: whatever happened meanwhile was not journaled.
+                self.journal().gap();
+                self.state.jobs.changes().set_live(true);
+            }
+            *sockets += 1;
         }
         tracing::debug!(user = %user, sid = %socket.id, "live connection");
         let live = self.clone();
@@ -162,7 +166,9 @@ impl Live {
             if let Some(ExpiryTimer(timer)) = socket.extensions.get::<ExpiryTimer>() {
                 timer.abort();
             }
-            if live.sockets.fetch_sub(1, Ordering::SeqCst) == 1 {
+            let mut sockets = live.sockets.lock().unwrap_or_else(PoisonError::into_inner);
+            *sockets = sockets.saturating_sub(1);
+            if *sockets == 0 {
                 live.state.jobs.changes().set_live(false);
             }
         });
@@ -250,7 +256,7 @@ impl Live {
                     tracing::debug!(%error, "could not send gateway.drain");
                 }
             }
-            if self.sockets.load(Ordering::SeqCst) == 0 {
+            if *self.sockets.lock().unwrap_or_else(PoisonError::into_inner) == 0 {
                 last_status.clear();
                 continue;
             }
