@@ -384,6 +384,7 @@ impl Api {
 }
 
 /// An engine's view of the internal API (for protocol tests that play the engine themselves).
+#[derive(Clone)]
 pub struct EngineApi {
     pub http: reqwest::Client,
     pub base: String,

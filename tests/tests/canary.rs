@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use flowork_tests::{Api, Engine, Gateway, Workspace, eventually, free_port};
+use flowork_tests::{Api, Engine, EngineApi, Gateway, Workspace, eventually, free_port};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -266,5 +266,43 @@ async fn two_gateways_writing_one_shard_at_once_refuse_nothing_and_lose_nothing(
     .await?;
     assert_eq!(jobs.len(), expected, "one job per key, none lost");
     println!("two writers: {} requests, answers {statuses:?}, {} jobs", CLIENTS * PER_CLIENT, jobs.len());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_lease_taken_through_one_gateway_fences_the_other() -> anyhow::Result<()> {
+    let ws = Workspace::new()?;
+    let engine_token = ws.add_engine("local")?;
+    let token = ws.mint("alice", "1h")?;
+    let a = Gateway::start(&ws, &[]).await?;
+    let b = Gateway::start(&ws, &[]).await?;
+    let posted = Api::new(&a, &token).post_job("fenced", &json!({"engine": "local", "kind": "echo"})).await?;
+    assert_eq!(posted.status, StatusCode::CREATED);
+    let (via_a, via_b) = (EngineApi::new(&a, &engine_token), EngineApi::new(&b, &engine_token));
+    let first = via_a.claim(1, 2_000, 300).await?;
+    assert_eq!(first.len(), 1);
+    let id = first[0]["job"]["id"].as_str().unwrap_or_default().to_string();
+    let stale = first[0]["lease_token"].as_str().unwrap_or_default().to_string();
+    assert!(via_b.claim(1, 0, 300).await?.is_empty(), "a held lease is held for both gateways");
+    // The lease lapses; the job is claimed again through the other gateway.
+    let second = eventually(Duration::from_secs(10), "the job to be claimed again through B", || {
+        let via_b = via_b.clone();
+        async move {
+            let leases = via_b.claim(1, 500, 60_000).await?;
+            Ok((!leases.is_empty()).then_some(leases))
+        }
+    })
+    .await?;
+    assert_eq!(second[0]["job"]["id"], id.as_str());
+    // The first holder's late report, through its own gateway, is refused.
+    let late = via_a
+        .post(&format!("/internal/jobs/{id}/finish"), &json!({"lease_token": stale, "outcome": "succeeded"}))
+        .await?;
+    assert_eq!((late.status, late.code()), (StatusCode::CONFLICT, "lease_lost"));
+    let fresh = second[0]["lease_token"].as_str().unwrap_or_default();
+    let done = via_a
+        .post(&format!("/internal/jobs/{id}/finish"), &json!({"lease_token": fresh, "outcome": "succeeded"}))
+        .await?;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
     Ok(())
 }
