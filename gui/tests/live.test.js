@@ -64,7 +64,11 @@ test('each user receives only the events of their own jobs, live, up to the fina
   const bob = ws.mintToken('bob');
   const aliceSocket = await connect({ token: alice });
   const bobSocket = await connect({ token: bob });
+  const arrivals = new Map();
+  aliceSocket.onAny((event, data) => arrivals.set(`${event}:${data?.status}`, performance.now()));
+  const sent = performance.now();
   const a = await postJob(gateway.base, alice, { engine: 'shared', kind: 'echo', payload: { who: 'alice' } }, 'a-1');
+  const answered = performance.now();
   const b = await postJob(gateway.base, bob, { engine: 'shared', kind: 'sleep', payload: { ms: 50 } }, 'b-1');
   assert.equal(a.status, 201);
   assert.equal(b.status, 201);
@@ -73,6 +77,11 @@ test('each user receives only the events of their own jobs, live, up to the fina
   const aliceFinal = await eventually('alice sees her job succeed', () => finalOf(aliceSocket, a.body.id));
   await eventually('bob sees his job succeed', () => finalOf(bobSocket, b.body.id));
   assert.deepEqual(aliceFinal.data.result, { who: 'alice' }, 'the final event carries the result');
+  const ms = (key) => (arrivals.has(key) ? `${(arrivals.get(key) - sent).toFixed(1)} ms` : 'not seen');
+  console.log(
+    `live: POST answered after ${(answered - sent).toFixed(1)} ms; job.created after ${ms('job.created:queued')},` +
+      ` succeeded after ${ms('job.updated:succeeded')} (debug build)`,
+  );
   assert.equal(aliceFinal.data.payload, undefined, 'an update carries only what changed');
   const created = aliceSocket.seen.find((e) => e.event === 'job.created' && e.data.id === a.body.id);
   assert.ok(created, 'job.created was sent');
