@@ -45,6 +45,15 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast || status=$?
 fi
+# Fuzzing: briefly with cargo-fuzz where a nightly toolchain is installed; the stable run over the corpus
+# (gateway/tests/fuzz_corpus.rs) is part of the tests above either way.
+if cargo +nightly --version >/dev/null 2>&1 && cargo +nightly fuzz --version >/dev/null 2>&1; then
+  for target in job_body job_headers engine_claim engine_heartbeat engine_finish engine_finish_batch siwe_message; do
+    (cd fuzz && cargo +nightly fuzz run "$target" corpus/"$target" -- -max_total_time=15) || status=$?
+  done
+else
+  echo "==> no nightly toolchain with cargo-fuzz here: the fuzz targets ran over their corpus on stable only"
+fi
 # The GUI against the real gateway: socket.io-client and headless Chromium (screenshots in gui/test-artifacts/).
 (cd gui && npm test) || status=$?
 exit $status

@@ -15,6 +15,7 @@ pub mod engine_cache;
 pub mod engine_presence;
 pub mod enqueue;
 pub mod error;
+pub mod fuzzing;
 pub mod gui;
 pub mod inflight;
 pub mod listener;

@@ -10,6 +10,7 @@ use flowork_common::wire::{
 
 use super::extract::JsonBody;
 use crate::auth::extract::AuthEngine;
+use crate::enqueue::JobLimits;
 use crate::error::ApiError;
 use crate::metrics::EngineLabels;
 use crate::request_log::{RequestLog, note_job};
@@ -47,11 +48,7 @@ pub async fn claim(
     engine: AuthEngine,
     JsonBody(request): JsonBody<ClaimRequest>,
 ) -> Result<Json<ClaimResponse>, ApiError> {
-    if !(1..=MAX_CLAIM).contains(&request.max) {
-        return Err(ApiError::unprocessable("invalid_max", format!("max must be between 1 and {MAX_CLAIM}")));
-    }
-    check_lease_ms(request.lease_ms)?;
-    let worker: String = request.worker.chars().take(200).collect();
+    let worker = check_claim(&request)?;
     state.presence.seen(&engine.id, state.clock.now_ms(), request.report);
     if state.drain.is_stopping() {
         // The gateway is shutting down: running jobs may finish, new ones wait for the next start.
@@ -72,6 +69,30 @@ pub async fn claim(
     Ok(Json(ClaimResponse { leases }))
 }
 
+/// Checks a claim request; returns the worker name as kept (at most 200 characters).
+pub fn check_claim(request: &ClaimRequest) -> Result<String, ApiError> {
+    if !(1..=MAX_CLAIM).contains(&request.max) {
+        return Err(ApiError::unprocessable("invalid_max", format!("max must be between 1 and {MAX_CLAIM}")));
+    }
+    check_lease_ms(request.lease_ms)?;
+    Ok(request.worker.chars().take(200).collect())
+}
+
+/// Checks a heartbeat request; returns the progress to store (JSON text), if any.
+pub fn check_heartbeat(request: &HeartbeatRequest) -> Result<Option<String>, ApiError> {
+    check_lease_ms(request.lease_ms)?;
+    match &request.progress {
+        Some(p) if !(0.0..=100.0).contains(&p.percent) => {
+            Err(ApiError::unprocessable("invalid_progress", "progress percent must be between 0 and 100"))
+        }
+        Some(p) => {
+            let message = p.message.as_deref().map(|m| m.chars().take(500).collect::<String>());
+            Ok(Some(serde_json::json!({"percent": p.percent, "message": message}).to_string()))
+        }
+        None => Ok(None),
+    }
+}
+
 /// `POST /internal/jobs/{id}/heartbeat`: extends the lease; 409 `lease_lost` if it is no longer this holder's.
 pub async fn heartbeat(
     State(state): State<AppState>,
@@ -80,19 +101,9 @@ pub async fn heartbeat(
     Path(id): Path<String>,
     JsonBody(request): JsonBody<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
-    check_lease_ms(request.lease_ms)?;
+    let progress = check_heartbeat(&request)?;
     state.presence.seen(&engine.id, state.clock.now_ms(), None);
     note_job(log.as_ref().map(|l| &l.0), &id);
-    let progress = match &request.progress {
-        Some(p) if !(0.0..=100.0).contains(&p.percent) => {
-            return Err(ApiError::unprocessable("invalid_progress", "progress percent must be between 0 and 100"));
-        }
-        Some(p) => {
-            let message = p.message.as_deref().map(|m| m.chars().take(500).collect::<String>());
-            Some(serde_json::json!({"percent": p.percent, "message": message}).to_string())
-        }
-        None => None,
-    };
     let (expires, cancel_requested) =
         state.jobs.heartbeat(&engine.id, &id, &request.lease_token, request.lease_ms, progress).await?;
     Ok(Json(HeartbeatResponse { lease_expires_at: format_ms(expires), cancel_requested }))
@@ -108,7 +119,7 @@ pub async fn finish(
 ) -> Result<Json<FinishResponse>, ApiError> {
     state.presence.seen(&engine.id, state.clock.now_ms(), None);
     let lease_token = request.lease_token.clone();
-    let finish = to_finish(&state, request)?;
+    let finish = to_finish(&state.limits, request)?;
     note_job(log.as_ref().map(|l| &l.0), &id);
     let outcome = state.jobs.finish(&engine.id, &id, &lease_token, finish).await?;
     state.metrics.record_attempt(&engine.id, &outcome.kind, outcome.status.as_str());
@@ -116,13 +127,13 @@ pub async fn finish(
 }
 
 /// Checks an engine's report of one attempt and turns it into the store's outcome.
-fn to_finish(state: &AppState, request: FinishRequest) -> Result<Finish, ApiError> {
+pub fn to_finish(limits: &JobLimits, request: FinishRequest) -> Result<Finish, ApiError> {
     Ok(match request.outcome {
         AttemptOutcome::Succeeded => {
             let result = request.result.map(|r| r.get().to_string());
-            if result.as_ref().is_some_and(|r| r.len() > state.limits.max_result_bytes) {
+            if result.as_ref().is_some_and(|r| r.len() > limits.max_result_bytes) {
                 return Err(ApiError::PayloadTooLarge {
-                    message: format!("a job result may be at most {} bytes", state.limits.max_result_bytes),
+                    message: format!("a job result may be at most {} bytes", limits.max_result_bytes),
                 });
             }
             Finish::Succeeded { result }
@@ -160,7 +171,7 @@ pub async fn finish_batch(
     let (mut indexes, mut items) = (Vec::new(), Vec::new());
     for (index, item) in request.finishes.into_iter().enumerate() {
         let token = item.report.lease_token.clone();
-        match to_finish(&state, item.report) {
+        match to_finish(&state.limits, item.report) {
             Ok(finish) => {
                 indexes.push(index);
                 items.push((item.job_id, token, finish));
