@@ -12,8 +12,14 @@ BIN="${CARGO_TARGET_DIR:-target}/release"
 
 echo "==> building (release)"
 cargo build --release --bins --quiet
-echo "==> building the GUI"
-(cd gui && { [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error; } && npm run --silent build)
+GUI_ARGS=()
+if command -v npm >/dev/null 2>&1; then
+  echo "==> building the GUI"
+  (cd gui && { [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error; } && npm run --silent build)
+  GUI_ARGS=(--gui-dir gui/dist)
+else
+  echo "==> npm not found: starting without the GUI (install Node 20 with npm to get it at /)"
+fi
 
 mkdir -p "$DATA_DIR"
 TOKEN_FILE="$DATA_DIR/local-engine.token"
@@ -31,7 +37,7 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-"$BIN/flowork-gateway" serve --listen "$LISTEN" --data-dir "$DATA_DIR" --gui-dir gui/dist \
+"$BIN/flowork-gateway" serve --listen "$LISTEN" --data-dir "$DATA_DIR" ${GUI_ARGS[@]+"${GUI_ARGS[@]}"} \
   --log-format pretty 2>"$DATA_DIR/gateway.log" &
 pids+=($!)
 for _ in $(seq 1 100); do
@@ -49,12 +55,16 @@ done
 pids+=($!)
 
 TOKEN="$("$BIN/flowork-gateway" token mint --user local --ttl 24h --data-dir "$DATA_DIR")"
+GUI_LINE="  GUI       not built (no npm)"
+if [ ${#GUI_ARGS[@]} -gt 0 ]; then
+  GUI_LINE="  GUI       $URL/           (open it in a browser; sign in with a development key, then let that
+                                   address use the engine: $BIN/flowork-gateway engine allow local 0x…
+                                   --data-dir $DATA_DIR; the GUI shows the exact command)"
+fi
 cat <<MSG
 
 Flowork is running.
-  GUI       $URL/           (open it in a browser; sign in with a development key, then let that
-                                   address use the engine: $BIN/flowork-gateway engine allow local 0x…
-                                   --data-dir $DATA_DIR; the GUI shows the exact command)
+$GUI_LINE
   gateway   $URL            (data in $DATA_DIR, logs in $DATA_DIR/gateway.log)
   engine    local, $WORKERS workers       (log in $DATA_DIR/engine.log)
 
