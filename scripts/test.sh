@@ -9,6 +9,9 @@ python3 -c "import eth_account" 2>/dev/null || python3 -m pip install --quiet --
 # prometheus-client: the official Prometheus parser that reads both /metrics endpoints in the tests.
 python3 -c "import prometheus_client" 2>/dev/null \
   || python3 -m pip install --quiet --disable-pip-version-check prometheus-client
+# schemathesis: drives every operation of /openapi.json against a running gateway (tests/tests/openapi.rs).
+command -v schemathesis >/dev/null 2>&1 \
+  || python3 -m pip install --quiet --disable-pip-version-check schemathesis
 # opentelemetry-proto: decodes the real OTLP export requests in the loopback trace receiver.
 python3 -c "import opentelemetry.proto" 2>/dev/null \
   || python3 -m pip install --quiet --disable-pip-version-check opentelemetry-proto

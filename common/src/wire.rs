@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// The lifecycle of a job. `succeeded`, `dead` and `cancelled` are final.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     Queued,
@@ -40,7 +40,7 @@ impl JobStatus {
 }
 
 /// `POST /jobs` body. Only `engine` and `kind` are required.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnqueueRequest {
     pub engine: String,
@@ -61,13 +61,14 @@ pub struct EnqueueRequest {
 }
 
 /// A job as every endpoint returns it. Times are RFC 3339 with milliseconds, in UTC.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Job {
     pub id: String,
     pub engine: String,
     pub user: String,
     pub kind: String,
     pub status: JobStatus,
+    #[schema(value_type = Value)]
     pub payload: Box<RawValue>,
     pub attempts: u32,
     pub max_attempts: u32,
@@ -77,6 +78,7 @@ pub struct Job {
     pub enqueued_at: String,
     pub claimed_at: Option<String>,
     pub finished_at: Option<String>,
+    #[schema(value_type = Option<Value>)]
     pub result: Option<Box<RawValue>>,
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -95,18 +97,19 @@ pub struct Job {
     pub cancel_requested: bool,
     /// The latest progress a running job reported: `{"percent", "message"}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Value>)]
     pub progress: Option<Box<RawValue>>,
 }
 
 /// `GET /jobs` answer: newest first; `next_cursor` continues the listing.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobPage {
     pub jobs: Vec<Job>,
     pub next_cursor: Option<String>,
 }
 
 /// The error body of every failed request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: String,
     pub message: String,

@@ -16,6 +16,7 @@ async fn audited(state: &AppState, admin: &AuthAdmin, ip: ClientIp, action: &str
 }
 
 /// `GET /admin/engines` (scope `engines:read`).
+#[utoipa::path(get, path = "/admin/engines", tag = "admin", security(("admin" = [])), responses((status = 200, description = "every engine", body = serde_json::Value)))]
 pub async fn list_engines(
     State(state): State<AppState>,
     admin: AuthAdmin,
@@ -34,6 +35,7 @@ pub async fn list_engines(
 }
 
 /// `PUT /admin/engines/{id}/users/{user}` (scope `engines:write`).
+#[utoipa::path(put, path = "/admin/engines/{id}/users/{user}", tag = "admin", security(("admin" = [])), params(("id" = String, Path, description = "the engine id"), ("user" = String, Path, description = "a user id")), responses((status = 200, description = "allowed", body = serde_json::Value)))]
 pub async fn allow_user(
     State(state): State<AppState>,
     admin: AuthAdmin,
@@ -45,6 +47,7 @@ pub async fn allow_user(
 }
 
 /// `DELETE /admin/engines/{id}/users/{user}` (scope `engines:write`).
+#[utoipa::path(delete, path = "/admin/engines/{id}/users/{user}", tag = "admin", security(("admin" = [])), params(("id" = String, Path, description = "the engine id"), ("user" = String, Path, description = "a user id")), responses((status = 200, description = "removed", body = serde_json::Value)))]
 pub async fn disallow_user(
     State(state): State<AppState>,
     admin: AuthAdmin,
@@ -56,6 +59,7 @@ pub async fn disallow_user(
 }
 
 /// `GET /admin/audit/verify` (scope `audit:read`): checks the audit chain.
+#[utoipa::path(get, path = "/admin/audit/verify", tag = "admin", security(("admin" = [])), responses((status = 200, description = "the audit chain checked", body = serde_json::Value)))]
 pub async fn verify_audit(
     State(state): State<AppState>,
     admin: AuthAdmin,
@@ -71,6 +75,7 @@ pub async fn verify_audit(
 }
 
 /// `POST /admin/drain` (scope `drain`): stop accepting new jobs; engines keep finishing queued work.
+#[utoipa::path(post, path = "/admin/drain", tag = "admin", security(("admin" = [])), responses((status = 200, description = "draining", body = serde_json::Value)))]
 pub async fn start_drain(
     State(state): State<AppState>,
     admin: AuthAdmin,
@@ -83,6 +88,7 @@ pub async fn start_drain(
 }
 
 /// `DELETE /admin/drain` (scope `drain`): accept jobs again.
+#[utoipa::path(delete, path = "/admin/drain", tag = "admin", security(("admin" = [])), responses((status = 200, description = "accepting jobs again", body = serde_json::Value)))]
 pub async fn stop_drain(
     State(state): State<AppState>,
     admin: AuthAdmin,

@@ -32,6 +32,7 @@ fn refresh_hash(token: &str) -> String {
 }
 
 /// `GET /auth/nonce`: a fresh single-use nonce (128 random bits) for the next sign-in message.
+#[utoipa::path(get, path = "/auth/nonce", tag = "auth", security(()), responses((status = 200, description = "a single-use nonce for the sign-in message", body = serde_json::Value)))]
 pub async fn nonce(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let nonce = hex::encode(rand::random::<[u8; 16]>());
     let expires = state.clock.now_ms() + NONCE_TTL.as_millis() as i64;
@@ -40,7 +41,7 @@ pub async fn nonce(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
 }
 
 /// `POST /auth/verify` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
     message: String,
@@ -48,6 +49,7 @@ pub struct VerifyRequest {
 }
 
 /// `POST /auth/verify`: checks a signed EIP-4361 message and answers with an access and a refresh token.
+#[utoipa::path(post, path = "/auth/verify", tag = "auth", security(()), request_body = VerifyRequest, responses((status = 200, description = "access and refresh tokens", body = serde_json::Value)))]
 pub async fn verify(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -118,7 +120,7 @@ fn new_refresh_record(state: &AppState, token: &str, user: &str) -> RefreshToken
 }
 
 /// `POST /auth/refresh` and `POST /auth/logout` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     refresh_token: String,
@@ -126,6 +128,7 @@ pub struct RefreshRequest {
 
 /// `POST /auth/refresh`: exchanges a refresh token for new tokens; the old refresh token stops working, and
 /// presenting it again revokes every token of its family.
+#[utoipa::path(post, path = "/auth/refresh", tag = "auth", security(()), request_body = RefreshRequest, responses((status = 200, description = "new access and refresh tokens", body = serde_json::Value)))]
 pub async fn refresh(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -165,6 +168,7 @@ pub async fn refresh(
 }
 
 /// `POST /auth/logout`: revokes the refresh token's whole family. Idempotent.
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", security(()), request_body = RefreshRequest, responses((status = 200, description = "the sign-in is revoked", body = serde_json::Value)))]
 pub async fn logout(
     State(state): State<AppState>,
     ip: ClientIp,

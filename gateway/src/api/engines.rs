@@ -48,6 +48,7 @@ fn check_user_id(user: &str) -> Result<(), ApiError> {
 }
 
 /// `GET /engines/{id}/users`: the owner sees the whitelist.
+#[utoipa::path(get, path = "/engines/{id}/users", tag = "engines", params(("id" = String, Path, description = "the engine id")), responses((status = 200, description = "the owner and whitelist of the engine", body = serde_json::Value)))]
 pub async fn list_users(
     State(state): State<AppState>,
     user: AuthUser,
@@ -81,6 +82,7 @@ pub async fn edit_whitelist(
 }
 
 /// `PUT /engines/{id}/users/{user}`: the owner allows a user.
+#[utoipa::path(put, path = "/engines/{id}/users/{user}", tag = "engines", params(("id" = String, Path, description = "the engine id"), ("user" = String, Path, description = "a user id")), responses((status = 200, description = "allowed", body = serde_json::Value)))]
 pub async fn allow_user(
     State(state): State<AppState>,
     owner: AuthUser,
@@ -92,6 +94,7 @@ pub async fn allow_user(
 }
 
 /// `DELETE /engines/{id}/users/{user}`: the owner removes a user (never themselves).
+#[utoipa::path(delete, path = "/engines/{id}/users/{user}", tag = "engines", params(("id" = String, Path, description = "the engine id"), ("user" = String, Path, description = "a user id")), responses((status = 200, description = "removed from the whitelist", body = serde_json::Value)))]
 pub async fn disallow_user(
     State(state): State<AppState>,
     owner: AuthUser,
@@ -148,6 +151,7 @@ async fn set_paused(
 }
 
 /// `POST /engines/{id}/pause`: claims hand out nothing until resumed; enqueues are still accepted.
+#[utoipa::path(post, path = "/engines/{id}/pause", tag = "engines", params(("id" = String, Path, description = "the engine id")), responses((status = 200, description = "paused", body = serde_json::Value)))]
 pub async fn pause(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -159,6 +163,7 @@ pub async fn pause(
 }
 
 /// `POST /engines/{id}/resume`.
+#[utoipa::path(post, path = "/engines/{id}/resume", tag = "engines", params(("id" = String, Path, description = "the engine id")), responses((status = 200, description = "resumed", body = serde_json::Value)))]
 pub async fn resume(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -205,6 +210,7 @@ async fn scheduling_json(state: &AppState, engine: &str) -> Result<Json<Value>, 
 }
 
 /// `GET /engines/{id}/scheduling`: pause state, user weights and concurrency-key limits (owner or operator).
+#[utoipa::path(get, path = "/engines/{id}/scheduling", tag = "engines", params(("id" = String, Path, description = "the engine id")), responses((status = 200, description = "weights and concurrency limits", body = serde_json::Value)))]
 pub async fn scheduling(
     State(state): State<AppState>,
     user: Result<AuthUser, ApiError>,
@@ -216,13 +222,14 @@ pub async fn scheduling(
 }
 
 /// `PUT /engines/{id}/weights/{user}` body.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WeightBody {
     weight: i64,
 }
 
 /// `PUT /engines/{id}/weights/{user}`: a user's share of the engine relative to others (1-1000, default 1).
+#[utoipa::path(put, path = "/engines/{id}/weights/{user}", tag = "engines", params(("id" = String, Path, description = "the engine id"), ("user" = String, Path, description = "a user id")), request_body = WeightBody, responses((status = 200, description = "the weight", body = serde_json::Value)))]
 pub async fn set_weight(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -243,7 +250,7 @@ pub async fn set_weight(
 }
 
 /// `PUT /engines/{id}/concurrency/{key}` body.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyLimitBody {
     limit: i64,
@@ -277,6 +284,7 @@ async fn edit_key_limit(
 }
 
 /// `PUT /engines/{id}/concurrency/{key}`: at most `limit` jobs with this key run at once on the engine.
+#[utoipa::path(put, path = "/engines/{id}/concurrency/{key}", tag = "engines", params(("id" = String, Path, description = "the engine id"), ("key" = String, Path, description = "a concurrency key")), request_body = KeyLimitBody, responses((status = 200, description = "the limit", body = serde_json::Value)))]
 pub async fn set_key_limit(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -290,6 +298,7 @@ pub async fn set_key_limit(
 }
 
 /// `DELETE /engines/{id}/concurrency/{key}`: the key falls back to the engine's default limit.
+#[utoipa::path(delete, path = "/engines/{id}/concurrency/{key}", tag = "engines", params(("id" = String, Path, description = "the engine id"), ("key" = String, Path, description = "a concurrency key")), responses((status = 200, description = "removed", body = serde_json::Value)))]
 pub async fn remove_key_limit(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -302,13 +311,14 @@ pub async fn remove_key_limit(
 }
 
 /// `PUT /engines/{id}/concurrency` body: the limit of keys without their own (`null` = unlimited).
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DefaultLimitBody {
     default_limit: Option<i64>,
 }
 
 /// `PUT /engines/{id}/concurrency`: the default limit of concurrency keys.
+#[utoipa::path(put, path = "/engines/{id}/concurrency", tag = "engines", params(("id" = String, Path, description = "the engine id")), request_body = DefaultLimitBody, responses((status = 200, description = "the default limit", body = serde_json::Value)))]
 pub async fn set_default_key_limit(
     State(state): State<AppState>,
     ip: ClientIp,

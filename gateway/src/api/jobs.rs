@@ -30,6 +30,15 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>,
 
 /// `POST /jobs`: 201 for a new job, 200 with `Idempotent-Replayed: true` for a replay of the same request,
 /// 422 when the key was used with a different request, 409 while the first request is still in progress.
+#[utoipa::path(post, path = "/jobs", tag = "jobs", request_body = EnqueueRequest,
+    params(
+        ("Idempotency-Key" = String, Header, description = "1-255 visible ASCII characters; a retry with the same key returns the same job"),
+        ("traceparent" = Option<String>, Header, description = "W3C trace context"),
+    ),
+    responses(
+        (status = 201, description = "the job was created", body = Job),
+        (status = 200, description = "a replay of an earlier request with this key", body = Job),
+    ))]
 pub async fn create(
     State(state): State<AppState>,
     log: Option<Extension<RequestLog>>,
@@ -142,6 +151,8 @@ fn check_job_id(id: &str) -> Result<(), ApiError> {
 }
 
 /// `GET /jobs/{id}`: one of the caller's jobs; another user's job is 404, exactly like a missing one.
+#[utoipa::path(get, path = "/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "the job's id")),
+    responses((status = 200, description = "the job", body = Job)))]
 pub async fn get(
     State(state): State<AppState>,
     log: Option<Extension<RequestLog>>,
@@ -159,7 +170,8 @@ pub async fn get(
 }
 
 /// `GET /jobs` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     status: Option<String>,
     engine: Option<String>,
@@ -168,6 +180,8 @@ pub struct ListParams {
 }
 
 /// `GET /jobs`: the caller's jobs, newest first, with cursor pagination.
+#[utoipa::path(get, path = "/jobs", tag = "jobs", params(ListParams),
+    responses((status = 200, description = "a page of the caller's jobs, newest first", body = JobPage)))]
 pub async fn list(
     State(state): State<AppState>,
     user: AuthUser,
@@ -200,6 +214,11 @@ pub async fn list(
 
 /// `POST /jobs/{id}/cancel`: cancels a queued job at once (200); asks the engine to stop a running one (202,
 /// `cancel_requested`); 409 once the job has finished.
+#[utoipa::path(post, path = "/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path, description = "the job's id")),
+    responses(
+        (status = 200, description = "a queued job, now cancelled", body = Job),
+        (status = 202, description = "a running job; the engine stops it at its next heartbeat", body = Job),
+    ))]
 pub async fn cancel(
     State(state): State<AppState>,
     user: AuthUser,
@@ -221,7 +240,7 @@ pub async fn cancel(
 const MAX_BATCH: usize = 1_000;
 
 /// `POST /jobs/batch` body: jobs as for `POST /jobs`, each with its own `idempotency_key`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchBody {
     jobs: Vec<serde_json::Value>,
@@ -283,6 +302,8 @@ pub async fn require_active_engine(state: &AppState, engine: &str) -> Result<(),
 
 /// `POST /jobs/batch`: up to 1,000 jobs; those of one engine are committed in one transaction. The answer has
 /// one result per item, in order, with the status `POST /jobs` would have given it.
+#[utoipa::path(post, path = "/jobs/batch", tag = "jobs", request_body = BatchBody,
+    responses((status = 200, description = "`{\"results\": [...]}`, one per item, in order", body = serde_json::Value)))]
 pub async fn create_batch(
     State(state): State<AppState>,
     user: AuthUser,

@@ -6,6 +6,7 @@ pub mod engines;
 pub mod extract;
 pub mod internal;
 pub mod jobs;
+pub mod openapi;
 pub mod schedules;
 pub mod status;
 
@@ -35,6 +36,7 @@ pub fn router(state: AppState, socket_io: SocketIoLayer, gui: Option<Router>) ->
     let probes = Router::new().route("/healthz", get(status::healthz)).route("/readyz", get(status::readyz));
     let api = Router::new()
         .route("/status", get(status::status))
+        .route("/openapi.json", get(openapi::openapi_json))
         .route("/jobs", post(jobs::create).get(jobs::list))
         .route("/jobs/batch", post(jobs::create_batch))
         .route("/jobs/{id}", get(jobs::get))

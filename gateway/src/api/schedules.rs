@@ -18,7 +18,7 @@ use crate::store::{MissedTicks, Schedule, ScheduleOutcome};
 use crate::{auth::extract::AuthUser, store::sqlite::schedules::MAX_PER_USER};
 
 /// `POST /schedules` body: a job template (as for `POST /jobs`, without `run_at`) plus when to run it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleRequest {
     engine: String,
@@ -69,6 +69,7 @@ fn schedule_json(schedule: &Schedule) -> Value {
 
 /// `POST /schedules`: 201 with the schedule and its first tick; 422 says what is wrong with the expression,
 /// the zone or the job template.
+#[utoipa::path(post, path = "/schedules", tag = "schedules", request_body = ScheduleRequest, responses((status = 201, description = "the schedule", body = serde_json::Value)))]
 pub async fn create(
     State(state): State<AppState>,
     user: AuthUser,
@@ -133,12 +134,14 @@ pub async fn create(
 }
 
 /// `GET /schedules`: the caller's schedules on every engine.
+#[utoipa::path(get, path = "/schedules", tag = "schedules", responses((status = 200, description = "the schedules of the caller", body = serde_json::Value)))]
 pub async fn list(State(state): State<AppState>, user: AuthUser) -> Result<Json<Value>, ApiError> {
     let schedules = state.jobs.list_schedules(&user.id).await?;
     Ok(Json(json!({ "schedules": schedules.iter().map(schedule_json).collect::<Vec<_>>() })))
 }
 
 /// `DELETE /schedules/{id}`: 200, or 404 for an unknown id or another user's schedule.
+#[utoipa::path(delete, path = "/schedules/{id}", tag = "schedules", params(("id" = String, Path, description = "the schedule id")), responses((status = 200, description = "deleted", body = serde_json::Value)))]
 pub async fn delete(
     State(state): State<AppState>,
     user: AuthUser,

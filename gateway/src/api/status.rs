@@ -15,11 +15,13 @@ use axum::response::{IntoResponse, Response};
 use flowork_common::timefmt::format_ms;
 
 /// `GET /healthz`: the process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "status", security(()), responses((status = 200, description = "the process is alive", body = serde_json::Value)))]
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// `GET /readyz`: the databases answer and the gateway accepts work.
+#[utoipa::path(get, path = "/readyz", tag = "status", security(()), responses((status = 200, description = "ready for work", body = serde_json::Value)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     if state.drain.is_draining() {
         return Err(ApiError::Unavailable {
@@ -34,6 +36,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
 
 /// `GET /status`: gateway state and, per engine, presence, workers, queue depth, queue latency and a capacity
 /// hint. Holds no secrets and needs no token.
+#[utoipa::path(get, path = "/status", tag = "status", security(()), responses((status = 200, description = "gateway and engine status", body = serde_json::Value)))]
 pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let mut engines = Vec::new();
     for engine in state.control.list_engines().await? {
@@ -98,12 +101,14 @@ pub async fn engine_status(state: &AppState, engine: &EngineRecord) -> Result<Va
 }
 
 /// `GET /drain`: whether this gateway drains, and the work still queued and running.
+#[utoipa::path(get, path = "/drain", tag = "status", security(()), responses((status = 200, description = "whether this gateway drains", body = serde_json::Value)))]
 pub async fn drain(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let totals = state.queue_totals().await?;
     Ok(Json(json!({ "draining": state.drain.is_draining(), "queued": totals.queued, "running": totals.running })))
 }
 
 /// `GET /metrics`: Prometheus / OpenMetrics text. Queue gauges are refreshed from the store at each scrape.
+#[utoipa::path(get, path = "/metrics", tag = "status", security(()), responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let m = &state.metrics;
     for engine in state.control.list_engines().await? {
