@@ -21,6 +21,17 @@ async fn jobs_created(gateway: &Gateway) -> anyhow::Result<u64> {
         .sum::<f64>() as u64)
 }
 
+/// nginx as a child process; stopped with SIGTERM when dropped, so its workers exit with it (SIGKILL would leave
+/// them running).
+struct Nginx(std::process::Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
+
 fn nginx_binary() -> anyhow::Result<String> {
     for candidate in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
         if Path::new(candidate).exists() {
@@ -60,14 +71,16 @@ async fn the_example_nginx_config_splits_90_10_and_moves_traffic_off_a_draining_
             p = prefix.display()
         ),
     )?;
-    let mut proxy = Command::new(&nginx)
-        .arg("-p")
-        .arg(&prefix)
-        .arg("-c")
-        .arg(prefix.join("nginx.conf"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
+    let _proxy = Nginx(
+        Command::new(&nginx)
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(prefix.join("nginx.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
     let base = format!("http://127.0.0.1:{proxy_port}");
     let http = reqwest::Client::new();
     eventually(Duration::from_secs(10), "nginx to listen", || {
@@ -101,7 +114,5 @@ async fn the_example_nginx_config_splits_90_10_and_moves_traffic_off_a_draining_
     assert_eq!(jobs_created(&old).await?, to_old, "the draining gateway created nothing more");
     assert_eq!(jobs_created(&canary).await?, to_canary + 50);
     println!("nginx example: 100 jobs split {to_old}/{to_canary}; after the drain 50 of 50 created through the canary");
-    let _ = proxy.kill();
-    let _ = proxy.wait();
     Ok(())
 }
