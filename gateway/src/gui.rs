@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use axum::http::{HeaderName, HeaderValue};
-use axum::response::IntoResponse;
 use tower_http::services::ServeDir;
 
 /// The headers a `_headers` file sets for every path (`/*`): `(name, value)` pairs, in order.
@@ -41,9 +40,7 @@ pub fn service(dir: &Path) -> anyhow::Result<axum::Router> {
     for (name, value) in headers {
         parsed.push((HeaderName::try_from(name.as_str())?, HeaderValue::try_from(value.as_str())?));
     }
-    let files = ServeDir::new(dir).not_found_service(axum::routing::any(|uri: axum::http::Uri| async move {
-        crate::error::ApiError::not_found("route_not_found", format!("no route for {}", uri.path())).into_response()
-    }));
+    let files = ServeDir::new(dir).not_found_service(axum::routing::any(crate::api::not_found));
     Ok(axum::Router::new().fallback_service(files).layer(axum::middleware::map_response(
         move |mut response: axum::response::Response| {
             let parsed = parsed.clone();

@@ -28,10 +28,14 @@ after(async () => {
   for (const ws of workspaces) await ws.close();
 });
 
-/** A page that records CSP violations and page errors, and whose reloads are counted. */
-async function openPage(base, viewport = { width: 1280, height: 900 }) {
+/**
+ * A page that records CSP violations and page errors, and whose reloads are counted; `prepare(page)` runs before
+ * the first load (to inject a wallet, say).
+ */
+async function openPage(base, { viewport = { width: 1280, height: 900 }, prepare = async () => {} } = {}) {
   const context = await browser.newContext({ viewport });
   const page = await context.newPage();
+  await prepare(page);
   page.problems = [];
   page.on('pageerror', (error) => page.problems.push(`page error: ${error.message}`));
   page.on('console', (message) => {
@@ -186,26 +190,24 @@ test('an injected wallet signs in; an expired access token is refreshed unseen; 
   ws.addEngine('local', 'operator');
   const gateway = await ws.startGateway(['--access-ttl', '2s']);
   const wallet = Wallet.createRandom();
-  const context = await browser.newContext();
-  const page = await context.newPage();
-  page.problems = [];
-  page.on('pageerror', (error) => page.problems.push(`page error: ${error.message}`));
   // An EIP-1193 provider, as a wallet extension injects it; the key stays in the test (Node), like in a wallet.
-  await page.exposeFunction('walletSign', (hexMessage) => wallet.signMessage(getBytes(hexMessage)));
-  await page.addInitScript((address) => {
-    window.ethereum = {
-      async request({ method, params }) {
-        if (method === 'eth_requestAccounts' || method === 'eth_accounts') return [address];
-        if (method === 'eth_chainId') return '0x1';
-        if (method === 'net_version') return '1';
-        if (method === 'personal_sign') return window.walletSign(params[0]);
-        throw Object.assign(new Error(`unsupported method ${method}`), { code: 4200 });
-      },
-      on() {},
-      removeListener() {},
-    };
-  }, wallet.address);
-  await page.goto(gateway.base);
+  const injectWallet = async (page) => {
+    await page.exposeFunction('walletSign', (hexMessage) => wallet.signMessage(getBytes(hexMessage)));
+    await page.addInitScript((address) => {
+      window.ethereum = {
+        async request({ method, params }) {
+          if (method === 'eth_requestAccounts' || method === 'eth_accounts') return [address];
+          if (method === 'eth_chainId') return '0x1';
+          if (method === 'net_version') return '1';
+          if (method === 'personal_sign') return window.walletSign(params[0]);
+          throw Object.assign(new Error(`unsupported method ${method}`), { code: 4200 });
+        },
+        on() {},
+        removeListener() {},
+      };
+    }, wallet.address);
+  };
+  const page = await openPage(gateway.base, { prepare: injectWallet });
   await page.click('#sign-in-wallet');
   await page.waitForSelector('#app:not([hidden])');
   assert.equal(await page.textContent('#who'), `Signed in as ${wallet.address.toLowerCase()}`);

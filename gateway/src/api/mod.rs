@@ -105,7 +105,8 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
         .max_age(std::time::Duration::from_secs(600))
 }
 
-async fn not_found(uri: Uri) -> ApiError {
+/// The JSON 404 of a path nothing serves (also the built GUI's answer for a missing file).
+pub async fn not_found(uri: Uri) -> ApiError {
     ApiError::not_found("route_not_found", format!("no route for {}", uri.path()))
 }
 

@@ -135,13 +135,7 @@ pub fn apply(conn: &mut Connection, set: &[Migration], path_for_errors: &str) ->
 
 /// Records of databases made before compatibility was tracked get the columns (their steps count as breaking).
 fn add_compat_columns(conn: &Connection) -> Result<(), StoreError> {
-    let has = |column: &str| -> Result<bool, StoreError> {
-        Ok(conn.query_row(
-            "SELECT count(*) FROM pragma_table_info('schema_migrations') WHERE name = ?1",
-            [column],
-            |r| r.get::<_, i64>(0),
-        )? > 0)
-    };
+    let has = |column: &str| has_record_column(conn, column);
     if !has("compat")? {
         conn.execute_batch("ALTER TABLE schema_migrations ADD COLUMN compat TEXT NOT NULL DEFAULT 'breaking'")?;
     }
@@ -151,14 +145,19 @@ fn add_compat_columns(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Whether `schema_migrations` has `column` (older databases lack the compatibility columns).
+fn has_record_column(conn: &Connection, column: &str) -> Result<bool, StoreError> {
+    let count: i64 =
+        conn.query_row("SELECT count(*) FROM pragma_table_info('schema_migrations') WHERE name = ?1", [column], |r| {
+            r.get(0)
+        })?;
+    Ok(count > 0)
+}
+
 /// A database from a newer build: fine if every step this build does not know is additive.
 fn check_newer(conn: &Connection, path: &str, found: u32, supported: u32) -> Result<(), StoreError> {
     let refuse = |oldest: String| StoreError::NewerSchema { path: path.to_string(), found, supported, oldest };
-    let has_compat: i64 =
-        conn.query_row("SELECT count(*) FROM pragma_table_info('schema_migrations') WHERE name = 'compat'", [], |r| {
-            r.get(0)
-        })?;
-    if has_compat == 0 {
+    if !has_record_column(conn, "compat")? {
         return Err(refuse(format!("a build of schema version {found}")));
     }
     let mut unknown = conn.prepare(
