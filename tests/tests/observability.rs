@@ -61,6 +61,13 @@ async fn logs_carry_fixed_fields_without_secrets_and_metrics_parse() -> anyhow::
         .await?;
     assert_eq!(created.status(), StatusCode::CREATED);
     let id = created.json::<Value>().await?["id"].as_str().unwrap().to_string();
+    // The second job goes in only once the first is final: two outcomes ready together travel in one batch
+    // (`POST /internal/finish`), and this test follows the traced job's own finish call.
+    eventually(Duration::from_secs(30), "the traced job final", || async {
+        let job = api.get(&format!("/jobs/{id}")).await?.body;
+        Ok((job["status"] == "succeeded").then_some(()))
+    })
+    .await?;
     api.post_job("untraced", &json!({"engine": "local", "kind": "nope"})).await?;
     eventually(Duration::from_secs(30), "both jobs final", || async {
         let jobs = api.all_jobs(None).await?;
