@@ -290,6 +290,10 @@ fn write_chart(path: &std::path::Path, sent: &[Sent], times: &[JobTimes]) -> any
     Ok(())
 }
 
+/// The same allocator as the gateway's, so the load generator takes no more of the shared cores than it must.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
