@@ -66,6 +66,11 @@ pub const SHARD: &[Migration] = &[
         name: "0008_retention",
         sql: include_str!("../../../../migrations/shard/0008_retention.sql"),
     },
+    Migration {
+        version: 9,
+        name: "0009_lean_job_checks",
+        sql: include_str!("../../../../migrations/shard/0009_lean_job_checks.sql"),
+    },
 ];
 
 /// Whether builds older than a migration can run on the schema it leaves.
@@ -293,5 +298,53 @@ mod tests {
         let tables: i64 =
             conn.query_row("SELECT count(*) FROM sqlite_master WHERE name IN ('a', 'b')", [], |r| r.get(0)).unwrap();
         assert_eq!(tables, 0, "nothing of a failed upgrade may remain");
+    }
+
+    /// The rebuild of the jobs table (0009) keeps every row with its rowid, its indexes and the counters'
+    /// triggers, and gives a final job without `finished_at` one.
+    #[test]
+    fn rebuilding_the_jobs_table_keeps_rows_rowids_indexes_and_triggers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_writer(&dir.path().join("shard.sqlite3")).unwrap();
+        apply(&mut conn, &SHARD[..8], "shard").unwrap();
+        let schema = |conn: &Connection, kind: &str| -> Vec<String> {
+            let mut stmt = conn
+                .prepare("SELECT name FROM sqlite_master WHERE tbl_name = 'jobs' AND type = ?1 ORDER BY name")
+                .unwrap();
+            stmt.query_map([kind], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+        };
+        let (indexes, triggers) = (schema(&conn, "index"), schema(&conn, "trigger"));
+        conn.execute_batch(
+            "INSERT INTO jobs (rowid, id, user_id, kind, payload, run_at, max_attempts, timeout_ms, status,
+                               enqueued_at, claimed_at, finished_at, idempotency_key, request_fingerprint)
+             VALUES (7, 'q', 'u', 'echo', '{}', 0, 1, 1, 'queued', 10, NULL, NULL, 'k1', 'f'),
+                    (9, 's', 'u', 'echo', '{}', 0, 1, 1, 'succeeded', 10, 20, 30, 'k2', 'f'),
+                    (12, 'd', 'u', 'echo', '{}', 0, 1, 1, 'dead', 10, 25, NULL, 'k3', 'f');",
+        )
+        .unwrap();
+        apply(&mut conn, SHARD, "shard").unwrap();
+        assert_eq!((schema(&conn, "index"), schema(&conn, "trigger")), (indexes, triggers));
+        let rows: Vec<(i64, String, Option<i64>)> = conn
+            .prepare("SELECT rowid, id, finished_at FROM jobs ORDER BY rowid")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(rows, vec![(7, "q".into(), None), (9, "s".into(), Some(30)), (12, "d".into(), Some(25))]);
+        // The triggers still keep the counters.
+        conn.execute_batch(
+            "INSERT INTO jobs (id, user_id, kind, payload, run_at, max_attempts, timeout_ms, status, enqueued_at,
+                               idempotency_key, request_fingerprint)
+             VALUES ('q2', 'u', 'echo', '{}', 0, 1, 1, 'queued', 10, 'k4', 'f')",
+        )
+        .unwrap();
+        let queued: i64 = conn.query_row("SELECT queued FROM queue_stats", [], |r| r.get(0)).unwrap();
+        let runnable: i64 =
+            conn.query_row("SELECT runnable FROM user_share WHERE user_id = 'u'", [], |r| r.get(0)).unwrap();
+        assert_eq!((queued, runnable), (2, 2));
+        // A final job must say when it finished.
+        let unfinished = conn.execute("UPDATE jobs SET status = 'dead', error = 'x' WHERE id = 'q2'", []);
+        assert!(unfinished.is_err(), "a final job without finished_at was accepted");
     }
 }

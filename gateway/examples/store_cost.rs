@@ -1,0 +1,86 @@
+//! A fixed amount of shard write-path work — enqueue, then claim, then finish, in transactions of 256 — for
+//! repeatable instruction counts under valgrind's callgrind (`scripts/store-cost.sh`), where timings on a noisy
+//! machine cannot tell a 10 % change.
+//!
+//! `store_cost PHASE BATCHES`: PHASE is `setup` (open and migrate only), `enqueue`, `claim` (enqueue + claim) or
+//! `finish` (all three); the differences between phases are each operation's cost.
+
+use std::collections::HashSet;
+
+use flowork_gateway::admission::AdmissionLimits;
+use flowork_gateway::store::sqlite::{connection, fair, migrate, queries};
+use flowork_gateway::store::{EnqueueOutcome, Finish, NewJob, RetryPolicy};
+use rusqlite::TransactionBehavior;
+
+const NOW: i64 = 1_800_000_000_000;
+const BATCH: usize = 256;
+const PAYLOAD: &str = r#"{"order":42,"customer":"c-1001","items":[1,2,3]}"#;
+
+fn new_job(n: usize) -> NewJob {
+    NewJob {
+        id: uuid::Uuid::now_v7().to_string(),
+        engine: "cost".into(),
+        user: "cost-user".into(),
+        kind: "echo".into(),
+        payload: PAYLOAD.into(),
+        priority: 0,
+        run_at_ms: NOW,
+        max_attempts: 3,
+        timeout_ms: 30_000,
+        idempotency_key: format!("key-{n}"),
+        fingerprint: "0".repeat(64),
+        traceparent: None,
+        concurrency_key: None,
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let phase = args.next().unwrap_or_else(|| "finish".into());
+    let batches: usize = args.next().map(|b| b.parse()).transpose()?.unwrap_or(20);
+    let rank = match phase.as_str() {
+        "setup" => 0,
+        "enqueue" => 1,
+        "claim" => 2,
+        "finish" => 3,
+        other => anyhow::bail!("unknown phase {other:?}: setup, enqueue, claim or finish"),
+    };
+    let dir = tempfile::tempdir()?;
+    let mut conn = connection::open_writer(&dir.path().join("shard.sqlite3"))?;
+    migrate::apply(&mut conn, migrate::SHARD, "cost")?;
+    queries::allow_user(&conn, "cost-user", true, NOW)?;
+    // The jobs are made before any phase, so every phase pays the same for them.
+    let jobs: Vec<NewJob> = (0..batches * BATCH).map(new_job).collect();
+    if rank >= 1 {
+        for chunk in jobs.chunks(BATCH) {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for job in chunk {
+                let outcome = queries::enqueue(&tx, job, NOW, AdmissionLimits::default())?;
+                anyhow::ensure!(matches!(outcome, EnqueueOutcome::Created(_)), "not created");
+            }
+            tx.commit()?;
+        }
+    }
+    let mut leases = Vec::new();
+    if rank >= 2 {
+        for _ in 0..batches {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let by = fair::ClaimBy { engine: "cost", worker: "cost", max: BATCH as u32, lease_ms: 60_000, now: NOW };
+            let claimed = fair::claim(&tx, &by, &HashSet::new())?;
+            tx.commit()?;
+            anyhow::ensure!(claimed.leases.len() == BATCH, "claimed {}", claimed.leases.len());
+            leases.push(claimed.leases);
+        }
+    }
+    if rank >= 3 {
+        let done = Finish::Succeeded { result: Some(r#"{"ok":true}"#.into()) };
+        for batch in &leases {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for lease in batch {
+                queries::finish(&tx, &lease.job.id, &lease.lease_token, &done, NOW, RetryPolicy::default(), 0.5)?;
+            }
+            tx.commit()?;
+        }
+    }
+    Ok(())
+}
