@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 use flowork_gateway::admission::AdmissionLimits;
 use flowork_gateway::store::sqlite::{connection, fair, migrate, queries};
-use flowork_gateway::store::{EnqueueOutcome, Finish, NewJob, RetryPolicy};
+use flowork_gateway::store::{EnqueueOutcome, NewJob};
 use rusqlite::TransactionBehavior;
 
 const NOW: i64 = 1_800_000_000_000;
@@ -53,10 +53,11 @@ fn main() -> anyhow::Result<()> {
     let jobs: Vec<NewJob> = (0..batches * BATCH).map(new_job).collect();
     if rank >= 1 {
         for chunk in jobs.chunks(BATCH) {
+            // As the writer takes a group commit's enqueues: in one statement.
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            for job in chunk {
-                let outcome = queries::enqueue(&tx, job, NOW, AdmissionLimits::default())?;
-                anyhow::ensure!(matches!(outcome, EnqueueOutcome::Created(_)), "not created");
+            let chunk: Vec<&NewJob> = chunk.iter().collect();
+            for outcome in queries::enqueue_many(&tx, &chunk, NOW, AdmissionLimits::default())? {
+                anyhow::ensure!(matches!(outcome, Ok(EnqueueOutcome::Created(_))), "not created");
             }
             tx.commit()?;
         }
@@ -73,13 +74,14 @@ fn main() -> anyhow::Result<()> {
         }
     }
     if rank >= 3 {
-        let done = Finish::Succeeded { result: Some(r#"{"ok":true}"#.into()) };
+        // As an engine's batched report arrives: the successes in one statement.
         for batch in &leases {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            for lease in batch {
-                queries::finish(&tx, &lease.job.id, &lease.lease_token, &done, NOW, RetryPolicy::default(), 0.5)?;
-            }
+            let items: Vec<(&str, &str, Option<&str>)> =
+                batch.iter().map(|l| (l.job.id.as_str(), l.lease_token.as_str(), Some(r#"{"ok":true}"#))).collect();
+            let done = queries::finish_succeeded_many(&tx, &items, NOW)?;
             tx.commit()?;
+            anyhow::ensure!(done.len() == BATCH, "finished {}", done.len());
         }
     }
     Ok(())

@@ -12,6 +12,9 @@ use crate::store::StoreError;
 /// before giving up with `SQLITE_BUSY`.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Prepared statements kept per connection (rusqlite's default of 16 is fewer than the writer uses).
+const STATEMENT_CACHE: usize = 128;
+
 /// Read connections per database: enough for concurrent API reads on a small box.
 const READ_POOL_SIZE: u32 = 4;
 
@@ -30,6 +33,10 @@ pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // Statement journals (a trigger or multi-row statement inside the group-commit transaction) stay in memory.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // `rarray(?)`: a list bound as one parameter, so a batch of rows is written by one statement.
+    rusqlite::vtab::array::load_module(conn)?;
+    // The writer's statements (with the multi-row inserts and updates in a few sizes) all stay prepared.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(())
 }
 

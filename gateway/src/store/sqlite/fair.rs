@@ -7,10 +7,12 @@
 //! of a full concurrency key until the key has room, jobs of a held-back kind until its breaker closes. Every
 //! step is an index seek, so a claim costs the same with 10 or 1,000,000 jobs queued.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 use flowork_common::timefmt::format_ms;
 use flowork_common::wire::Lease;
+use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::parking::{
@@ -86,34 +88,40 @@ fn advance(conn: &Connection, share: &Share, served: usize) -> Result<(), StoreE
     Ok(())
 }
 
-/// Leases one queued job; also returns how long it waited since it became runnable.
-fn lease_job(
+/// Leases queued jobs in one statement (one statement journal for all of them, not one per job), in the order
+/// of `ids`; each comes with how long it waited since it became runnable. Ids no longer queued are skipped.
+fn lease_jobs(
     conn: &Connection,
     engine: &str,
-    id: &str,
+    ids: &[String],
     worker: &str,
     expires: i64,
     now: i64,
-) -> Result<Option<(Lease, i64)>, StoreError> {
+) -> Result<Vec<(Lease, i64)>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
     let sql = format!(
         "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = ?1,
                 lease_token = lower(hex(randomblob(16))), lease_expires_at = ?2, claimed_at = ?3
-         WHERE id = ?4 AND status = 'queued'
+         WHERE id IN rarray(?4) AND status = 'queued'
          RETURNING {JOB_COLUMNS}, lease_token"
     );
-    let leased = conn
-        .prepare_cached(&sql)?
-        .query_row(params![worker, expires, now, id], |row| {
-            let runnable_since = row.get::<_, i64>(9)?.max(row.get::<_, i64>(10)?);
-            let token_column = JOB_COLUMN_COUNT;
-            let lease = Lease {
-                job: job_from_row(row, engine)?,
-                lease_token: row.get(token_column)?,
-                lease_expires_at: format_ms(expires),
-            };
-            Ok((lease, now - runnable_since))
-        })
-        .optional()?;
+    let list = Rc::new(ids.iter().map(|id| Value::Text(id.clone())).collect::<Vec<_>>());
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params![worker, expires, now, list], |row| {
+        let runnable_since = row.get::<_, i64>(9)?.max(row.get::<_, i64>(10)?);
+        let lease = Lease {
+            job: job_from_row(row, engine)?,
+            lease_token: row.get(JOB_COLUMN_COUNT)?,
+            lease_expires_at: format_ms(expires),
+        };
+        Ok((lease, now - runnable_since))
+    })?;
+    let mut leased = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    // RETURNING comes in the order SQLite visited the rows; the claim order is the order asked for.
+    let order: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+    leased.sort_by_key(|(lease, _)| order.get(lease.job.id.as_str()).copied().unwrap_or(usize::MAX));
     Ok(leased)
 }
 
@@ -163,7 +171,7 @@ pub fn claim(conn: &Connection, by: &ClaimBy<'_>, held: &HashSet<String>) -> Res
             resync_runnable(conn, &first.user)?;
             continue;
         }
-        let mut served = 0;
+        let mut ready = Vec::with_capacity(candidates.len());
         for candidate in candidates {
             if held.contains(&candidate.kind) {
                 park(conn, &candidate.id, HOLD_BREAKER)?;
@@ -177,11 +185,13 @@ pub fn claim(conn: &Connection, by: &ClaimBy<'_>, held: &HashSet<String>) -> Res
                 parked += 1;
                 continue;
             }
-            if let Some((lease, waited)) = lease_job(conn, by.engine, &candidate.id, by.worker, expires, by.now)? {
-                claimed.leases.push(lease);
-                claimed.waited_ms.push(waited);
-                served += 1;
-            }
+            ready.push(candidate.id);
+        }
+        let leased = lease_jobs(conn, by.engine, &ready, by.worker, expires, by.now)?;
+        let served = leased.len();
+        for (lease, waited) in leased {
+            claimed.leases.push(lease);
+            claimed.waited_ms.push(waited);
         }
         if served > 0 {
             advance(conn, first, served)?;
@@ -218,7 +228,7 @@ pub fn claim_probe(conn: &Connection, by: &ClaimBy<'_>, kind: &str) -> Result<Cl
         return Ok(claimed);
     }
     let expires = by.now.saturating_add(by.lease_ms as i64);
-    if let Some((lease, waited)) = lease_job(conn, by.engine, &id, by.worker, expires, by.now)? {
+    for (lease, waited) in lease_jobs(conn, by.engine, &[id], by.worker, expires, by.now)? {
         claimed.leases.push(lease);
         claimed.waited_ms.push(waited);
     }

@@ -3,6 +3,8 @@
 //! The writer thread calls the mutating functions inside its group-commit transaction; the read functions run
 //! on pooled connections. State guards live in the `WHERE` clauses, so a stale caller changes nothing.
 
+use std::collections::{HashMap, HashSet};
+
 use flowork_common::backoff::full_jitter_delay_ms;
 use flowork_common::timefmt::format_ms;
 use flowork_common::wire::{Job, JobStatus};
@@ -64,11 +66,7 @@ pub fn job_from_row(row: &Row<'_>, engine: &str) -> rusqlite::Result<Job> {
 /// Only the engine's owner and whitelisted users may enqueue, checked in the same transaction.
 /// Caps are checked only when reached, and a replay of an accepted job is answered even then.
 pub fn enqueue(conn: &Connection, job: &NewJob, now: i64, caps: AdmissionLimits) -> Result<EnqueueOutcome, StoreError> {
-    let allowed = conn
-        .prepare_cached("SELECT 1 FROM allowed_users WHERE user_id = ?1")?
-        .query_row([&job.user], |_| Ok(()))
-        .optional()?;
-    if allowed.is_none() {
+    if !is_allowed(conn, &job.user)? {
         return Ok(EnqueueOutcome::NotAllowed);
     }
     if let Some(refusal) = over_caps(conn, &job.user, caps)? {
@@ -101,32 +99,187 @@ pub fn enqueue(conn: &Connection, job: &NewJob, now: i64, caps: AdmissionLimits)
             hold_for_run_at(job.run_at_ms, now),
         ])?;
     if inserted == 1 {
-        return Ok(EnqueueOutcome::Created(Job {
-            id: job.id.clone(),
-            engine: job.engine.clone(),
-            user: job.user.clone(),
-            kind: job.kind.clone(),
-            status: JobStatus::Queued,
-            payload: raw_json(job.payload.clone(), 4)?,
-            attempts: 0,
-            max_attempts: job.max_attempts,
-            priority: job.priority,
-            timeout_ms: job.timeout_ms,
-            run_at: format_ms(job.run_at_ms),
-            enqueued_at: format_ms(now),
-            claimed_at: None,
-            finished_at: None,
-            result: None,
-            error: None,
-            traceparent: job.traceparent.clone(),
-            concurrency_key: job.concurrency_key.clone(),
-            queue_position: None,
-            waiting_on: None,
-            cancel_requested: false,
-            progress: None,
-        }));
+        return Ok(EnqueueOutcome::Created(created_job(job, now)?));
     }
+    not_inserted(conn, job)
+}
+
+/// Enqueues the jobs of one write transaction with one INSERT (one statement journal for all of them, where one
+/// per job was most of an enqueue's cost), each answered as `enqueue` would. When an admission cap could refuse
+/// one of them, or there is only one, they go one by one, so caps count exactly as before. The outer error is a
+/// database failure (it breaks the transaction); the inner ones are per job.
+pub fn enqueue_many(
+    conn: &Connection,
+    jobs: &[&NewJob],
+    now: i64,
+    caps: AdmissionLimits,
+) -> Result<Vec<Result<EnqueueOutcome, StoreError>>, StoreError> {
+    if jobs.len() < 2 || !room_for_all(conn, jobs, caps)? {
+        return jobs
+            .iter()
+            .map(|job| match enqueue(conn, job, now, caps) {
+                Err(StoreError::Sqlite(error)) => Err(StoreError::Sqlite(error)),
+                outcome => Ok(outcome),
+            })
+            .collect();
+    }
+    let mut allowed = HashMap::new();
+    for job in jobs {
+        if !allowed.contains_key(job.user.as_str()) {
+            allowed.insert(job.user.as_str(), is_allowed(conn, &job.user)?);
+        }
+    }
+    let insertable: Vec<&NewJob> =
+        jobs.iter().copied().filter(|job| allowed.get(job.user.as_str()).copied().unwrap_or(false)).collect();
+    let mut created = HashSet::new();
+    let mut rest = insertable.as_slice();
+    while !rest.is_empty() {
+        // Chunks of a few fixed sizes, so a handful of cached statements serve every batch size.
+        let size = BATCH_CHUNKS.iter().copied().find(|size| *size <= rest.len()).unwrap_or(1);
+        let (chunk, tail) = rest.split_at(size);
+        insert_chunk(conn, chunk, now, &mut created)?;
+        rest = tail;
+    }
+    jobs.iter()
+        .map(|job| {
+            let outcome = if !allowed.get(job.user.as_str()).copied().unwrap_or(false) {
+                Ok(EnqueueOutcome::NotAllowed)
+            } else if created.contains(&job.id) {
+                created_job(job, now).map(EnqueueOutcome::Created)
+            } else {
+                not_inserted(conn, job)
+            };
+            match outcome {
+                Err(StoreError::Sqlite(error)) => Err(StoreError::Sqlite(error)),
+                outcome => Ok(outcome),
+            }
+        })
+        .collect()
+}
+
+/// Rows per multi-row statement, largest first (the last must be 1).
+const BATCH_CHUNKS: [usize; 4] = [64, 16, 4, 1];
+
+/// Inserts `chunk` with one statement, adding the ids it created (not those whose key was used before).
+fn insert_chunk(
+    conn: &Connection,
+    chunk: &[&NewJob],
+    now: i64,
+    created: &mut HashSet<String>,
+) -> Result<(), StoreError> {
+    const COLUMNS: usize = 14;
+    let values = (0..chunk.len())
+        .map(|row| {
+            let first = row * COLUMNS + 1;
+            let slots: Vec<String> = (first..first + COLUMNS).map(|i| format!("?{i}")).collect();
+            format!("({}, 'queued')", slots.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(",\n");
+    let sql = format!(
+        "INSERT INTO jobs (id, user_id, kind, payload, priority, run_at, max_attempts, timeout_ms, enqueued_at,
+                           idempotency_key, request_fingerprint, traceparent, concurrency_key, hold, status)
+         VALUES {values}
+         ON CONFLICT (user_id, idempotency_key) DO NOTHING
+         RETURNING id"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    for (row, job) in chunk.iter().enumerate() {
+        let first = row * COLUMNS + 1;
+        let values: [&dyn rusqlite::ToSql; COLUMNS] = [
+            &job.id,
+            &job.user,
+            &job.kind,
+            &job.payload,
+            &job.priority,
+            &job.run_at_ms,
+            &job.max_attempts,
+            &(job.timeout_ms as i64),
+            &now,
+            &job.idempotency_key,
+            &job.fingerprint,
+            &job.traceparent,
+            &job.concurrency_key,
+            &hold_for_run_at(job.run_at_ms, now),
+        ];
+        for (offset, value) in values.into_iter().enumerate() {
+            stmt.raw_bind_parameter(first + offset, value)?;
+        }
+    }
+    let mut rows = stmt.raw_query();
+    while let Some(row) = rows.next()? {
+        created.insert(row.get(0)?);
+    }
+    Ok(())
+}
+
+/// Whether no cap could refuse any of `jobs` (checked against the counters as they are, every job counted).
+fn room_for_all(conn: &Connection, jobs: &[&NewJob], caps: AdmissionLimits) -> Result<bool, StoreError> {
+    let n = jobs.len() as u64;
+    if caps.max_queue_depth > 0 {
+        let depth: i64 = conn.prepare_cached("SELECT queued FROM queue_stats")?.query_row([], |r| r.get(0))?;
+        if over(caps.max_queue_depth, depth.max(0) as u64 + n - 1) {
+            return Ok(false);
+        }
+    }
+    if caps.max_user_inflight > 0 {
+        let mut per_user: HashMap<&str, u64> = HashMap::new();
+        for job in jobs {
+            *per_user.entry(job.user.as_str()).or_default() += 1;
+        }
+        for (user, count) in per_user {
+            let inflight: i64 = conn
+                .prepare_cached("SELECT inflight FROM user_inflight WHERE user_id = ?1")?
+                .query_row([user], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0);
+            if over(caps.max_user_inflight, inflight.max(0) as u64 + count - 1) {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
+fn is_allowed(conn: &Connection, user: &str) -> Result<bool, StoreError> {
+    let allowed = conn
+        .prepare_cached("SELECT 1 FROM allowed_users WHERE user_id = ?1")?
+        .query_row([user], |_| Ok(()))
+        .optional()?;
+    Ok(allowed.is_some())
+}
+
+/// The answer for a job whose insert did nothing: its key was used before.
+fn not_inserted(conn: &Connection, job: &NewJob) -> Result<EnqueueOutcome, StoreError> {
     existing_for_key(conn, job)?.ok_or_else(|| StoreError::Task("an idempotency conflict without a row".into()))
+}
+
+/// The API's view of a job just stored.
+fn created_job(job: &NewJob, now: i64) -> Result<Job, StoreError> {
+    Ok(Job {
+        id: job.id.clone(),
+        engine: job.engine.clone(),
+        user: job.user.clone(),
+        kind: job.kind.clone(),
+        status: JobStatus::Queued,
+        payload: raw_json(job.payload.clone(), 4)?,
+        attempts: 0,
+        max_attempts: job.max_attempts,
+        priority: job.priority,
+        timeout_ms: job.timeout_ms,
+        run_at: format_ms(job.run_at_ms),
+        enqueued_at: format_ms(now),
+        claimed_at: None,
+        finished_at: None,
+        result: None,
+        error: None,
+        traceparent: job.traceparent.clone(),
+        concurrency_key: job.concurrency_key.clone(),
+        queue_position: None,
+        waiting_on: None,
+        cancel_requested: false,
+        progress: None,
+    })
 }
 
 /// The answer for a key already used by this user: the original job, or a conflict.
@@ -254,6 +407,46 @@ pub fn finish(
             Ok(FinishOutcome { status: JobStatus::Dead, run_at_ms: None, kind })
         }
     }
+}
+
+/// Records many successes in one statement (one statement journal for the batch, not one per job): each item is
+/// (job id, lease token, result JSON). Returns the kind of each job whose lease was still live, by job id; the
+/// others are left untouched, for the one-by-one path to explain.
+pub fn finish_succeeded_many(
+    conn: &Connection,
+    items: &[(&str, &str, Option<&str>)],
+    now: i64,
+) -> Result<HashMap<String, String>, StoreError> {
+    if items.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut finished = HashMap::with_capacity(items.len());
+    let mut rest = items;
+    while !rest.is_empty() {
+        let size = BATCH_CHUNKS.iter().copied().find(|size| *size <= rest.len()).unwrap_or(1);
+        let (chunk, tail) = rest.split_at(size);
+        let values = vec!["(?, ?, ?)"; chunk.len()].join(", ");
+        let mut stmt = conn.prepare_cached(&format!(
+            "UPDATE jobs SET status = 'succeeded', result = item.column3, error = NULL, finished_at = ?1,
+                    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+             FROM (VALUES {values}) AS item
+             WHERE jobs.id = item.column1 AND jobs.lease_token = item.column2
+               AND jobs.status = 'running' AND jobs.lease_expires_at > ?1
+             RETURNING jobs.id, jobs.kind"
+        ))?;
+        stmt.raw_bind_parameter(1, now)?;
+        for (row, (id, token, result)) in chunk.iter().enumerate() {
+            stmt.raw_bind_parameter(row * 3 + 2, id)?;
+            stmt.raw_bind_parameter(row * 3 + 3, token)?;
+            stmt.raw_bind_parameter(row * 3 + 4, result.unwrap_or("null"))?;
+        }
+        let mut rows = stmt.raw_query();
+        while let Some(row) = rows.next()? {
+            finished.insert(row.get(0)?, row.get(1)?);
+        }
+        rest = tail;
+    }
+    Ok(finished)
 }
 
 /// Cancels a queued job of `user`.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread;
 
 use flowork_common::clock::Clock;
-use flowork_common::wire::Lease;
+use flowork_common::wire::{JobStatus, Lease};
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -290,10 +290,18 @@ fn commit_batch(
         touched.clear();
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Every enqueue of the batch (single jobs and job batches) goes in first, in one statement.
+    let mut enqueued = enqueue_all(&tx, batch, now, context)?.into_iter();
     let mut results = Vec::with_capacity(batch.len());
     for request in batch {
         let mark = touched.map(Touched::mark);
-        let result = apply(&tx, &request.op, now, context);
+        let result = match &request.op {
+            WriteOp::Enqueue(_) => enqueued.next().unwrap_or_else(missing_outcome).map(WriteDone::Enqueued),
+            WriteOp::EnqueueMany(jobs) => {
+                enqueued.by_ref().take(jobs.len()).collect::<Result<Vec<_>, _>>().map(WriteDone::EnqueuedMany)
+            }
+            op => apply(&tx, op, now, context),
+        };
         // A heartbeat that reports no progress changes nothing a watcher sees.
         if let (Some(touched), Some(mark), WriteOp::Heartbeat { progress: None, .. }) = (touched, mark, &request.op) {
             touched.forget_since(mark);
@@ -310,12 +318,33 @@ fn commit_batch(
     Ok(Committed { results, released_parked: released > 0, touched })
 }
 
+/// The outcomes of every job the batch enqueues, in request order.
+fn enqueue_all(
+    conn: &Connection,
+    batch: &[WriteRequest],
+    now: i64,
+    context: &WriterContext,
+) -> Result<Vec<Result<EnqueueOutcome, StoreError>>, StoreError> {
+    let jobs: Vec<&NewJob> = batch
+        .iter()
+        .flat_map(|request| match &request.op {
+            WriteOp::Enqueue(job) => std::slice::from_ref(job),
+            WriteOp::EnqueueMany(jobs) => jobs.as_slice(),
+            _ => &[],
+        })
+        .collect();
+    queries::enqueue_many(conn, &jobs, now, context.caps)
+}
+
+fn missing_outcome() -> Result<EnqueueOutcome, StoreError> {
+    Err(StoreError::Task("an enqueue without an outcome".into()))
+}
+
 fn apply(conn: &Connection, op: &WriteOp, now: i64, context: &WriterContext) -> Result<WriteDone, StoreError> {
     match op {
         WriteOp::Enqueue(job) => queries::enqueue(conn, job, now, context.caps).map(WriteDone::Enqueued),
-        WriteOp::EnqueueMany(jobs) => jobs
-            .iter()
-            .map(|job| queries::enqueue(conn, job, now, context.caps))
+        WriteOp::EnqueueMany(jobs) => queries::enqueue_many(conn, &jobs.iter().collect::<Vec<_>>(), now, context.caps)?
+            .into_iter()
             .collect::<Result<Vec<_>, _>>()
             .map(WriteDone::EnqueuedMany),
         WriteOp::SetPaused(paused) => queries::set_paused(conn, *paused, now).map(WriteDone::Changed),
@@ -360,8 +389,24 @@ fn apply(conn: &Connection, op: &WriteOp, now: i64, context: &WriterContext) -> 
             finish_one(conn, job_id, lease_token, finish, now, context).map(WriteDone::Finished)
         }
         WriteOp::FinishMany(items) => {
+            // Successes go in one statement; the rest (failures, cancellations, and successes whose lease was
+            // lost, to say why) one by one.
+            let successes: Vec<(&str, &str, Option<&str>)> = items
+                .iter()
+                .filter_map(|(id, token, finish)| match finish {
+                    Finish::Succeeded { result } => Some((id.as_str(), token.as_str(), result.as_deref())),
+                    _ => None,
+                })
+                .collect();
+            let mut succeeded = queries::finish_succeeded_many(conn, &successes, now)?;
             let mut outcomes = Vec::with_capacity(items.len());
             for (job_id, lease_token, finish) in items {
+                // Taken out once: the same job twice in one batch finishes once; the second learns its lease is gone.
+                if let Some(kind) = succeeded.remove(job_id) {
+                    breakers::record(conn, &kind, job_id, None, now, context.breaker)?;
+                    outcomes.push(Ok(FinishOutcome { status: JobStatus::Succeeded, run_at_ms: None, kind }));
+                    continue;
+                }
                 match finish_one(conn, job_id, lease_token, finish, now, context) {
                     // A database failure breaks the transaction; only refusals are per item.
                     Err(StoreError::Sqlite(error)) => return Err(StoreError::Sqlite(error)),
