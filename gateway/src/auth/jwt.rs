@@ -13,6 +13,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use super::AuthError;
+use super::token_cache::{self, TokenCache};
 use crate::secure_fs::{create_private_dir, write_private_file_new};
 
 const ISSUER: &str = "flowork";
@@ -52,6 +53,7 @@ pub struct KeyRing {
     dir: PathBuf,
     keys: RwLock<Vec<SigningKey>>,
     last_reload: RwLock<Instant>,
+    verified: TokenCache,
 }
 
 fn key_error(e: impl std::fmt::Display) -> AuthError {
@@ -88,7 +90,12 @@ impl KeyRing {
             add_key(&dir, None)?;
             keys = read_keys(&dir)?;
         }
-        Ok(Self { dir, keys: RwLock::new(keys), last_reload: RwLock::new(Instant::now()) })
+        Ok(Self {
+            dir,
+            keys: RwLock::new(keys),
+            last_reload: RwLock::new(Instant::now()),
+            verified: TokenCache::default(),
+        })
     }
 
     /// Adds a new newest key (the old ones keep verifying the tokens they signed); returns its kid.
@@ -160,6 +167,10 @@ impl KeyRing {
         Ok(pruned)
     }
 
+    fn has_key(&self, kid: &str) -> bool {
+        self.keys.read().map(|keys| keys.iter().any(|k| k.kid == kid)).unwrap_or(false)
+    }
+
     fn secret_for(&self, kid: &str) -> Option<Vec<u8>> {
         let keys = self.keys.read().ok()?;
         keys.iter().find(|k| k.kid == kid).map(|k| k.secret.clone())
@@ -172,6 +183,11 @@ impl KeyRing {
 
     /// Checks signature (HS256 only, by `kid`), issuer, audience, `exp`, `nbf` and `jti`; returns the claims.
     pub fn verify_for(&self, token: &str, audience: &str) -> Result<AccessClaims, AuthError> {
+        let digest = token_cache::digest(token);
+        let now_s = flowork_common::clock::system_now_ms() / 1_000;
+        if let Some(claims) = self.verified.get(&digest, audience, now_s, |kid| self.has_key(kid)) {
+            return Ok(claims);
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::InvalidToken(e.to_string()))?;
         if header.alg != Algorithm::HS256 {
             return Err(AuthError::InvalidToken("unexpected signing algorithm".into()));
@@ -202,6 +218,7 @@ impl KeyRing {
         if claims.jti.is_empty() {
             return Err(AuthError::InvalidToken("no token id".into()));
         }
+        self.verified.put(digest, audience, &kid, &claims);
         Ok(claims)
     }
 }

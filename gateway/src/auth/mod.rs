@@ -5,6 +5,7 @@ pub mod extract;
 pub mod jwt;
 pub mod scope;
 pub mod signin;
+pub mod token_cache;
 
 use thiserror::Error;
 
