@@ -298,7 +298,10 @@ fn commit_batch(
         let result = match &request.op {
             WriteOp::Enqueue(_) => enqueued.next().unwrap_or_else(missing_outcome).map(WriteDone::Enqueued),
             WriteOp::EnqueueMany(jobs) => {
-                enqueued.by_ref().take(jobs.len()).collect::<Result<Vec<_>, _>>().map(WriteDone::EnqueuedMany)
+                // All of this request's outcomes are taken before any is looked at, so an early error cannot leave
+                // some of them to the next request.
+                let outcomes: Vec<_> = enqueued.by_ref().take(jobs.len()).collect();
+                outcomes.into_iter().collect::<Result<Vec<_>, _>>().map(WriteDone::EnqueuedMany)
             }
             op => apply(&tx, op, now, context),
         };
