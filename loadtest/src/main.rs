@@ -10,6 +10,7 @@
 //! status 3 when an SLO is missed.
 
 mod chart;
+mod client;
 mod sender;
 mod spawn;
 mod stats;

@@ -6,8 +6,27 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use http::header::HeaderValue;
+use http::{Method, Uri};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+
+use crate::client::Lean;
+
+/// How long one request may take before it counts as failed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The one field of a created job the generator reads.
+#[derive(Deserialize)]
+struct Created {
+    id: Option<String>,
+}
+
+/// A request with the generator's timeout.
+async fn timed<T>(request: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::time::timeout(REQUEST_TIMEOUT, request).await.map_err(|_| anyhow::anyhow!("no answer in time"))?
+}
 
 /// One `POST /jobs`: when it was due (since the phase began), how long until it was answered, and the answer.
 #[derive(Debug, Clone)]
@@ -22,9 +41,9 @@ pub struct Sent {
 /// Where and what to send.
 #[derive(Clone)]
 pub struct Target {
-    pub client: reqwest::Client,
-    pub url: String,
-    pub token: String,
+    pub client: Lean,
+    pub url: Uri,
+    pub batch_url: Uri,
     pub engine: String,
     /// Prefix of the idempotency keys, unique per phase.
     pub tag: String,
@@ -34,15 +53,10 @@ pub struct Target {
 
 impl Target {
     pub fn new(base: &str, token: &str, engine: &str, tag: &str, connections: usize) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(connections)
-            .tcp_nodelay(true)
-            .timeout(Duration::from_secs(30))
-            .build()?;
         Ok(Self {
-            client,
-            url: format!("{base}/jobs"),
-            token: token.to_string(),
+            client: Lean::new(Some(token), connections)?,
+            url: format!("{base}/jobs").parse()?,
+            batch_url: format!("{base}/jobs/batch").parse()?,
             engine: engine.to_string(),
             tag: tag.to_string(),
             batch: 1,
@@ -65,16 +79,11 @@ impl Target {
                        "idempotency_key": format!("{}-{i}", self.tag)})
             })
             .collect();
-        let response = self
-            .client
-            .post(format!("{}/batch", self.url))
-            .bearer_auth(&self.token)
-            .json(&json!({ "jobs": items }))
-            .send()
-            .await;
+        let body = serde_json::to_vec(&json!({ "jobs": items })).unwrap_or_default();
+        let response = timed(self.client.send(Method::POST, &self.batch_url, None, Some(body))).await;
         let due_s = due.duration_since(phase_start).as_secs_f64();
         let answer: Option<Value> = match response {
-            Ok(r) if r.status().is_success() => r.json().await.ok(),
+            Ok((status, bytes)) if (200..300).contains(&status) => serde_json::from_slice(&bytes).ok(),
             _ => None,
         };
         let latency_ms = due.elapsed().as_secs_f64() * 1_000.0;
@@ -90,22 +99,12 @@ impl Target {
     }
 
     async fn post(&self, i: usize, due: Instant, phase_start: Instant) -> Sent {
-        let body = json!({"engine": self.engine, "kind": "echo", "payload": {"i": i}});
-        let response = self
-            .client
-            .post(&self.url)
-            .bearer_auth(&self.token)
-            .header("idempotency-key", format!("{}-{i}", self.tag))
-            .json(&body)
-            .send()
-            .await;
-        let (status, job_id) = match response {
-            Ok(r) => {
-                let status = r.status().as_u16();
-                let id = match r.json::<Value>().await {
-                    Ok(body) => body["id"].as_str().map(str::to_string),
-                    Err(_) => None,
-                };
+        let body = serde_json::to_vec(&json!({"engine": self.engine, "kind": "echo", "payload": {"i": i}}))
+            .unwrap_or_default();
+        let key = HeaderValue::from_str(&format!("{}-{i}", self.tag)).ok().map(|v| ("idempotency-key", v));
+        let (status, job_id) = match timed(self.client.send(Method::POST, &self.url, key, Some(body))).await {
+            Ok((status, bytes)) => {
+                let id = serde_json::from_slice::<Created>(&bytes).ok().and_then(|c| c.id);
                 (status, id)
             }
             Err(_) => (0, None),

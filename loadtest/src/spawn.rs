@@ -100,18 +100,18 @@ pub async fn measure_startup(args: &Args) -> anyhow::Result<f64> {
 /// A closed loop against `GET /healthz` (no auth, no store): the HTTP baseline of this machine, measured in the
 /// same run so rates can be read as ratios.
 pub async fn healthz_baseline(base: &str, requests: usize, concurrency: usize) -> anyhow::Result<f64> {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).tcp_nodelay(true).build()?;
+    let client = crate::client::Lean::new(None, concurrency)?;
+    let url: http::Uri = format!("{base}/healthz").parse()?;
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (client, next, url) = (client.clone(), next.clone(), format!("{base}/healthz"));
+        let (client, next, url) = (client.clone(), next.clone(), url.clone());
         tasks.push(tokio::spawn(async move {
             let mut ok = 0usize;
             while next.fetch_add(1, Ordering::Relaxed) < requests {
-                if let Ok(r) = client.get(&url).send().await
-                    && r.status().is_success()
-                    && r.bytes().await.is_ok()
+                if let Ok((status, _)) = client.send(http::Method::GET, &url, None, None).await
+                    && (200..300).contains(&status)
                 {
                     ok += 1;
                 }
