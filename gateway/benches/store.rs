@@ -1,5 +1,6 @@
 //! The shard store's write path — enqueue, claim, finish — in transactions of 1, 16 and 256 operations (what one
-//! group commit holds), each beside a raw rusqlite baseline in the same run: the same number of single-row
+//! group commit holds), each as the writer runs it (a transaction's enqueues, a claim's leases and a report's
+//! successes each in multi-row statements), each beside a raw rusqlite baseline in the same run: the same number of single-row
 //! statements (INSERT of a job-sized row, UPDATE by primary key) on a one-table database with the same settings
 //! (WAL, synchronous=NORMAL). After the runs it prints each operation's time as a ratio of its baseline.
 //! The live-event feed's cost is measured the same way: enqueue with the writer's update hook installed and no
@@ -16,7 +17,7 @@ use flowork_common::wire::Lease;
 use flowork_gateway::admission::AdmissionLimits;
 use flowork_gateway::store::sqlite::touched::{self, Touched};
 use flowork_gateway::store::sqlite::{connection, fair, migrate, queries};
-use flowork_gateway::store::{EnqueueOutcome, Finish, NewJob, RetryPolicy};
+use flowork_gateway::store::{EnqueueOutcome, NewJob};
 use rusqlite::{Connection, TransactionBehavior, params};
 
 const NOW: i64 = 1_800_000_000_000;
@@ -71,10 +72,11 @@ impl Shard {
     /// Enqueues `n` jobs in one transaction.
     fn enqueue(&mut self, n: usize) {
         let jobs: Vec<NewJob> = (0..n).map(|_| self.new_job()).collect();
+        // As the writer does with a group commit's enqueues: all in one call (one statement per chunk).
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).expect("begin");
-        for job in &jobs {
-            let outcome = queries::enqueue(&tx, job, NOW, AdmissionLimits::default()).expect("enqueue");
-            assert!(matches!(outcome, EnqueueOutcome::Created(_)));
+        let refs: Vec<&NewJob> = jobs.iter().collect();
+        for outcome in queries::enqueue_many(&tx, &refs, NOW, AdmissionLimits::default()).expect("enqueue") {
+            assert!(matches!(outcome, Ok(EnqueueOutcome::Created(_))));
         }
         tx.commit().expect("commit");
         if let Some(touched) = &self.touched {
@@ -99,12 +101,12 @@ impl Shard {
 
     /// Finishes leases in one transaction.
     fn finish(&mut self, leases: &[Lease]) {
+        // As an engine's batched report arrives: the successes in one call (one statement per chunk).
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).expect("begin");
-        let done = Finish::Succeeded { result: Some(r#"{"ok":true}"#.into()) };
-        for lease in leases {
-            queries::finish(&tx, &lease.job.id, &lease.lease_token, &done, NOW, RetryPolicy::default(), 0.5)
-                .expect("finish");
-        }
+        let items: Vec<(&str, &str, Option<&str>)> =
+            leases.iter().map(|l| (l.job.id.as_str(), l.lease_token.as_str(), Some(r#"{"ok":true}"#))).collect();
+        let done = queries::finish_succeeded_many(&tx, &items, NOW).expect("finish");
+        assert_eq!(done.len(), leases.len());
         tx.commit().expect("commit");
     }
 }
