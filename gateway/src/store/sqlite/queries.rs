@@ -4,6 +4,7 @@
 //! on pooled connections. State guards live in the `WHERE` clauses, so a stale caller changes nothing.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::OnceLock;
 
 use flowork_common::backoff::full_jitter_delay_ms;
 use flowork_common::timefmt::format_ms;
@@ -160,6 +161,18 @@ pub fn enqueue_many(
 /// Rows per multi-row statement, largest first (the last must be 1).
 const BATCH_CHUNKS: [usize; 4] = [64, 16, 4, 1];
 
+/// The text of a multi-row statement for each chunk size, made once per process.
+type ChunkSql = OnceLock<[String; BATCH_CHUNKS.len()]>;
+static INSERT_SQL: ChunkSql = OnceLock::new();
+static SUCCEED_SQL: ChunkSql = OnceLock::new();
+
+/// The statement for a chunk of `rows` (one of `BATCH_CHUNKS`), written by `make` the first time.
+fn chunk_sql(cache: &'static ChunkSql, rows: usize, make: impl Fn(usize) -> String) -> &'static str {
+    let texts = cache.get_or_init(|| BATCH_CHUNKS.map(&make));
+    let index = BATCH_CHUNKS.iter().position(|size| *size == rows).unwrap_or(BATCH_CHUNKS.len() - 1);
+    &texts[index]
+}
+
 /// Inserts `chunk` with one statement, adding the ids it created (not those whose key was used before).
 fn insert_chunk(
     conn: &Connection,
@@ -168,22 +181,24 @@ fn insert_chunk(
     created: &mut HashSet<String>,
 ) -> Result<(), StoreError> {
     const COLUMNS: usize = 14;
-    let values = (0..chunk.len())
-        .map(|row| {
-            let first = row * COLUMNS + 1;
-            let slots: Vec<String> = (first..first + COLUMNS).map(|i| format!("?{i}")).collect();
-            format!("({}, 'queued')", slots.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(",\n");
-    let sql = format!(
-        "INSERT INTO jobs (id, user_id, kind, payload, priority, run_at, max_attempts, timeout_ms, enqueued_at,
-                           idempotency_key, request_fingerprint, traceparent, concurrency_key, hold, status)
-         VALUES {values}
-         ON CONFLICT (user_id, idempotency_key) DO NOTHING
-         RETURNING id"
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
+    let sql = chunk_sql(&INSERT_SQL, chunk.len(), |rows| {
+        let values = (0..rows)
+            .map(|row| {
+                let first = row * COLUMNS + 1;
+                let slots: Vec<String> = (first..first + COLUMNS).map(|i| format!("?{i}")).collect();
+                format!("({}, 'queued')", slots.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join(",\n");
+        format!(
+            "INSERT INTO jobs (id, user_id, kind, payload, priority, run_at, max_attempts, timeout_ms, enqueued_at,
+                               idempotency_key, request_fingerprint, traceparent, concurrency_key, hold, status)
+             VALUES {values}
+             ON CONFLICT (user_id, idempotency_key) DO NOTHING
+             RETURNING id"
+        )
+    });
+    let mut stmt = conn.prepare_cached(sql)?;
     for (row, job) in chunk.iter().enumerate() {
         let first = row * COLUMNS + 1;
         let values: [&dyn rusqlite::ToSql; COLUMNS] = [
@@ -425,15 +440,18 @@ pub fn finish_succeeded_many(
     while !rest.is_empty() {
         let size = BATCH_CHUNKS.iter().copied().find(|size| *size <= rest.len()).unwrap_or(1);
         let (chunk, tail) = rest.split_at(size);
-        let values = vec!["(?, ?, ?)"; chunk.len()].join(", ");
-        let mut stmt = conn.prepare_cached(&format!(
-            "UPDATE jobs SET status = 'succeeded', result = item.column3, error = NULL, finished_at = ?1,
-                    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
-             FROM (VALUES {values}) AS item
-             WHERE jobs.id = item.column1 AND jobs.lease_token = item.column2
-               AND jobs.status = 'running' AND jobs.lease_expires_at > ?1
-             RETURNING jobs.id, jobs.kind"
-        ))?;
+        let sql = chunk_sql(&SUCCEED_SQL, chunk.len(), |rows| {
+            let values = vec!["(?, ?, ?)"; rows].join(", ");
+            format!(
+                "UPDATE jobs SET status = 'succeeded', result = item.column3, error = NULL, finished_at = ?1,
+                        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+                 FROM (VALUES {values}) AS item
+                 WHERE jobs.id = item.column1 AND jobs.lease_token = item.column2
+                   AND jobs.status = 'running' AND jobs.lease_expires_at > ?1
+                 RETURNING jobs.id, jobs.kind"
+            )
+        });
+        let mut stmt = conn.prepare_cached(sql)?;
         stmt.raw_bind_parameter(1, now)?;
         for (row, (id, token, result)) in chunk.iter().enumerate() {
             stmt.raw_bind_parameter(row * 3 + 2, id)?;
