@@ -20,9 +20,11 @@ use flowork_gateway::store::sqlite::{connection, fair, migrate, queries};
 use flowork_gateway::store::{EnqueueOutcome, NewJob};
 use rusqlite::{Connection, TransactionBehavior, params};
 
-const NOW: i64 = 1_800_000_000_000;
+mod workload;
+
+use workload::{NOW, PAYLOAD, sample_job};
+
 const BATCHES: [usize; 3] = [1, 16, 256];
-const PAYLOAD: &str = r#"{"order":42,"customer":"c-1001","items":[1,2,3]}"#;
 
 struct Shard {
     conn: Connection,
@@ -52,21 +54,7 @@ impl Shard {
 
     fn new_job(&mut self) -> NewJob {
         self.next += 1;
-        NewJob {
-            id: uuid::Uuid::now_v7().to_string(),
-            engine: "bench".into(),
-            user: "bench-user".into(),
-            kind: "echo".into(),
-            payload: PAYLOAD.into(),
-            priority: 0,
-            run_at_ms: NOW,
-            max_attempts: 3,
-            timeout_ms: 30_000,
-            idempotency_key: format!("key-{}", self.next),
-            fingerprint: "0".repeat(64),
-            traceparent: None,
-            concurrency_key: None,
-        }
+        sample_job("bench", "bench-user", self.next)
     }
 
     /// Enqueues `n` jobs in one transaction.

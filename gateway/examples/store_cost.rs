@@ -12,27 +12,12 @@ use flowork_gateway::store::sqlite::{connection, fair, migrate, queries};
 use flowork_gateway::store::{EnqueueOutcome, NewJob};
 use rusqlite::TransactionBehavior;
 
-const NOW: i64 = 1_800_000_000_000;
 const BATCH: usize = 256;
-const PAYLOAD: &str = r#"{"order":42,"customer":"c-1001","items":[1,2,3]}"#;
 
-fn new_job(n: usize) -> NewJob {
-    NewJob {
-        id: uuid::Uuid::now_v7().to_string(),
-        engine: "cost".into(),
-        user: "cost-user".into(),
-        kind: "echo".into(),
-        payload: PAYLOAD.into(),
-        priority: 0,
-        run_at_ms: NOW,
-        max_attempts: 3,
-        timeout_ms: 30_000,
-        idempotency_key: format!("key-{n}"),
-        fingerprint: "0".repeat(64),
-        traceparent: None,
-        concurrency_key: None,
-    }
-}
+#[path = "../benches/workload/mod.rs"]
+mod workload;
+
+use workload::{NOW, sample_job};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -50,7 +35,7 @@ fn main() -> anyhow::Result<()> {
     migrate::apply(&mut conn, migrate::SHARD, "cost")?;
     queries::allow_user(&conn, "cost-user", true, NOW)?;
     // The jobs are made before any phase, so every phase pays the same for them.
-    let jobs: Vec<NewJob> = (0..batches * BATCH).map(new_job).collect();
+    let jobs: Vec<NewJob> = (0..batches * BATCH).map(|n| sample_job("cost", "cost-user", n as u64)).collect();
     if rank >= 1 {
         for chunk in jobs.chunks(BATCH) {
             // As the writer takes a group commit's enqueues: in one statement.

@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
+use std::sync::OnceLock;
 
 use flowork_common::timefmt::format_ms;
 use flowork_common::wire::Lease;
@@ -88,14 +89,17 @@ fn advance(conn: &Connection, share: &Share, served: usize) -> Result<(), StoreE
     Ok(())
 }
 
-/// The statement that leases a list of jobs (`?4`, an `rarray`) by primary key.
-fn lease_sql() -> String {
-    format!(
-        "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = ?1,
-                lease_token = lower(hex(randomblob(16))), lease_expires_at = ?2, claimed_at = ?3
-         WHERE id IN rarray(?4) AND status = 'queued'
-         RETURNING {JOB_COLUMNS}, lease_token"
-    )
+/// The statement that leases a list of jobs (`?4`, an `rarray`) by primary key; its text is made once.
+fn lease_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        format!(
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = ?1,
+                    lease_token = lower(hex(randomblob(16))), lease_expires_at = ?2, claimed_at = ?3
+             WHERE id IN rarray(?4) AND status = 'queued'
+             RETURNING {JOB_COLUMNS}, lease_token"
+        )
+    })
 }
 
 /// Leases queued jobs in one statement (one statement journal for all of them, not one per job), in the order
@@ -111,9 +115,8 @@ fn lease_jobs(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = lease_sql();
     let list = Rc::new(ids.iter().map(|id| Value::Text(id.clone())).collect::<Vec<_>>());
-    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut stmt = conn.prepare_cached(lease_sql())?;
     let rows = stmt.query_map(params![worker, expires, now, list], |row| {
         let runnable_since = row.get::<_, i64>(9)?.max(row.get::<_, i64>(10)?);
         let lease = Lease {
@@ -284,9 +287,8 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         rusqlite::vtab::array::load_module(&conn).unwrap();
         super::super::migrate::apply(&mut conn, super::super::migrate::SHARD, "memory").unwrap();
-        let lease = lease_sql();
         let mut statements: Vec<&str> = CLAIM_SQL.to_vec();
-        statements.push(&lease);
+        statements.push(lease_sql());
         statements.extend(super::super::position::POSITION_SQL);
         let next_due = "SELECT min(run_at) FROM jobs WHERE status = 'queued' AND hold = 1";
         statements.push(next_due);

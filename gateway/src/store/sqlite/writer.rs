@@ -295,16 +295,7 @@ fn commit_batch(
     let mut results = Vec::with_capacity(batch.len());
     for request in batch {
         let mark = touched.map(Touched::mark);
-        let result = match &request.op {
-            WriteOp::Enqueue(_) => enqueued.next().unwrap_or_else(missing_outcome).map(WriteDone::Enqueued),
-            WriteOp::EnqueueMany(jobs) => {
-                // All of this request's outcomes are taken before any is looked at, so an early error cannot leave
-                // some of them to the next request.
-                let outcomes: Vec<_> = enqueued.by_ref().take(jobs.len()).collect();
-                outcomes.into_iter().collect::<Result<Vec<_>, _>>().map(WriteDone::EnqueuedMany)
-            }
-            op => apply(&tx, op, now, context),
-        };
+        let result = apply(&tx, &request.op, now, context, &mut enqueued);
         // A heartbeat that reports no progress changes nothing a watcher sees.
         if let (Some(touched), Some(mark), WriteOp::Heartbeat { progress: None, .. }) = (touched, mark, &request.op) {
             touched.forget_since(mark);
@@ -343,13 +334,22 @@ fn missing_outcome() -> Result<EnqueueOutcome, StoreError> {
     Err(StoreError::Task("an enqueue without an outcome".into()))
 }
 
-fn apply(conn: &Connection, op: &WriteOp, now: i64, context: &WriterContext) -> Result<WriteDone, StoreError> {
+/// Applies one request; its enqueues' outcomes come from `enqueued` (the batch's enqueues, already written).
+fn apply(
+    conn: &Connection,
+    op: &WriteOp,
+    now: i64,
+    context: &WriterContext,
+    enqueued: &mut impl Iterator<Item = Result<EnqueueOutcome, StoreError>>,
+) -> Result<WriteDone, StoreError> {
     match op {
-        WriteOp::Enqueue(job) => queries::enqueue(conn, job, now, context.caps).map(WriteDone::Enqueued),
-        WriteOp::EnqueueMany(jobs) => queries::enqueue_many(conn, &jobs.iter().collect::<Vec<_>>(), now, context.caps)?
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()
-            .map(WriteDone::EnqueuedMany),
+        WriteOp::Enqueue(_) => enqueued.next().unwrap_or_else(missing_outcome).map(WriteDone::Enqueued),
+        WriteOp::EnqueueMany(jobs) => {
+            // All of this request's outcomes are taken before any is looked at, so an early error cannot leave
+            // some of them to the next request.
+            let outcomes: Vec<_> = enqueued.by_ref().take(jobs.len()).collect();
+            outcomes.into_iter().collect::<Result<Vec<_>, _>>().map(WriteDone::EnqueuedMany)
+        }
         WriteOp::SetPaused(paused) => queries::set_paused(conn, *paused, now).map(WriteDone::Changed),
         WriteOp::Claim { .. } if queries::is_paused(conn)? => {
             // A paused engine gets nothing; the waiting claim sleeps until resumed (resume wakes it).
