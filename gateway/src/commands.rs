@@ -11,15 +11,14 @@ use serde_json::json;
 
 use crate::audit::AuditEntry;
 use crate::auth::engine_token;
-use crate::auth::jwt::KeyRing;
 use crate::auth::scope::parse_scopes;
 use crate::config::{AdminCommand, AuditCommand, DataArgs, EngineCommand, KeysCommand, TokenCommand};
 use crate::secure_fs::write_private_file;
-use crate::store::sqlite::SqliteStore;
-use crate::store::{ControlStore, JobStore, RetryPolicy};
+use crate::store::open::{Stores, open};
 
-async fn open_store(data: &DataArgs) -> anyhow::Result<SqliteStore> {
-    Ok(SqliteStore::open(&data.data_dir, Arc::new(SystemClock), RetryPolicy::default()).await?)
+/// The store `data` names (the SQLite shards, or PostgreSQL with `--store`).
+async fn open_store(data: &DataArgs) -> anyhow::Result<Stores> {
+    Ok(open(data, Arc::new(SystemClock), Default::default()).await?)
 }
 
 /// Hands a new engine token to the operator: into a 0600 file, or once on stdout.
@@ -50,12 +49,12 @@ pub async fn engine(command: EngineCommand) -> anyhow::Result<()> {
             }
             let store = open_store(&data).await?;
             let token = engine_token::generate();
-            store.add_engine(&name, owner.as_deref(), &engine_token::hash(&token)).await?;
+            store.control.add_engine(&name, owner.as_deref(), &engine_token::hash(&token)).await?;
             audit_cli(&store, "engine.add", &name).await?;
             deliver_token(&name, &token, json, token_file.as_deref(), "registered")?;
         }
         EngineCommand::List { json, data } => {
-            let engines = open_store(&data).await?.list_engines().await?;
+            let engines = open_store(&data).await?.control.list_engines().await?;
             if json {
                 let list: Vec<_> = engines
                     .iter()
@@ -81,31 +80,31 @@ pub async fn engine(command: EngineCommand) -> anyhow::Result<()> {
         EngineCommand::RotateToken { name, json, token_file, grace, data } => {
             let store = open_store(&data).await?;
             let token = engine_token::generate();
-            store.set_engine_token(&name, &engine_token::hash(&token), grace.as_millis() as u64).await?;
+            store.control.set_engine_token(&name, &engine_token::hash(&token), grace.as_millis() as u64).await?;
             audit_cli(&store, "engine.rotate_token", &name).await?;
             deliver_token(&name, &token, json, token_file.as_deref(), "has a new token")?;
         }
         EngineCommand::Revoke { name, data } => {
             let store = open_store(&data).await?;
-            store.revoke_engine(&name).await?;
+            store.control.revoke_engine(&name).await?;
             audit_cli(&store, "engine.revoke", &name).await?;
             println!("engine {name} revoked");
         }
         EngineCommand::Allow { name, user, data } => {
             validate_user_id(&user)?;
             let store = open_store(&data).await?;
-            let changed = store.allow_user(&name, &user, false).await?;
+            let changed = store.jobs.allow_user(&name, &user, false).await?;
             audit_cli(&store, "engine.allow", &format!("{name}/{user}")).await?;
             println!("{user} {} on the whitelist of {name}", if changed { "is now" } else { "was already" });
         }
         EngineCommand::Disallow { name, user, data } => {
             let store = open_store(&data).await?;
-            let changed = store.disallow_user(&name, &user).await?;
+            let changed = store.jobs.disallow_user(&name, &user).await?;
             audit_cli(&store, "engine.disallow", &format!("{name}/{user}")).await?;
             println!("{user} {} the whitelist of {name}", if changed { "was removed from" } else { "was not on" });
         }
         EngineCommand::Users { name, data } => {
-            for user in open_store(&data).await?.allowed_users(&name).await? {
+            for user in open_store(&data).await?.jobs.allowed_users(&name).await? {
                 println!("{}{}", user.user, if user.is_owner { " (owner)" } else { "" });
             }
         }
@@ -118,8 +117,8 @@ pub async fn token(command: TokenCommand) -> anyhow::Result<()> {
     match command {
         TokenCommand::Mint { user, ttl, json, data } => {
             validate_user_id(&user)?;
-            open_store(&data).await?; // creates the data directory on a fresh machine
-            let keys = KeyRing::load_or_create(&data.data_dir)?;
+            // Opening creates the data directory on a fresh machine.
+            let keys = open_store(&data).await?.key_ring(&data).await?;
             let token = keys.mint(&user, ttl, SystemClock.now_ms())?;
             if json {
                 println!("{}", json!({ "access_token": token, "token_type": "Bearer", "expires_in": ttl.as_secs() }));
@@ -136,8 +135,8 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::Rotate { data } => {
             let store = open_store(&data).await?;
-            let ring = KeyRing::load_or_create(&data.data_dir)?;
-            let kid = ring.rotate()?;
+            let ring = store.key_ring(&data).await?;
+            let kid = store.rotate_key(&ring).await?;
             let pruned = ring.prune(SystemClock.now_ms())?;
             audit_cli(&store, "keys.rotate", &kid).await?;
             println!("new signing key {kid} is now used for new tokens; {pruned} retired key(s) pruned");
@@ -158,7 +157,7 @@ pub async fn admin(command: AdminCommand) -> anyhow::Result<()> {
                 anyhow::bail!("an admin token may live at most 15 minutes");
             }
             let store = open_store(&data).await?;
-            let token = KeyRing::load_or_create(&data.data_dir)?.mint_admin(&scopes, ttl, SystemClock.now_ms())?;
+            let token = store.key_ring(&data).await?.mint_admin(&scopes, ttl, SystemClock.now_ms())?;
             audit_cli(&store, "admin.token", &scopes.join(",")).await?;
             println!("{}", flowork_common::secret::wrap(flowork_common::secret::ADMIN_PREFIX, &token));
         }
@@ -169,7 +168,7 @@ pub async fn admin(command: AdminCommand) -> anyhow::Result<()> {
 /// `flowork-gateway audit ...`
 pub async fn audit(command: AuditCommand) -> anyhow::Result<()> {
     match command {
-        AuditCommand::Verify { data } => match open_store(&data).await?.verify_audit().await? {
+        AuditCommand::Verify { data } => match open_store(&data).await?.control.verify_audit().await? {
             Ok(rows) => println!("audit chain intact: {rows} rows verified"),
             Err(broken) => anyhow::bail!("{broken}"),
         },
@@ -179,6 +178,7 @@ pub async fn audit(command: AuditCommand) -> anyhow::Result<()> {
 
 /// `backup --to DIR`: an online copy while the gateway serves.
 pub async fn backup(data: &DataArgs, to: &Path) -> anyhow::Result<()> {
+    sqlite_only(data, "backup", "pg_dump")?;
     let (dir, target) = (data.data_dir.clone(), to.to_path_buf());
     let report = tokio::task::spawn_blocking(move || crate::backup::backup(&dir, &target)).await??;
     println!(
@@ -194,6 +194,7 @@ pub async fn backup(data: &DataArgs, to: &Path) -> anyhow::Result<()> {
 
 /// `restore --from DIR [--force]`: with the gateway stopped.
 pub async fn restore(data: &DataArgs, from: &Path, force: bool) -> anyhow::Result<()> {
+    sqlite_only(data, "restore", "pg_restore")?;
     let (dir, source) = (data.data_dir.clone(), from.to_path_buf());
     let (report, aside) = tokio::task::spawn_blocking(move || crate::backup::restore(&source, &dir, force)).await??;
     if let Some(aside) = aside {
@@ -211,7 +212,15 @@ pub async fn restore(data: &DataArgs, from: &Path, force: bool) -> anyhow::Resul
 }
 
 /// Records an operator action taken on the command line.
-async fn audit_cli(store: &SqliteStore, action: &str, target: &str) -> anyhow::Result<()> {
-    store.append_audit(AuditEntry::new("cli", action, "ok").target(target)).await?;
+async fn audit_cli(store: &Stores, action: &str, target: &str) -> anyhow::Result<()> {
+    store.control.append_audit(AuditEntry::new("cli", action, "ok").target(target)).await?;
+    Ok(())
+}
+
+/// Refuses a SQLite-only command on the PostgreSQL store, naming PostgreSQL's own tool.
+fn sqlite_only(data: &DataArgs, command: &str, instead: &str) -> anyhow::Result<()> {
+    if data.store.as_deref().is_some_and(|s| !s.is_empty()) {
+        anyhow::bail!("`{command}` copies the SQLite data directory; for the PostgreSQL store use `{instead}`");
+    }
     Ok(())
 }

@@ -76,6 +76,10 @@ pub struct DataArgs {
     /// Folder of the control database, the per-engine shards and the signing keys.
     #[arg(long, env = "FLOWORK_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// The shared PostgreSQL store of a gateway fleet (`postgres://USER@HOST:PORT/DB`); without it, the SQLite
+    /// shards under `--data-dir`.
+    #[arg(long, env = "FLOWORK_STORE")]
+    pub store: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

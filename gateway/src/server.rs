@@ -23,7 +23,7 @@ use crate::inflight::InflightKeys;
 use crate::metrics::GatewayMetrics;
 use crate::network::{CidrRules, NetworkPolicy};
 use crate::rate_limit::{Limit, RateLimits};
-use crate::store::sqlite::SqliteStore;
+use crate::store::open::{Backend, StorePolicies};
 use crate::store::{BreakerPolicy, ControlStore, JobStore, RetryPolicy};
 
 /// What every handler can reach.
@@ -121,11 +121,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         window_ms: args.breaker_window.as_millis() as u64,
         cooldown_ms: args.breaker_cooldown.as_millis() as u64,
     };
-    let store = Arc::new(
-        SqliteStore::open(&args.data.data_dir, clock.clone(), retry).await?.with_caps(caps).with_breaker(breaker),
-    );
+    let policies = StorePolicies { retry, caps, breaker };
+    let stores = crate::store::open::open(&args.data, clock.clone(), policies).await?;
+    let store = stores.jobs.clone();
     let started = std::time::Instant::now();
-    let keys = Arc::new(KeyRing::load_or_create(&args.data.data_dir)?);
+    let keys = Arc::new(stores.key_ring(&args.data).await?);
     let limits = JobLimits {
         max_payload_bytes: args.max_payload_bytes,
         default_max_attempts: args.default_max_attempts,
@@ -140,13 +140,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
     });
-    tracing::info!(addr = %addr, data_dir = %args.data.data_dir.display(), "listening");
+    match &args.data.store {
+        Some(url) => tracing::info!(addr = %addr, store = %crate::store::postgres::redact(url), "listening"),
+        None => tracing::info!(addr = %addr, data_dir = %args.data.data_dir.display(), "listening"),
+    }
 
     let shutdown = CancellationToken::new();
     let state = AppState(Arc::new(AppInner {
         jobs: store.clone(),
-        control: store.clone(),
-        engines: Arc::new(EngineCache::new(store.clone(), Duration::from_secs(1))),
+        control: stores.control.clone(),
+        engines: Arc::new(EngineCache::new(stores.control.clone(), Duration::from_secs(1))),
         keys,
         limits: Arc::new(limits),
         inflight: Arc::default(),
@@ -187,14 +190,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     tokio::spawn(crate::alerts::run(state.clone(), Arc::new(rules), shutdown.clone()));
 
+    stores.refresh_shared_keys(state.keys.clone(), shutdown.clone());
     // Open the known shards in the background: readiness does not wait for them.
-    let warm = store.clone();
-    tokio::spawn(async move {
-        match warm.open_all_shards().await {
-            Ok(count) => tracing::info!(shards = count, "shards open"),
-            Err(error) => tracing::error!(%error, "could not open every shard"),
-        }
-    });
+    if let Backend::Sqlite(warm) = &stores.backend {
+        let warm = warm.clone();
+        tokio::spawn(async move {
+            match warm.open_all_shards().await {
+                Ok(count) => tracing::info!(shards = count, "shards open"),
+                Err(error) => tracing::error!(%error, "could not open every shard"),
+            }
+        });
+    }
     tokio::spawn(reap_expired_leases(
         store.clone(),
         Duration::from_millis(args.reap_interval_ms.max(10)),
@@ -302,7 +308,7 @@ async fn prune_audit_log(control: Arc<dyn ControlStore>, shutdown: CancellationT
 }
 
 /// Periodically requeues jobs whose engine stopped heartbeating.
-async fn reap_expired_leases(store: Arc<SqliteStore>, every: Duration, shutdown: CancellationToken) {
+async fn reap_expired_leases(store: Arc<dyn JobStore>, every: Duration, shutdown: CancellationToken) {
     let mut ticker = Ticker::new(every, shutdown);
     while ticker.next().await {
         match store.reap_expired_leases().await {

@@ -50,7 +50,8 @@ struct SigningKey {
 
 /// The signing keys of one data directory.
 pub struct KeyRing {
-    dir: PathBuf,
+    /// The key folder; `None` when the keys live in a shared store (PostgreSQL) and are pushed in by `replace`.
+    dir: Option<PathBuf>,
     keys: RwLock<Vec<SigningKey>>,
     last_reload: RwLock<Instant>,
     verified: TokenCache,
@@ -91,7 +92,7 @@ impl KeyRing {
             keys = read_keys(&dir)?;
         }
         Ok(Self {
-            dir,
+            dir: Some(dir),
             keys: RwLock::new(keys),
             last_reload: RwLock::new(Instant::now()),
             verified: TokenCache::default(),
@@ -99,16 +100,51 @@ impl KeyRing {
     }
 
     /// Adds a new newest key (the old ones keep verifying the tokens they signed); returns its kid.
+    /// A ring of keys kept in a shared store (`(kid, secret)` pairs); the caller keeps it current with `replace`.
+    pub fn shared(keys: Vec<(String, Vec<u8>)>) -> Result<Self, AuthError> {
+        let ring = Self {
+            dir: None,
+            keys: RwLock::new(Vec::new()),
+            last_reload: RwLock::new(Instant::now()),
+            verified: TokenCache::default(),
+        };
+        ring.replace(keys)?;
+        Ok(ring)
+    }
+
+    /// Replaces the keys of a shared ring with the store's current ones.
+    pub fn replace(&self, keys: Vec<(String, Vec<u8>)>) -> Result<(), AuthError> {
+        let mut keys: Vec<SigningKey> = keys.into_iter().map(|(kid, secret)| SigningKey { kid, secret }).collect();
+        if let Some(short) = keys.iter().find(|k| k.secret.len() < 32) {
+            return Err(key_error(format!("{}: a signing key must be at least 32 bytes", short.kid)));
+        }
+        keys.sort_by(|a, b| a.kid.cmp(&b.kid));
+        if let Ok(mut slot) = self.keys.write() {
+            *slot = keys;
+        }
+        Ok(())
+    }
+
+    /// The newest key id, if any.
+    pub fn newest_kid(&self) -> Option<String> {
+        self.keys.read().ok()?.last().map(|k| k.kid.clone())
+    }
+
     pub fn rotate(&self) -> Result<String, AuthError> {
+        let Some(dir) = &self.dir else {
+            return Err(key_error("the keys of a shared store are rotated through the store"));
+        };
         self.reload()?;
         let newest = self.keys.read().map_err(key_error)?.last().map(|k| k.kid.clone());
-        let kid = add_key(&self.dir, newest.as_deref())?;
+        let kid = add_key(dir, newest.as_deref())?;
         self.reload()?;
         Ok(kid)
     }
 
     fn reload(&self) -> Result<(), AuthError> {
-        let keys = read_keys(&self.dir)?;
+        // A shared ring is refreshed from its store by the gateway, not here.
+        let Some(dir) = &self.dir else { return Ok(()) };
+        let keys = read_keys(dir)?;
         if let Ok(mut slot) = self.keys.write() {
             *slot = keys;
         }
@@ -153,13 +189,13 @@ impl KeyRing {
     /// Deletes retired keys whose every token has expired: a key is retired when a newer key exists, and the
     /// newer key's creation time is in its kid. Returns how many were deleted.
     pub fn prune(&self, now_ms: i64) -> Result<usize, AuthError> {
+        let Some(dir) = self.dir.clone() else { return Ok(0) };
         let kids: Vec<String> = self.keys.read().map_err(key_error)?.iter().map(|k| k.kid.clone()).collect();
         let mut pruned = 0;
         for pair in kids.windows(2) {
             let successor_created: i64 = pair[1].split('-').next().and_then(|t| t.parse().ok()).unwrap_or(i64::MAX);
             if successor_created.saturating_add(MAX_TOKEN_TTL.as_millis() as i64) < now_ms {
-                std::fs::remove_file(self.dir.join(format!("{KEY_PREFIX}{}{KEY_SUFFIX}", pair[0])))
-                    .map_err(key_error)?;
+                std::fs::remove_file(dir.join(format!("{KEY_PREFIX}{}{KEY_SUFFIX}", pair[0]))).map_err(key_error)?;
                 pruned += 1;
             }
         }
@@ -225,12 +261,17 @@ impl KeyRing {
 
 /// Writes a new random key file; returns its kid. Its time part is later than `newest`'s, so kids sort in the
 /// order keys were made even when two are made within one millisecond (the last kid signs).
-fn add_key(dir: &Path, newest: Option<&str>) -> Result<String, AuthError> {
+/// A new random key whose id sorts after `newest` (ids are creation times, strictly increasing).
+pub fn new_key(newest: Option<&str>) -> (String, [u8; 32]) {
     let secret: [u8; 32] = rand::random();
     let suffix: [u8; 4] = rand::random();
     let after = newest.and_then(|kid| kid.split('-').next()).and_then(|t| t.parse::<i64>().ok()).unwrap_or(0);
     let created = flowork_common::clock::system_now_ms().max(after + 1);
-    let kid = format!("{created:013}-{}", hex::encode(suffix));
+    (format!("{created:013}-{}", hex::encode(suffix)), secret)
+}
+
+fn add_key(dir: &Path, newest: Option<&str>) -> Result<String, AuthError> {
+    let (kid, secret) = new_key(newest);
     write_private_file_new(&dir.join(format!("{KEY_PREFIX}{kid}{KEY_SUFFIX}")), hex::encode(secret).as_bytes())
         .map_err(key_error)?;
     Ok(kid)

@@ -6,6 +6,8 @@
 //! that two gateway processes sharing one store stay correct.
 
 pub mod changes;
+pub mod open;
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -297,6 +299,10 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("connection pool error: {0}")]
     Pool(#[from] r2d2::Error),
+    #[error("PostgreSQL error: {}", postgres_message(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("PostgreSQL connection: {0}")]
+    PostgresPool(String),
     #[error("I/O error on {path}: {source}")]
     Io { path: String, source: std::io::Error },
     #[error("the shard writer for engine {0:?} has stopped")]
@@ -305,6 +311,14 @@ pub enum StoreError {
     Task(String),
     #[error("the shard of engine {engine:?} was found corrupt and moved to {moved_to}")]
     Quarantined { engine: String, moved_to: String },
+}
+
+/// A PostgreSQL error with the server's own message when there is one.
+fn postgres_message(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => error.to_string(),
+    }
 }
 
 impl StoreError {

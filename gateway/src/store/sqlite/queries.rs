@@ -270,7 +270,7 @@ fn not_inserted(conn: &Connection, job: &NewJob) -> Result<EnqueueOutcome, Store
 }
 
 /// The API's view of a job just stored.
-fn created_job(job: &NewJob, now: i64) -> Result<Job, StoreError> {
+pub fn created_job(job: &NewJob, now: i64) -> Result<Job, StoreError> {
     Ok(Job {
         id: job.id.clone(),
         engine: job.engine.clone(),

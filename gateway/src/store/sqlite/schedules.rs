@@ -14,7 +14,7 @@ use crate::store::{EnqueueOutcome, MissedTicks, NewJob, Schedule, ScheduleOutcom
 /// Most schedules one user may have on one engine.
 pub const MAX_PER_USER: u64 = 100;
 /// Most schedules fired in one transaction; the rest fire in the next pass.
-const FIRE_BATCH: i64 = 100;
+pub(crate) const FIRE_BATCH: i64 = 100;
 /// Most on-time ticks of one schedule fired in one pass (a per-second schedule after a long pause).
 const MAX_TICKS_PER_PASS: usize = 1_000;
 
@@ -142,7 +142,7 @@ pub fn plan_ticks(cron: &CronSchedule, next_run_at: i64, missed: MissedTicks, no
 }
 
 /// The job a schedule's tick enqueues.
-fn tick_job(schedule: &Schedule, tick: i64, now: i64) -> NewJob {
+pub(crate) fn tick_job(schedule: &Schedule, tick: i64, now: i64) -> NewJob {
     NewJob {
         id: uuid::Uuid::now_v7().to_string(),
         engine: schedule.engine.clone(),
@@ -203,7 +203,7 @@ pub fn fire_due(
     Ok(created)
 }
 
-fn refusal(outcome: &EnqueueOutcome) -> String {
+pub(crate) fn refusal(outcome: &EnqueueOutcome) -> String {
     match outcome {
         EnqueueOutcome::NotAllowed => "the schedule's user is no longer allowed on this engine".into(),
         EnqueueOutcome::QueueFull { depth } => format!("the engine's queue was full ({depth} jobs); tick skipped"),

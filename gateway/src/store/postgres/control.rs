@@ -1,0 +1,299 @@
+//! Engines, sign-in nonces, refresh tokens and the audit chain in PostgreSQL: the rules of `sqlite/control.rs`,
+//! shared by every gateway of a fleet (a nonce is single-use and a refresh reuse is caught cluster-wide).
+
+use deadpool_postgres::Transaction;
+use tokio_postgres::Row;
+
+use super::jobs::{execute, query, query_opt};
+use crate::audit::{AuditEntry, AuditRow, ChainBreak, GENESIS, row_hash, verify_chain};
+use crate::store::{EngineRecord, NonceCheck, RefreshCheck, RefreshTokenRecord, StoreError};
+
+/// Serialises audit appenders across gateways, so every row links to the one before it (the chain is in the
+/// order the appends committed).
+const AUDIT_LOCK: i64 = 0x0061_7564_6974;
+
+const ENGINE_COLUMNS: &str = "id, owner, created_at, revoked_at";
+
+fn engine_from_row(row: &Row) -> Result<EngineRecord, StoreError> {
+    Ok(EngineRecord {
+        id: row.try_get(0)?,
+        owner: row.try_get(1)?,
+        created_at_ms: row.try_get(2)?,
+        revoked_at_ms: row.try_get(3)?,
+    })
+}
+
+/// Registers an engine with its state and counter rows and its owner allowed, in one transaction.
+pub async fn insert_engine(
+    tx: &Transaction<'_>,
+    id: &str,
+    owner: Option<&str>,
+    token_hash: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    let inserted = execute(
+        tx,
+        "INSERT INTO engines (id, owner, token_hash, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
+        &[&id, &owner, &token_hash, &now],
+    )
+    .await?;
+    if inserted == 0 {
+        return Err(StoreError::EngineExists(id.to_string()));
+    }
+    execute(
+        tx,
+        "INSERT INTO engine_state (engine_id, changed_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        &[&id, &now],
+    )
+    .await?;
+    execute(tx, "INSERT INTO queue_stats (engine_id) VALUES ($1) ON CONFLICT DO NOTHING", &[&id]).await?;
+    if let Some(owner) = owner {
+        super::jobs::allow_user(tx, id, owner, true, now).await?;
+    }
+    Ok(())
+}
+
+pub async fn engines(tx: &Transaction<'_>) -> Result<Vec<EngineRecord>, StoreError> {
+    let rows = query(tx, &format!("SELECT {ENGINE_COLUMNS} FROM engines ORDER BY id"), &[]).await?;
+    rows.iter().map(engine_from_row).collect()
+}
+
+pub async fn engine(tx: &Transaction<'_>, id: &str) -> Result<Option<EngineRecord>, StoreError> {
+    let row = query_opt(tx, &format!("SELECT {ENGINE_COLUMNS} FROM engines WHERE id = $1"), &[&id]).await?;
+    row.as_ref().map(engine_from_row).transpose()
+}
+
+/// The active engine whose current token, or previous token still in its grace period, has this hash.
+pub async fn engine_for_token_hash(
+    tx: &Transaction<'_>,
+    token_hash: &str,
+    now: i64,
+) -> Result<Option<EngineRecord>, StoreError> {
+    let sql = format!(
+        "SELECT {ENGINE_COLUMNS} FROM engines WHERE token_hash = $1 AND revoked_at IS NULL
+         UNION ALL
+         SELECT {ENGINE_COLUMNS} FROM engines
+         WHERE previous_token_hash = $1 AND previous_valid_until > $2 AND revoked_at IS NULL
+         LIMIT 1"
+    );
+    let row = query_opt(tx, &sql, &[&token_hash, &now]).await?;
+    row.as_ref().map(engine_from_row).transpose()
+}
+
+/// Replaces an engine's token; the old one keeps working until `previous_valid_until` (if given).
+pub async fn set_engine_token(
+    tx: &Transaction<'_>,
+    id: &str,
+    token_hash: &str,
+    previous_valid_until: Option<i64>,
+) -> Result<(), StoreError> {
+    let updated = execute(
+        tx,
+        "UPDATE engines SET previous_token_hash = CASE WHEN $3::BIGINT IS NULL THEN NULL ELSE token_hash END,
+                previous_valid_until = $3, token_hash = $1, revoked_at = NULL
+         WHERE id = $2",
+        &[&token_hash, &id, &previous_valid_until],
+    )
+    .await?;
+    if updated == 0 { Err(StoreError::EngineNotFound(id.to_string())) } else { Ok(()) }
+}
+
+pub async fn revoke_engine(tx: &Transaction<'_>, id: &str, now: i64) -> Result<(), StoreError> {
+    let updated =
+        execute(tx, "UPDATE engines SET revoked_at = coalesce(revoked_at, $1) WHERE id = $2", &[&now, &id]).await?;
+    if updated == 0 { Err(StoreError::EngineNotFound(id.to_string())) } else { Ok(()) }
+}
+
+/// Appends a row to the audit chain under the fleet-wide audit lock.
+pub async fn append_audit(tx: &Transaction<'_>, entry: &AuditEntry, now: i64) -> Result<(), StoreError> {
+    execute(tx, "SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK]).await?;
+    let last = query_opt(tx, "SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1", &[]).await?;
+    let last: (i64, String) = match last {
+        Some(row) => (row.try_get(0)?, row.try_get(1)?),
+        None => match query_opt(tx, "SELECT last_id, last_hash FROM audit_anchor", &[]).await? {
+            Some(row) => (row.try_get(0)?, row.try_get(1)?),
+            None => (0, GENESIS.to_string()),
+        },
+    };
+    let id = last.0 + 1;
+    let hash = row_hash(&last.1, id, now, entry);
+    execute(
+        tx,
+        "INSERT INTO audit_log (id, at, actor, action, target, ip, outcome, detail, prev_hash, hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        &[
+            &id,
+            &now,
+            &entry.actor,
+            &entry.action,
+            &entry.target,
+            &entry.ip,
+            &entry.outcome,
+            &entry.detail,
+            &last.1,
+            &hash,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Checks the whole chain from its anchor.
+pub async fn verify_audit(tx: &Transaction<'_>) -> Result<Result<u64, ChainBreak>, StoreError> {
+    let anchor = match query_opt(tx, "SELECT last_id, last_hash FROM audit_anchor", &[]).await? {
+        Some(row) => Some((row.try_get(0)?, row.try_get(1)?)),
+        None => None,
+    };
+    let rows = query(
+        tx,
+        "SELECT id, at, actor, action, target, ip, outcome, detail, prev_hash, hash FROM audit_log ORDER BY id",
+        &[],
+    )
+    .await?;
+    let rows = rows
+        .iter()
+        .map(|r| {
+            Ok(AuditRow {
+                id: r.try_get(0)?,
+                at_ms: r.try_get(1)?,
+                entry: AuditEntry {
+                    actor: r.try_get(2)?,
+                    action: r.try_get(3)?,
+                    target: r.try_get(4)?,
+                    ip: r.try_get(5)?,
+                    outcome: r.try_get(6)?,
+                    detail: r.try_get(7)?,
+                },
+                prev_hash: r.try_get(8)?,
+                hash: r.try_get(9)?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(verify_chain(anchor, rows))
+}
+
+/// Deletes rows older than `before_ms` (never the newest), moving the anchor to the last deleted row.
+pub async fn prune_audit(tx: &Transaction<'_>, before_ms: i64) -> Result<u64, StoreError> {
+    execute(tx, "SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK]).await?;
+    let last = query_opt(
+        tx,
+        "SELECT id, hash FROM audit_log WHERE at < $1 AND id < (SELECT max(id) FROM audit_log)
+         ORDER BY id DESC LIMIT 1",
+        &[&before_ms],
+    )
+    .await?;
+    let Some(last) = last else { return Ok(0) };
+    let (last_id, last_hash): (i64, String) = (last.try_get(0)?, last.try_get(1)?);
+    let pruned = execute(tx, "DELETE FROM audit_log WHERE id <= $1", &[&last_id]).await?;
+    execute(
+        tx,
+        "INSERT INTO audit_anchor (singleton, last_id, last_hash) VALUES (1, $1, $2)
+         ON CONFLICT (singleton) DO UPDATE SET last_id = excluded.last_id, last_hash = excluded.last_hash",
+        &[&last_id, &last_hash],
+    )
+    .await?;
+    Ok(pruned)
+}
+
+pub async fn insert_nonce(tx: &Transaction<'_>, nonce: &str, now: i64, expires_at: i64) -> Result<(), StoreError> {
+    execute(tx, "DELETE FROM auth_nonces WHERE expires_at < $1", &[&(now - 3_600_000)]).await?;
+    execute(
+        tx,
+        "INSERT INTO auth_nonces (nonce, created_at, expires_at) VALUES ($1, $2, $3)",
+        &[&nonce, &now, &expires_at],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Marks a nonce used if it is unused and unexpired, in one statement: two gateways cannot both accept it.
+pub async fn consume_nonce(tx: &Transaction<'_>, nonce: &str, now: i64) -> Result<NonceCheck, StoreError> {
+    let used = execute(
+        tx,
+        "UPDATE auth_nonces SET used_at = $1 WHERE nonce = $2 AND used_at IS NULL AND expires_at > $1",
+        &[&now, &nonce],
+    )
+    .await?;
+    if used == 1 {
+        return Ok(NonceCheck::Consumed);
+    }
+    let row = query_opt(tx, "SELECT used_at FROM auth_nonces WHERE nonce = $1", &[&nonce]).await?;
+    Ok(match row.map(|r| r.get::<_, Option<i64>>(0)) {
+        None => NonceCheck::Unknown,
+        Some(Some(_)) => NonceCheck::Reused,
+        Some(None) => NonceCheck::Expired,
+    })
+}
+
+pub async fn insert_refresh_token(tx: &Transaction<'_>, token: &RefreshTokenRecord) -> Result<(), StoreError> {
+    execute(
+        tx,
+        "INSERT INTO refresh_tokens (token_hash, family_id, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        &[&token.token_hash, &token.family_id, &token.user_id, &token.created_at, &token.expires_at],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Rotates a live refresh token; a rotated one presented again revokes its family. The presented row is locked,
+/// so two gateways racing with the same token rotate it once and the second sees a reuse.
+pub async fn rotate_refresh_token(
+    tx: &Transaction<'_>,
+    presented_hash: &str,
+    next: &RefreshTokenRecord,
+    now: i64,
+) -> Result<RefreshCheck, StoreError> {
+    let row = query_opt(
+        tx,
+        "SELECT family_id, user_id, expires_at, rotated_at, revoked_at FROM refresh_tokens WHERE token_hash = $1
+         FOR UPDATE",
+        &[&presented_hash],
+    )
+    .await?;
+    let Some(row) = row else { return Ok(RefreshCheck::Unknown) };
+    let (family, user, expires_at, rotated_at, revoked_at): (String, String, i64, Option<i64>, Option<i64>) =
+        (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?, row.try_get(4)?);
+    Ok(if revoked_at.is_some() {
+        RefreshCheck::Revoked
+    } else if rotated_at.is_some() {
+        execute(
+            tx,
+            "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
+            &[&now, &family],
+        )
+        .await?;
+        RefreshCheck::Reused { user }
+    } else if expires_at <= now {
+        RefreshCheck::Expired
+    } else {
+        execute(tx, "UPDATE refresh_tokens SET rotated_at = $1 WHERE token_hash = $2", &[&now, &presented_hash])
+            .await?;
+        execute(
+            tx,
+            "INSERT INTO refresh_tokens (token_hash, family_id, user_id, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[&next.token_hash, &family, &user, &next.created_at, &next.expires_at],
+        )
+        .await?;
+        RefreshCheck::Rotated { user }
+    })
+}
+
+/// Revokes the family of a refresh token (logout); returns the user if the token was known.
+pub async fn revoke_refresh_family(
+    tx: &Transaction<'_>,
+    presented_hash: &str,
+    now: i64,
+) -> Result<Option<String>, StoreError> {
+    let row = query_opt(tx, "SELECT family_id, user_id FROM refresh_tokens WHERE token_hash = $1", &[&presented_hash])
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let (family, user): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+    execute(
+        tx,
+        "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
+        &[&now, &family],
+    )
+    .await?;
+    Ok(Some(user))
+}

@@ -1,0 +1,397 @@
+//! The SQL of the jobs in PostgreSQL: every state transition as one function over a transaction, the same rules
+//! as the SQLite shard's (`sqlite/queries.rs`), with `engine_id` in every statement.
+//!
+//! Lock order, so concurrent transactions never deadlock: the engine's `queue_stats` row first (`lock_engine`;
+//! every write that changes a job's state takes it, as the shard's single writer does), then job rows, then the
+//! counters the trigger keeps. A heartbeat changes no state and takes only its job's row.
+
+use std::collections::HashMap;
+
+use deadpool_postgres::Transaction;
+use flowork_common::backoff::full_jitter_delay_ms;
+use flowork_common::timefmt::format_ms;
+use flowork_common::wire::{Job, JobStatus};
+use serde_json::value::RawValue;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use crate::admission::{AdmissionLimits, over};
+use crate::store::sqlite::parking::hold_for_run_at;
+use crate::store::sqlite::queries::created_job;
+use crate::store::{
+    AllowedUser, CancelOutcome, EnqueueOutcome, Finish, FinishOutcome, NewJob, RetryPolicy, StoreError,
+};
+
+/// The columns `job_from_row` reads, in order.
+pub const JOB_COLUMNS: &str = "id, user_id, kind, status, payload, attempts, max_attempts, priority, timeout_ms, \
+                               run_at, enqueued_at, claimed_at, finished_at, result, error, traceparent, \
+                               cancel_requested, progress, concurrency_key";
+/// How many columns `JOB_COLUMNS` names.
+pub const JOB_COLUMN_COUNT: usize = 19;
+
+/// Runs a statement prepared once per connection.
+pub async fn query(tx: &Transaction<'_>, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
+    let statement = tx.prepare_cached(sql).await?;
+    Ok(tx.query(&statement, params).await?)
+}
+
+pub async fn query_opt(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<Row>, StoreError> {
+    let statement = tx.prepare_cached(sql).await?;
+    Ok(tx.query_opt(&statement, params).await?)
+}
+
+pub async fn execute(tx: &Transaction<'_>, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+    let statement = tx.prepare_cached(sql).await?;
+    Ok(tx.execute(&statement, params).await?)
+}
+
+fn raw_json(text: String) -> Result<Box<RawValue>, StoreError> {
+    RawValue::from_string(text).map_err(|e| StoreError::Task(format!("a stored JSON value is unreadable: {e}")))
+}
+
+/// Builds the API's job from a row selected with `JOB_COLUMNS`.
+pub fn job_from_row(row: &Row, engine: &str) -> Result<Job, StoreError> {
+    let status: String = row.try_get(3)?;
+    let status = JobStatus::parse(&status).ok_or_else(|| StoreError::Task(format!("unknown job status {status:?}")))?;
+    Ok(Job {
+        id: row.try_get(0)?,
+        engine: engine.to_string(),
+        user: row.try_get(1)?,
+        kind: row.try_get(2)?,
+        status,
+        payload: raw_json(row.try_get(4)?)?,
+        attempts: row.try_get::<_, i32>(5)?.max(0) as u32,
+        max_attempts: row.try_get::<_, i32>(6)?.max(0) as u32,
+        priority: row.try_get(7)?,
+        timeout_ms: row.try_get::<_, i64>(8)?.max(0) as u64,
+        run_at: format_ms(row.try_get(9)?),
+        enqueued_at: format_ms(row.try_get(10)?),
+        claimed_at: row.try_get::<_, Option<i64>>(11)?.map(format_ms),
+        finished_at: row.try_get::<_, Option<i64>>(12)?.map(format_ms),
+        result: row.try_get::<_, Option<String>>(13)?.map(raw_json).transpose()?,
+        error: row.try_get(14)?,
+        traceparent: row.try_get(15)?,
+        cancel_requested: row.try_get(16)?,
+        progress: row.try_get::<_, Option<String>>(17)?.map(raw_json).transpose()?,
+        concurrency_key: row.try_get(18)?,
+        queue_position: None,
+        waiting_on: None,
+    })
+}
+
+/// Takes the engine's write lock (its counter row) and returns its queue depth; an unknown engine has none.
+pub async fn lock_engine(tx: &Transaction<'_>, engine: &str) -> Result<i64, StoreError> {
+    let row = query_opt(tx, "SELECT queued FROM queue_stats WHERE engine_id = $1 FOR UPDATE", &[&engine]).await?;
+    row.map(|r| r.get(0)).ok_or_else(|| StoreError::EngineNotFound(engine.to_string()))
+}
+
+/// Wakes the claims waiting on `engine`, in every gateway, once the transaction commits.
+pub async fn notify_claimable(tx: &Transaction<'_>, engine: &str) -> Result<(), StoreError> {
+    query(tx, "SELECT pg_notify('flowork_wake', $1)", &[&engine]).await?;
+    Ok(())
+}
+
+/// Enqueues jobs of one engine, each answered as the SQLite shard answers it: not allowed, over a cap (unless
+/// its key replays an accepted job), created, replayed, or key reused. Returns the outcomes in order.
+pub async fn enqueue_all(
+    tx: &Transaction<'_>,
+    engine: &str,
+    jobs: &[NewJob],
+    now: i64,
+    caps: AdmissionLimits,
+) -> Result<Vec<EnqueueOutcome>, StoreError> {
+    let mut depth = lock_engine(tx, engine).await?.max(0) as u64;
+    let mut allowed: HashMap<&str, bool> = HashMap::new();
+    let mut inflight: HashMap<&str, u64> = HashMap::new();
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let user = job.user.as_str();
+        if !allowed.contains_key(user) {
+            allowed.insert(user, is_allowed(tx, engine, user).await?);
+        }
+        if !allowed.get(user).copied().unwrap_or(false) {
+            outcomes.push(EnqueueOutcome::NotAllowed);
+            continue;
+        }
+        if caps.max_user_inflight > 0 && !inflight.contains_key(user) {
+            inflight.insert(user, user_inflight(tx, engine, user).await?);
+        }
+        let user_count = inflight.get(user).copied().unwrap_or(0);
+        let refusal = if over(caps.max_queue_depth, depth) {
+            Some(EnqueueOutcome::QueueFull { depth })
+        } else if over(caps.max_user_inflight, user_count) {
+            Some(EnqueueOutcome::UserLimit { inflight: user_count })
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            outcomes.push(existing_for_key(tx, job).await?.unwrap_or(refusal));
+            continue;
+        }
+        let created = query_opt(
+            tx,
+            "INSERT INTO jobs (engine_id, id, user_id, kind, payload, priority, run_at, max_attempts, timeout_ms,
+                               status, enqueued_at, idempotency_key, request_fingerprint, traceparent,
+                               concurrency_key, hold)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $11, $12, $13, $14, $15)
+             ON CONFLICT (engine_id, user_id, idempotency_key) DO NOTHING
+             RETURNING id",
+            &[
+                &engine,
+                &job.id,
+                &job.user,
+                &job.kind,
+                &job.payload,
+                &job.priority,
+                &job.run_at_ms,
+                &(job.max_attempts.min(i32::MAX as u32) as i32),
+                &(job.timeout_ms.min(i64::MAX as u64) as i64),
+                &now,
+                &job.idempotency_key,
+                &job.fingerprint,
+                &job.traceparent,
+                &job.concurrency_key,
+                &(hold_for_run_at(job.run_at_ms, now) as i16),
+            ],
+        )
+        .await?;
+        if created.is_some() {
+            depth += 1;
+            if let Some(count) = inflight.get_mut(user) {
+                *count += 1;
+            }
+            outcomes.push(EnqueueOutcome::Created(created_job(job, now)?));
+        } else {
+            let existing = existing_for_key(tx, job).await?;
+            outcomes.push(existing.ok_or_else(|| StoreError::Task("an idempotency conflict without a row".into()))?);
+        }
+    }
+    Ok(outcomes)
+}
+
+async fn is_allowed(tx: &Transaction<'_>, engine: &str, user: &str) -> Result<bool, StoreError> {
+    let row =
+        query_opt(tx, "SELECT 1 FROM allowed_users WHERE engine_id = $1 AND user_id = $2", &[&engine, &user]).await?;
+    Ok(row.is_some())
+}
+
+async fn user_inflight(tx: &Transaction<'_>, engine: &str, user: &str) -> Result<u64, StoreError> {
+    let row =
+        query_opt(tx, "SELECT inflight FROM user_inflight WHERE engine_id = $1 AND user_id = $2", &[&engine, &user])
+            .await?;
+    Ok(row.map(|r| r.get::<_, i64>(0)).unwrap_or(0).max(0) as u64)
+}
+
+/// The answer for a key already used by this user on this engine: the original job, or a conflict.
+pub async fn existing_for_key(tx: &Transaction<'_>, job: &NewJob) -> Result<Option<EnqueueOutcome>, StoreError> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS}, request_fingerprint FROM jobs
+         WHERE engine_id = $1 AND user_id = $2 AND idempotency_key = $3"
+    );
+    let Some(row) = query_opt(tx, &sql, &[&job.engine, &job.user, &job.idempotency_key]).await? else {
+        return Ok(None);
+    };
+    let fingerprint: String = row.try_get(JOB_COLUMN_COUNT)?;
+    Ok(Some(if fingerprint == job.fingerprint {
+        EnqueueOutcome::Replayed(job_from_row(&row, &job.engine)?)
+    } else {
+        EnqueueOutcome::KeyReused
+    }))
+}
+
+/// Why a lease check failed: the job does not exist here, or the lease is not (or no longer) this token's.
+async fn lease_failure(tx: &Transaction<'_>, engine: &str, job_id: &str) -> Result<StoreError, StoreError> {
+    let exists = query_opt(tx, "SELECT 1 FROM jobs WHERE engine_id = $1 AND id = $2", &[&engine, &job_id]).await?;
+    Ok(if exists.is_some() {
+        StoreError::LeaseLost(job_id.to_string())
+    } else {
+        StoreError::JobNotFound(job_id.to_string())
+    })
+}
+
+/// Extends a live lease held by `lease_token`; returns the new expiry and whether cancellation was asked.
+pub async fn heartbeat(
+    tx: &Transaction<'_>,
+    engine: &str,
+    job_id: &str,
+    lease_token: &str,
+    lease_ms: u64,
+    progress: Option<&str>,
+    now: i64,
+) -> Result<(i64, bool), StoreError> {
+    let expires = now.saturating_add(lease_ms.min(i64::MAX as u64) as i64);
+    let row = query_opt(
+        tx,
+        "UPDATE jobs SET lease_expires_at = $1, progress = coalesce($5, progress)
+         WHERE engine_id = $6 AND id = $2 AND status = 'running' AND lease_token = $3 AND lease_expires_at > $4
+         RETURNING cancel_requested",
+        &[&expires, &job_id, &lease_token, &now, &progress, &engine],
+    )
+    .await?;
+    match row {
+        Some(row) => Ok((expires, row.try_get(0)?)),
+        None => Err(lease_failure(tx, engine, job_id).await?),
+    }
+}
+
+const CLEAR_LEASE: &str = "lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL";
+
+/// Records an attempt's outcome if `lease_token` still holds a live lease (fencing); the caller holds the
+/// engine's lock. Returns the outcome and the job as it is now.
+pub async fn finish(
+    tx: &Transaction<'_>,
+    engine: &str,
+    job_id: &str,
+    lease_token: &str,
+    outcome: &Finish,
+    now: i64,
+    policy: RetryPolicy,
+) -> Result<(FinishOutcome, Job), StoreError> {
+    let held = query_opt(
+        tx,
+        "SELECT attempts, max_attempts, kind FROM jobs
+         WHERE engine_id = $1 AND id = $2 AND status = 'running' AND lease_token = $3 AND lease_expires_at > $4
+         FOR UPDATE",
+        &[&engine, &job_id, &lease_token, &now],
+    )
+    .await?;
+    let Some(held) = held else { return Err(lease_failure(tx, engine, job_id).await?) };
+    let (attempts, max_attempts, kind): (i32, i32, String) = (held.try_get(0)?, held.try_get(1)?, held.try_get(2)?);
+    let returning = format!("RETURNING {JOB_COLUMNS}");
+    let (status, run_at, row) = match outcome {
+        Finish::Succeeded { result } => {
+            let sql = format!(
+                "UPDATE jobs SET status = 'succeeded', result = $1, error = NULL, finished_at = $2, {CLEAR_LEASE}
+                 WHERE engine_id = $3 AND id = $4 {returning}"
+            );
+            let result = result.as_deref().unwrap_or("null");
+            (JobStatus::Succeeded, None, query_opt(tx, &sql, &[&result, &now, &engine, &job_id]).await?)
+        }
+        Finish::Failed { error, retryable } if *retryable && attempts < max_attempts => {
+            let unit: f64 = rand::random();
+            let delay = full_jitter_delay_ms(attempts.max(0) as u32, policy.base_ms, policy.cap_ms, unit);
+            let run_at = now.saturating_add(delay.min(i64::MAX as u64) as i64);
+            let sql = format!(
+                "UPDATE jobs SET status = 'queued', run_at = $1, error = $2, hold = $3, {CLEAR_LEASE}
+                 WHERE engine_id = $4 AND id = $5 {returning}"
+            );
+            let hold = hold_for_run_at(run_at, now) as i16;
+            (JobStatus::Queued, Some(run_at), query_opt(tx, &sql, &[&run_at, error, &hold, &engine, &job_id]).await?)
+        }
+        Finish::Cancelled => {
+            let sql = format!(
+                "UPDATE jobs SET status = 'cancelled', error = 'cancelled while running', finished_at = $1,
+                        {CLEAR_LEASE}
+                 WHERE engine_id = $2 AND id = $3 {returning}"
+            );
+            (JobStatus::Cancelled, None, query_opt(tx, &sql, &[&now, &engine, &job_id]).await?)
+        }
+        Finish::Failed { error, .. } => {
+            let sql = format!(
+                "UPDATE jobs SET status = 'dead', error = $1, finished_at = $2, {CLEAR_LEASE}
+                 WHERE engine_id = $3 AND id = $4 {returning}"
+            );
+            (JobStatus::Dead, None, query_opt(tx, &sql, &[error, &now, &engine, &job_id]).await?)
+        }
+    };
+    let row = row.ok_or_else(|| StoreError::LeaseLost(job_id.to_string()))?;
+    Ok((FinishOutcome { status, run_at_ms: run_at, kind }, job_from_row(&row, engine)?))
+}
+
+/// Cancels a queued job of `user`, or asks the engine to stop a running one; the caller holds the engine's lock.
+pub async fn cancel(
+    tx: &Transaction<'_>,
+    engine: &str,
+    user: &str,
+    job_id: &str,
+    now: i64,
+) -> Result<CancelOutcome, StoreError> {
+    let sql = format!(
+        "UPDATE jobs SET status = 'cancelled', finished_at = $1
+         WHERE engine_id = $2 AND id = $3 AND user_id = $4 AND status = 'queued' RETURNING {JOB_COLUMNS}"
+    );
+    if let Some(row) = query_opt(tx, &sql, &[&now, &engine, &job_id, &user]).await? {
+        return Ok(CancelOutcome::Cancelled(Box::new(job_from_row(&row, engine)?)));
+    }
+    let sql = format!(
+        "UPDATE jobs SET cancel_requested = true
+         WHERE engine_id = $1 AND id = $2 AND user_id = $3 AND status = 'running' RETURNING {JOB_COLUMNS}"
+    );
+    if let Some(row) = query_opt(tx, &sql, &[&engine, &job_id, &user]).await? {
+        return Ok(CancelOutcome::Requested(Box::new(job_from_row(&row, engine)?)));
+    }
+    let row = query_opt(
+        tx,
+        "SELECT status FROM jobs WHERE engine_id = $1 AND id = $2 AND user_id = $3",
+        &[&engine, &job_id, &user],
+    )
+    .await?;
+    Ok(match row.map(|r| r.get::<_, String>(0)).as_deref().and_then(JobStatus::parse) {
+        Some(status) => CancelOutcome::NotCancellable(status),
+        None => CancelOutcome::NotFound,
+    })
+}
+
+/// Requeues the engine's jobs whose lease expired (the attempt counts), or marks them `dead` when no attempt is
+/// left; the caller holds the engine's lock. Returns the jobs as they are now.
+pub async fn reap_expired(tx: &Transaction<'_>, engine: &str, now: i64) -> Result<Vec<Job>, StoreError> {
+    let sql = format!(
+        "UPDATE jobs SET
+             status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
+             finished_at = CASE WHEN attempts >= max_attempts THEN $1 ELSE NULL END,
+             error = 'lease expired on attempt ' || attempts || ' of ' || max_attempts
+                     || ': the engine stopped heartbeating',
+             run_at = $1, hold = 0, {CLEAR_LEASE}
+         WHERE engine_id = $2 AND status = 'running' AND lease_expires_at <= $1
+         RETURNING {JOB_COLUMNS}"
+    );
+    query(tx, &sql, &[&now, &engine]).await?.iter().map(|row| job_from_row(row, engine)).collect()
+}
+
+/// Deletes up to `limit` of the engine's jobs that finished before `before_ms`; returns how many.
+pub async fn prune_finished(tx: &Transaction<'_>, engine: &str, before_ms: i64, limit: u32) -> Result<u64, StoreError> {
+    execute(
+        tx,
+        "DELETE FROM jobs WHERE engine_id = $1 AND id IN (
+             SELECT id FROM jobs WHERE engine_id = $1 AND finished_at IS NOT NULL AND finished_at < $2
+             ORDER BY finished_at LIMIT $3)",
+        &[&engine, &before_ms, &i64::from(limit)],
+    )
+    .await
+}
+
+/// Adds a user to the whitelist, or marks the owner; returns whether anything changed.
+pub async fn allow_user(
+    tx: &Transaction<'_>,
+    engine: &str,
+    user: &str,
+    is_owner: bool,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let changed = execute(
+        tx,
+        "INSERT INTO allowed_users AS a (engine_id, user_id, is_owner, added_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (engine_id, user_id) DO UPDATE SET is_owner = true
+         WHERE excluded.is_owner AND NOT a.is_owner",
+        &[&engine, &user, &is_owner, &now],
+    )
+    .await?;
+    Ok(changed > 0)
+}
+
+/// The owner and the whitelist of an engine.
+pub async fn allowed_users(tx: &Transaction<'_>, engine: &str) -> Result<Vec<AllowedUser>, StoreError> {
+    let rows = query(
+        tx,
+        "SELECT user_id, is_owner, added_at FROM allowed_users WHERE engine_id = $1 ORDER BY is_owner DESC, user_id",
+        &[&engine],
+    )
+    .await?;
+    rows.iter()
+        .map(|r| Ok(AllowedUser { user: r.try_get(0)?, is_owner: r.try_get(1)?, added_at_ms: r.try_get(2)? }))
+        .collect()
+}
