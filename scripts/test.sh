@@ -20,6 +20,9 @@ python3 -c "import opentelemetry.proto" 2>/dev/null \
 # for the canary proxy example in deploy/.
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# PostgreSQL (server and psql) and Redis: the end-to-end tests run a second time on the fleet store.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && command -v psql >/dev/null 2>&1 || missing+=(postgresql)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -48,6 +51,14 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast || status=$?
 fi
+# The same end-to-end tests on the PostgreSQL store, against a throw-away server (initdb into a temporary folder,
+# stopped at the end). Left out: what only the SQLite data directory has (backup/restore files, a full disk under
+# the shards, two gateways on one data directory behind nginx) and what does not touch a store.
+echo "==> running the end-to-end tests again on PostgreSQL"
+FLOWORK_TEST_STORE=postgres cargo run --quiet -p flowork-tests --bin with-services -- \
+  cargo nextest run -p flowork-tests --no-fail-fast \
+  -E 'not (binary(backup) | binary(storage) | binary(canary) | binary(proxy) | binary(secrets) | binary(loadtest))' \
+  || status=$?
 # Fuzzing: briefly with cargo-fuzz where a nightly toolchain is installed; the stable run over the corpus
 # (gateway/tests/fuzz_corpus.rs) is part of the tests above either way.
 if cargo +nightly --version >/dev/null 2>&1 && cargo +nightly fuzz --version >/dev/null 2>&1; then

@@ -28,14 +28,32 @@ pub fn bin(name: &str) -> PathBuf {
     target.join("debug").join(name)
 }
 
-/// A temporary data directory (and folder for logs and config files), removed at the end of the test.
+/// A temporary data directory (and folder for logs and config files), removed at the end of the test; with
+/// `FLOWORK_TEST_STORE=postgres`, also a fresh PostgreSQL database that every gateway and command of the test
+/// uses (`--store`), on the server `with-services` started.
 pub struct Workspace {
     pub dir: TempDir,
+    /// The `--store` URL of this test's PostgreSQL database, when the tests run on PostgreSQL.
+    pub store: Option<String>,
+}
+
+/// Which store the end-to-end tests run on: `FLOWORK_TEST_STORE=postgres` or the SQLite default.
+pub fn on_postgres() -> bool {
+    std::env::var("FLOWORK_TEST_STORE").is_ok_and(|s| s == "postgres")
 }
 
 impl Workspace {
     pub fn new() -> anyhow::Result<Self> {
-        Ok(Self { dir: tempfile::tempdir()? })
+        let store = if on_postgres() { Some(new_postgres_database()?) } else { None };
+        Ok(Self { dir: tempfile::tempdir()?, store })
+    }
+
+    /// Adds `--store` (on PostgreSQL) to a gateway command.
+    pub fn with_store<'a>(&self, command: &'a mut Command) -> &'a mut Command {
+        if let Some(url) = &self.store {
+            command.env("FLOWORK_STORE", url);
+        }
+        command
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -48,7 +66,8 @@ impl Workspace {
 
     /// Runs a `flowork-gateway` sub-command against this data directory.
     pub fn gateway_cli(&self, args: &[&str]) -> anyhow::Result<Output> {
-        let output = Command::new(bin("flowork-gateway"))
+        let output = self
+            .with_store(&mut Command::new(bin("flowork-gateway")))
             .args(args)
             .arg("--data-dir")
             .arg(self.data_dir())
@@ -98,6 +117,25 @@ impl Workspace {
     pub fn mint(&self, user: &str, ttl: &str) -> anyhow::Result<String> {
         Ok(self.gateway_cli_ok(&["token", "mint", "--user", user, "--ttl", ttl])?.trim().to_string())
     }
+}
+
+/// Creates an empty database on the test PostgreSQL server and returns its URL.
+pub fn new_postgres_database() -> anyhow::Result<String> {
+    let server = std::env::var("FLOWORK_TEST_POSTGRES").context(
+        "FLOWORK_TEST_STORE=postgres needs a PostgreSQL server: run the tests through \
+         `cargo run -q -p flowork-tests --bin with-services -- cargo nextest run ...` (scripts/test.sh does)",
+    )?;
+    let name = format!("t_{}", unique());
+    let output = Command::new("psql")
+        .arg(&server)
+        .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", &format!("CREATE DATABASE {name}")])
+        .output()
+        .context("running psql (Debian package postgresql-client)")?;
+    if !output.status.success() {
+        bail!("could not create a test database: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let base = server.rsplit_once('/').map(|(base, _)| base).unwrap_or(&server);
+    Ok(format!("{base}/{name}"))
 }
 
 /// A child process killed (SIGKILL) when dropped.
@@ -203,6 +241,7 @@ impl Gateway {
         let log = ws.path(&format!("gateway-{}.log", unique()));
         let mut command = Command::new(bin("flowork-gateway"));
         command.arg("serve").arg("--listen").arg(listen).arg("--data-dir").arg(ws.data_dir()).args(extra);
+        ws.with_store(&mut command);
         command.envs(envs.iter().copied());
         let mut process = Process::spawn(command, log)?;
         let deadline = Instant::now() + Duration::from_secs(20);

@@ -224,14 +224,21 @@ async fn an_edited_or_deleted_audit_row_is_detected() -> anyhow::Result<()> {
     }
     let intact = ws.gateway_cli(&["audit", "verify"])?;
     assert!(intact.status.success(), "{}", String::from_utf8_lossy(&intact.stderr));
+    // An attacker with write access to the database, behind the gateway's back.
     let db = ws.data_dir().join("control.sqlite3");
     let sql = |statement: &str| {
-        let status = std::process::Command::new("python3")
-            .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(sys.argv[2]); c.commit()"])
-            .arg(&db)
-            .arg(statement)
-            .status()
-            .expect("python3 runs");
+        let status = match &ws.store {
+            Some(url) => std::process::Command::new("psql")
+                .args([url.as_str(), "-q", "-v", "ON_ERROR_STOP=1", "-c", statement])
+                .status()
+                .expect("psql runs"),
+            None => std::process::Command::new("python3")
+                .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(sys.argv[2]); c.commit()"])
+                .arg(&db)
+                .arg(statement)
+                .status()
+                .expect("python3 runs"),
+        };
         assert!(status.success());
     };
     sql("UPDATE audit_log SET actor = 'mallory' WHERE id = 2");

@@ -7,6 +7,7 @@ pub mod claim;
 pub mod control;
 pub mod jobs;
 pub mod migrate;
+pub mod position;
 pub mod schedules;
 pub mod wake;
 
@@ -265,8 +266,16 @@ impl JobStore for PgStore {
 
     async fn get_job(&self, user: &str, id: &str) -> Result<Option<Job>, StoreError> {
         let sql = format!("SELECT {JOB_COLUMNS}, engine_id FROM jobs WHERE user_id = $1 AND id = $2");
-        let row = in_tx!(self, |tx| query_opt(&tx, &sql, &[&user, &id]).await?);
-        row.map(|row| job_from_row(&row, &row.try_get::<_, String>(JOB_COLUMN_COUNT)?)).transpose()
+        Ok(in_tx!(self, |tx| {
+            match query_opt(&tx, &sql, &[&user, &id]).await? {
+                Some(row) => {
+                    let mut job = job_from_row(&row, &row.try_get::<_, String>(JOB_COLUMN_COUNT)?)?;
+                    position::place_in_queue(&tx, std::slice::from_mut(&mut job)).await?;
+                    Some(job)
+                }
+                None => None,
+            }
+        }))
     }
 
     async fn list_jobs(&self, user: &str, query_by: ListQuery) -> Result<JobPage, StoreError> {
@@ -278,13 +287,17 @@ impl JobStore for PgStore {
         );
         let status = query_by.status.map(JobStatus::as_str);
         let limit = query_by.limit as i64 + 1;
-        let rows = in_tx!(self, |tx| {
-            query(&tx, &sql, &[&user, &status, &query_by.engine, &query_by.before_id, &limit]).await?
+        let jobs = in_tx!(self, |tx| {
+            let rows = query(&tx, &sql, &[&user, &status, &query_by.engine, &query_by.before_id, &limit]).await?;
+            let mut jobs = rows
+                .iter()
+                .map(|row| job_from_row(row, &row.try_get::<_, String>(JOB_COLUMN_COUNT)?))
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            jobs.truncate(query_by.limit + 1);
+            position::place_in_queue(&tx, &mut jobs).await?;
+            jobs
         });
-        let mut jobs = rows
-            .iter()
-            .map(|row| job_from_row(row, &row.try_get::<_, String>(JOB_COLUMN_COUNT)?))
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        let mut jobs = jobs;
         let more = jobs.len() > query_by.limit;
         jobs.truncate(query_by.limit);
         let next_cursor = if more { jobs.last().map(|j| j.id.clone()) } else { None };

@@ -102,7 +102,7 @@ fn between(conn: &Connection, a: &OrderKey, b: &OrderKey) -> Result<i64, StoreEr
 }
 
 /// Users with runnable jobs: pass, weight and how many they have.
-struct Shares(HashMap<String, (f64, i64, i64)>);
+pub(crate) struct Shares(pub(crate) HashMap<String, (f64, i64, i64)>);
 
 impl Shares {
     fn load(conn: &Connection) -> Result<Self, StoreError> {
@@ -113,7 +113,7 @@ impl Shares {
     }
 
     /// Jobs of other users claimed before the job of `user` that has `own_ahead` of its own jobs ahead of it.
-    fn others_before(&self, user: &str, own_ahead: i64) -> i64 {
+    pub(crate) fn others_before(&self, user: &str, own_ahead: i64) -> i64 {
         let Some((my_pass, my_weight, _)) = self.0.get(user) else { return 0 };
         // The job's turn comes when its user's pass reaches `turn`; on a tie the lower user id goes first, as
         // the claim orders them.
