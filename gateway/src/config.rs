@@ -107,6 +107,10 @@ pub struct ServeArgs {
     /// GUI origins allowed by CORS and for wallet sign-in (repeatable; default: the gateway's own origin).
     #[arg(long = "allowed-origin", env = "FLOWORK_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+    /// A Redis server (`redis://HOST:PORT`, Redis 7+) through which Socket.IO rooms span every gateway of a fleet;
+    /// without it, live events reach only this gateway's connections.
+    #[arg(long, env = "FLOWORK_REDIS")]
+    pub redis: Option<String>,
     /// A built GUI folder (`gui/dist`) to serve at `/`, with the headers of its `_headers` file; none by default.
     #[arg(long, env = "FLOWORK_GUI_DIR")]
     pub gui_dir: Option<std::path::PathBuf>,

@@ -223,7 +223,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     ));
 
     let gui = args.gui_dir.as_deref().map(crate::gui::service).transpose()?;
-    let (socket_io, live) = crate::live::Live::start(&state);
+    let (socket_io, live) = crate::live::Live::start(&state, args.redis.as_deref()).await?;
     let stopping = state.clone();
     let grace = args.drain_grace;
     let app = crate::api::router(state, socket_io, gui).into_make_service_with_connect_info::<std::net::SocketAddr>();

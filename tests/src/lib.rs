@@ -147,7 +147,7 @@ pub struct Process {
 }
 
 impl Process {
-    fn spawn(mut command: Command, log: PathBuf) -> anyhow::Result<Self> {
+    pub fn spawn(mut command: Command, log: PathBuf) -> anyhow::Result<Self> {
         let out = fs::File::create(&log)?;
         let child = command
             .env("FLOWORK_LOG_FORMAT", "json")

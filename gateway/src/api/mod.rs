@@ -12,13 +12,13 @@ pub mod status;
 
 use std::any::Any;
 
+use crate::live::LiveLayer;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, Uri, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
-use socketioxide::layer::SocketIoLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -30,7 +30,7 @@ use crate::{network, rate_limit, request_log};
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// All routes of the gateway; Socket.IO under `/socket.io/`, and the built GUI for any other path when given.
-pub fn router(state: AppState, socket_io: SocketIoLayer, gui: Option<Router>) -> Router {
+pub fn router(state: AppState, socket_io: LiveLayer, gui: Option<Router>) -> Router {
     let cors = cors_layer(&state.sign_in.origins);
     // Probes answer whatever the rate limits say, so a load balancer never takes a busy gateway for a dead one.
     let probes = Router::new().route("/healthz", get(status::healthz)).route("/readyz", get(status::readyz));
@@ -70,10 +70,13 @@ pub fn router(state: AppState, socket_io: SocketIoLayer, gui: Option<Router>) ->
         Some(gui) => api.fallback_service(gui),
         None => api.fallback(not_found),
     };
-    api.method_not_allowed_fallback(method_not_allowed)
-        // Inside the network rules and rate limits, which apply to Socket.IO handshakes and polls too.
-        .layer(socket_io)
-        .layer(middleware::from_fn_with_state(state.clone(), rate_limit::limit_per_ip))
+    let api = api.method_not_allowed_fallback(method_not_allowed);
+    // Inside the network rules and rate limits, which apply to Socket.IO handshakes and polls too.
+    let api = match socket_io {
+        LiveLayer::Local(layer) => api.layer(layer),
+        LiveLayer::Redis(layer) => api.layer(layer),
+    };
+    api.layer(middleware::from_fn_with_state(state.clone(), rate_limit::limit_per_ip))
         .layer(middleware::from_fn_with_state(state.clone(), network::enforce_cidr_rules))
         .merge(probes)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

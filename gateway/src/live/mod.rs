@@ -12,9 +12,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use socketioxide::SocketIo;
+use socketioxide::adapter::{Adapter, Emitter};
 use socketioxide::extract::{AckSender, Data, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
+use socketioxide_core::adapter::DefinedAdapter;
+use socketioxide_redis::{RedisAdapter, RedisAdapterCtr};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::auth::AuthError;
@@ -67,9 +70,50 @@ struct SyncEvent {
     data: Arc<RawValue>,
 }
 
+/// The Socket.IO server: rooms in this process only, or spanning a fleet's gateways through Redis.
+#[derive(Clone)]
+enum LiveIo {
+    Local(SocketIo),
+    Redis(SocketIo<RedisAdapter<Emitter>>),
+}
+
+/// The Socket.IO layer to put in front of the router.
+pub enum LiveLayer {
+    Local(SocketIoLayer),
+    Redis(SocketIoLayer<RedisAdapter<Emitter>>),
+}
+
+impl LiveIo {
+    /// Sends to a room; with Redis, to its sockets on every gateway.
+    async fn emit_to(&self, room: String, name: &'static str, data: &Arc<RawValue>) -> Result<(), String> {
+        match self {
+            Self::Local(io) => io.to(room).emit(name, data).await.map_err(|e| e.to_string()),
+            Self::Redis(io) => io.to(room).emit(name, data).await.map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Sends to this gateway's own sockets (drain and engine status are this gateway's view).
+    async fn emit_local(&self, name: &'static str, data: &Value) -> Result<(), String> {
+        match self {
+            Self::Local(io) => io.local().emit(name, data).await.map_err(|e| e.to_string()),
+            Self::Redis(io) => io.local().emit(name, data).await.map_err(|e| e.to_string()),
+        }
+    }
+
+    async fn close(&self) {
+        match self {
+            Self::Local(io) => io.close().await,
+            Self::Redis(io) => io.close().await,
+        }
+    }
+}
+
 /// The Socket.IO side of the gateway.
 pub struct Live {
-    io: SocketIo,
+    io: LiveIo,
+    /// Whether rooms span a fleet (Redis): events of other gateways' commits reach this gateway's sockets
+    /// without passing its journal, so a replay cannot be complete and `sync` asks for a reload instead.
+    fleet: bool,
     journal: Mutex<Journal>,
     /// Connected sockets; the change feed is live exactly while this is above zero (changed under the lock).
     sockets: Mutex<usize>,
@@ -82,28 +126,61 @@ fn user_room(user: &str) -> String {
 }
 
 impl Live {
-    /// Builds the Socket.IO layer and starts the tasks that feed it; they end with the gateway's shutdown.
-    pub fn start(state: &AppState) -> (SocketIoLayer, Arc<Live>) {
-        let (layer, io) = SocketIo::builder().build_layer();
+    /// Builds the Socket.IO layer (rooms spanning gateways through Redis when `redis` names a server) and starts
+    /// the tasks that feed it; they end with the gateway's shutdown.
+    pub async fn start(state: &AppState, redis: Option<&str>) -> anyhow::Result<(LiveLayer, Arc<Live>)> {
         let boot = format!("{:08x}", rand::random::<u32>());
+        let (layer, io) = match redis {
+            None => {
+                let (layer, io) = SocketIo::builder().build_layer();
+                (LiveLayer::Local(layer), LiveIo::Local(io))
+            }
+            Some(url) => {
+                // RESP3 is what the adapter's driver speaks (Redis 7 and later).
+                let url = if url.contains("protocol=") {
+                    url.to_string()
+                } else {
+                    format!("{url}{}protocol=resp3", if url.contains('?') { '&' } else { '?' })
+                };
+                let client = redis::Client::open(url.as_str())?;
+                let adapter = RedisAdapterCtr::new_with_redis(&client).await.map_err(|error| {
+                    anyhow::anyhow!("cannot reach Redis at {} for the Socket.IO adapter: {error}", redact_url(&url))
+                })?;
+                let (layer, io) = SocketIo::builder().with_adapter::<RedisAdapter<_>>(adapter).build_layer();
+                (LiveLayer::Redis(layer), LiveIo::Redis(io))
+            }
+        };
         let live = Arc::new(Live {
             io: io.clone(),
+            fleet: redis.is_some(),
             journal: Mutex::new(Journal::new(boot)),
             sockets: Mutex::new(0),
             state: state.clone(),
         });
-        let on_connect = {
-            let live = live.clone();
-            async move |socket: SocketRef| live.connected(socket)
-        };
-        let authenticate = {
-            let live = live.clone();
-            async move |socket: SocketRef, TryData(auth): TryData<Handshake>| live.authenticate(&socket, auth.ok())
-        };
-        io.ns("/", on_connect.with(authenticate));
+        match &io {
+            LiveIo::Local(io) => live.register(io),
+            LiveIo::Redis(io) => {
+                live.register(io).await?;
+                // Other gateways' sockets may want this gateway's events: publish whether or not one is here.
+                state.jobs.changes().set_live(true);
+            }
+        }
         tokio::spawn(live.clone().forward_job_changes());
         tokio::spawn(live.clone().announce_gateway());
-        (layer, live)
+        Ok((layer, live))
+    }
+
+    /// Registers the default namespace's handlers (the adapter's initialisation, for Redis, is what it returns).
+    fn register<A: Adapter + DefinedAdapter>(self: &Arc<Self>, io: &SocketIo<A>) -> A::InitRes {
+        let on_connect = {
+            let live = self.clone();
+            async move |socket: SocketRef<A>| live.connected(socket)
+        };
+        let authenticate = {
+            let live = self.clone();
+            async move |socket: SocketRef<A>, TryData(auth): TryData<Handshake>| live.authenticate(&socket, auth.ok())
+        };
+        io.ns("/", on_connect.with(authenticate))
     }
 
     /// Disconnects every socket (at shutdown, so the HTTP server can finish).
@@ -115,7 +192,7 @@ impl Live {
         self.journal.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn authenticate(&self, socket: &SocketRef, auth: Option<Handshake>) -> Result<(), Refused> {
+    fn authenticate<A: Adapter>(&self, socket: &SocketRef<A>, auth: Option<Handshake>) -> Result<(), Refused> {
         let Some(auth) = auth else {
             return Err(Refused {
                 code: "missing_token",
@@ -141,7 +218,7 @@ impl Live {
         Ok(())
     }
 
-    fn connected(self: &Arc<Self>, socket: SocketRef) {
+    fn connected<A: Adapter>(self: &Arc<Self>, socket: SocketRef<A>) {
         let Some(SocketUser(user)) = socket.extensions.get::<SocketUser>() else {
             let _ = socket.disconnect();
             return;
@@ -158,17 +235,17 @@ impl Live {
         }
         tracing::debug!(user = %user, sid = %socket.id, "live connection");
         let live = self.clone();
-        socket.on("sync", async move |socket: SocketRef, Data(request): Data<SyncRequest>, ack: AckSender| {
+        socket.on("sync", async move |socket: SocketRef<A>, Data(request): Data<SyncRequest>, ack: AckSender<A>| {
             let _ = ack.send(&live.sync(&socket, request));
         });
         let live = self.clone();
-        socket.on_disconnect(async move |socket: SocketRef| {
+        socket.on_disconnect(async move |socket: SocketRef<A>| {
             if let Some(ExpiryTimer(timer)) = socket.extensions.get::<ExpiryTimer>() {
                 timer.abort();
             }
             let mut sockets = live.sockets.lock().unwrap_or_else(PoisonError::into_inner);
             *sockets = sockets.saturating_sub(1);
-            if *sockets == 0 {
+            if *sockets == 0 && !live.fleet {
                 live.state.jobs.changes().set_live(false);
             }
         });
@@ -177,13 +254,17 @@ impl Live {
         }
     }
 
-    fn sync(&self, socket: &SocketRef, request: SyncRequest) -> SyncAnswer {
+    fn sync<A: Adapter>(&self, socket: &SocketRef<A>, request: SyncRequest) -> SyncAnswer {
         let user = socket.extensions.get::<SocketUser>().map(|u| u.0).unwrap_or_else(|| Arc::from(""));
         let journal = self.journal();
         let cursor = journal.cursor();
         let Some(since) = request.cursor else {
             return SyncAnswer { cursor, reset: false, events: Vec::new() };
         };
+        if self.fleet {
+            // Events committed through other gateways are not in this journal: never answer with a gap.
+            return SyncAnswer { cursor, reset: true, events: Vec::new() };
+        }
         match journal.since(&since, &user) {
             Some(entries) => SyncAnswer {
                 cursor,
@@ -231,7 +312,7 @@ impl Live {
                     }
                 }
             };
-            if let Err(error) = self.io.to(user_room(&user)).emit(name, &data).await {
+            if let Err(error) = self.io.emit_to(user_room(&user), name, &data).await {
                 tracing::debug!(%error, "could not send a job event");
             }
         }
@@ -252,7 +333,8 @@ impl Live {
             let draining = self.state.drain.is_draining();
             if draining != last_draining {
                 last_draining = draining;
-                if let Err(error) = self.io.emit("gateway.drain", &serde_json::json!({"draining": draining})).await {
+                let notice = serde_json::json!({"draining": draining});
+                if let Err(error) = self.io.emit_local("gateway.drain", &notice).await {
                     tracing::debug!(%error, "could not send gateway.drain");
                 }
             }
@@ -287,9 +369,14 @@ impl Live {
                 fields
                     .insert("at".into(), Value::String(flowork_common::timefmt::format_ms(self.state.clock.now_ms())));
             }
-            if let Err(error) = self.io.emit("engine.status", &status).await {
+            if let Err(error) = self.io.emit_local("engine.status", &status).await {
                 tracing::debug!(%error, "could not send engine.status");
             }
         }
     }
+}
+
+/// A Redis URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    crate::store::postgres::redact(url)
 }

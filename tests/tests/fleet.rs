@@ -1,0 +1,195 @@
+//! A gateway fleet: three gateways and two engine processes on one PostgreSQL store and one Redis. Load goes
+//! round-robin to every gateway while one of them is killed (SIGKILL) and restarted; every acknowledged job
+//! reaches one final state, reruns come only from lapsed leases (and are counted), an Idempotency-Key reused on
+//! another gateway returns the original job, and a browser-side client (the official socket.io-client) connected
+//! to gateway 1 sees the events of jobs enqueued through gateway 3.
+//!
+//! Runs in the PostgreSQL pass of the test command (`with-services --redis`); on its own it says what it needs.
+
+use std::collections::{HashMap, HashSet};
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flowork_tests::{Api, Engine, Gateway, Workspace, eventually, free_port, on_postgres};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// The events a socket.io-client connection printed (`gui/scripts/live-listen.mjs`), killed when dropped.
+struct Listener {
+    child: std::process::Child,
+    events: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Listener {
+    fn start(gateway: &Gateway, token: &str) -> anyhow::Result<Self> {
+        let gui = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../gui");
+        let mut child = Command::new("node")
+            .current_dir(&gui)
+            .args(["scripts/live-listen.mjs", &gateway.base, token])
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("node (with `npm ci` run in gui/) is needed: {e}"))?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = events.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(event) = serde_json::from_str::<Value>(&line) {
+                    sink.lock().unwrap_or_else(|p| p.into_inner()).push(event);
+                }
+            }
+        });
+        Ok(Self { child, events })
+    }
+
+    fn events(&self) -> Vec<Value> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Posts a job through the gateways in turn from `first`, moving on when one does not answer; the reply that
+/// acknowledged it (201 or a 200 replay), or `None` if no gateway answered.
+async fn post_round_robin(apis: &[Api], first: usize, key: &str, body: &Value) -> Option<(usize, Value)> {
+    for attempt in 0..apis.len() * 20 {
+        let index = (first + attempt) % apis.len();
+        match apis[index].post_job(key, body).await {
+            Ok(reply) if reply.status == StatusCode::CREATED || reply.status == StatusCode::OK => {
+                return Some((index, reply.body));
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn a_fleet_of_three_gateways_survives_a_killed_gateway_and_shares_keys_and_live_events() -> anyhow::Result<()> {
+    anyhow::ensure!(on_postgres(), "the fleet test runs on the PostgreSQL store (FLOWORK_TEST_STORE=postgres)");
+    let redis = std::env::var("FLOWORK_TEST_REDIS")
+        .map_err(|_| anyhow::anyhow!("the fleet test needs Redis: run it through `with-services --redis`"))?;
+    let ws = Workspace::new()?;
+    ws.add_engine("shared")?;
+    let flags = ["--redis", redis.as_str(), "--reap-interval-ms", "200"];
+    let listens: Vec<String> =
+        (0..3).map(|_| free_port().map(|p| format!("127.0.0.1:{p}"))).collect::<Result<_, _>>()?;
+    let mut gateways = Vec::new();
+    for listen in &listens {
+        gateways.push(Gateway::start_on(&ws, listen, &flags).await?);
+    }
+    let lease = ["--lease-ms", "1500"];
+    let _engine_a = Engine::start(&ws, &gateways[0], "shared", 4, &lease)?;
+    let _engine_b = Engine::start(&ws, &gateways[1], "shared", 4, &lease)?;
+    let alice = ws.mint("alice", "1h")?;
+    let apis: Vec<Api> = gateways.iter().map(|gw| Api::new(gw, &alice)).collect();
+
+    let listener = Listener::start(&gateways[0], &alice)?;
+    eventually(Duration::from_secs(20), "the socket.io client to connect to gateway 1", || async {
+        Ok(listener.events().iter().any(|e| e["event"] == "connected").then_some(()))
+    })
+    .await?;
+
+    // The same key through gateway 1 and then gateway 3: one job.
+    let body = json!({"engine": "shared", "kind": "echo", "payload": {"shared": true}});
+    let first = apis[0].post_job("fleet-shared-key", &body).await?;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    let again = apis[2].post_job("fleet-shared-key", &body).await?;
+    assert_eq!(again.status, StatusCode::OK, "a replay through another gateway: {}", again.body);
+    assert_eq!(again.body["id"], first.body["id"]);
+    let reused =
+        apis[1].post_job("fleet-shared-key", &json!({"engine": "shared", "kind": "echo", "payload": 1})).await?;
+    assert_eq!(reused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", reused.body);
+
+    // Load, round-robin, from four clients; gateway 2 is killed a third of the way in and restarted.
+    const JOBS: usize = 240;
+    let acknowledged = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
+    let apis = Arc::new(apis);
+    let mut clients = Vec::new();
+    for client in 0..4 {
+        let (apis, acknowledged) = (apis.clone(), acknowledged.clone());
+        clients.push(tokio::spawn(async move {
+            for i in (client..JOBS).step_by(4) {
+                let body = json!({"engine": "shared", "kind": "sleep", "payload": {"ms": 20}});
+                if let Some((via, reply)) = post_round_robin(&apis, i % 3, &format!("load-{i}"), &body).await {
+                    let id = reply["id"].as_str().unwrap_or_default().to_string();
+                    acknowledged.lock().unwrap_or_else(|p| p.into_inner()).insert(id, via);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }));
+    }
+    eventually(Duration::from_secs(60), "a third of the load", || async {
+        Ok((acknowledged.lock().unwrap_or_else(|p| p.into_inner()).len() >= JOBS / 3).then_some(()))
+    })
+    .await?;
+    gateways[1].process.signal("KILL")?;
+    gateways[1].process.wait_exit(Duration::from_secs(10)).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    gateways[1] = Gateway::start_on(&ws, &listens[1], &flags).await?;
+    for client in clients {
+        client.await?;
+    }
+    let acknowledged = acknowledged.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert_eq!(acknowledged.len(), JOBS, "every job was acknowledged by some gateway");
+
+    // Every acknowledged job reaches one final state, whichever gateway is asked.
+    let reader = Api::new(&gateways[2], &alice);
+    let jobs = eventually(Duration::from_secs(120), "every acknowledged job to finish", || async {
+        let jobs = reader.all_jobs(None).await?;
+        let done: HashMap<String, Value> = jobs
+            .into_iter()
+            .filter(|j| ["succeeded", "dead", "cancelled"].contains(&j["status"].as_str().unwrap_or("")))
+            .map(|j| (j["id"].as_str().unwrap_or_default().to_string(), j))
+            .collect();
+        Ok(acknowledged.keys().all(|id| done.contains_key(id)).then_some(done))
+    })
+    .await?;
+    let mut reruns = 0;
+    for id in acknowledged.keys() {
+        let job = &jobs[id];
+        assert_eq!(job["status"], "succeeded", "{job}");
+        let attempts = job["attempts"].as_u64().unwrap_or(0);
+        // A second attempt only after a lease lapsed (the error it left says so), never more than one extra.
+        assert!((1..=2).contains(&attempts), "{job}");
+        if attempts == 2 {
+            reruns += 1;
+        }
+    }
+    let through: HashSet<usize> = acknowledged.values().copied().collect();
+    assert_eq!(through.len(), 3, "load reached all three gateways");
+
+    // Gateway 1's client saw every job enqueued through gateway 3 created (an event only gateway 3 publishes, so
+    // it crossed Redis) and saw them succeed (finished through whichever gateway the engine that ran it uses).
+    let via_third: HashSet<&String> = acknowledged.iter().filter(|(_, via)| **via == 2).map(|(id, _)| id).collect();
+    let ids_of = |event: &str, status: Option<&str>| -> HashSet<String> {
+        listener
+            .events()
+            .iter()
+            .filter(|e| e["event"] == event && status.is_none_or(|s| e["data"]["status"] == s))
+            .filter_map(|e| e["data"]["id"].as_str().map(str::to_string))
+            .collect()
+    };
+    let seen_final = eventually(Duration::from_secs(20), "gateway 3's jobs' events on gateway 1", || async {
+        let created = ids_of("job.created", None);
+        let succeeded = ids_of("job.updated", Some("succeeded"));
+        let all_created = via_third.iter().all(|id| created.contains(id.as_str()));
+        let seen = via_third.iter().filter(|id| succeeded.contains(id.as_str())).count();
+        Ok((all_created && seen == via_third.len()).then_some(seen))
+    })
+    .await?;
+    println!(
+        "fleet: {} jobs acknowledged ({} through gateway 3), 0 lost, {reruns} ran twice (lapsed leases around the \
+         killed gateway); gateway 1's socket saw all {seen_final} of gateway 3's jobs created and succeed",
+        acknowledged.len(),
+        via_third.len()
+    );
+    Ok(())
+}
