@@ -48,6 +48,16 @@ pub enum Command {
         #[arg(long)]
         to: PathBuf,
     },
+    /// Copy a data directory's SQLite data (engines, users, keys, jobs, schedules, audit) into PostgreSQL, and check
+    /// the copy; safe to run again. Drain and stop the SQLite gateway first.
+    MigrateStore {
+        /// The data directory to read.
+        #[arg(long, env = "FLOWORK_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        /// The PostgreSQL store to fill (`postgres://USER@HOST:PORT/DB`).
+        #[arg(long)]
+        to: String,
+    },
     /// Bring a backup back into the data directory (with the gateway stopped).
     Restore {
         #[command(flatten)]

@@ -21,6 +21,7 @@ pub mod inflight;
 pub mod listener;
 pub mod live;
 pub mod metrics;
+pub mod migrate_store;
 pub mod network;
 pub mod periodic;
 pub mod queue_metrics;

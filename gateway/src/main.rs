@@ -23,6 +23,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Admin(command) => commands::admin(command).await,
         Command::Backup { data, to } => commands::backup(&data, &to).await,
         Command::Restore { data, from, force } => commands::restore(&data, &from, force).await,
+        Command::MigrateStore { data_dir, to } => commands::migrate_store(&data_dir, &to).await,
     };
     if let Some(telemetry) = telemetry {
         let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;

@@ -48,6 +48,11 @@ impl Workspace {
         Ok(Self { dir: tempfile::tempdir()?, store })
     }
 
+    /// A workspace on the SQLite store whichever store the tests run on (a source for `migrate-store`).
+    pub fn sqlite() -> anyhow::Result<Self> {
+        Ok(Self { dir: tempfile::tempdir()?, store: None })
+    }
+
     /// Adds `--store` (on PostgreSQL) to a gateway command.
     pub fn with_store<'a>(&self, command: &'a mut Command) -> &'a mut Command {
         if let Some(url) = &self.store {

@@ -81,6 +81,15 @@ fn read_keys(dir: &Path) -> Result<Vec<SigningKey>, AuthError> {
     Ok(keys)
 }
 
+/// The signing keys kept under `<data_dir>/keys`, as `(kid, secret)` (for moving them to a shared store).
+pub fn key_files(data_dir: &Path) -> Result<Vec<(String, Vec<u8>)>, AuthError> {
+    let dir = data_dir.join("keys");
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    Ok(read_keys(&dir)?.into_iter().map(|k| (k.kid, k.secret)).collect())
+}
+
 impl KeyRing {
     /// Loads the keys under `<data_dir>/keys`, creating the first one if there is none.
     pub fn load_or_create(data_dir: &Path) -> Result<Self, AuthError> {

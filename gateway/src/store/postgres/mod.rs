@@ -694,13 +694,24 @@ impl PgStore {
     /// Adds a new signing key whose id sorts after `newest`; returns its id.
     pub async fn add_signing_key(&self, newest: Option<&str>) -> Result<String, StoreError> {
         let (kid, secret) = crate::auth::jwt::new_key(newest);
+        self.insert_signing_key(&kid, &secret).await?;
+        Ok(kid)
+    }
+
+    /// Stores a signing key unless one with its id is there already.
+    pub async fn insert_signing_key(&self, kid: &str, secret: &[u8]) -> Result<(), StoreError> {
         let client = self.client().await?;
         client
             .execute(
                 "INSERT INTO signing_keys (kid, secret, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                &[&kid, &secret.as_slice(), &self.clock.now_ms()],
+                &[&kid, &secret, &self.clock.now_ms()],
             )
             .await?;
-        Ok(kid)
+        Ok(())
+    }
+
+    /// A pooled connection, for bulk work outside the store's own statements (`migrate-store`).
+    pub async fn raw_client(&self) -> Result<Object, StoreError> {
+        self.client().await
     }
 }
