@@ -53,12 +53,13 @@ else
   cargo test --workspace --no-fail-fast -- --skip a_fleet_of_three_gateways --skip a_populated_data_directory_moves || status=$?
 fi
 # The same end-to-end tests on the PostgreSQL store, against a throw-away server (initdb into a temporary folder,
-# stopped at the end) and a Redis server for the fleet test (three gateways, two engines). Left out: what only the SQLite data directory has (backup/restore files, a full disk under
-# the shards, two gateways on one data directory behind nginx) and what does not touch a store.
+# stopped at the end) and a Redis server for the fleet test (three gateways, two engines). Left out: what only the
+# SQLite data directory has (backup/restore files, a full disk and a damaged file under the shards) and the
+# loadtest smoke test (it starts its own gateway on a data directory).
 echo "==> running the end-to-end tests again on PostgreSQL"
 FLOWORK_TEST_STORE=postgres cargo run --quiet -p flowork-tests --bin with-services -- --redis -- \
   cargo nextest run -p flowork-tests --no-fail-fast \
-  -E 'not (binary(backup) | binary(storage) | binary(canary) | binary(proxy) | binary(secrets) | binary(loadtest))' \
+  -E 'not (binary(backup) | binary(storage) | binary(loadtest))' \
   || status=$?
 # Fuzzing: briefly with cargo-fuzz where a nightly toolchain is installed; the stable run over the corpus
 # (gateway/tests/fuzz_corpus.rs) is part of the tests above either way.

@@ -188,21 +188,44 @@ fn newer_step(path: &std::path::Path, compat: &str, build: &str) -> anyhow::Resu
     Ok(())
 }
 
+/// The same in the PostgreSQL store (one schema for everything).
+fn newer_postgres_step(url: &str, compat: &str, build: &str) -> anyhow::Result<()> {
+    let sql = format!(
+        "DO $$ DECLARE next INT := (SELECT max(version) + 1 FROM schema_migrations); BEGIN
+           EXECUTE format('CREATE TABLE test_newer_%s (x INTEGER DEFAULT 0)', next);
+           INSERT INTO schema_migrations (version, name, applied_at, compat, build)
+           VALUES (next, lpad(next::TEXT, 4, '0') || '_test_only', 0, '{compat}', '{build}');
+         END $$"
+    );
+    let status = std::process::Command::new("psql").args([url, "-q", "-v", "ON_ERROR_STOP=1", "-c", &sql]).status()?;
+    anyhow::ensure!(status.success(), "psql failed");
+    Ok(())
+}
+
+/// Leaves a newer build's step in the workspace's store (its control database and shard, or PostgreSQL).
+fn newer_steps(ws: &Workspace, compat: &str, build: &str, shard_too: bool) -> anyhow::Result<()> {
+    if let Some(url) = &ws.store {
+        return newer_postgres_step(url, compat, build);
+    }
+    newer_step(&ws.data_dir().join("control.sqlite3"), compat, build)?;
+    if shard_too {
+        newer_step(&ws.data_dir().join("shards").join("local.sqlite3"), compat, build)?;
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_build_serves_additive_steps_of_a_newer_build_and_refuses_a_breaking_one_by_name() -> anyhow::Result<()> {
     let ws = Workspace::new()?;
     ws.add_engine("local")?;
     let token = ws.mint("alice", "1h")?;
-    let control = ws.data_dir().join("control.sqlite3");
-    let shard = ws.data_dir().join("shards").join("local.sqlite3");
-    newer_step(&control, "additive", "9.1.0")?;
-    newer_step(&shard, "additive", "9.1.0")?;
+    newer_steps(&ws, "additive", "9.1.0", true)?;
     let gw = Gateway::start(&ws, &[]).await?;
     let reply = Api::new(&gw, &token).post_job("k1", &json!({"engine": "local", "kind": "echo"})).await?;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
     drop(gw);
 
-    newer_step(&control, "breaking", "9.2.0")?;
+    newer_steps(&ws, "breaking", "9.2.0", false)?;
     let started = Instant::now();
     let refused = Gateway::start(&ws, &[]).await;
     let message = match refused {

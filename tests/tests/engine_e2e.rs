@@ -66,7 +66,9 @@ async fn a_thousand_jobs_all_succeed_exactly_once() -> anyhow::Result<()> {
 async fn a_killed_engine_loses_nothing() -> anyhow::Result<()> {
     let (ws, gw, api) = setup(&["--reap-interval-ms", "100"]).await?;
     let workers = 4;
-    let lease = ["--lease-ms", "1000"];
+    // Long enough that a busy machine's slow finish does not lapse a live engine's lease (that would be a rerun
+    // too, but not the one this test is about); the dead engine's leases still lapse in 2.5 s.
+    let lease = ["--lease-ms", "2500"];
     let mut first = Engine::start(&ws, &gw, "local", workers, &lease)?;
     enqueue_many(&api, 200, |_| json!({"engine": "local", "kind": "sleep", "payload": {"ms": 30}})).await?;
     eventually(Duration::from_secs(60), "some jobs done", || async {
