@@ -186,6 +186,7 @@ async fn status_shows_engines_and_queued_jobs_know_their_position() -> anyhow::R
         assert_eq!(job.body["queue_position"], (i + 1) as u64, "the higher-priority job goes first");
     }
     let before = status(&gw).await?;
+    assert_eq!(before["store"], if flowork_tests::on_postgres() { "postgres" } else { "sqlite" });
     assert_eq!(before["engines"][0]["online"], false);
     assert_eq!(before["engines"][0]["queued"], 4);
 

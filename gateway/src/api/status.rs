@@ -44,9 +44,11 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     }
     Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
+        "store": state.jobs.backend(),
         "schema": {
             "control": crate::store::sqlite::migrate::latest(crate::store::sqlite::migrate::CONTROL),
             "shard": crate::store::sqlite::migrate::latest(crate::store::sqlite::migrate::SHARD),
+            "postgres": crate::store::sqlite::migrate::latest(crate::store::postgres::migrate::POSTGRES),
         },
         "uptime_s": state.started.elapsed().as_secs(),
         "draining": state.drain.is_draining(),

@@ -359,6 +359,8 @@ impl StoreError {
 /// Jobs: enqueue, read, cancel, and the engine side (claim, heartbeat, finish).
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
+    /// Which backend this is (`sqlite` or `postgres`), for `/status`.
+    fn backend(&self) -> &'static str;
     /// Where committed job changes are published, for live events.
     fn changes(&self) -> &std::sync::Arc<changes::ChangeFeed>;
     async fn enqueue(&self, job: NewJob) -> Result<EnqueueOutcome, StoreError>;

@@ -213,7 +213,8 @@ async fn lease_failure(tx: &Transaction<'_>, engine: &str, job_id: &str) -> Resu
     })
 }
 
-/// Extends a live lease held by `lease_token`; returns the new expiry and whether cancellation was asked.
+/// Extends a live lease held by `lease_token`; returns the new expiry, whether cancellation was asked, and the
+/// job as it is now when the heartbeat reported progress (a change a watcher sees).
 pub async fn heartbeat(
     tx: &Transaction<'_>,
     engine: &str,
@@ -222,19 +223,25 @@ pub async fn heartbeat(
     lease_ms: u64,
     progress: Option<&str>,
     now: i64,
-) -> Result<(i64, bool), StoreError> {
+) -> Result<(i64, bool, Option<Job>), StoreError> {
     let expires = now.saturating_add(lease_ms.min(i64::MAX as u64) as i64);
-    let row = query_opt(
-        tx,
+    let sql = format!(
         "UPDATE jobs SET lease_expires_at = $1, progress = coalesce($5, progress)
          WHERE engine_id = $6 AND id = $2 AND status = 'running' AND lease_token = $3 AND lease_expires_at > $4
-         RETURNING cancel_requested",
-        &[&expires, &job_id, &lease_token, &now, &progress, &engine],
-    )
-    .await?;
-    match row {
-        Some(row) => Ok((expires, row.try_get(0)?)),
-        None => Err(lease_failure(tx, engine, job_id).await?),
+         RETURNING {JOB_COLUMNS}"
+    );
+    let row = query_opt(tx, &sql, &[&expires, &job_id, &lease_token, &now, &progress, &engine]).await?;
+    let Some(row) = row else { return Err(lease_failure(tx, engine, job_id).await?) };
+    let job = job_from_row(&row, engine)?;
+    let cancel_requested = job.cancel_requested;
+    Ok((expires, cancel_requested, progress.is_some().then_some(job)))
+}
+
+/// Whether an engine is registered (its counter row exists), without locking anything.
+pub async fn engine_exists(tx: &Transaction<'_>, engine: &str) -> Result<(), StoreError> {
+    match query_opt(tx, "SELECT 1 FROM queue_stats WHERE engine_id = $1", &[&engine]).await? {
+        Some(_) => Ok(()),
+        None => Err(StoreError::EngineNotFound(engine.to_string())),
     }
 }
 

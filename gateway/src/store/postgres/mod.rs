@@ -82,8 +82,12 @@ impl PgStore {
     /// Connects, and brings the schema up to date (under an advisory lock, so gateways started together do not
     /// race).
     pub async fn open(url: &str, clock: Arc<dyn Clock>, retry: RetryPolicy) -> Result<Self, StoreError> {
-        let config: tokio_postgres::Config =
+        let mut config: tokio_postgres::Config =
             url.parse().map_err(|e| StoreError::PostgresPool(format!("{}: {e}", redact(url))))?;
+        if config.get_connect_timeout().is_none() {
+            // An unreachable server answers 503 within seconds instead of holding requests open.
+            config.connect_timeout(Duration::from_secs(5));
+        }
         let manager =
             Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
@@ -234,6 +238,10 @@ impl PgStore {
 
 #[async_trait]
 impl JobStore for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
     fn changes(&self) -> &Arc<ChangeFeed> {
         &self.changes
     }
@@ -363,9 +371,11 @@ impl JobStore for PgStore {
         progress: Option<String>,
     ) -> Result<(i64, bool), StoreError> {
         let now = self.clock.now_ms();
-        Ok(in_tx!(self, |tx| {
+        let (expires, cancel_requested, changed) = in_tx!(self, |tx| {
             jobs::heartbeat(&tx, engine, job_id, lease_token, lease_ms, progress.as_deref(), now).await?
-        }))
+        });
+        self.publish(changed.map(|job| (false, job)));
+        Ok((expires, cancel_requested))
     }
 
     async fn finish(
@@ -487,7 +497,7 @@ impl JobStore for PgStore {
 
     async fn allowed_users(&self, engine: &str) -> Result<Vec<AllowedUser>, StoreError> {
         Ok(in_tx!(self, |tx| {
-            lock_engine(&tx, engine).await?;
+            jobs::engine_exists(&tx, engine).await?;
             jobs::allowed_users(&tx, engine).await?
         }))
     }
@@ -546,7 +556,7 @@ impl JobStore for PgStore {
 
     async fn share_settings(&self, engine: &str) -> Result<ShareSettings, StoreError> {
         Ok(in_tx!(self, |tx| {
-            lock_engine(&tx, engine).await?;
+            jobs::engine_exists(&tx, engine).await?;
             claim::share_settings(&tx, engine).await?
         }))
     }
@@ -713,5 +723,19 @@ impl PgStore {
     /// A pooled connection, for bulk work outside the store's own statements (`migrate-store`).
     pub async fn raw_client(&self) -> Result<Object, StoreError> {
         self.client().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn store_urls_never_show_their_password() {
+        assert_eq!(redact("postgres://flowork:s3cret@db:5432/flowork"), "postgres://flowork:***@db:5432/flowork");
+        assert_eq!(redact("redis://:s3cret@redis:6379"), "redis://:***@redis:6379");
+        assert_eq!(redact("postgres://flowork@db/flowork"), "postgres://flowork@db/flowork");
+        assert_eq!(redact("postgres://db/flowork"), "postgres://db/flowork");
+        assert!(!redact("postgresql://u:p%40ss@h/d").contains("p%40ss"));
     }
 }

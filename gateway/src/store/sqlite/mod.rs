@@ -254,6 +254,10 @@ impl SqliteStore {
 
 #[async_trait]
 impl JobStore for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
     fn changes(&self) -> &Arc<ChangeFeed> {
         &self.changes
     }
