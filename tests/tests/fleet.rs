@@ -12,7 +12,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flowork_tests::{Api, Engine, Gateway, Workspace, eventually, free_port, on_postgres};
+use flowork_common::clock::system_now_ms;
+use flowork_tests::wallet::{Wallet, sign_in_message};
+use flowork_tests::{Api, Engine, Gateway, Reply, Workspace, eventually, free_port, on_postgres};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -190,6 +192,74 @@ async fn a_fleet_of_three_gateways_survives_a_killed_gateway_and_shares_keys_and
          killed gateway); gateway 1's socket saw all {seen_final} of gateway 3's jobs created and succeed",
         acknowledged.len(),
         via_third.len()
+    );
+    Ok(())
+}
+
+async fn call(gateway: &Gateway, path: &str, origin: &str, body: Value) -> anyhow::Result<Reply> {
+    let response = reqwest::Client::new()
+        .post(format!("{}{path}", gateway.base))
+        .header("origin", origin)
+        .json(&body)
+        .send()
+        .await?;
+    Reply::read(response).await
+}
+
+#[tokio::test]
+async fn sign_in_state_and_signing_keys_are_shared_by_the_fleet() -> anyhow::Result<()> {
+    anyhow::ensure!(on_postgres(), "the fleet test runs on the PostgreSQL store (FLOWORK_TEST_STORE=postgres)");
+    let ws = Workspace::new()?;
+    // The GUI's origin, the same for every gateway behind the load balancer.
+    let origin = "http://flowork.example";
+    let a = Gateway::start(&ws, &["--allowed-origin", origin]).await?;
+    let b = Gateway::start(&ws, &["--allowed-origin", origin]).await?;
+
+    // A nonce issued by A is accepted once by B, and refused afterwards by A.
+    let nonce: Value = reqwest::get(format!("{}/auth/nonce", a.base)).await?.json().await?;
+    let wallet = Wallet::random();
+    let message =
+        sign_in_message(origin, &wallet.address(), nonce["nonce"].as_str().unwrap_or_default(), 1, system_now_ms());
+    let signed = json!({"message": message, "signature": wallet.sign(&message)});
+    let session = call(&b, "/auth/verify", origin, signed.clone()).await?;
+    assert_eq!(session.status, StatusCode::OK, "{}", session.body);
+    let replay = call(&a, "/auth/verify", origin, signed).await?;
+    assert_eq!((replay.status, replay.code()), (StatusCode::UNAUTHORIZED, "nonce_reused"));
+
+    // An access token minted through B works on A.
+    let access = session.body["access_token"].as_str().unwrap_or_default().to_string();
+    assert_eq!(Api::new(&a, &access).get("/jobs").await?.status, StatusCode::OK);
+
+    // A refresh through A, then the old refresh token presented to B: reuse, and the family is revoked everywhere.
+    let first = session.body["refresh_token"].as_str().unwrap_or_default().to_string();
+    let rotated = call(&a, "/auth/refresh", origin, json!({"refresh_token": first})).await?;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.body);
+    let reuse = call(&b, "/auth/refresh", origin, json!({"refresh_token": first})).await?;
+    assert_eq!((reuse.status, reuse.code()), (StatusCode::UNAUTHORIZED, "refresh_reused"));
+    let second = rotated.body["refresh_token"].as_str().unwrap_or_default().to_string();
+    let revoked = call(&a, "/auth/refresh", origin, json!({"refresh_token": second})).await?;
+    assert_eq!((revoked.status, revoked.code()), (StatusCode::UNAUTHORIZED, "refresh_revoked"));
+
+    // A key rotated on the command line signs the next tokens, and both running gateways accept them.
+    let old = ws.mint("carol", "1h")?;
+    let out = ws.gateway_cli_ok(&["keys", "rotate"])?;
+    assert!(out.contains("new signing key"), "{out}");
+    let new = ws.mint("carol", "1h")?;
+    let kid = |token: &str| token.split('.').next().map(str::to_string);
+    assert_ne!(kid(&old), kid(&new), "the new token names the new key");
+    for gateway in [&a, &b] {
+        let api = Api::new(gateway, &new);
+        eventually(Duration::from_secs(5), "the rotated key to reach every gateway", || async {
+            Ok((api.get("/jobs").await?.status == StatusCode::OK).then_some(()))
+        })
+        .await?;
+        assert_eq!(Api::new(gateway, &old).get("/jobs").await?.status, StatusCode::OK, "old tokens stay valid");
+    }
+    let verify = ws.gateway_cli(&["audit", "verify"])?;
+    assert!(
+        verify.status.success(),
+        "one audit chain written by two gateways: {}",
+        String::from_utf8_lossy(&verify.stderr)
     );
     Ok(())
 }
