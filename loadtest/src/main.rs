@@ -71,6 +71,10 @@ pub struct Args {
     /// Folder of flowork-gateway and flowork-engine (default: next to this executable).
     #[arg(long)]
     pub bin_dir: Option<std::path::PathBuf>,
+    /// Run the gateway it starts on PostgreSQL: a database URL on the server to use (`postgres://USER@HOST:PORT/DB`);
+    /// each run creates a fresh database there (with `psql`) and drops it afterwards.
+    #[arg(long)]
+    pub postgres: Option<String>,
     /// Drive this running gateway (its engines must be running) instead of starting one.
     #[arg(long, requires_all = ["token", "engine"])]
     pub gateway: Option<String>,

@@ -14,13 +14,47 @@ use crate::Args;
 /// The engine every run uses.
 pub const ENGINE: &str = "bench";
 
-/// A gateway (and later engines) on a fresh data directory, killed on drop.
+/// A gateway (and later engines) on a fresh data directory (or fresh PostgreSQL database), killed on drop.
 pub struct Stack {
     pub base: String,
     pub token: String,
     dir: tempfile::TempDir,
     bin: PathBuf,
     children: Vec<Child>,
+    /// Kept for its `Drop`: the run's database goes when the stack does (after its processes).
+    _database: Option<FreshDatabase>,
+}
+
+/// A database made for one run on a PostgreSQL server, dropped when the run ends.
+pub struct FreshDatabase {
+    server: String,
+    name: String,
+    pub url: String,
+}
+
+impl FreshDatabase {
+    fn create(server: &str) -> anyhow::Result<Self> {
+        let name = format!("loadtest_{}", unique().replace('-', "_"));
+        psql(server, &format!("CREATE DATABASE {name}"))?;
+        let base = server.rsplit_once('/').map(|(base, _)| base).unwrap_or(server);
+        Ok(Self { server: server.to_string(), url: format!("{base}/{name}"), name })
+    }
+}
+
+impl Drop for FreshDatabase {
+    fn drop(&mut self) {
+        if let Err(error) = psql(&self.server, &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)) {
+            eprintln!("could not drop the run's database {}: {error}", self.name);
+        }
+    }
+}
+
+fn psql(server: &str, sql: &str) -> anyhow::Result<()> {
+    let out = Command::new("psql").args([server, "-q", "-v", "ON_ERROR_STOP=1", "-c", sql]).output()?;
+    if !out.status.success() {
+        bail!("psql {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
 }
 
 fn bin_dir(args: &Args) -> anyhow::Result<PathBuf> {
@@ -30,9 +64,14 @@ fn bin_dir(args: &Args) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// Runs a `flowork-gateway` sub-command on a data directory; its standard output.
-fn gateway_cli(gateway: &Path, data: &Path, cli: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(gateway).args(cli).arg("--data-dir").arg(data).output()?;
+/// Runs a `flowork-gateway` sub-command on a data directory (or on `store`); its standard output.
+fn gateway_cli(gateway: &Path, data: &Path, store: Option<&str>, cli: &[&str]) -> anyhow::Result<String> {
+    let mut command = Command::new(gateway);
+    command.args(cli).arg("--data-dir").arg(data);
+    if let Some(store) = store {
+        command.env("FLOWORK_STORE", store);
+    }
+    let out = command.output()?;
     if !out.status.success() {
         bail!("flowork-gateway {cli:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -47,9 +86,13 @@ pub fn unique() -> String {
 
 /// Starts `flowork-gateway serve` on a free port with the abuse controls off (a load test measures the write
 /// path, not rate limits or caps).
-fn serve(gateway: &Path, data: &Path) -> anyhow::Result<(Child, String)> {
+fn serve(gateway: &Path, data: &Path, store: Option<&str>) -> anyhow::Result<(Child, String)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let child = Command::new(gateway)
+    let mut command = Command::new(gateway);
+    if let Some(store) = store {
+        command.env("FLOWORK_STORE", store);
+    }
+    let child = command
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--rate-ip", "0", "--rate-user", "0"])
         .args(["--max-queue-depth", "0", "--max-total-depth", "0", "--max-user-inflight", "0"])
         .arg("--data-dir")
@@ -69,12 +112,12 @@ pub async fn measure_startup(args: &Args) -> anyhow::Result<f64> {
     let data = dir.path().join("data");
     let gateway = bin.join("flowork-gateway");
     for shard in 0..args.shards.max(1) {
-        gateway_cli(&gateway, &data, &["engine", "add", &format!("shard-{shard}"), "--owner", "loadtest"])?;
+        gateway_cli(&gateway, &data, None, &["engine", "add", &format!("shard-{shard}"), "--owner", "loadtest"])?;
     }
-    let token = gateway_cli(&gateway, &data, &["token", "mint", "--user", "loadtest", "--ttl", "1h"])?;
+    let token = gateway_cli(&gateway, &data, None, &["token", "mint", "--user", "loadtest", "--ttl", "1h"])?;
     let client = reqwest::Client::new();
     let started = Instant::now();
-    let (mut child, base) = serve(&gateway, &data)?;
+    let (mut child, base) = serve(&gateway, &data, None)?;
     let body = json!({"engine": "shard-0", "kind": "echo"});
     let result = loop {
         let answer = client
@@ -132,7 +175,9 @@ impl Stack {
         let dir = tempfile::tempdir()?;
         let data = dir.path().join("data");
         let gateway = bin.join("flowork-gateway");
-        let run = |cli: &[&str]| gateway_cli(&gateway, &data, cli);
+        let database = args.postgres.as_deref().map(FreshDatabase::create).transpose()?;
+        let store = database.as_ref().map(|d| d.url.clone());
+        let run = |cli: &[&str]| gateway_cli(&gateway, &data, store.as_deref(), cli);
         let token_file = dir.path().join("engine.token");
         run(&[
             "engine",
@@ -144,8 +189,8 @@ impl Stack {
             token_file.to_str().unwrap_or_default(),
         ])?;
         let token = run(&["token", "mint", "--user", "loadtest", "--ttl", "2h"])?;
-        let (child, base) = serve(&gateway, &data)?;
-        let stack = Self { base, token, dir, bin, children: vec![child] };
+        let (child, base) = serve(&gateway, &data, store.as_deref())?;
+        let stack = Self { base, token, dir, bin, children: vec![child], _database: database };
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(20);
         while !client.get(format!("{}/readyz", stack.base)).send().await.is_ok_and(|r| r.status().is_success()) {

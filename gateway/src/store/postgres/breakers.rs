@@ -1,6 +1,6 @@
 //! Per-kind circuit breakers in PostgreSQL: the rules of `sqlite/breakers.rs`, per engine.
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::GenericClient;
 
 use super::claim::release_parked_kind;
 use super::jobs::{execute, query, query_opt};
@@ -8,7 +8,7 @@ use crate::store::{BreakerPolicy, KindBreaker, StoreError};
 
 /// Moves open breakers whose cool-down has passed to half-open, and frees the probe slot of a half-open breaker
 /// whose probe no longer runs.
-pub async fn refresh(tx: &Transaction<'_>, engine: &str, now: i64, policy: BreakerPolicy) -> Result<(), StoreError> {
+pub async fn refresh(tx: &impl GenericClient, engine: &str, now: i64, policy: BreakerPolicy) -> Result<(), StoreError> {
     let cooled = now - policy.cooldown_ms.min(i64::MAX as u64) as i64;
     execute(
         tx,
@@ -30,14 +30,17 @@ pub async fn refresh(tx: &Transaction<'_>, engine: &str, now: i64, policy: Break
 }
 
 /// The kinds whose breaker holds their jobs back.
-pub async fn held_kinds(tx: &Transaction<'_>, engine: &str) -> Result<std::collections::HashSet<String>, StoreError> {
+pub async fn held_kinds(
+    tx: &impl GenericClient,
+    engine: &str,
+) -> Result<std::collections::HashSet<String>, StoreError> {
     let rows =
         query(tx, "SELECT kind FROM kind_breakers WHERE engine_id = $1 AND state <> 'closed'", &[&engine]).await?;
     rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
 }
 
 /// Half-open kinds waiting for their probe to be claimed.
-pub async fn kinds_wanting_a_probe(tx: &Transaction<'_>, engine: &str) -> Result<Vec<String>, StoreError> {
+pub async fn kinds_wanting_a_probe(tx: &impl GenericClient, engine: &str) -> Result<Vec<String>, StoreError> {
     let rows = query(
         tx,
         "SELECT kind FROM kind_breakers WHERE engine_id = $1 AND state = 'half_open' AND probe_job_id IS NULL",
@@ -47,7 +50,7 @@ pub async fn kinds_wanting_a_probe(tx: &Transaction<'_>, engine: &str) -> Result
     rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
 }
 
-pub async fn set_probe(tx: &Transaction<'_>, engine: &str, kind: &str, job_id: &str) -> Result<(), StoreError> {
+pub async fn set_probe(tx: &impl GenericClient, engine: &str, kind: &str, job_id: &str) -> Result<(), StoreError> {
     execute(
         tx,
         "UPDATE kind_breakers SET probe_job_id = $3 WHERE engine_id = $1 AND kind = $2",
@@ -59,7 +62,7 @@ pub async fn set_probe(tx: &Transaction<'_>, engine: &str, kind: &str, job_id: &
 
 /// Records an attempt's outcome for its kind (`failed`: the error of a failure, `None` for a success).
 pub async fn record(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     engine: &str,
     kind: &str,
     job_id: &str,
@@ -125,7 +128,7 @@ pub async fn record(
 }
 
 /// Breakers that are not closed, for `/status`.
-pub async fn tripped(tx: &Transaction<'_>, engine: &str) -> Result<Vec<KindBreaker>, StoreError> {
+pub async fn tripped(tx: &impl GenericClient, engine: &str) -> Result<Vec<KindBreaker>, StoreError> {
     let rows = query(
         tx,
         "SELECT kind, state, failures, opened_at, last_error FROM kind_breakers

@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::GenericClient;
 use flowork_common::timefmt::format_ms;
 use flowork_common::wire::Lease;
 
@@ -44,13 +44,13 @@ pub struct ClaimBy<'a> {
 }
 
 /// Whether the engine is paused (and its state row locked for this claim).
-pub async fn lock_state(tx: &Transaction<'_>, engine: &str) -> Result<bool, StoreError> {
+pub async fn lock_state(tx: &impl GenericClient, engine: &str) -> Result<bool, StoreError> {
     let row = query_opt(tx, "SELECT paused FROM engine_state WHERE engine_id = $1 FOR UPDATE", &[&engine]).await?;
     Ok(row.map(|r| r.get(0)).unwrap_or(false))
 }
 
 /// Makes delayed jobs whose `run_at` has come runnable.
-pub async fn promote_due(tx: &Transaction<'_>, engine: &str, now: i64) -> Result<u64, StoreError> {
+pub async fn promote_due(tx: &impl GenericClient, engine: &str, now: i64) -> Result<u64, StoreError> {
     execute(
         tx,
         "UPDATE jobs SET hold = 0 WHERE engine_id = $1 AND status = 'queued' AND hold = 1 AND run_at <= $2",
@@ -59,7 +59,7 @@ pub async fn promote_due(tx: &Transaction<'_>, engine: &str, now: i64) -> Result
     .await
 }
 
-async fn park(tx: &Transaction<'_>, engine: &str, id: &str, hold: i64) -> Result<(), StoreError> {
+async fn park(tx: &impl GenericClient, engine: &str, id: &str, hold: i64) -> Result<(), StoreError> {
     execute(
         tx,
         "UPDATE jobs SET hold = $3 WHERE engine_id = $1 AND id = $2 AND status = 'queued'",
@@ -70,7 +70,7 @@ async fn park(tx: &Transaction<'_>, engine: &str, id: &str, hold: i64) -> Result
 }
 
 /// The limit of a key (its own, else the engine's default); `None` = unlimited.
-async fn key_room(tx: &Transaction<'_>, engine: &str, key: &str) -> Result<Option<i64>, StoreError> {
+async fn key_room(tx: &impl GenericClient, engine: &str, key: &str) -> Result<Option<i64>, StoreError> {
     let row = query_opt(
         tx,
         "SELECT coalesce((SELECT max_running FROM concurrency_limits WHERE engine_id = $1 AND concurrency_key = $2),
@@ -87,7 +87,7 @@ async fn key_room(tx: &Transaction<'_>, engine: &str, key: &str) -> Result<Optio
 struct KeyRooms(HashMap<String, Option<i64>>);
 
 impl KeyRooms {
-    async fn take(&mut self, tx: &Transaction<'_>, engine: &str, key: &str) -> Result<bool, StoreError> {
+    async fn take(&mut self, tx: &impl GenericClient, engine: &str, key: &str) -> Result<bool, StoreError> {
         if !self.0.contains_key(key) {
             let room = key_room(tx, engine, key).await?;
             self.0.insert(key.to_string(), room);
@@ -105,7 +105,7 @@ impl KeyRooms {
 
 /// Leases `ids` (queued jobs) in one statement, in the order given, with how long each waited.
 async fn lease_jobs(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     by: &ClaimBy<'_>,
     ids: &[String],
     expires: i64,
@@ -138,7 +138,7 @@ async fn lease_jobs(
 
 /// Leases up to `max` runnable jobs of the engine in the fair order; the caller holds the engine's lock and
 /// state row.
-pub async fn claim(tx: &Transaction<'_>, by: &ClaimBy<'_>, held: &HashSet<String>) -> Result<Claimed, StoreError> {
+pub async fn claim(tx: &impl GenericClient, by: &ClaimBy<'_>, held: &HashSet<String>) -> Result<Claimed, StoreError> {
     promote_due(tx, by.engine, by.now).await?;
     let expires = by.now.saturating_add(by.lease_ms.min(i64::MAX as u64) as i64);
     let max = by.max as usize;
@@ -229,7 +229,7 @@ pub async fn claim(tx: &Transaction<'_>, by: &ClaimBy<'_>, held: &HashSet<String
 }
 
 /// Leases one job of `kind` (a half-open breaker's probe): a parked one first, else a runnable one.
-pub async fn claim_probe(tx: &Transaction<'_>, by: &ClaimBy<'_>, kind: &str) -> Result<Claimed, StoreError> {
+pub async fn claim_probe(tx: &impl GenericClient, by: &ClaimBy<'_>, kind: &str) -> Result<Claimed, StoreError> {
     let mut candidate = None;
     for hold in [HOLD_BREAKER, 0] {
         let row = query_opt(
@@ -260,7 +260,7 @@ pub async fn claim_probe(tx: &Transaction<'_>, by: &ClaimBy<'_>, kind: &str) -> 
 }
 
 /// Makes parked jobs of keys that have room runnable again, in claim order, as many as the room allows.
-pub async fn release_parked_keys(tx: &Transaction<'_>, engine: &str) -> Result<u64, StoreError> {
+pub async fn release_parked_keys(tx: &impl GenericClient, engine: &str) -> Result<u64, StoreError> {
     let keys = query(
         tx,
         "SELECT s.concurrency_key, coalesce(l.max_running, e.default_key_limit) - s.running - s.ready
@@ -291,7 +291,7 @@ pub async fn release_parked_keys(tx: &Transaction<'_>, engine: &str) -> Result<u
 }
 
 /// Makes the parked jobs of one kind runnable (its breaker closed).
-pub async fn release_parked_kind(tx: &Transaction<'_>, engine: &str, kind: &str) -> Result<u64, StoreError> {
+pub async fn release_parked_kind(tx: &impl GenericClient, engine: &str, kind: &str) -> Result<u64, StoreError> {
     execute(
         tx,
         "UPDATE jobs SET hold = 0 WHERE engine_id = $1 AND kind = $2 AND status = 'queued' AND hold = 3",
@@ -301,7 +301,7 @@ pub async fn release_parked_kind(tx: &Transaction<'_>, engine: &str, kind: &str)
 }
 
 /// The earliest moment something may become claimable: a delayed job, a lease's expiry, a breaker's cool-down.
-pub async fn next_due(tx: &Transaction<'_>, engine: &str, cooldown_ms: u64) -> Result<Option<i64>, StoreError> {
+pub async fn next_due(tx: &impl GenericClient, engine: &str, cooldown_ms: u64) -> Result<Option<i64>, StoreError> {
     let row = query_opt(
         tx,
         "SELECT least(
@@ -315,7 +315,7 @@ pub async fn next_due(tx: &Transaction<'_>, engine: &str, cooldown_ms: u64) -> R
 }
 
 /// Sets a user's weight on the engine (1-1000).
-pub async fn set_weight(tx: &Transaction<'_>, engine: &str, user: &str, weight: i64) -> Result<bool, StoreError> {
+pub async fn set_weight(tx: &impl GenericClient, engine: &str, user: &str, weight: i64) -> Result<bool, StoreError> {
     let changed = execute(
         tx,
         "INSERT INTO user_share AS u (engine_id, user_id, weight, pass)
@@ -329,7 +329,7 @@ pub async fn set_weight(tx: &Transaction<'_>, engine: &str, user: &str, weight: 
 
 /// Sets (`Some`) or removes (`None`) a key's own limit.
 pub async fn set_key_limit(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     engine: &str,
     key: &str,
     limit: Option<i64>,
@@ -358,7 +358,11 @@ pub async fn set_key_limit(
 }
 
 /// Sets the limit of keys without their own.
-pub async fn set_default_key_limit(tx: &Transaction<'_>, engine: &str, limit: Option<i64>) -> Result<bool, StoreError> {
+pub async fn set_default_key_limit(
+    tx: &impl GenericClient,
+    engine: &str,
+    limit: Option<i64>,
+) -> Result<bool, StoreError> {
     let changed = execute(
         tx,
         "UPDATE engine_state SET default_key_limit = $2 WHERE engine_id = $1 AND default_key_limit IS DISTINCT FROM $2",
@@ -369,7 +373,7 @@ pub async fn set_default_key_limit(tx: &Transaction<'_>, engine: &str, limit: Op
 }
 
 /// The engine's weights and key limits.
-pub async fn share_settings(tx: &Transaction<'_>, engine: &str) -> Result<ShareSettings, StoreError> {
+pub async fn share_settings(tx: &impl GenericClient, engine: &str) -> Result<ShareSettings, StoreError> {
     let default_key_limit =
         query_opt(tx, "SELECT default_key_limit FROM engine_state WHERE engine_id = $1", &[&engine])
             .await?

@@ -1,7 +1,7 @@
 //! Engines, sign-in nonces, refresh tokens and the audit chain in PostgreSQL: the rules of `sqlite/control.rs`,
 //! shared by every gateway of a fleet (a nonce is single-use and a refresh reuse is caught cluster-wide).
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
 use super::jobs::{execute, query, query_opt};
@@ -25,7 +25,7 @@ fn engine_from_row(row: &Row) -> Result<EngineRecord, StoreError> {
 
 /// Registers an engine with its state and counter rows and its owner allowed, in one transaction.
 pub async fn insert_engine(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     id: &str,
     owner: Option<&str>,
     token_hash: &str,
@@ -53,19 +53,19 @@ pub async fn insert_engine(
     Ok(())
 }
 
-pub async fn engines(tx: &Transaction<'_>) -> Result<Vec<EngineRecord>, StoreError> {
+pub async fn engines(tx: &impl GenericClient) -> Result<Vec<EngineRecord>, StoreError> {
     let rows = query(tx, &format!("SELECT {ENGINE_COLUMNS} FROM engines ORDER BY id"), &[]).await?;
     rows.iter().map(engine_from_row).collect()
 }
 
-pub async fn engine(tx: &Transaction<'_>, id: &str) -> Result<Option<EngineRecord>, StoreError> {
+pub async fn engine(tx: &impl GenericClient, id: &str) -> Result<Option<EngineRecord>, StoreError> {
     let row = query_opt(tx, &format!("SELECT {ENGINE_COLUMNS} FROM engines WHERE id = $1"), &[&id]).await?;
     row.as_ref().map(engine_from_row).transpose()
 }
 
 /// The active engine whose current token, or previous token still in its grace period, has this hash.
 pub async fn engine_for_token_hash(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     token_hash: &str,
     now: i64,
 ) -> Result<Option<EngineRecord>, StoreError> {
@@ -82,7 +82,7 @@ pub async fn engine_for_token_hash(
 
 /// Replaces an engine's token; the old one keeps working until `previous_valid_until` (if given).
 pub async fn set_engine_token(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     id: &str,
     token_hash: &str,
     previous_valid_until: Option<i64>,
@@ -98,14 +98,14 @@ pub async fn set_engine_token(
     if updated == 0 { Err(StoreError::EngineNotFound(id.to_string())) } else { Ok(()) }
 }
 
-pub async fn revoke_engine(tx: &Transaction<'_>, id: &str, now: i64) -> Result<(), StoreError> {
+pub async fn revoke_engine(tx: &impl GenericClient, id: &str, now: i64) -> Result<(), StoreError> {
     let updated =
         execute(tx, "UPDATE engines SET revoked_at = coalesce(revoked_at, $1) WHERE id = $2", &[&now, &id]).await?;
     if updated == 0 { Err(StoreError::EngineNotFound(id.to_string())) } else { Ok(()) }
 }
 
 /// Appends a row to the audit chain under the fleet-wide audit lock.
-pub async fn append_audit(tx: &Transaction<'_>, entry: &AuditEntry, now: i64) -> Result<(), StoreError> {
+pub async fn append_audit(tx: &impl GenericClient, entry: &AuditEntry, now: i64) -> Result<(), StoreError> {
     execute(tx, "SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK]).await?;
     let last = query_opt(tx, "SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1", &[]).await?;
     let last: (i64, String) = match last {
@@ -139,7 +139,7 @@ pub async fn append_audit(tx: &Transaction<'_>, entry: &AuditEntry, now: i64) ->
 }
 
 /// Checks the whole chain from its anchor.
-pub async fn verify_audit(tx: &Transaction<'_>) -> Result<Result<u64, ChainBreak>, StoreError> {
+pub async fn verify_audit(tx: &impl GenericClient) -> Result<Result<u64, ChainBreak>, StoreError> {
     let anchor = match query_opt(tx, "SELECT last_id, last_hash FROM audit_anchor", &[]).await? {
         Some(row) => Some((row.try_get(0)?, row.try_get(1)?)),
         None => None,
@@ -173,7 +173,7 @@ pub async fn verify_audit(tx: &Transaction<'_>) -> Result<Result<u64, ChainBreak
 }
 
 /// Deletes rows older than `before_ms` (never the newest), moving the anchor to the last deleted row.
-pub async fn prune_audit(tx: &Transaction<'_>, before_ms: i64) -> Result<u64, StoreError> {
+pub async fn prune_audit(tx: &impl GenericClient, before_ms: i64) -> Result<u64, StoreError> {
     execute(tx, "SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK]).await?;
     let last = query_opt(
         tx,
@@ -195,7 +195,7 @@ pub async fn prune_audit(tx: &Transaction<'_>, before_ms: i64) -> Result<u64, St
     Ok(pruned)
 }
 
-pub async fn insert_nonce(tx: &Transaction<'_>, nonce: &str, now: i64, expires_at: i64) -> Result<(), StoreError> {
+pub async fn insert_nonce(tx: &impl GenericClient, nonce: &str, now: i64, expires_at: i64) -> Result<(), StoreError> {
     execute(tx, "DELETE FROM auth_nonces WHERE expires_at < $1", &[&(now - 3_600_000)]).await?;
     execute(
         tx,
@@ -207,7 +207,7 @@ pub async fn insert_nonce(tx: &Transaction<'_>, nonce: &str, now: i64, expires_a
 }
 
 /// Marks a nonce used if it is unused and unexpired, in one statement: two gateways cannot both accept it.
-pub async fn consume_nonce(tx: &Transaction<'_>, nonce: &str, now: i64) -> Result<NonceCheck, StoreError> {
+pub async fn consume_nonce(tx: &impl GenericClient, nonce: &str, now: i64) -> Result<NonceCheck, StoreError> {
     let used = execute(
         tx,
         "UPDATE auth_nonces SET used_at = $1 WHERE nonce = $2 AND used_at IS NULL AND expires_at > $1",
@@ -225,7 +225,7 @@ pub async fn consume_nonce(tx: &Transaction<'_>, nonce: &str, now: i64) -> Resul
     })
 }
 
-pub async fn insert_refresh_token(tx: &Transaction<'_>, token: &RefreshTokenRecord) -> Result<(), StoreError> {
+pub async fn insert_refresh_token(tx: &impl GenericClient, token: &RefreshTokenRecord) -> Result<(), StoreError> {
     execute(
         tx,
         "INSERT INTO refresh_tokens (token_hash, family_id, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
@@ -238,7 +238,7 @@ pub async fn insert_refresh_token(tx: &Transaction<'_>, token: &RefreshTokenReco
 /// Rotates a live refresh token; a rotated one presented again revokes its family. The presented row is locked,
 /// so two gateways racing with the same token rotate it once and the second sees a reuse.
 pub async fn rotate_refresh_token(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     presented_hash: &str,
     next: &RefreshTokenRecord,
     now: i64,
@@ -281,7 +281,7 @@ pub async fn rotate_refresh_token(
 
 /// Revokes the family of a refresh token (logout); returns the user if the token was known.
 pub async fn revoke_refresh_family(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     presented_hash: &str,
     now: i64,
 ) -> Result<Option<String>, StoreError> {

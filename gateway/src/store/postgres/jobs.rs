@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::GenericClient;
 use flowork_common::backoff::full_jitter_delay_ms;
 use flowork_common::timefmt::format_ms;
 use flowork_common::wire::{Job, JobStatus};
@@ -30,13 +30,13 @@ pub const JOB_COLUMNS: &str = "id, user_id, kind, status, payload, attempts, max
 pub const JOB_COLUMN_COUNT: usize = 19;
 
 /// Runs a statement prepared once per connection.
-pub async fn query(tx: &Transaction<'_>, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
+pub async fn query(tx: &impl GenericClient, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
     let statement = tx.prepare_cached(sql).await?;
     Ok(tx.query(&statement, params).await?)
 }
 
 pub async fn query_opt(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Option<Row>, StoreError> {
@@ -44,7 +44,7 @@ pub async fn query_opt(
     Ok(tx.query_opt(&statement, params).await?)
 }
 
-pub async fn execute(tx: &Transaction<'_>, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+pub async fn execute(tx: &impl GenericClient, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
     let statement = tx.prepare_cached(sql).await?;
     Ok(tx.execute(&statement, params).await?)
 }
@@ -84,21 +84,22 @@ pub fn job_from_row(row: &Row, engine: &str) -> Result<Job, StoreError> {
 }
 
 /// Takes the engine's write lock (its counter row) and returns its queue depth; an unknown engine has none.
-pub async fn lock_engine(tx: &Transaction<'_>, engine: &str) -> Result<i64, StoreError> {
+pub async fn lock_engine(tx: &impl GenericClient, engine: &str) -> Result<i64, StoreError> {
     let row = query_opt(tx, "SELECT queued FROM queue_stats WHERE engine_id = $1 FOR UPDATE", &[&engine]).await?;
     row.map(|r| r.get(0)).ok_or_else(|| StoreError::EngineNotFound(engine.to_string()))
 }
 
 /// Wakes the claims waiting on `engine`, in every gateway, once the transaction commits.
-pub async fn notify_claimable(tx: &Transaction<'_>, engine: &str) -> Result<(), StoreError> {
+pub async fn notify_claimable(tx: &impl GenericClient, engine: &str) -> Result<(), StoreError> {
     query(tx, "SELECT pg_notify('flowork_wake', $1)", &[&engine]).await?;
     Ok(())
 }
 
 /// Enqueues jobs of one engine, each answered as the SQLite shard answers it: not allowed, over a cap (unless
-/// its key replays an accepted job), created, replayed, or key reused. Returns the outcomes in order.
+/// its key replays an accepted job), created, replayed, or key reused. Returns the outcomes in order. When no
+/// cap can be crossed, every allowed job goes in with one statement; otherwise one by one, so caps count exactly.
 pub async fn enqueue_all(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     engine: &str,
     jobs: &[NewJob],
     now: i64,
@@ -107,20 +108,37 @@ pub async fn enqueue_all(
     let mut depth = lock_engine(tx, engine).await?.max(0) as u64;
     let mut allowed: HashMap<&str, bool> = HashMap::new();
     let mut inflight: HashMap<&str, u64> = HashMap::new();
+    for job in jobs {
+        if !allowed.contains_key(job.user.as_str()) {
+            allowed.insert(&job.user, is_allowed(tx, engine, &job.user).await?);
+        }
+        if caps.max_user_inflight > 0 && !inflight.contains_key(job.user.as_str()) {
+            inflight.insert(&job.user, user_inflight(tx, engine, &job.user).await?);
+        }
+    }
+    let may = |job: &NewJob| allowed.get(job.user.as_str()).copied().unwrap_or(false);
+    let insertable: Vec<&NewJob> = jobs.iter().filter(|job| may(job)).collect();
+    if room_for_all(&insertable, depth, &inflight, caps) {
+        let created = insert_jobs(tx, engine, &insertable, now).await?;
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            outcomes.push(if !may(job) {
+                EnqueueOutcome::NotAllowed
+            } else if created.contains(job.id.as_str()) {
+                EnqueueOutcome::Created(created_job(job, now)?)
+            } else {
+                not_inserted(tx, job).await?
+            });
+        }
+        return Ok(outcomes);
+    }
     let mut outcomes = Vec::with_capacity(jobs.len());
     for job in jobs {
-        let user = job.user.as_str();
-        if !allowed.contains_key(user) {
-            allowed.insert(user, is_allowed(tx, engine, user).await?);
-        }
-        if !allowed.get(user).copied().unwrap_or(false) {
+        if !may(job) {
             outcomes.push(EnqueueOutcome::NotAllowed);
             continue;
         }
-        if caps.max_user_inflight > 0 && !inflight.contains_key(user) {
-            inflight.insert(user, user_inflight(tx, engine, user).await?);
-        }
-        let user_count = inflight.get(user).copied().unwrap_or(0);
+        let user_count = inflight.get(job.user.as_str()).copied().unwrap_or(0);
         let refusal = if over(caps.max_queue_depth, depth) {
             Some(EnqueueOutcome::QueueFull { depth })
         } else if over(caps.max_user_inflight, user_count) {
@@ -132,54 +150,112 @@ pub async fn enqueue_all(
             outcomes.push(existing_for_key(tx, job).await?.unwrap_or(refusal));
             continue;
         }
-        let created = query_opt(
-            tx,
-            "INSERT INTO jobs (engine_id, id, user_id, kind, payload, priority, run_at, max_attempts, timeout_ms,
-                               status, enqueued_at, idempotency_key, request_fingerprint, traceparent,
-                               concurrency_key, hold)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $11, $12, $13, $14, $15)
-             ON CONFLICT (engine_id, user_id, idempotency_key) DO NOTHING
-             RETURNING id",
-            &[
-                &engine,
-                &job.id,
-                &job.user,
-                &job.kind,
-                &job.payload,
-                &job.priority,
-                &job.run_at_ms,
-                &(job.max_attempts.min(i32::MAX as u32) as i32),
-                &(job.timeout_ms.min(i64::MAX as u64) as i64),
-                &now,
-                &job.idempotency_key,
-                &job.fingerprint,
-                &job.traceparent,
-                &job.concurrency_key,
-                &(hold_for_run_at(job.run_at_ms, now) as i16),
-            ],
-        )
-        .await?;
-        if created.is_some() {
+        if insert_jobs(tx, engine, &[job], now).await?.contains(job.id.as_str()) {
             depth += 1;
-            if let Some(count) = inflight.get_mut(user) {
+            if let Some(count) = inflight.get_mut(job.user.as_str()) {
                 *count += 1;
             }
             outcomes.push(EnqueueOutcome::Created(created_job(job, now)?));
         } else {
-            let existing = existing_for_key(tx, job).await?;
-            outcomes.push(existing.ok_or_else(|| StoreError::Task("an idempotency conflict without a row".into()))?);
+            outcomes.push(not_inserted(tx, job).await?);
         }
     }
     Ok(outcomes)
 }
 
-async fn is_allowed(tx: &Transaction<'_>, engine: &str, user: &str) -> Result<bool, StoreError> {
+/// Whether no cap could refuse any of `jobs`, every one of them counted.
+fn room_for_all(jobs: &[&NewJob], depth: u64, inflight: &HashMap<&str, u64>, caps: AdmissionLimits) -> bool {
+    let n = jobs.len() as u64;
+    if n == 0 {
+        return true;
+    }
+    if over(caps.max_queue_depth, depth + n - 1) {
+        return false;
+    }
+    if caps.max_user_inflight == 0 {
+        return true;
+    }
+    let mut per_user: HashMap<&str, u64> = HashMap::new();
+    for job in jobs {
+        *per_user.entry(job.user.as_str()).or_default() += 1;
+    }
+    per_user
+        .iter()
+        .all(|(user, count)| !over(caps.max_user_inflight, inflight.get(user).copied().unwrap_or(0) + count - 1))
+}
+
+/// The answer for a job whose insert did nothing: its key was used before.
+async fn not_inserted(tx: &impl GenericClient, job: &NewJob) -> Result<EnqueueOutcome, StoreError> {
+    existing_for_key(tx, job).await?.ok_or_else(|| StoreError::Task("an idempotency conflict without a row".into()))
+}
+
+/// Inserts jobs with one statement (arrays unnested, so one prepared statement serves every batch size); the ids
+/// it created (a job whose key was used before is skipped).
+async fn insert_jobs(
+    tx: &impl GenericClient,
+    engine: &str,
+    jobs: &[&NewJob],
+    now: i64,
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    if jobs.is_empty() {
+        return Ok(Default::default());
+    }
+    let column = |f: fn(&NewJob) -> String| jobs.iter().map(|j| f(j)).collect::<Vec<String>>();
+    let optional = |f: fn(&NewJob) -> Option<String>| jobs.iter().map(|j| f(j)).collect::<Vec<Option<String>>>();
+    let ids = column(|j| j.id.clone());
+    let users = column(|j| j.user.clone());
+    let kinds = column(|j| j.kind.clone());
+    let payloads = column(|j| j.payload.clone());
+    let keys = column(|j| j.idempotency_key.clone());
+    let fingerprints = column(|j| j.fingerprint.clone());
+    let traceparents = optional(|j| j.traceparent.clone());
+    let concurrency_keys = optional(|j| j.concurrency_key.clone());
+    let priorities: Vec<i32> = jobs.iter().map(|j| j.priority).collect();
+    let run_ats: Vec<i64> = jobs.iter().map(|j| j.run_at_ms).collect();
+    let attempts: Vec<i32> = jobs.iter().map(|j| j.max_attempts.min(i32::MAX as u32) as i32).collect();
+    let timeouts: Vec<i64> = jobs.iter().map(|j| j.timeout_ms.min(i64::MAX as u64) as i64).collect();
+    let holds: Vec<i16> = jobs.iter().map(|j| hold_for_run_at(j.run_at_ms, now) as i16).collect();
+    let rows = query(
+        tx,
+        "INSERT INTO jobs (engine_id, id, user_id, kind, payload, priority, run_at, max_attempts, timeout_ms, status,
+                           enqueued_at, idempotency_key, request_fingerprint, traceparent, concurrency_key, hold)
+         SELECT $1, j.id, j.user_id, j.kind, j.payload, j.priority, j.run_at, j.max_attempts, j.timeout_ms, 'queued',
+                $2, j.key, j.fingerprint, j.traceparent, j.concurrency_key, j.hold
+         FROM unnest($3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::INTEGER[], $8::BIGINT[], $9::INTEGER[],
+                     $10::BIGINT[], $11::TEXT[], $12::TEXT[], $13::TEXT[], $14::TEXT[], $15::SMALLINT[])
+              AS j(id, user_id, kind, payload, priority, run_at, max_attempts, timeout_ms, key, fingerprint,
+                   traceparent, concurrency_key, hold)
+         ON CONFLICT (engine_id, user_id, idempotency_key) DO NOTHING
+         RETURNING id",
+        &[
+            &engine,
+            &now,
+            &ids,
+            &users,
+            &kinds,
+            &payloads,
+            &priorities,
+            &run_ats,
+            &attempts,
+            &timeouts,
+            &keys,
+            &fingerprints,
+            &traceparents,
+            &concurrency_keys,
+            &holds,
+        ],
+    )
+    .await?;
+    rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+}
+
+async fn is_allowed(tx: &impl GenericClient, engine: &str, user: &str) -> Result<bool, StoreError> {
     let row =
         query_opt(tx, "SELECT 1 FROM allowed_users WHERE engine_id = $1 AND user_id = $2", &[&engine, &user]).await?;
     Ok(row.is_some())
 }
 
-async fn user_inflight(tx: &Transaction<'_>, engine: &str, user: &str) -> Result<u64, StoreError> {
+async fn user_inflight(tx: &impl GenericClient, engine: &str, user: &str) -> Result<u64, StoreError> {
     let row =
         query_opt(tx, "SELECT inflight FROM user_inflight WHERE engine_id = $1 AND user_id = $2", &[&engine, &user])
             .await?;
@@ -187,7 +263,7 @@ async fn user_inflight(tx: &Transaction<'_>, engine: &str, user: &str) -> Result
 }
 
 /// The answer for a key already used by this user on this engine: the original job, or a conflict.
-pub async fn existing_for_key(tx: &Transaction<'_>, job: &NewJob) -> Result<Option<EnqueueOutcome>, StoreError> {
+pub async fn existing_for_key(tx: &impl GenericClient, job: &NewJob) -> Result<Option<EnqueueOutcome>, StoreError> {
     let sql = format!(
         "SELECT {JOB_COLUMNS}, request_fingerprint FROM jobs
          WHERE engine_id = $1 AND user_id = $2 AND idempotency_key = $3"
@@ -204,7 +280,7 @@ pub async fn existing_for_key(tx: &Transaction<'_>, job: &NewJob) -> Result<Opti
 }
 
 /// Why a lease check failed: the job does not exist here, or the lease is not (or no longer) this token's.
-async fn lease_failure(tx: &Transaction<'_>, engine: &str, job_id: &str) -> Result<StoreError, StoreError> {
+async fn lease_failure(tx: &impl GenericClient, engine: &str, job_id: &str) -> Result<StoreError, StoreError> {
     let exists = query_opt(tx, "SELECT 1 FROM jobs WHERE engine_id = $1 AND id = $2", &[&engine, &job_id]).await?;
     Ok(if exists.is_some() {
         StoreError::LeaseLost(job_id.to_string())
@@ -216,7 +292,7 @@ async fn lease_failure(tx: &Transaction<'_>, engine: &str, job_id: &str) -> Resu
 /// Extends a live lease held by `lease_token`; returns the new expiry, whether cancellation was asked, and the
 /// job as it is now when the heartbeat reported progress (a change a watcher sees).
 pub async fn heartbeat(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     engine: &str,
     job_id: &str,
     lease_token: &str,
@@ -238,7 +314,7 @@ pub async fn heartbeat(
 }
 
 /// Whether an engine is registered (its counter row exists), without locking anything.
-pub async fn engine_exists(tx: &Transaction<'_>, engine: &str) -> Result<(), StoreError> {
+pub async fn engine_exists(tx: &impl GenericClient, engine: &str) -> Result<(), StoreError> {
     match query_opt(tx, "SELECT 1 FROM queue_stats WHERE engine_id = $1", &[&engine]).await? {
         Some(_) => Ok(()),
         None => Err(StoreError::EngineNotFound(engine.to_string())),
@@ -250,7 +326,7 @@ const CLEAR_LEASE: &str = "lease_owner = NULL, lease_token = NULL, lease_expires
 /// Records an attempt's outcome if `lease_token` still holds a live lease (fencing); the caller holds the
 /// engine's lock. Returns the outcome and the job as it is now.
 pub async fn finish(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     engine: &str,
     job_id: &str,
     lease_token: &str,
@@ -269,6 +345,8 @@ pub async fn finish(
     let Some(held) = held else { return Err(lease_failure(tx, engine, job_id).await?) };
     let (attempts, max_attempts, kind): (i32, i32, String) = (held.try_get(0)?, held.try_get(1)?, held.try_get(2)?);
     let returning = format!("RETURNING {JOB_COLUMNS}");
+    // PostgreSQL text cannot hold a NUL character; an engine's error message may.
+    let clean = |error: &str| error.replace('\0', "\u{fffd}");
     let (status, run_at, row) = match outcome {
         Finish::Succeeded { result } => {
             let sql = format!(
@@ -287,7 +365,8 @@ pub async fn finish(
                  WHERE engine_id = $4 AND id = $5 {returning}"
             );
             let hold = hold_for_run_at(run_at, now) as i16;
-            (JobStatus::Queued, Some(run_at), query_opt(tx, &sql, &[&run_at, error, &hold, &engine, &job_id]).await?)
+            let error = clean(error);
+            (JobStatus::Queued, Some(run_at), query_opt(tx, &sql, &[&run_at, &error, &hold, &engine, &job_id]).await?)
         }
         Finish::Cancelled => {
             let sql = format!(
@@ -302,16 +381,43 @@ pub async fn finish(
                 "UPDATE jobs SET status = 'dead', error = $1, finished_at = $2, {CLEAR_LEASE}
                  WHERE engine_id = $3 AND id = $4 {returning}"
             );
-            (JobStatus::Dead, None, query_opt(tx, &sql, &[error, &now, &engine, &job_id]).await?)
+            (JobStatus::Dead, None, query_opt(tx, &sql, &[&clean(error), &now, &engine, &job_id]).await?)
         }
     };
     let row = row.ok_or_else(|| StoreError::LeaseLost(job_id.to_string()))?;
     Ok((FinishOutcome { status, run_at_ms: run_at, kind }, job_from_row(&row, engine)?))
 }
 
+/// Records many successes with one statement: each item is (job id, lease token, result JSON). Returns, by id,
+/// the jobs whose lease was still live, as they are now; the others are left for the one-by-one path to explain.
+pub async fn finish_succeeded_many(
+    tx: &impl GenericClient,
+    engine: &str,
+    items: &[(&str, &str, Option<&str>)],
+    now: i64,
+) -> Result<HashMap<String, Job>, StoreError> {
+    if items.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let ids: Vec<&str> = items.iter().map(|(id, _, _)| *id).collect();
+    let tokens: Vec<&str> = items.iter().map(|(_, token, _)| *token).collect();
+    let results: Vec<&str> = items.iter().map(|(_, _, result)| result.unwrap_or("null")).collect();
+    let sql = format!(
+        "UPDATE jobs SET status = 'succeeded', result = item.result, error = NULL, finished_at = $2, {CLEAR_LEASE}
+         FROM (SELECT DISTINCT ON (id) id, token, result
+               FROM unnest($3::TEXT[], $4::TEXT[], $5::TEXT[]) AS u(id, token, result)) AS item
+         WHERE jobs.engine_id = $1 AND jobs.id = item.id AND jobs.lease_token = item.token
+           AND jobs.status = 'running' AND jobs.lease_expires_at > $2
+         RETURNING {}",
+        JOB_COLUMNS.split(", ").map(|c| format!("jobs.{c}")).collect::<Vec<_>>().join(", ")
+    );
+    let rows = query(tx, &sql, &[&engine, &now, &ids, &tokens, &results]).await?;
+    rows.iter().map(|row| job_from_row(row, engine).map(|job| (job.id.clone(), job))).collect()
+}
+
 /// Cancels a queued job of `user`, or asks the engine to stop a running one; the caller holds the engine's lock.
 pub async fn cancel(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     engine: &str,
     user: &str,
     job_id: &str,
@@ -345,7 +451,7 @@ pub async fn cancel(
 
 /// Requeues the engine's jobs whose lease expired (the attempt counts), or marks them `dead` when no attempt is
 /// left; the caller holds the engine's lock. Returns the jobs as they are now.
-pub async fn reap_expired(tx: &Transaction<'_>, engine: &str, now: i64) -> Result<Vec<Job>, StoreError> {
+pub async fn reap_expired(tx: &impl GenericClient, engine: &str, now: i64) -> Result<Vec<Job>, StoreError> {
     let sql = format!(
         "UPDATE jobs SET
              status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
@@ -360,7 +466,12 @@ pub async fn reap_expired(tx: &Transaction<'_>, engine: &str, now: i64) -> Resul
 }
 
 /// Deletes up to `limit` of the engine's jobs that finished before `before_ms`; returns how many.
-pub async fn prune_finished(tx: &Transaction<'_>, engine: &str, before_ms: i64, limit: u32) -> Result<u64, StoreError> {
+pub async fn prune_finished(
+    tx: &impl GenericClient,
+    engine: &str,
+    before_ms: i64,
+    limit: u32,
+) -> Result<u64, StoreError> {
     execute(
         tx,
         "DELETE FROM jobs WHERE engine_id = $1 AND id IN (
@@ -373,7 +484,7 @@ pub async fn prune_finished(tx: &Transaction<'_>, engine: &str, before_ms: i64, 
 
 /// Adds a user to the whitelist, or marks the owner; returns whether anything changed.
 pub async fn allow_user(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     engine: &str,
     user: &str,
     is_owner: bool,
@@ -391,7 +502,7 @@ pub async fn allow_user(
 }
 
 /// The owner and the whitelist of an engine.
-pub async fn allowed_users(tx: &Transaction<'_>, engine: &str) -> Result<Vec<AllowedUser>, StoreError> {
+pub async fn allowed_users(tx: &impl GenericClient, engine: &str) -> Result<Vec<AllowedUser>, StoreError> {
     let rows = query(
         tx,
         "SELECT user_id, is_owner, added_at FROM allowed_users WHERE engine_id = $1 ORDER BY is_owner DESC, user_id",

@@ -2,6 +2,7 @@
 //! contract as the SQLite shards, with every rule (idempotency, leases, fencing, caps, the fair order) enforced
 //! by the database, so any gateway of the fleet answers any request.
 
+pub mod batcher;
 pub mod breakers;
 pub mod claim;
 pub mod control;
@@ -51,6 +52,8 @@ pub struct PgStore {
     listener: OnceLock<DropGuard>,
     /// Claim latencies and rates per engine, as seen by this gateway.
     metrics: RwLock<HashMap<String, Arc<QueueMetrics>>>,
+    /// Group commit of enqueues, per engine (made with the caps, so after `with_caps`).
+    batcher: OnceLock<batcher::EnqueueBatcher>,
 }
 
 /// A store URL with its password hidden, for messages.
@@ -75,6 +78,15 @@ macro_rules! in_tx {
         let value = $body;
         $tx.commit().await?;
         value
+    }};
+}
+
+/// Runs `$body` (single-statement reads) on a pooled connection without a transaction: one round trip, not three.
+macro_rules! read {
+    ($store:expr, |$client:ident| $body:expr) => {{
+        let connection = $store.client().await?;
+        let $client = &connection;
+        $body
     }};
 }
 
@@ -107,6 +119,7 @@ impl PgStore {
             wakers: Arc::default(),
             listener: OnceLock::new(),
             metrics: RwLock::default(),
+            batcher: OnceLock::new(),
         };
         let mut client = store.client().await?;
         migrate::apply(&mut client, &redact(url)).await?;
@@ -253,23 +266,19 @@ impl JobStore for PgStore {
     }
 
     async fn enqueue_many(&self, engine: &str, jobs: Vec<NewJob>) -> Result<Vec<EnqueueOutcome>, StoreError> {
-        let now = self.clock.now_ms();
-        let outcomes = in_tx!(self, |tx| {
-            let outcomes = jobs::enqueue_all(&tx, engine, &jobs, now, self.caps).await?;
-            if outcomes.iter().any(|o| matches!(o, EnqueueOutcome::Created(_))) {
-                notify_claimable(&tx, engine).await?;
-            }
-            outcomes
+        let batcher = self.batcher.get_or_init(|| {
+            batcher::EnqueueBatcher::new(batcher::BatchContext {
+                pool: self.pool.clone(),
+                clock: self.clock.clone(),
+                caps: self.caps,
+                changes: self.changes.clone(),
+            })
         });
-        self.publish(outcomes.iter().filter_map(|o| match o {
-            EnqueueOutcome::Created(job) => Some((true, job.clone())),
-            _ => None,
-        }));
-        Ok(outcomes)
+        batcher.enqueue(engine, jobs).await
     }
 
     async fn replay(&self, job: &NewJob) -> Result<Option<EnqueueOutcome>, StoreError> {
-        Ok(in_tx!(self, |tx| jobs::existing_for_key(&tx, job).await?))
+        Ok(read!(self, |tx| jobs::existing_for_key(tx, job).await?))
     }
 
     async fn get_job(&self, user: &str, id: &str) -> Result<Option<Job>, StoreError> {
@@ -401,7 +410,27 @@ impl JobStore for PgStore {
             let mut outcomes = Vec::with_capacity(items.len());
             let mut changed = Vec::new();
             let mut requeued = false;
+            // Successes in one statement; the rest (and successes whose lease was lost, to say why) one by one.
+            let successes: Vec<(&str, &str, Option<&str>)> = items
+                .iter()
+                .filter_map(|(id, token, finish)| match finish {
+                    Finish::Succeeded { result } => Some((id.as_str(), token.as_str(), result.as_deref())),
+                    _ => None,
+                })
+                .collect();
+            let mut succeeded = jobs::finish_succeeded_many(&tx, engine, &successes, now).await?;
             for (job_id, token, finish) in &items {
+                // Taken out once: the same job twice in one batch finishes once; the second learns its lease is gone.
+                if let Some(job) = succeeded.remove(job_id.as_str()) {
+                    breakers::record(&tx, engine, &job.kind, job_id, None, now, self.breaker).await?;
+                    outcomes.push(Ok(FinishOutcome {
+                        status: JobStatus::Succeeded,
+                        run_at_ms: None,
+                        kind: job.kind.clone(),
+                    }));
+                    changed.push((false, job));
+                    continue;
+                }
                 match jobs::finish(&tx, engine, job_id, token, finish, now, self.retry).await {
                     Ok((outcome, job)) => {
                         let failed = match finish {
@@ -463,8 +492,8 @@ impl JobStore for PgStore {
     }
 
     async fn queue_counts(&self, engine: &str) -> Result<QueueCounts, StoreError> {
-        let row = in_tx!(self, |tx| {
-            query_opt(&tx, "SELECT queued, running FROM queue_stats WHERE engine_id = $1", &[&engine]).await?
+        let row = read!(self, |tx| {
+            query_opt(tx, "SELECT queued, running FROM queue_stats WHERE engine_id = $1", &[&engine]).await?
         });
         let row = row.ok_or_else(|| StoreError::EngineNotFound(engine.to_string()))?;
         let (queued, running): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
@@ -515,8 +544,8 @@ impl JobStore for PgStore {
     }
 
     async fn is_paused(&self, engine: &str) -> Result<bool, StoreError> {
-        let row = in_tx!(self, |tx| {
-            query_opt(&tx, "SELECT paused FROM engine_state WHERE engine_id = $1", &[&engine]).await?
+        let row = read!(self, |tx| {
+            query_opt(tx, "SELECT paused FROM engine_state WHERE engine_id = $1", &[&engine]).await?
         });
         row.map(|r| r.get(0)).ok_or_else(|| StoreError::EngineNotFound(engine.to_string()))
     }
@@ -527,7 +556,7 @@ impl JobStore for PgStore {
     }
 
     async fn breakers(&self, engine: &str) -> Result<Vec<KindBreaker>, StoreError> {
-        Ok(in_tx!(self, |tx| breakers::tripped(&tx, engine).await?))
+        Ok(read!(self, |tx| breakers::tripped(tx, engine).await?))
     }
 
     async fn set_weight(&self, engine: &str, user: &str, weight: i64) -> Result<bool, StoreError> {
@@ -569,7 +598,7 @@ impl JobStore for PgStore {
     }
 
     async fn list_schedules(&self, user: &str) -> Result<Vec<Schedule>, StoreError> {
-        Ok(in_tx!(self, |tx| schedules::list(&tx, user).await?))
+        Ok(read!(self, |tx| schedules::list(tx, user).await?))
     }
 
     async fn delete_schedule(&self, user: &str, id: &str) -> Result<bool, StoreError> {
@@ -580,7 +609,7 @@ impl JobStore for PgStore {
         let now = self.clock.now_ms();
         let mut created = 0;
         for engine in self.list_engines().await? {
-            let due = in_tx!(self, |tx| schedules::any_due(&tx, &engine.id, now).await?);
+            let due = read!(self, |tx| schedules::any_due(tx, &engine.id, now).await?);
             if !due {
                 continue;
             }
@@ -608,16 +637,16 @@ impl ControlStore for PgStore {
     }
 
     async fn list_engines(&self) -> Result<Vec<EngineRecord>, StoreError> {
-        Ok(in_tx!(self, |tx| control::engines(&tx).await?))
+        Ok(read!(self, |tx| control::engines(tx).await?))
     }
 
     async fn engine(&self, id: &str) -> Result<Option<EngineRecord>, StoreError> {
-        Ok(in_tx!(self, |tx| control::engine(&tx, id).await?))
+        Ok(read!(self, |tx| control::engine(tx, id).await?))
     }
 
     async fn engine_for_token_hash(&self, token_hash: &str) -> Result<Option<EngineRecord>, StoreError> {
         let now = self.clock.now_ms();
-        Ok(in_tx!(self, |tx| control::engine_for_token_hash(&tx, token_hash, now).await?))
+        Ok(read!(self, |tx| control::engine_for_token_hash(tx, token_hash, now).await?))
     }
 
     async fn set_engine_token(&self, id: &str, token_hash: &str, grace_ms: u64) -> Result<(), StoreError> {

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::GenericClient;
 use flowork_common::wire::{Job, JobStatus};
 
 use super::jobs::{query, query_opt};
@@ -12,7 +12,7 @@ use crate::store::sqlite::parking::{HOLD_KEY, HOLD_NONE, HOLD_RUN_AT};
 use crate::store::sqlite::position::Shares;
 
 /// Fills in where each queued job of `jobs` stands: its `queue_position`, or what it is `waiting_on`.
-pub async fn place_in_queue(tx: &Transaction<'_>, jobs: &mut [Job]) -> Result<(), StoreError> {
+pub async fn place_in_queue(tx: &impl GenericClient, jobs: &mut [Job]) -> Result<(), StoreError> {
     let mut per_engine: HashMap<String, (bool, Shares)> = HashMap::new();
     for job in jobs.iter_mut().filter(|j| j.status == JobStatus::Queued) {
         let Some(row) = query_opt(
@@ -55,7 +55,7 @@ pub async fn place_in_queue(tx: &Transaction<'_>, jobs: &mut [Job]) -> Result<()
 }
 
 /// Whether the engine is paused, and its users' places in the fair order.
-async fn engine_order(tx: &Transaction<'_>, engine: &str) -> Result<(bool, Shares), StoreError> {
+async fn engine_order(tx: &impl GenericClient, engine: &str) -> Result<(bool, Shares), StoreError> {
     let paused = query_opt(tx, "SELECT paused FROM engine_state WHERE engine_id = $1", &[&engine])
         .await?
         .map(|r| r.get(0))

@@ -1,7 +1,7 @@
 //! Cron schedules in PostgreSQL: the rules of `sqlite/schedules.rs` (one job per tick, keyed
 //! `schedule:<id>:<tick ms>`, enqueued in the transaction that moves the schedule on), per engine.
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::GenericClient;
 use flowork_common::wire::Job;
 use tokio_postgres::Row;
 
@@ -38,7 +38,7 @@ fn from_row(row: &Row) -> Result<Schedule, StoreError> {
 }
 
 /// Stores a schedule of an allowed user, within the per-user cap; the caller holds the engine's lock.
-pub async fn create(tx: &Transaction<'_>, schedule: &Schedule) -> Result<ScheduleOutcome, StoreError> {
+pub async fn create(tx: &impl GenericClient, schedule: &Schedule) -> Result<ScheduleOutcome, StoreError> {
     let engine = &schedule.engine;
     let allowed =
         query_opt(tx, "SELECT 1 FROM allowed_users WHERE engine_id = $1 AND user_id = $2", &[engine, &schedule.user])
@@ -84,16 +84,16 @@ pub async fn create(tx: &Transaction<'_>, schedule: &Schedule) -> Result<Schedul
 }
 
 /// The user's schedules on every engine.
-pub async fn list(tx: &Transaction<'_>, user: &str) -> Result<Vec<Schedule>, StoreError> {
+pub async fn list(tx: &impl GenericClient, user: &str) -> Result<Vec<Schedule>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM schedules WHERE user_id = $1 ORDER BY id");
     query(tx, &sql, &[&user]).await?.iter().map(from_row).collect()
 }
 
-pub async fn delete(tx: &Transaction<'_>, user: &str, id: &str) -> Result<bool, StoreError> {
+pub async fn delete(tx: &impl GenericClient, user: &str, id: &str) -> Result<bool, StoreError> {
     Ok(execute(tx, "DELETE FROM schedules WHERE id = $1 AND user_id = $2", &[&id, &user]).await? > 0)
 }
 
-pub async fn any_due(tx: &Transaction<'_>, engine: &str, now: i64) -> Result<bool, StoreError> {
+pub async fn any_due(tx: &impl GenericClient, engine: &str, now: i64) -> Result<bool, StoreError> {
     let row =
         query_opt(tx, "SELECT 1 FROM schedules WHERE engine_id = $1 AND next_run_at <= $2 LIMIT 1", &[&engine, &now])
             .await?;
@@ -102,7 +102,7 @@ pub async fn any_due(tx: &Transaction<'_>, engine: &str, now: i64) -> Result<boo
 
 /// Fires the engine's due ticks; the caller holds the engine's lock. Returns the jobs created.
 pub async fn fire_due(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     engine: &str,
     now: i64,
     grace_ms: u64,
@@ -143,7 +143,7 @@ pub async fn fire_due(
 }
 
 async fn record(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     schedule: &Schedule,
     next_run_at: i64,
     last_tick: Option<i64>,
