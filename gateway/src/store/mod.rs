@@ -98,6 +98,18 @@ pub enum Finish {
     Cancelled,
 }
 
+impl Finish {
+    /// What the attempt tells its kind's breaker: `Some(None)` it worked, `Some(Some(error))` it failed, `None`
+    /// nothing (a cancellation says nothing about whether the kind works).
+    pub fn breaker_signal(&self) -> Option<Option<&str>> {
+        match self {
+            Self::Succeeded { .. } => Some(None),
+            Self::Failed { error, .. } => Some(Some(error.as_str())),
+            Self::Cancelled => None,
+        }
+    }
+}
+
 /// Where a finished attempt left the job.
 #[derive(Debug, Clone)]
 pub struct FinishOutcome {

@@ -4,6 +4,7 @@ use deadpool_postgres::GenericClient;
 
 use super::claim::release_parked_kind;
 use super::jobs::{execute, query, query_opt};
+use crate::store::sqlite::breakers::{Tripped, after_failure};
 use crate::store::{BreakerPolicy, KindBreaker, StoreError};
 
 /// Moves open breakers whose cool-down has passed to half-open, and frees the probe slot of a half-open breaker
@@ -99,18 +100,9 @@ pub async fn record(
         return Ok(());
     };
     let (state, failures, window_start, probe) = current.unwrap_or(("closed".into(), 0, now, None));
-    let (state, failures, window_start, opened) = if state == "half_open" && probe.as_deref() == Some(job_id) {
-        ("open", failures, window_start, true)
-    } else if state == "closed" {
-        let window = policy.window_ms.min(i64::MAX as u64) as i64;
-        let (failures, window_start) =
-            if now - window_start > window { (1, now) } else { (failures + 1, window_start) };
-        if failures >= i64::from(policy.failures) {
-            ("open", failures, window_start, true)
-        } else {
-            ("closed", failures, window_start, false)
-        }
-    } else {
+    let Some(Tripped { state, failures, window_start, opened }) =
+        after_failure(&state, failures, window_start, probe.as_deref(), job_id, now, policy)
+    else {
         return Ok(());
     };
     execute(

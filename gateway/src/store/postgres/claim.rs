@@ -13,35 +13,13 @@ use flowork_common::timefmt::format_ms;
 use flowork_common::wire::Lease;
 
 use super::jobs::{JOB_COLUMN_COUNT, JOB_COLUMNS, execute, job_from_row, query, query_opt};
+pub use crate::store::sqlite::fair::{ClaimBy, Claimed};
+use crate::store::sqlite::fair::{Share, turn_length};
 use crate::store::sqlite::parking::{HOLD_BREAKER, HOLD_KEY};
 use crate::store::{ShareSettings, StoreError};
 
 /// The most jobs one claim parks; the rest are parked by the next claims.
 const MAX_PARKS_PER_CLAIM: usize = 1_000;
-/// Absorbs the rounding of sums of 1/weight steps.
-const EPSILON: f64 = 1e-9;
-
-struct Share {
-    user: String,
-    pass: f64,
-    weight: i64,
-}
-
-/// What a claim hands out: the leases in claim order, and how long each job waited since it became runnable.
-#[derive(Debug, Default)]
-pub struct Claimed {
-    pub leases: Vec<Lease>,
-    pub waited_ms: Vec<i64>,
-}
-
-/// Who claims, for how long, and how many.
-pub struct ClaimBy<'a> {
-    pub engine: &'a str,
-    pub worker: &'a str,
-    pub max: u32,
-    pub lease_ms: u64,
-    pub now: i64,
-}
 
 /// Whether the engine is paused (and its state row locked for this claim).
 pub async fn lock_state(tx: &impl GenericClient, engine: &str) -> Result<bool, StoreError> {
@@ -160,11 +138,7 @@ pub async fn claim(tx: &impl GenericClient, by: &ClaimBy<'_>, held: &HashSet<Str
         .collect::<Result<_, StoreError>>()?;
         let Some(first) = shares.first() else { break };
         let remaining = max - claimed.leases.len();
-        let take = match shares.get(1) {
-            Some(second) => (((second.pass - first.pass) * first.weight as f64 - EPSILON).ceil().max(0.0) as usize)
-                .clamp(1, remaining),
-            None => remaining,
-        };
+        let take = turn_length(first, shares.get(1), remaining);
         let candidates = query(
             tx,
             "SELECT id, kind, concurrency_key FROM jobs

@@ -433,12 +433,7 @@ impl JobStore for PgStore {
                 }
                 match jobs::finish(&tx, engine, job_id, token, finish, now, self.retry).await {
                     Ok((outcome, job)) => {
-                        let failed = match finish {
-                            Finish::Succeeded { .. } => Some(None),
-                            Finish::Failed { error, .. } => Some(Some(error.as_str())),
-                            Finish::Cancelled => None,
-                        };
-                        if let Some(failed) = failed {
+                        if let Some(failed) = finish.breaker_signal() {
                             breakers::record(&tx, engine, &outcome.kind, job_id, failed, now, self.breaker).await?;
                         }
                         requeued |= outcome.status == JobStatus::Queued;

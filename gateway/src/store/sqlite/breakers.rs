@@ -36,6 +36,38 @@ pub fn set_probe(conn: &Connection, kind: &str, job_id: &str) -> Result<(), Stor
     Ok(())
 }
 
+/// A breaker's state after a failed attempt of its kind.
+pub struct Tripped {
+    pub state: &'static str,
+    pub failures: i64,
+    pub window_start: i64,
+    /// Whether it opened now.
+    pub opened: bool,
+}
+
+/// The breaker rules (both stores): a failed probe reopens a half-open breaker; a closed one counts failures in
+/// its window and opens at the policy's count; an open (or half-open, for another job) one does not change.
+pub fn after_failure(
+    state: &str,
+    failures: i64,
+    window_start: i64,
+    probe: Option<&str>,
+    job_id: &str,
+    now: i64,
+    policy: BreakerPolicy,
+) -> Option<Tripped> {
+    if state == "half_open" && probe == Some(job_id) {
+        return Some(Tripped { state: "open", failures, window_start, opened: true });
+    }
+    if state != "closed" {
+        return None;
+    }
+    let window = policy.window_ms.min(i64::MAX as u64) as i64;
+    let (failures, window_start) = if now - window_start > window { (1, now) } else { (failures + 1, window_start) };
+    let opened = failures >= i64::from(policy.failures);
+    Some(Tripped { state: if opened { "open" } else { "closed" }, failures, window_start, opened })
+}
+
 /// Records an attempt's outcome for its kind.
 pub fn record(
     conn: &Connection,
@@ -69,17 +101,9 @@ pub fn record(
         return Ok(());
     };
     let (state, failures, window_start, probe) = current.unwrap_or(("closed".into(), 0, now, None));
-    let (state, failures, window_start, opened) = if state == "half_open" && probe.as_deref() == Some(job_id) {
-        ("open", failures, window_start, true)
-    } else if state == "closed" {
-        let (failures, window_start) =
-            if now - window_start > policy.window_ms as i64 { (1, now) } else { (failures + 1, window_start) };
-        if failures >= i64::from(policy.failures) {
-            ("open", failures, window_start, true)
-        } else {
-            ("closed", failures, window_start, false)
-        }
-    } else {
+    let Some(Tripped { state, failures, window_start, opened }) =
+        after_failure(&state, failures, window_start, probe.as_deref(), job_id, now, policy)
+    else {
         return Ok(());
     };
     conn.prepare_cached(

@@ -39,10 +39,21 @@ pub(super) const EPSILON: f64 = 1e-9;
 
 /// A user's place in the fair order.
 #[derive(Debug, Clone)]
-struct Share {
-    user: String,
-    pass: f64,
-    weight: i64,
+pub(crate) struct Share {
+    pub(crate) user: String,
+    pub(crate) pass: f64,
+    pub(crate) weight: i64,
+}
+
+/// How many jobs the first user in the fair order gets this turn: until their pass reaches the next user's (at
+/// least one), at most `remaining`.
+pub(crate) fn turn_length(first: &Share, second: Option<&Share>, remaining: usize) -> usize {
+    match second {
+        Some(second) => {
+            (((second.pass - first.pass) * first.weight as f64 - EPSILON).ceil().max(0.0) as usize).clamp(1, remaining)
+        }
+        None => remaining,
+    }
 }
 
 /// One runnable job considered by a claim.
@@ -168,12 +179,7 @@ pub fn claim(conn: &Connection, by: &ClaimBy<'_>, held: &HashSet<String>) -> Res
         let shares = next_shares(conn)?;
         let Some(first) = shares.first() else { break };
         let remaining = max - claimed.leases.len();
-        // The first user may go on until their pass reaches the next user's.
-        let take = match shares.get(1) {
-            Some(second) => (((second.pass - first.pass) * first.weight as f64 - EPSILON).ceil().max(0.0) as usize)
-                .clamp(1, remaining),
-            None => remaining,
-        };
+        let take = turn_length(first, shares.get(1), remaining);
         let candidates = ready_jobs(conn, &first.user, take)?;
         if candidates.is_empty() {
             resync_runnable(conn, &first.user)?;

@@ -449,13 +449,7 @@ fn finish_one(
 ) -> Result<FinishOutcome, StoreError> {
     let unit: f64 = rand::random();
     let outcome = queries::finish(conn, job_id, lease_token, finish, now, context.retry, unit)?;
-    // A cancellation says nothing about whether the kind works.
-    let failed = match finish {
-        Finish::Succeeded { .. } => Some(None),
-        Finish::Failed { error, .. } => Some(Some(error.as_str())),
-        Finish::Cancelled => None,
-    };
-    if let Some(failed) = failed {
+    if let Some(failed) = finish.breaker_signal() {
         breakers::record(conn, &outcome.kind, job_id, failed, now, context.breaker)?;
     }
     Ok(outcome)
