@@ -56,10 +56,12 @@ fi
 # stopped at the end) and a Redis server for the fleet test (three gateways, two engines). Left out: what only the
 # SQLite data directory has (backup/restore files, a full disk and a damaged file under the shards) and the
 # loadtest smoke test (it starts its own gateway on a data directory).
+# Selected with --workspace and a filter (not `-p flowork-tests`), so cargo keeps the workspace's feature set and
+# reuses every build above instead of compiling the dependencies a second time.
 echo "==> running the end-to-end tests again on PostgreSQL"
-FLOWORK_TEST_STORE=postgres cargo run --quiet -p flowork-tests --bin with-services -- --redis -- \
-  cargo nextest run -p flowork-tests --no-fail-fast \
-  -E 'not (binary(backup) | binary(storage) | binary(loadtest))' \
+FLOWORK_TEST_STORE=postgres "${CARGO_TARGET_DIR:-target}/debug/with-services" --redis -- \
+  cargo nextest run --workspace --no-fail-fast \
+  -E 'package(flowork-tests) & not (binary(backup) | binary(storage) | binary(loadtest))' \
   || status=$?
 # Fuzzing: briefly with cargo-fuzz where a nightly toolchain is installed; the stable run over the corpus
 # (gateway/tests/fuzz_corpus.rs) is part of the tests above either way.

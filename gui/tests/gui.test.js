@@ -19,7 +19,7 @@ before(async () => {
   assertBuilt();
   browser = await chromium.launch({
     executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--headless', '--disable-background-networking', '--disable-gpu', '--disable-component-update', '--disable-sync'],
+    args: ['--no-sandbox', '--headless', '--disable-background-networking', '--disable-dev-shm-usage', '--disable-gpu', '--disable-component-update', '--disable-sync'],
   });
 });
 
