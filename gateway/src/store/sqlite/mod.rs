@@ -57,7 +57,7 @@ pub struct SqliteStore {
     changes: Arc<ChangeFeed>,
     /// Each open shard's claim wake-up, for the wake files other gateway processes touch.
     wakers: wake_file::Wakers,
-    _wake_watcher: Option<wake_file::WakeWatcher>,
+    wake_watcher: Option<wake_file::WakeWatcher>,
 }
 
 /// Runs blocking SQLite work off the async executor.
@@ -86,16 +86,16 @@ impl SqliteStore {
         })
         .await?;
         let wakers = wake_file::Wakers::default();
-        let wake_watcher = match wake_file::WakeWatcher::start(&data_dir.join("shards"), wakers.clone()) {
+        let wake_watcher = match wake_file::WakeWatcher::start(wakers.clone()) {
             Ok(watcher) => Some(watcher),
             Err(error) => {
-                tracing::warn!(%error, "cannot watch the shards folder: a second gateway's enqueues wake claims here only at their timeout");
+                tracing::warn!(%error, "cannot watch wake files: a second gateway's enqueues wake claims here only at their timeout");
                 None
             }
         };
         Ok(Self {
             wakers,
-            _wake_watcher: wake_watcher,
+            wake_watcher,
             data_dir: data_dir.to_path_buf(),
             control: Arc::new(control),
             shards: RwLock::new(HashMap::new()),
@@ -163,6 +163,11 @@ impl SqliteStore {
         }
         if let Ok(mut wakers) = self.wakers.write() {
             wakers.insert(engine.to_string(), shard.wake.clone());
+        }
+        if let Some(watcher) = &self.wake_watcher
+            && let Err(error) = watcher.watch(&wake_file::wake_path(&self.data_dir, engine))
+        {
+            tracing::warn!(engine, %error, "cannot watch the shard's wake file: a second gateway's enqueues wake claims here only at their timeout");
         }
         Ok(shard)
     }

@@ -1,9 +1,11 @@
 //! Cross-process wake-ups for gateways sharing one data directory (a canary beside the old build).
 //!
 //! A writer whose commit made jobs claimable touches `shards/<engine>.wake`; every gateway process watches the
-//! `shards` folder (the `notify` crate: inotify, FSEvents, ReadDirectoryChangesW) and wakes its own claims
-//! waiting on that engine. A process also hears its own touches: that costs a waiting claim one extra look,
-//! never a missed job.
+//! wake file of each shard it has open (the `notify` crate: inotify, FSEvents, ReadDirectoryChangesW) and wakes
+//! its own claims waiting on that engine. The files are watched one by one, not the `shards` folder: a folder
+//! watch would also report every write to the shards' WAL files, which cost the writer a kernel notification per
+//! page written and the watcher thread a wake-up each. A process also hears its own touches: that costs a waiting
+//! claim one extra look, never a missed job.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -50,14 +52,14 @@ impl WakeFile {
 /// The engines whose waiting claims this process can wake, by engine id.
 pub type Wakers = Arc<RwLock<HashMap<String, Arc<Notify>>>>;
 
-/// Watches the shards folder; dropping it stops watching.
+/// Watches the wake files of the open shards; dropping it stops watching.
 pub struct WakeWatcher {
-    _watcher: notify::RecommendedWatcher,
+    watcher: Mutex<notify::RecommendedWatcher>,
 }
 
 impl WakeWatcher {
-    pub fn start(shards_dir: &Path, wakers: Wakers) -> Result<Self, notify::Error> {
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+    pub fn start(wakers: Wakers) -> Result<Self, notify::Error> {
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             let Ok(event) = event else { return };
             if !matches!(event.kind, EventKind::Modify(_) | EventKind::Create(_)) {
                 return;
@@ -71,7 +73,11 @@ impl WakeWatcher {
                 }
             }
         })?;
-        watcher.watch(shards_dir, RecursiveMode::NonRecursive)?;
-        Ok(Self { _watcher: watcher })
+        Ok(Self { watcher: Mutex::new(watcher) })
+    }
+
+    /// Starts watching one shard's wake file (it exists once the shard is open).
+    pub fn watch(&self, wake_file: &Path) -> Result<(), notify::Error> {
+        self.watcher.lock().unwrap_or_else(PoisonError::into_inner).watch(wake_file, RecursiveMode::NonRecursive)
     }
 }
