@@ -20,10 +20,20 @@ const MAX_ATTEMPTS: u32 = 3;
 
 #[derive(Debug, Clone)]
 enum Op {
-    /// Enqueue with key `k` (a small space, so keys repeat) by user `u`.
+    /// Enqueue with key `k` (a small space, so keys repeat) by user `u`, due now or `delay_ms` later, with or
+    /// without a concurrency key.
     Enqueue {
         user: u8,
         key: u8,
+        delay_ms: u16,
+        group: Option<u8>,
+    },
+    /// Two jobs (keys `k` and `k + 1`) in one request, so they are stored by one multi-row statement.
+    EnqueueTwo {
+        user: u8,
+        key: u8,
+        delay_ms: u16,
+        group: Option<u8>,
     },
     Claim {
         max: u8,
@@ -47,7 +57,10 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (0..2u8, 0..12u8).prop_map(|(user, key)| Op::Enqueue { user, key }),
+        3 => (0..2u8, 0..12u8, prop_oneof![Just(0u16), 1..2_000u16], proptest::option::of(0..2u8))
+            .prop_map(|(user, key, delay_ms, group)| Op::Enqueue { user, key, delay_ms, group }),
+        1 => (0..2u8, 0..11u8, prop_oneof![Just(0u16), 1..2_000u16], proptest::option::of(0..2u8))
+            .prop_map(|(user, key, delay_ms, group)| Op::EnqueueTwo { user, key, delay_ms, group }),
         3 => (1..4u8).prop_map(|max| Op::Claim { max }),
         1 => any::<u8>().prop_map(|lease| Op::Heartbeat { lease }),
         3 => (any::<u8>(), 0..3u8).prop_map(|(lease, how)| Op::Finish { lease, how }),
@@ -83,7 +96,7 @@ struct Model {
     leases: Vec<ModelLease>,
 }
 
-fn new_job(user: &str, key: u8, now: i64) -> NewJob {
+fn new_job(user: &str, key: u8, run_at_ms: i64, group: Option<u8>) -> NewJob {
     NewJob {
         id: uuid::Uuid::now_v7().to_string(),
         engine: "e1".into(),
@@ -91,13 +104,13 @@ fn new_job(user: &str, key: u8, now: i64) -> NewJob {
         kind: "echo".into(),
         payload: format!("{{\"key\":{key}}}"),
         priority: 0,
-        run_at_ms: now,
+        run_at_ms,
         max_attempts: MAX_ATTEMPTS,
         timeout_ms: 1_000,
         idempotency_key: format!("k{key}"),
         fingerprint: format!("f{key}"),
         traceparent: None,
-        concurrency_key: None,
+        concurrency_key: group.map(|g| format!("group-{g}")),
     }
 }
 
@@ -142,6 +155,63 @@ async fn check(store: &SqliteStore, model: &mut Model, now: i64) -> Result<(), T
     Ok(())
 }
 
+/// The shard's counters (queue depth, each user's jobs in flight and runnable, each concurrency key's running,
+/// ready and parked jobs) against a recount of its jobs: whether a trigger or the writer kept them, they must agree.
+fn check_counters(dir: &std::path::Path) -> Result<(), TestCaseError> {
+    let conn = rusqlite::Connection::open(dir.join("shards").join("e1.sqlite3")).expect("read the shard");
+    let rows = |sql: &str| -> Vec<(String, i64)> {
+        let mut stmt = conn.prepare(sql).expect("prepare");
+        let found = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).expect("query");
+        let mut rows: Vec<(String, i64)> = found.map(|r| r.expect("row")).filter(|(_, n)| *n != 0).collect();
+        rows.sort();
+        rows
+    };
+    let pairs = [
+        (
+            "SELECT 'queued', queued FROM queue_stats UNION ALL SELECT 'running', running FROM queue_stats",
+            "SELECT status, count(*) FROM jobs WHERE status IN ('queued', 'running') GROUP BY status",
+        ),
+        (
+            "SELECT user_id, inflight FROM user_inflight",
+            "SELECT user_id, count(*) FROM jobs WHERE status IN ('queued', 'running') GROUP BY user_id",
+        ),
+        (
+            "SELECT user_id, runnable FROM user_share",
+            "SELECT user_id, count(*) FROM jobs WHERE status = 'queued' AND hold = 0 GROUP BY user_id",
+        ),
+        (
+            "SELECT concurrency_key || ':' || 'ready', ready FROM key_state
+             UNION ALL SELECT concurrency_key || ':' || 'running', running FROM key_state
+             UNION ALL SELECT concurrency_key || ':' || 'parked', parked FROM key_state",
+            "SELECT concurrency_key || ':' || CASE WHEN status = 'running' THEN 'running'
+                                                 WHEN hold = 0 THEN 'ready' ELSE 'parked' END, count(*)
+             FROM jobs WHERE concurrency_key IS NOT NULL
+                        AND (status = 'running' OR (status = 'queued' AND hold IN (0, 2)))
+             GROUP BY 1",
+        ),
+    ];
+    for (counters, recount) in pairs {
+        prop_assert_eq!(rows(counters), rows(recount), "counters disagree with a recount: {}", counters);
+    }
+    Ok(())
+}
+
+/// What an enqueue answered, checked against and recorded in the model.
+fn learn_enqueue(model: &mut Model, user: &str, key: u8, outcome: EnqueueOutcome) -> Result<(), TestCaseError> {
+    match outcome {
+        EnqueueOutcome::Created(job) => {
+            prop_assert!(model.keys.insert((user.to_string(), key), job.id.clone()).is_none(), "key reused");
+            model.ids.push(job.id.clone());
+            model.jobs.insert(job.id, ModelJob { user: user.to_string(), final_status: None });
+        }
+        EnqueueOutcome::Replayed(job) => {
+            prop_assert_eq!(model.keys.get(&(user.to_string(), key)), Some(&job.id), "a replay returns the original");
+        }
+        other => prop_assert!(false, "unexpected {:?}", other),
+    }
+    Ok(())
+}
+
 async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = Arc::new(ManualClock::new(START));
@@ -150,18 +220,22 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     for op in ops {
         let now = clock.now_ms();
         match op {
-            Op::Enqueue { user, key } => {
+            Op::Enqueue { user, key, delay_ms, group } => {
                 let user = format!("u{user}");
-                match store.enqueue(new_job(&user, key, now)).await.expect("enqueue") {
-                    EnqueueOutcome::Created(job) => {
-                        prop_assert!(model.keys.insert((user.clone(), key), job.id.clone()).is_none(), "key reused");
-                        model.ids.push(job.id.clone());
-                        model.jobs.insert(job.id, ModelJob { user, final_status: None });
-                    }
-                    EnqueueOutcome::Replayed(job) => {
-                        prop_assert_eq!(model.keys.get(&(user, key)), Some(&job.id), "a replay returns the original");
-                    }
-                    other => prop_assert!(false, "unexpected {:?}", other),
+                let job = new_job(&user, key, now + i64::from(delay_ms), group);
+                let outcome = store.enqueue(job).await.expect("enqueue");
+                learn_enqueue(&mut model, &user, key, outcome)?;
+            }
+            Op::EnqueueTwo { user, key, delay_ms, group } => {
+                let user = format!("u{user}");
+                let jobs = vec![
+                    new_job(&user, key, now + i64::from(delay_ms), group),
+                    new_job(&user, key + 1, now + i64::from(delay_ms), group),
+                ];
+                let outcomes = store.enqueue_many("e1", jobs).await.expect("enqueue two");
+                prop_assert_eq!(outcomes.len(), 2);
+                for (k, outcome) in [key, key + 1].into_iter().zip(outcomes) {
+                    learn_enqueue(&mut model, &user, k, outcome)?;
                 }
             }
             Op::Claim { max } => {
@@ -241,6 +315,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             _ => {}
         }
         check(&store, &mut model, clock.now_ms()).await?;
+        check_counters(dir.path())?;
     }
     // Drain: with time moving on, every job reaches exactly one final state.
     for _ in 0..(MAX_ATTEMPTS as usize * 4 + 4) {

@@ -71,6 +71,11 @@ pub const SHARD: &[Migration] = &[
         name: "0009_lean_job_checks",
         sql: include_str!("../../../../migrations/shard/0009_lean_job_checks.sql"),
     },
+    Migration {
+        version: 10,
+        name: "0010_counted_inserts",
+        sql: include_str!("../../../../migrations/shard/0010_counted_inserts.sql"),
+    },
 ];
 
 /// Whether builds older than a migration can run on the schema it leaves.

@@ -7,6 +7,7 @@ pub mod breakers;
 pub mod checkpoint;
 pub mod connection;
 pub mod control;
+pub mod counters;
 pub mod fair;
 pub mod migrate;
 pub mod parking;

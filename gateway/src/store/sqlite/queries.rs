@@ -13,6 +13,7 @@ use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::value::RawValue;
 
+use super::counters;
 use super::parking::hold_for_run_at;
 use crate::admission::{AdmissionLimits, over};
 use crate::store::{
@@ -79,8 +80,9 @@ pub fn enqueue(conn: &Connection, job: &NewJob, now: i64, caps: AdmissionLimits)
     let inserted = conn
         .prepare_cached(
             "INSERT INTO jobs (id, user_id, kind, payload, priority, run_at, max_attempts, timeout_ms, status,
-                               enqueued_at, idempotency_key, request_fingerprint, traceparent, concurrency_key, hold)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', ?9, ?10, ?11, ?12, ?13, ?14)
+                               enqueued_at, idempotency_key, request_fingerprint, traceparent, concurrency_key, hold,
+                               counted)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', ?9, ?10, ?11, ?12, ?13, ?14, 1)
              ON CONFLICT (user_id, idempotency_key) DO NOTHING",
         )?
         .execute(params![
@@ -100,6 +102,7 @@ pub fn enqueue(conn: &Connection, job: &NewJob, now: i64, caps: AdmissionLimits)
             hold_for_run_at(job.run_at_ms, now),
         ])?;
     if inserted == 1 {
+        counters::count_inserted(conn, &[job], now)?;
         return Ok(EnqueueOutcome::Created(created_job(job, now)?));
     }
     not_inserted(conn, job)
@@ -141,6 +144,8 @@ pub fn enqueue_many(
         insert_chunk(conn, chunk, now, &mut created)?;
         rest = tail;
     }
+    let inserted: Vec<&NewJob> = insertable.iter().copied().filter(|job| created.contains(&job.id)).collect();
+    counters::count_inserted(conn, &inserted, now)?;
     jobs.iter()
         .map(|job| {
             let outcome = if !allowed.get(job.user.as_str()).copied().unwrap_or(false) {
@@ -186,13 +191,14 @@ fn insert_chunk(
             .map(|row| {
                 let first = row * COLUMNS + 1;
                 let slots: Vec<String> = (first..first + COLUMNS).map(|i| format!("?{i}")).collect();
-                format!("({}, 'queued')", slots.join(", "))
+                format!("({}, 'queued', 1)", slots.join(", "))
             })
             .collect::<Vec<_>>()
             .join(",\n");
         format!(
             "INSERT INTO jobs (id, user_id, kind, payload, priority, run_at, max_attempts, timeout_ms, enqueued_at,
-                               idempotency_key, request_fingerprint, traceparent, concurrency_key, hold, status)
+                               idempotency_key, request_fingerprint, traceparent, concurrency_key, hold, status,
+                               counted)
              VALUES {values}
              ON CONFLICT (user_id, idempotency_key) DO NOTHING
              RETURNING id"
