@@ -9,6 +9,7 @@
 //! end (enqueue → finished); it prints p50/p95/p99/max, writes a JSON report and an SVG chart, and exits with
 //! status 3 when an SLO is missed.
 
+mod baseline;
 mod chart;
 mod client;
 mod sender;
@@ -105,6 +106,8 @@ pub struct Args {
 #[derive(Debug, Clone, Serialize, Default)]
 struct RunReport {
     healthz_req_per_s: Option<f64>,
+    /// `POST /jobs` refused at validation, before the store: the request path without the store.
+    refused_post_req_per_s: Option<f64>,
     /// Closed loop without engines: the pure write path.
     enqueue_jobs_per_s: Option<f64>,
     enqueue_post: Option<Summary>,
@@ -171,7 +174,10 @@ async fn run_owned(args: &Args, run: usize) -> anyhow::Result<(RunReport, Vec<Se
         return Ok((RunReport { ready_ms: Some(ready_ms), ..RunReport::default() }, Vec::new(), Vec::new()));
     }
     let mut stack = spawn::Stack::start(args).await?;
-    let healthz = spawn::healthz_baseline(&stack.base, args.jobs.min(20_000), args.concurrency).await?;
+    let healthz = baseline::healthz(&stack.base, args.jobs.min(20_000), args.concurrency).await?;
+    let refused =
+        baseline::refused_post(&stack.base, &stack.token, spawn::ENGINE, args.jobs.min(20_000), args.concurrency)
+            .await?;
     let mut enqueue = None;
     let mut drain = None;
     if args.mode == Mode::Closed {
@@ -190,19 +196,22 @@ async fn run_owned(args: &Args, run: usize) -> anyhow::Result<(RunReport, Vec<Se
     }
     let (mut report, sent, times) = measured_phase(args, &stack.base, &stack.token, spawn::ENGINE, "run").await?;
     report.healthz_req_per_s = Some(healthz);
+    report.refused_post_req_per_s = Some(refused);
     report.drain_jobs_per_s = drain;
     if let Some((rate, post)) = enqueue {
         report.enqueue_jobs_per_s = Some(rate);
         report.enqueue_post = Some(post);
         println!(
-            "run {run}: GET /healthz {healthz:.0} req/s; enqueue only {rate:.0} jobs/s ({:.2} of healthz), POST {post}; \
+            "run {run}: GET /healthz {healthz:.0} req/s; POST /jobs refused before the store {refused:.0} req/s; \
+             enqueue only {rate:.0} jobs/s ({:.2} of healthz, {:.2} of the refused POST), POST {post}; \
              engines drained the {} queued jobs at {:.0} jobs/s",
             rate / healthz,
+            rate / refused,
             args.jobs,
             drain.unwrap_or(0.0)
         );
     } else {
-        println!("run {run}: GET /healthz {healthz:.0} req/s");
+        println!("run {run}: GET /healthz {healthz:.0} req/s; POST /jobs refused before the store {refused:.0} req/s");
     }
     print_phase(run, &report);
     stack.stop();
@@ -237,7 +246,9 @@ fn medians(mode: Mode, runs: &[RunReport]) -> serde_json::Value {
     json!({
         "healthz_req_per_s": m(&|r| r.healthz_req_per_s),
         "enqueue_jobs_per_s": m(&|r| r.enqueue_jobs_per_s),
+        "refused_post_req_per_s": m(&|r| r.refused_post_req_per_s),
         "enqueue_to_healthz_ratio": m(&|r| Some(r.enqueue_jobs_per_s? / r.healthz_req_per_s?)),
+        "enqueue_to_refused_post_ratio": m(&|r| Some(r.enqueue_jobs_per_s? / r.refused_post_req_per_s?)),
         "enqueue_post_p99_ms": m(&|r| r.enqueue_post.map(|p| p.p99_ms)),
         "drain_jobs_per_s": m(&|r| r.drain_jobs_per_s),
         "posted_jobs_per_s": m(&|r| Some(r.posted_jobs_per_s)),

@@ -2,7 +2,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -138,35 +137,6 @@ pub async fn measure_startup(args: &Args) -> anyhow::Result<f64> {
     let _ = child.kill();
     let _ = child.wait();
     result
-}
-
-/// A closed loop against `GET /healthz` (no auth, no store): the HTTP baseline of this machine, measured in the
-/// same run so rates can be read as ratios.
-pub async fn healthz_baseline(base: &str, requests: usize, concurrency: usize) -> anyhow::Result<f64> {
-    let client = crate::client::Lean::new(None, concurrency)?;
-    let url: http::Uri = format!("{base}/healthz").parse()?;
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (client, next, url) = (client.clone(), next.clone(), url.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut ok = 0usize;
-            while next.fetch_add(1, Ordering::Relaxed) < requests {
-                if let Ok((status, _)) = client.send(http::Method::GET, &url, None, None).await
-                    && (200..300).contains(&status)
-                {
-                    ok += 1;
-                }
-            }
-            ok
-        }));
-    }
-    let mut ok = 0;
-    for task in tasks {
-        ok += task.await?;
-    }
-    Ok(ok as f64 / started.elapsed().as_secs_f64())
 }
 
 impl Stack {
