@@ -2,6 +2,14 @@
 //! off), so no commit waits for the `fsync` a checkpoint does. A thread per shard runs a `PASSIVE` checkpoint on
 //! its own connection every interval instead; PASSIVE never blocks the writer or readers, and a second gateway
 //! process on the same data directory simply takes turns with this one.
+//!
+//! PASSIVE alone never lets the log start over under steady load: SQLite rewinds the WAL only when a write
+//! begins with every frame copied back, and the writer keeps appending while a checkpoint copies. The WAL would
+//! grow without bound (half a gigabyte in ten seconds of enqueues, with the cost of the file system allocating
+//! every new page). So once the log passes `RESTART_FRAMES`, the thread runs a `RESTART` checkpoint: it copies
+//! the few frames left, waits for the writer's current transaction and for readers of the old frames, and the
+//! next commit writes from the start of the file again. Its wait is capped by `RESTART_WAIT`, so a long reader
+//! (an online backup) costs the writer at most that once, and the restart is tried again next time.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,11 +17,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use super::connection::open_existing_writer;
+use rusqlite::Connection;
+
+use super::connection::{BUSY_TIMEOUT, open_existing_writer};
 use crate::store::StoreError;
 
 /// How often a shard's WAL is copied back into the database file.
 pub const INTERVAL: Duration = Duration::from_millis(200);
+/// WAL frames (pages) past which a checkpoint also makes the log start over: 64 MiB of 4 KiB pages. Each restart
+/// holds the writer up for an `fsync` (10-30 ms here), so under full load it comes every few seconds, not more.
+const RESTART_FRAMES: i64 = 16_384;
+/// Extra passes before a restart, at most, and the frames a pass may still find for the restart to go ahead.
+const CATCH_UP_PASSES: usize = 3;
+const FEW_FRAMES: i64 = 256;
+/// How long a restarting checkpoint waits for the writer and for readers of old frames before it gives up.
+const RESTART_WAIT: Duration = Duration::from_millis(25);
 
 /// Stops the checkpoint thread when dropped (with the shard).
 pub struct Checkpointer {
@@ -29,6 +47,11 @@ impl Drop for Checkpointer {
 impl Checkpointer {
     /// Starts the checkpoint thread of the shard at `path`.
     pub fn spawn(path: &Path, engine: &str) -> Result<Self, StoreError> {
+        Self::spawn_with(path, engine, INTERVAL, RESTART_FRAMES)
+    }
+
+    /// `spawn`, with a checkpoint every `interval` and the log restarted past `restart_frames` frames.
+    fn spawn_with(path: &Path, engine: &str, interval: Duration, restart_frames: i64) -> Result<Self, StoreError> {
         let conn = open_existing_writer(path)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
@@ -37,15 +60,80 @@ impl Checkpointer {
             .name(format!("shard-ckpt-{engine}"))
             .spawn(move || {
                 while !stopped.load(Ordering::Relaxed) {
-                    thread::sleep(INTERVAL);
-                    let result: rusqlite::Result<(i64, i64, i64)> =
-                        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)));
-                    if let Err(error) = result {
+                    thread::sleep(interval);
+                    if let Err(error) = round(&conn, restart_frames) {
                         tracing::warn!(engine = %name, %error, "WAL checkpoint failed; retrying");
                     }
                 }
             })
             .map_err(|source| StoreError::Io { path: format!("checkpoint thread for {engine}"), source })?;
         Ok(Self { stop })
+    }
+}
+
+/// One round: copy the log back into the database; once the log has grown past `restart_frames`, copy again
+/// while each pass still finds many frames (each copies what the writer appended during the one before, so they
+/// get shorter), then restart the log. The restart holds up the writer only for the last few frames and an
+/// `fsync`.
+fn round(conn: &Connection, restart_frames: i64) -> rusqlite::Result<()> {
+    let (_, frames, mut copied) = checkpoint(conn, "PASSIVE")?;
+    if frames < restart_frames {
+        return Ok(());
+    }
+    for _ in 0..CATCH_UP_PASSES {
+        let before = copied;
+        copied = checkpoint(conn, "PASSIVE")?.2;
+        if copied - before <= FEW_FRAMES {
+            break;
+        }
+    }
+    conn.busy_timeout(RESTART_WAIT)?;
+    let restarted = checkpoint(conn, "RESTART");
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    restarted.map(|_| ())
+}
+
+/// One checkpoint in `mode`: whether it was blocked, the frames in the log, and how many are copied back.
+fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(i64, i64, i64)> {
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::connection::{open_writer, retry_briefly};
+
+    #[test]
+    fn the_log_starts_over_under_steady_writes() {
+        const RESTART_PAST: i64 = 1_024;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shard.sqlite3");
+        let conn = open_writer(&path).unwrap();
+        conn.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        conn.busy_handler(Some(retry_briefly)).unwrap();
+        conn.execute_batch("CREATE TABLE pages (id INTEGER PRIMARY KEY, body BLOB NOT NULL)").unwrap();
+        let _checkpointer = Checkpointer::spawn_with(&path, "test", Duration::from_millis(10), RESTART_PAST).unwrap();
+        let wal = dir.path().join("shard.sqlite3-wal");
+        // New rows of most of a page each, so every checkpoint has many pages to copy (as under load), in small
+        // transactions back to back, until the log has seen sixteen times the threshold.
+        let body = vec![7u8; 3_000];
+        let (mut rows, mut largest) = (0i64, 0u64);
+        while rows < 16 * RESTART_PAST {
+            let tx = conn.unchecked_transaction().unwrap();
+            for _ in 0..4 {
+                tx.execute("INSERT INTO pages (id, body) VALUES (?1, ?2)", (rows, &body)).unwrap();
+                rows += 1;
+            }
+            tx.commit().unwrap();
+            // The gateway's writer answers its callers between transactions; a moment, never long enough for a
+            // checkpoint to finish.
+            std::thread::sleep(Duration::from_micros(100));
+            largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+        }
+        let frame_bytes = 4_096 + 24;
+        assert!(
+            largest < (6 * RESTART_PAST * frame_bytes) as u64,
+            "the WAL grew to {largest} bytes over {rows} pages written; it should start over past {RESTART_PAST} frames"
+        );
     }
 }

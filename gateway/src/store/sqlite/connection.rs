@@ -12,6 +12,21 @@ use crate::store::StoreError;
 /// before giving up with `SQLITE_BUSY`.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often a shard's writer looks again while another connection holds the write lock.
+const WRITER_RETRY: Duration = Duration::from_micros(200);
+
+/// The busy handler of a shard's writer: another look every `WRITER_RETRY` for up to `BUSY_TIMEOUT`. SQLite's
+/// own handler sleeps 1, 2, 5, 10 ... 100 ms between looks, so a writer held up for a millisecond (by a
+/// checkpoint making the log start over, or by a second gateway's commit) would oversleep by several.
+pub fn retry_briefly(attempts: i32) -> bool {
+    let waited = WRITER_RETRY * u32::try_from(attempts).unwrap_or(u32::MAX);
+    if waited >= BUSY_TIMEOUT {
+        return false;
+    }
+    std::thread::sleep(WRITER_RETRY);
+    true
+}
+
 /// Prepared statements kept per connection (rusqlite's default of 16 is fewer than the writer uses).
 const STATEMENT_CACHE: usize = 128;
 

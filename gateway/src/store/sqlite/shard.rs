@@ -72,6 +72,7 @@ impl Shard {
         migrate::apply(&mut conn, migrate::SHARD, &path.display().to_string())?;
         // Checkpoints run on their own thread, never inside a commit of the writer.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        conn.busy_handler(Some(super::connection::retry_briefly))?;
         let checkpointer = Checkpointer::spawn(&path, engine)?;
         // Jobs parked behind a breaker that is no longer held (breakers switched off since) run again.
         let held = super::parking::held_kinds(&conn, breaker.failures > 0)?;
