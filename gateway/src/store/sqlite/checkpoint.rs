@@ -24,9 +24,9 @@ use crate::store::StoreError;
 
 /// How often a shard's WAL is copied back into the database file.
 pub const INTERVAL: Duration = Duration::from_millis(200);
-/// WAL frames (pages) past which a checkpoint also makes the log start over: 64 MiB of 4 KiB pages. Each restart
-/// holds the writer up for an `fsync` (10-30 ms here), so under full load it comes every few seconds, not more.
-const RESTART_FRAMES: i64 = 16_384;
+/// WAL frames (pages) past which a checkpoint also makes the log start over: 256 MiB of 4 KiB pages. Each restart
+/// holds the writer up for an `fsync` (10-50 ms here), so under full load it comes every seven seconds or so.
+const RESTART_FRAMES: i64 = 65_536;
 /// Extra passes before a restart, at most, and the frames a pass may still find for the restart to go ahead.
 const CATCH_UP_PASSES: usize = 3;
 const FEW_FRAMES: i64 = 256;
