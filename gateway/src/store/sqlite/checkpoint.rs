@@ -9,13 +9,14 @@
 //! every new page). So once the log passes `RESTART_FRAMES`, the thread runs a `RESTART` checkpoint: it copies
 //! the few frames left, waits for the writer's current transaction and for readers of the old frames, and the
 //! next commit writes from the start of the file again. Its wait is capped by `RESTART_WAIT`, so a long reader
-//! (an online backup) costs the writer at most that once, and the restart is tried again next time.
+//! (an online backup) costs the writer at most that, and restarts pause for `RESTART_BACKOFF` after one was held
+//! up.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
@@ -32,6 +33,17 @@ const CATCH_UP_PASSES: usize = 3;
 const FEW_FRAMES: i64 = 256;
 /// How long a restarting checkpoint waits for the writer and for readers of old frames before it gives up.
 const RESTART_WAIT: Duration = Duration::from_millis(25);
+/// How long restarts pause after one a reader held up.
+const RESTART_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What a checkpoint round did about the log's length.
+#[derive(Debug, PartialEq, Eq)]
+enum Restart {
+    NotNeeded,
+    Done,
+    /// A reader (or the writer) kept it waiting past `RESTART_WAIT`; the log goes on growing for now.
+    HeldUp,
+}
 
 /// Stops the checkpoint thread when dropped (with the shard).
 pub struct Checkpointer {
@@ -59,10 +71,16 @@ impl Checkpointer {
         thread::Builder::new()
             .name(format!("shard-ckpt-{engine}"))
             .spawn(move || {
+                // After a restart that a reader held up, the next ones wait a while (a long backup would
+                // otherwise hold the writer up for `RESTART_WAIT` every round).
+                let mut restarts_from = Instant::now();
                 while !stopped.load(Ordering::Relaxed) {
                     thread::sleep(interval);
-                    if let Err(error) = round(&conn, restart_frames) {
-                        tracing::warn!(engine = %name, %error, "WAL checkpoint failed; retrying");
+                    let threshold = if Instant::now() >= restarts_from { restart_frames } else { i64::MAX };
+                    match round(&conn, threshold) {
+                        Ok(Restart::HeldUp) => restarts_from = Instant::now() + RESTART_BACKOFF,
+                        Ok(_) => {}
+                        Err(error) => tracing::warn!(engine = %name, %error, "WAL checkpoint failed; retrying"),
                     }
                 }
             })
@@ -75,10 +93,10 @@ impl Checkpointer {
 /// while each pass still finds many frames (each copies what the writer appended during the one before, so they
 /// get shorter), then restart the log. The restart holds up the writer only for the last few frames and an
 /// `fsync`.
-fn round(conn: &Connection, restart_frames: i64) -> rusqlite::Result<()> {
+fn round(conn: &Connection, restart_frames: i64) -> rusqlite::Result<Restart> {
     let (_, frames, mut copied) = checkpoint(conn, "PASSIVE")?;
     if frames < restart_frames {
-        return Ok(());
+        return Ok(Restart::NotNeeded);
     }
     for _ in 0..CATCH_UP_PASSES {
         let before = copied;
@@ -87,10 +105,21 @@ fn round(conn: &Connection, restart_frames: i64) -> rusqlite::Result<()> {
             break;
         }
     }
-    conn.busy_timeout(RESTART_WAIT)?;
+    conn.busy_handler(Some(retry_for_a_restart))?;
     let restarted = checkpoint(conn, "RESTART");
     conn.busy_timeout(BUSY_TIMEOUT)?;
-    restarted.map(|_| ())
+    restarted.map(|(blocked, _, _)| if blocked == 0 { Restart::Done } else { Restart::HeldUp })
+}
+
+/// The busy handler of a restart: another look every 200 µs (the writer's locks come and go between its
+/// transactions) for up to `RESTART_WAIT`.
+fn retry_for_a_restart(attempts: i32) -> bool {
+    const RETRY: Duration = Duration::from_micros(200);
+    if RETRY * u32::try_from(attempts).unwrap_or(u32::MAX) >= RESTART_WAIT {
+        return false;
+    }
+    thread::sleep(RETRY);
+    true
 }
 
 /// One checkpoint in `mode`: whether it was blocked, the frames in the log, and how many are copied back.
