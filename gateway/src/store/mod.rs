@@ -108,6 +108,17 @@ impl Finish {
             Self::Cancelled => None,
         }
     }
+
+    /// The successes of a finish report as (job id, lease token, result): what one multi-row statement writes.
+    pub fn successes(items: &[(String, String, Finish)]) -> Vec<(&str, &str, Option<&str>)> {
+        items
+            .iter()
+            .filter_map(|(id, token, finish)| match finish {
+                Finish::Succeeded { result } => Some((id.as_str(), token.as_str(), result.as_deref())),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 /// Where a finished attempt left the job.

@@ -411,13 +411,7 @@ impl JobStore for PgStore {
             let mut changed = Vec::new();
             let mut requeued = false;
             // Successes in one statement; the rest (and successes whose lease was lost, to say why) one by one.
-            let successes: Vec<(&str, &str, Option<&str>)> = items
-                .iter()
-                .filter_map(|(id, token, finish)| match finish {
-                    Finish::Succeeded { result } => Some((id.as_str(), token.as_str(), result.as_deref())),
-                    _ => None,
-                })
-                .collect();
+            let successes = Finish::successes(&items);
             let mut succeeded = jobs::finish_succeeded_many(&tx, engine, &successes, now).await?;
             for (job_id, token, finish) in &items {
                 // Taken out once: the same job twice in one batch finishes once; the second learns its lease is gone.

@@ -394,13 +394,7 @@ fn apply(
         WriteOp::FinishMany(items) => {
             // Successes go in one statement; the rest (failures, cancellations, and successes whose lease was
             // lost, to say why) one by one.
-            let successes: Vec<(&str, &str, Option<&str>)> = items
-                .iter()
-                .filter_map(|(id, token, finish)| match finish {
-                    Finish::Succeeded { result } => Some((id.as_str(), token.as_str(), result.as_deref())),
-                    _ => None,
-                })
-                .collect();
+            let successes = Finish::successes(items);
             let mut succeeded = queries::finish_succeeded_many(conn, &successes, now)?;
             let mut outcomes = Vec::with_capacity(items.len());
             for (job_id, lease_token, finish) in items {
