@@ -16,6 +16,7 @@ use flowork_common::wire::Lease;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::counters::{self, LeasedRow};
 use super::parking::{
     HOLD_BREAKER, HOLD_KEY, KEYS_WITH_PARKED_SQL, KeyRooms, PROMOTE_DUE_SQL, RELEASE_KEY_SQL, park, promote_due,
 };
@@ -106,15 +107,17 @@ fn lease_sql() -> &'static str {
     SQL.get_or_init(|| {
         format!(
             "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = ?1,
-                    lease_token = lower(hex(randomblob(16))), lease_expires_at = ?2, claimed_at = ?3
+                    lease_token = lower(hex(randomblob(16))), lease_expires_at = ?2, claimed_at = ?3,
+                    counted = counted + 1
              WHERE id IN rarray(?4) AND status = 'queued'
-             RETURNING {JOB_COLUMNS}, lease_token"
+             RETURNING {JOB_COLUMNS}, lease_token, hold"
         )
     })
 }
 
 /// Leases queued jobs in one statement (one statement journal for all of them, not one per job), in the order
-/// of `ids`; each comes with how long it waited since it became runnable. Ids no longer queued are skipped.
+/// of `ids`, and counts them; each comes with how long it waited since it became runnable. Ids no longer queued
+/// are skipped.
 fn lease_jobs(
     conn: &Connection,
     engine: &str,
@@ -128,16 +131,22 @@ fn lease_jobs(
     }
     let list = Rc::new(ids.iter().map(|id| Value::Text(id.clone())).collect::<Vec<_>>());
     let mut stmt = conn.prepare_cached(lease_sql())?;
-    let rows = stmt.query_map(params![worker, expires, now, list], |row| {
+    let mut moved = Vec::with_capacity(ids.len());
+    let mut leased = Vec::with_capacity(ids.len());
+    let mut rows = stmt.query(params![worker, expires, now, list])?;
+    while let Some(row) = rows.next()? {
         let runnable_since = row.get::<_, i64>(9)?.max(row.get::<_, i64>(10)?);
-        let lease = Lease {
-            job: job_from_row(row, engine)?,
-            lease_token: row.get(JOB_COLUMN_COUNT)?,
-            lease_expires_at: format_ms(expires),
-        };
-        Ok((lease, now - runnable_since))
-    })?;
-    let mut leased = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+        let job = job_from_row(row, engine)?;
+        moved.push(LeasedRow {
+            user: job.user.clone(),
+            key: job.concurrency_key.clone(),
+            hold: row.get(JOB_COLUMN_COUNT + 1)?,
+        });
+        let lease = Lease { job, lease_token: row.get(JOB_COLUMN_COUNT)?, lease_expires_at: format_ms(expires) };
+        leased.push((lease, now - runnable_since));
+    }
+    drop(rows);
+    counters::count_leased(conn, &moved)?;
     // RETURNING comes in the order SQLite visited the rows; the claim order is the order asked for.
     let order: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
     leased.sort_by_key(|(lease, _)| order.get(lease.job.id.as_str()).copied().unwrap_or(usize::MAX));

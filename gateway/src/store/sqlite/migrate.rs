@@ -76,6 +76,11 @@ pub const SHARD: &[Migration] = &[
         name: "0010_counted_inserts",
         sql: include_str!("../../../../migrations/shard/0010_counted_inserts.sql"),
     },
+    Migration {
+        version: 11,
+        name: "0011_counted_moves",
+        sql: include_str!("../../../../migrations/shard/0011_counted_moves.sql"),
+    },
 ];
 
 /// Whether builds older than a migration can run on the schema it leaves.

@@ -430,8 +430,8 @@ pub fn finish(
     }
 }
 
-/// Records many successes in one statement (one statement journal for the batch, not one per job): each item is
-/// (job id, lease token, result JSON). Returns the kind of each job whose lease was still live, by job id; the
+/// Records many successes in one statement (one statement journal for the batch, not one per job) and counts
+/// them: each item is (job id, lease token, result JSON). Returns the kind of each job whose lease was still live, by job id; the
 /// others are left untouched, for the one-by-one path to explain.
 pub fn finish_succeeded_many(
     conn: &Connection,
@@ -442,6 +442,7 @@ pub fn finish_succeeded_many(
         return Ok(HashMap::new());
     }
     let mut finished = HashMap::with_capacity(items.len());
+    let mut moved = Vec::with_capacity(items.len());
     let mut rest = items;
     while !rest.is_empty() {
         let size = BATCH_CHUNKS.iter().copied().find(|size| *size <= rest.len()).unwrap_or(1);
@@ -450,11 +451,11 @@ pub fn finish_succeeded_many(
             let values = vec!["(?, ?, ?)"; rows].join(", ");
             format!(
                 "UPDATE jobs SET status = 'succeeded', result = item.column3, error = NULL, finished_at = ?1,
-                        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+                        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, counted = counted + 1
                  FROM (VALUES {values}) AS item
                  WHERE jobs.id = item.column1 AND jobs.lease_token = item.column2
                    AND jobs.status = 'running' AND jobs.lease_expires_at > ?1
-                 RETURNING jobs.id, jobs.kind"
+                 RETURNING jobs.id, jobs.kind, jobs.user_id, jobs.concurrency_key"
             )
         });
         let mut stmt = conn.prepare_cached(sql)?;
@@ -467,9 +468,11 @@ pub fn finish_succeeded_many(
         let mut rows = stmt.raw_query();
         while let Some(row) = rows.next()? {
             finished.insert(row.get(0)?, row.get(1)?);
+            moved.push((row.get::<_, String>(2)?, row.get::<_, Option<String>>(3)?));
         }
         rest = tail;
     }
+    counters::count_succeeded(conn, moved.iter().map(|(user, key)| (user.as_str(), key.as_deref())))?;
     Ok(finished)
 }
 
