@@ -12,6 +12,7 @@
 mod baseline;
 mod chart;
 mod client;
+mod cpu;
 mod sender;
 mod spawn;
 mod stats;
@@ -63,7 +64,7 @@ pub struct Args {
     /// Repetitions (each on a fresh data directory); the summary is their median.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
-    /// Engine processes started.
+    /// Engine processes started; 0 (open loop only) measures `POST /jobs` at `--rate` alone, nothing claimed.
     #[arg(long, default_value_t = 1)]
     pub engines: usize,
     /// Workers per engine.
@@ -125,6 +126,21 @@ struct RunReport {
     error_rate: f64,
     /// Startup mode: milliseconds from spawning the gateway to its first 201.
     ready_ms: Option<f64>,
+    /// Processor time per request or job (user + system, microseconds), which a busy machine moves far less than
+    /// throughput: the gateway's for `/healthz`, for the refused POST and for an enqueue; the load generator's
+    /// own per enqueue; the gateway's and the engines' per job while the engines emptied the queue.
+    cpu_us: CpuPerUnit,
+}
+
+/// Microseconds of processor time per request or job, by phase and process.
+#[derive(Debug, Clone, Copy, Serialize, Default)]
+struct CpuPerUnit {
+    healthz_gateway: Option<f64>,
+    refused_post_gateway: Option<f64>,
+    enqueue_gateway: Option<f64>,
+    enqueue_loadtest: Option<f64>,
+    drain_gateway: Option<f64>,
+    drain_engines: Option<f64>,
 }
 
 /// A phase with engines running: send, wait until every job is final, read the jobs' timings.
@@ -144,11 +160,16 @@ async fn measured_phase(
         _ => sender::closed_loop(&target, args.jobs, args.concurrency, progress).await,
     };
     let posting_s = started.elapsed().as_secs_f64();
-    timings::wait_drained(base, engine, Duration::from_secs(600)).await?;
+    // Without engines (`--engines 0`) nothing runs: the phase measures the POSTs alone.
+    let times = if args.engines == 0 {
+        Vec::new()
+    } else {
+        timings::wait_drained(base, engine, Duration::from_secs(600)).await?;
+        let ids: HashSet<String> = sent.iter().filter_map(|s| s.job_id.clone()).collect();
+        timings::fetch(base, token, engine, &ids).await?
+    };
     let finished_s = started.elapsed().as_secs_f64();
     shown.abort();
-    let ids: HashSet<String> = sent.iter().filter_map(|s| s.job_id.clone()).collect();
-    let times = timings::fetch(base, token, engine, &ids).await?;
     let created = sent.iter().filter(|s| s.status == 201).count();
     let failed = sent.len() - created;
     let report = RunReport {
@@ -174,23 +195,37 @@ async fn run_owned(args: &Args, run: usize) -> anyhow::Result<(RunReport, Vec<Se
         return Ok((RunReport { ready_ms: Some(ready_ms), ..RunReport::default() }, Vec::new(), Vec::new()));
     }
     let mut stack = spawn::Stack::start(args).await?;
-    let healthz = baseline::healthz(&stack.base, args.jobs.min(20_000), args.concurrency).await?;
+    let gateway: Vec<u32> = stack.gateway_pid().into_iter().collect();
+    let mut cpu_us = CpuPerUnit::default();
+    let baseline_requests = args.jobs.min(20_000);
+    let meter = cpu::Meter::start(gateway.clone());
+    let healthz = baseline::healthz(&stack.base, baseline_requests, args.concurrency).await?;
+    cpu_us.healthz_gateway = meter.micros_per(baseline_requests);
+    let meter = cpu::Meter::start(gateway.clone());
     let refused =
-        baseline::refused_post(&stack.base, &stack.token, spawn::ENGINE, args.jobs.min(20_000), args.concurrency)
-            .await?;
+        baseline::refused_post(&stack.base, &stack.token, spawn::ENGINE, baseline_requests, args.concurrency).await?;
+    cpu_us.refused_post_gateway = meter.micros_per(baseline_requests);
     let mut enqueue = None;
     let mut drain = None;
     if args.mode == Mode::Closed {
         let target =
             Target::new(&stack.base, &stack.token, spawn::ENGINE, "enq", args.concurrency)?.with_batch(args.batch);
+        let (on_gateway, on_loadtest) =
+            (cpu::Meter::start(gateway.clone()), cpu::Meter::start(vec![std::process::id()]));
         let started = Instant::now();
         let sent = sender::closed_loop(&target, args.jobs, args.concurrency, Arc::default()).await;
         let rate = sent.iter().filter(|s| s.status == 201).count() as f64 / started.elapsed().as_secs_f64();
+        cpu_us.enqueue_gateway = on_gateway.micros_per(args.jobs);
+        cpu_us.enqueue_loadtest = on_loadtest.micros_per(args.jobs);
         enqueue = Some((rate, Summary::of(sent.iter().map(|s| s.latency_ms).collect())));
         let draining = Instant::now();
+        let on_gateway = cpu::Meter::start(gateway.clone());
         stack.start_engines(args)?;
         timings::wait_drained(&stack.base, spawn::ENGINE, Duration::from_secs(600)).await?;
         drain = Some(args.jobs as f64 / draining.elapsed().as_secs_f64());
+        cpu_us.drain_gateway = on_gateway.micros_per(args.jobs);
+        // Started with zero CPU used: their whole use so far is the drain's.
+        cpu_us.drain_engines = cpu::Meter::from_zero(stack.engine_pids()).micros_per(args.jobs);
     } else {
         stack.start_engines(args)?;
     }
@@ -198,6 +233,7 @@ async fn run_owned(args: &Args, run: usize) -> anyhow::Result<(RunReport, Vec<Se
     report.healthz_req_per_s = Some(healthz);
     report.refused_post_req_per_s = Some(refused);
     report.drain_jobs_per_s = drain;
+    report.cpu_us = cpu_us;
     if let Some((rate, post)) = enqueue {
         report.enqueue_jobs_per_s = Some(rate);
         report.enqueue_post = Some(post);
@@ -210,15 +246,38 @@ async fn run_owned(args: &Args, run: usize) -> anyhow::Result<(RunReport, Vec<Se
             args.jobs,
             drain.unwrap_or(0.0)
         );
+        let us = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.0}"));
+        println!(
+            "run {run}: CPU µs per request/job: gateway /healthz {}, refused POST {}, enqueue {} (load generator {}); \
+             drain: gateway {}, engines {}",
+            us(cpu_us.healthz_gateway),
+            us(cpu_us.refused_post_gateway),
+            us(cpu_us.enqueue_gateway),
+            us(cpu_us.enqueue_loadtest),
+            us(cpu_us.drain_gateway),
+            us(cpu_us.drain_engines)
+        );
     } else {
         println!("run {run}: GET /healthz {healthz:.0} req/s; POST /jobs refused before the store {refused:.0} req/s");
     }
-    print_phase(run, &report);
+    print_phase(run, &report, args.engines);
     stack.stop();
     Ok((report, sent, times))
 }
 
-fn print_phase(run: usize, report: &RunReport) {
+fn print_phase(run: usize, report: &RunReport, engines: usize) {
+    if engines == 0 {
+        println!(
+            "run {run}: no engines: posted {:.0} jobs/s; 429: {}, 5xx: {}, failed: {} ({:.2} %)\n  POST        {}",
+            report.posted_jobs_per_s,
+            report.status_429,
+            report.status_5xx,
+            report.failed,
+            report.error_rate * 100.0,
+            report.post
+        );
+        return;
+    }
     println!(
         "run {run}: with engines: posted {:.0} jobs/s, end to end {:.0} jobs/s; 429: {}, 5xx: {}, failed: {} \
          ({:.2} %)\n  POST        {}\n  start delay {}\n  end to end  {}",
@@ -252,12 +311,20 @@ fn medians(mode: Mode, runs: &[RunReport]) -> serde_json::Value {
         "enqueue_post_p99_ms": m(&|r| r.enqueue_post.map(|p| p.p99_ms)),
         "drain_jobs_per_s": m(&|r| r.drain_jobs_per_s),
         "posted_jobs_per_s": m(&|r| Some(r.posted_jobs_per_s)),
-        "end_to_end_jobs_per_s": m(&|r| Some(r.end_to_end_jobs_per_s)),
+        "end_to_end_jobs_per_s": m(&|r| (r.end_to_end.count > 0).then_some(r.end_to_end_jobs_per_s)),
         "post_p99_ms": m(&|r| Some(r.post.p99_ms)),
-        "start_delay_p95_ms": m(&|r| Some(r.start_delay.p95_ms)),
-        "end_to_end_p95_ms": m(&|r| Some(r.end_to_end.p95_ms)),
+        "start_delay_p95_ms": m(&|r| (r.start_delay.count > 0).then_some(r.start_delay.p95_ms)),
+        "end_to_end_p95_ms": m(&|r| (r.end_to_end.count > 0).then_some(r.end_to_end.p95_ms)),
         "error_rate": m(&|r| Some(r.error_rate)),
         "ready_ms": m(&|r| r.ready_ms),
+        "cpu_us": {
+            "healthz_gateway": m(&|r| r.cpu_us.healthz_gateway),
+            "refused_post_gateway": m(&|r| r.cpu_us.refused_post_gateway),
+            "enqueue_gateway": m(&|r| r.cpu_us.enqueue_gateway),
+            "enqueue_loadtest": m(&|r| r.cpu_us.enqueue_loadtest),
+            "drain_gateway": m(&|r| r.cpu_us.drain_gateway),
+            "drain_engines": m(&|r| r.cpu_us.drain_engines),
+        },
     })
 }
 
@@ -316,6 +383,9 @@ async fn main() -> anyhow::Result<()> {
     if args.mode == Mode::Open && (args.rate.is_nan() || args.rate <= 0.0) {
         bail!("--rate must be above 0");
     }
+    if args.engines == 0 && args.mode != Mode::Open {
+        bail!("--engines 0 is for open loop (--mode open): the closed loop measures enqueues without engines already");
+    }
     let mut runs = Vec::new();
     let mut last = (Vec::new(), Vec::new());
     for run in 1..=args.runs.max(1) {
@@ -326,7 +396,7 @@ async fn main() -> anyhow::Result<()> {
                 }
                 let tag = format!("lt{}-{run}-{}", std::process::id(), spawn::unique());
                 let measured = measured_phase(&args, base, token, engine, &tag).await?;
-                print_phase(run, &measured.0);
+                print_phase(run, &measured.0, args.engines);
                 measured
             }
             _ => run_owned(&args, run).await?,

@@ -188,6 +188,16 @@ impl Stack {
         Ok(())
     }
 
+    /// The gateway's process id.
+    pub fn gateway_pid(&self) -> Option<u32> {
+        self.children.first().map(Child::id)
+    }
+
+    /// The engines' process ids.
+    pub fn engine_pids(&self) -> Vec<u32> {
+        self.children.iter().skip(1).map(Child::id).collect()
+    }
+
     pub fn stop(&mut self) {
         for child in self.children.iter_mut().rev() {
             let _ = child.kill();

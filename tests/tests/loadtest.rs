@@ -42,3 +42,29 @@ async fn an_open_loop_run_reports_every_job_and_its_exit_status_follows_the_slos
     assert_eq!(missed.len(), 2, "{report}");
     Ok(())
 }
+
+#[tokio::test]
+async fn without_engines_an_open_loop_measures_the_posts_alone_and_the_gateways_cpu() -> anyhow::Result<()> {
+    let ws = Workspace::new()?;
+    // No engine runs, so no job has timings: the latency SLOs (impossible ones here) have nothing to judge.
+    let (status, report, stdout) = loadtest(&ws, &["--engines", "0", "--slo-e2e-p95-ms=-1", "--slo-start-p95-ms=-1"])?;
+    assert_eq!(status, 0, "{stdout}");
+    let run = &report["runs"][0];
+    assert_eq!(run["post"]["count"], 200, "{report}");
+    assert_eq!(run["failed"], 0);
+    assert_eq!(run["end_to_end"]["count"], 0, "{report}");
+    assert!(report["median"]["end_to_end_p95_ms"].is_null(), "{report}");
+    assert!(stdout.contains("no engines: posted"), "{stdout}");
+    // The gateway's processor time per baseline request, read from /proc while the run went on.
+    if cfg!(target_os = "linux") {
+        for phase in ["healthz_gateway", "refused_post_gateway"] {
+            let micros = run["cpu_us"][phase].as_f64().unwrap_or(0.0);
+            assert!(micros > 0.0 && micros < 1_000_000.0, "{phase}: {report}");
+        }
+    }
+    // A closed loop always measures without engines first; asking for none is refused, not ignored.
+    let out = Command::new(bin("loadtest")).args(["--engines", "0", "--runs", "1"]).output()?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--engines 0 is for open loop"));
+    Ok(())
+}
