@@ -46,7 +46,7 @@ pub struct Args {
     /// Jobs per phase (closed loop).
     #[arg(long, default_value_t = 20_000)]
     pub jobs: usize,
-    /// Concurrent HTTP clients (closed loop).
+    /// Concurrent HTTP clients (closed loop); the most connections in use at once (open loop).
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
     /// Jobs per second (open loop).
@@ -151,12 +151,13 @@ async fn measured_phase(
     engine: &str,
     tag: &str,
 ) -> anyhow::Result<(RunReport, Vec<Sent>, Vec<JobTimes>)> {
-    let target = Target::new(base, token, engine, tag, args.concurrency.max(256))?.with_batch(args.batch);
+    let connections = args.concurrency;
+    let target = Target::new(base, token, engine, tag, connections)?.with_batch(args.batch);
     let progress = Arc::new(Progress::default());
     let shown = sender::show_progress(format!("{:?}", args.mode).to_lowercase(), progress.clone());
     let started = Instant::now();
     let sent = match args.mode {
-        Mode::Open => sender::open_loop(&target, args.rate, args.duration, progress).await,
+        Mode::Open => sender::open_loop(&target, args.rate, args.duration, connections, progress).await,
         _ => sender::closed_loop(&target, args.jobs, args.concurrency, progress).await,
     };
     let posting_s = started.elapsed().as_secs_f64();

@@ -10,7 +10,7 @@ use http::header::HeaderValue;
 use http::{Method, Uri};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::client::Lean;
 
@@ -158,11 +158,22 @@ pub async fn closed_loop(target: &Target, jobs: usize, clients: usize, progress:
     all
 }
 
-/// Sends jobs at `rate` per second for `duration`, each at its due time, however many are still unanswered.
-pub async fn open_loop(target: &Target, rate: f64, duration: Duration, progress: Arc<Progress>) -> Vec<Sent> {
+/// Sends jobs at `rate` per second for `duration`, each due at its time however many are still unanswered, over
+/// at most `connections` connections at once (as wrk2 does). A job waiting for a free connection waits on the
+/// clock: its latency counts from when it was due, so a slow server cannot hide behind the queue. Without the
+/// bound, every stall of the server made the client open hundreds of new connections, and the handshakes cost
+/// the shared cores more than the stall did.
+pub async fn open_loop(
+    target: &Target,
+    rate: f64,
+    duration: Duration,
+    connections: usize,
+    progress: Arc<Progress>,
+) -> Vec<Sent> {
     let total = (rate * duration.as_secs_f64()).round() as usize;
     let start = Instant::now();
     let (tx, mut rx) = mpsc::unbounded_channel();
+    let free = Arc::new(Semaphore::new(connections.max(1)));
     let sender = {
         let (target, progress) = (target.clone(), progress.clone());
         tokio::spawn(async move {
@@ -171,8 +182,9 @@ pub async fn open_loop(target: &Target, rate: f64, duration: Duration, progress:
                 tokio::time::sleep_until(due.into()).await;
                 let n = target.batch.min(total - first);
                 progress.sent.fetch_add(n, Ordering::Relaxed);
-                let (target, progress, tx) = (target.clone(), progress.clone(), tx.clone());
+                let (target, progress, tx, free) = (target.clone(), progress.clone(), tx.clone(), free.clone());
                 tokio::spawn(async move {
+                    let Ok(_connection) = free.acquire_owned().await else { return };
                     for sent in target.send(first, n, due, start).await {
                         count(&progress, &sent);
                         let _ = tx.send(sent);
