@@ -144,7 +144,7 @@ mod tests {
     use super::*;
     use crate::admission::AdmissionLimits;
     use crate::store::EnqueueOutcome;
-    use crate::store::sqlite::{connection::open_writer, migrate, queries};
+    use crate::store::sqlite::{connection::open_writer, fair, migrate, queries};
 
     fn job(key: &str) -> NewJob {
         NewJob {
@@ -238,8 +238,8 @@ mod tests {
         .unwrap();
         assert_eq!(counters(&conn), recount(&conn));
         // This build's claim of three jobs and batched success of two, each counted once.
-        let by = super::super::fair::ClaimBy { engine: "e", worker: "w", max: 3, lease_ms: 5_000, now: 1_000 };
-        let claimed = super::super::fair::claim(&conn, &by, &Default::default()).unwrap();
+        let by = fair::ClaimBy { engine: "e", worker: "w", max: 3, lease_ms: 5_000, now: 1_000 };
+        let claimed = fair::claim(&conn, &by, &Default::default()).unwrap();
         assert_eq!(claimed.leases.len(), 3);
         assert_eq!(counters(&conn), [2, 4, 6, 2, 4, 2]);
         assert_eq!(counters(&conn), recount(&conn));
