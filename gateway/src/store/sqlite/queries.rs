@@ -431,8 +431,8 @@ pub fn finish(
 }
 
 /// Records many successes in one statement (one statement journal for the batch, not one per job) and counts
-/// them: each item is (job id, lease token, result JSON). Returns the kind of each job whose lease was still live, by job id; the
-/// others are left untouched, for the one-by-one path to explain.
+/// them: each item is (job id, lease token, result JSON). Returns the kind of each job whose lease was still live,
+/// by job id; the others are left untouched, for the one-by-one path to explain.
 pub fn finish_succeeded_many(
     conn: &Connection,
     items: &[(&str, &str, Option<&str>)],
