@@ -52,34 +52,31 @@ pub fn count_inserted(conn: &Connection, jobs: &[&NewJob], now: i64) -> Result<(
     Ok(())
 }
 
-/// A row a claim just moved from `queued` to `running` with its `counted` bumped: its user, concurrency key and
-/// hold (which the lease leaves as it was).
-pub struct LeasedRow {
-    pub user: String,
-    pub key: Option<String>,
-    pub hold: i64,
-}
-
-/// Counts rows one statement leased.
-pub fn count_leased(conn: &Connection, rows: &[LeasedRow]) -> Result<(), StoreError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
+/// Counts rows one statement moved from `queued` to `running` with their `counted` bumped: each one's user,
+/// concurrency key and hold (which the lease leaves as it was).
+pub fn count_leased<'a>(
+    conn: &Connection,
+    rows: impl IntoIterator<Item = (&'a str, Option<&'a str>, i64)>,
+) -> Result<(), StoreError> {
     // Per user: runnable jobs taken; per key: (ready taken, parked taken, leased).
+    let mut total = 0;
     let mut users: BTreeMap<&str, i64> = BTreeMap::new();
     let mut keys: BTreeMap<&str, (i64, i64, i64)> = BTreeMap::new();
-    for row in rows {
-        let ready = i64::from(row.hold == HOLD_NONE);
-        *users.entry(row.user.as_str()).or_default() += ready;
-        if let Some(key) = &row.key {
-            let counts = keys.entry(key.as_str()).or_default();
+    for (user, key, hold) in rows {
+        total += 1;
+        let ready = i64::from(hold == HOLD_NONE);
+        *users.entry(user).or_default() += ready;
+        if let Some(key) = key {
+            let counts = keys.entry(key).or_default();
             counts.0 += ready;
-            counts.1 += i64::from(row.hold == HOLD_KEY);
+            counts.1 += i64::from(hold == HOLD_KEY);
             counts.2 += 1;
         }
     }
-    conn.prepare_cached("UPDATE queue_stats SET queued = queued - ?1, running = running + ?1")?
-        .execute([rows.len() as i64])?;
+    if total == 0 {
+        return Ok(());
+    }
+    conn.prepare_cached("UPDATE queue_stats SET queued = queued - ?1, running = running + ?1")?.execute([total])?;
     for (user, ready) in users {
         if ready > 0 {
             add_runnable(conn, user, -ready)?;
@@ -184,38 +181,53 @@ mod tests {
         let (a, b, again) = (job("k2"), job("k3"), job("k1"));
         let outcomes = queries::enqueue_many(&conn, &[&a, &b, &again], 1_000, AdmissionLimits::default()).unwrap();
         assert_eq!(outcomes.iter().filter(|o| matches!(o, Ok(EnqueueOutcome::Created(_)))).count(), 2);
-        let one = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
-        assert_eq!(one("SELECT queued FROM queue_stats"), 4);
-        assert_eq!(one("SELECT inflight FROM user_inflight WHERE user_id = 'alice'"), 4);
-        assert_eq!(one("SELECT runnable FROM user_share WHERE user_id = 'alice'"), 4);
-        assert_eq!(one("SELECT ready FROM key_state WHERE concurrency_key = 'group'"), 4);
-        assert_eq!(one("SELECT count(*) FROM jobs WHERE counted = 1"), 3);
+        let counted = ints(
+            &conn,
+            [
+                "SELECT queued FROM queue_stats",
+                "SELECT inflight FROM user_inflight WHERE user_id = 'alice'",
+                "SELECT runnable FROM user_share WHERE user_id = 'alice'",
+                "SELECT ready FROM key_state WHERE concurrency_key = 'group'",
+                "SELECT count(*) FROM jobs WHERE counted = 1",
+            ],
+        );
+        assert_eq!(counted, [4, 4, 4, 4, 3]);
+    }
+
+    /// Each query's single integer.
+    fn ints<const N: usize>(conn: &Connection, queries: [&str; N]) -> [i64; N] {
+        queries.map(|sql| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap())
     }
 
     /// The counters as a recount of the jobs gives them: queued, running, alice's in flight and runnable, the
     /// key's running and ready.
     fn recount(conn: &Connection) -> [i64; 6] {
-        let one = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
-        [
-            one("SELECT count(*) FROM jobs WHERE status = 'queued'"),
-            one("SELECT count(*) FROM jobs WHERE status = 'running'"),
-            one("SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')"),
-            one("SELECT count(*) FROM jobs WHERE status = 'queued' AND hold = 0"),
-            one("SELECT count(*) FROM jobs WHERE status = 'running' AND concurrency_key = 'group'"),
-            one("SELECT count(*) FROM jobs WHERE status = 'queued' AND hold = 0 AND concurrency_key = 'group'"),
-        ]
+        ints(
+            conn,
+            [
+                "SELECT count(*) FROM jobs WHERE status = 'queued'",
+                "SELECT count(*) FROM jobs WHERE status = 'running'",
+                "SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')",
+                "SELECT count(*) FROM jobs WHERE status = 'queued' AND hold = 0",
+                "SELECT count(*) FROM jobs WHERE status = 'running' AND concurrency_key = 'group'",
+                "SELECT count(*) FROM jobs WHERE status = 'queued' AND hold = 0 AND concurrency_key = 'group'",
+            ],
+        )
     }
 
+    /// The same six as the counter tables hold them.
     fn counters(conn: &Connection) -> [i64; 6] {
-        let one = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
-        [
-            one("SELECT queued FROM queue_stats"),
-            one("SELECT running FROM queue_stats"),
-            one("SELECT inflight FROM user_inflight WHERE user_id = 'alice'"),
-            one("SELECT runnable FROM user_share WHERE user_id = 'alice'"),
-            one("SELECT running FROM key_state WHERE concurrency_key = 'group'"),
-            one("SELECT ready FROM key_state WHERE concurrency_key = 'group'"),
-        ]
+        ints(
+            conn,
+            [
+                "SELECT queued FROM queue_stats",
+                "SELECT running FROM queue_stats",
+                "SELECT inflight FROM user_inflight WHERE user_id = 'alice'",
+                "SELECT runnable FROM user_share WHERE user_id = 'alice'",
+                "SELECT running FROM key_state WHERE concurrency_key = 'group'",
+                "SELECT ready FROM key_state WHERE concurrency_key = 'group'",
+            ],
+        )
     }
 
     #[test]

@@ -16,7 +16,7 @@ use flowork_common::wire::Lease;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::counters::{self, LeasedRow};
+use super::counters;
 use super::parking::{
     HOLD_BREAKER, HOLD_KEY, KEYS_WITH_PARKED_SQL, KeyRooms, PROMOTE_DUE_SQL, RELEASE_KEY_SQL, park, promote_due,
 };
@@ -131,22 +131,22 @@ fn lease_jobs(
     }
     let list = Rc::new(ids.iter().map(|id| Value::Text(id.clone())).collect::<Vec<_>>());
     let mut stmt = conn.prepare_cached(lease_sql())?;
-    let mut moved = Vec::with_capacity(ids.len());
+    let mut holds = Vec::with_capacity(ids.len());
     let mut leased = Vec::with_capacity(ids.len());
     let mut rows = stmt.query(params![worker, expires, now, list])?;
     while let Some(row) = rows.next()? {
         let runnable_since = row.get::<_, i64>(9)?.max(row.get::<_, i64>(10)?);
         let job = job_from_row(row, engine)?;
-        moved.push(LeasedRow {
-            user: job.user.clone(),
-            key: job.concurrency_key.clone(),
-            hold: row.get(JOB_COLUMN_COUNT + 1)?,
-        });
+        holds.push(row.get::<_, i64>(JOB_COLUMN_COUNT + 1)?);
         let lease = Lease { job, lease_token: row.get(JOB_COLUMN_COUNT)?, lease_expires_at: format_ms(expires) };
         leased.push((lease, now - runnable_since));
     }
     drop(rows);
-    counters::count_leased(conn, &moved)?;
+    let moved = leased.iter().zip(&holds);
+    counters::count_leased(
+        conn,
+        moved.map(|((l, _), hold)| (l.job.user.as_str(), l.job.concurrency_key.as_deref(), *hold)),
+    )?;
     // RETURNING comes in the order SQLite visited the rows; the claim order is the order asked for.
     let order: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
     leased.sort_by_key(|(lease, _)| order.get(lease.job.id.as_str()).copied().unwrap_or(usize::MAX));
