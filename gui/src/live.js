@@ -18,6 +18,7 @@ export class Live {
     this.handlers = handlers;
     this.cursor = null;
     this.catchingUp = false;
+    this.reloadAfter = false;
     this.buffered = [];
     this.socket = io(base || undefined, {
       auth: (send) => send({ token: session.accessToken ?? '' }),
@@ -29,6 +30,9 @@ export class Live {
     this.socket.on('engine.status', (data) => handlers.engine(data));
     this.socket.on('gateway.drain', (data) => handlers.drain(Boolean(data?.draining)));
     this.socket.on('connect', () => this.catchUp());
+    // The gateway says events may have been lost (another gateway of the fleet stopped without a goodbye, or an
+    // event could not be published): reload the list.
+    this.socket.on('live.reset', () => this.reload());
     this.socket.on('disconnect', (reason) => {
       handlers.state(`live updates paused (${reason}); reconnecting…`);
       // The gateway ends a connection when its token does: reconnect with a fresh one.
@@ -71,6 +75,13 @@ export class Live {
     return this.socket.timeout(10_000).emitWithAck('sync', cursor ? { cursor } : {});
   }
 
+  /** Forgets the cursor and reloads the list (after the current catch-up, if one runs). */
+  reload() {
+    this.cursor = null;
+    if (this.catchingUp) this.reloadAfter = true;
+    else this.catchUp();
+  }
+
   /** Replays what was missed (or reloads the list), then what arrived meanwhile, in order. */
   async catchUp() {
     this.catchingUp = true;
@@ -93,6 +104,10 @@ export class Live {
     } finally {
       this.buffered = [];
       this.catchingUp = false;
+      if (this.reloadAfter) {
+        this.reloadAfter = false;
+        this.reload();
+      }
     }
   }
 }

@@ -132,6 +132,7 @@ async fn a_fleet_of_three_gateways_survives_a_killed_gateway_and_shares_keys_and
         Ok((acknowledged.lock().unwrap_or_else(|p| p.into_inner()).len() >= JOBS / 3).then_some(()))
     })
     .await?;
+    let killed_at = listener.events().len();
     gateways[1].process.signal("KILL")?;
     gateways[1].process.wait_exit(Duration::from_secs(10)).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -168,8 +169,25 @@ async fn a_fleet_of_three_gateways_survives_a_killed_gateway_and_shares_keys_and
     let through: HashSet<usize> = acknowledged.values().copied().collect();
     assert_eq!(through.len(), 3, "load reached all three gateways");
 
+    // Gateway 2 was killed without a goodbye: whatever it committed last may never have been published, so
+    // gateway 1 tells its client to reload. Then a reload (as the GUI does) shows every job final.
+    eventually(Duration::from_secs(60), "gateway 1 to tell its client to reload after gateway 2's death", || async {
+        Ok(listener.events()[killed_at..]
+            .iter()
+            .any(|e| e["event"] == "live.reset" && e["data"]["reason"] == "gateway_lost")
+            .then_some(()))
+    })
+    .await?;
+    let reloaded: HashMap<String, Value> = reader
+        .all_jobs(None)
+        .await?
+        .into_iter()
+        .map(|j| (j["id"].as_str().unwrap_or_default().to_string(), j))
+        .collect();
+
     // Gateway 1's client saw every job enqueued through gateway 3 created (an event only gateway 3 publishes, so
-    // it crossed Redis) and saw them succeed (finished through whichever gateway the engine that ran it uses).
+    // it crossed Redis) and saw them succeed (finished through whichever gateway the engine that ran it uses),
+    // but for those whose success gateway 2 committed and was killed before publishing: the reload shows those.
     let via_third: HashSet<&String> = acknowledged.iter().filter(|(_, via)| **via == 2).map(|(id, _)| id).collect();
     let ids_of = |event: &str, status: Option<&str>| -> HashSet<String> {
         listener
@@ -184,12 +202,16 @@ async fn a_fleet_of_three_gateways_survives_a_killed_gateway_and_shares_keys_and
         let succeeded = ids_of("job.updated", Some("succeeded"));
         let all_created = via_third.iter().all(|id| created.contains(id.as_str()));
         let seen = via_third.iter().filter(|id| succeeded.contains(id.as_str())).count();
-        Ok((all_created && seen == via_third.len()).then_some(seen))
+        let told = via_third
+            .iter()
+            .all(|id| succeeded.contains(id.as_str()) || reloaded.get(*id).is_some_and(|j| j["status"] == "succeeded"));
+        Ok((all_created && told).then_some(seen))
     })
     .await?;
     println!(
         "fleet: {} jobs acknowledged ({} through gateway 3), 0 lost, {reruns} ran twice (lapsed leases around the \
-         killed gateway); gateway 1's socket saw all {seen_final} of gateway 3's jobs created and succeed",
+         killed gateway); gateway 1's socket saw all of gateway 3's jobs created and {seen_final} succeed, the rest \
+         after the reload it was told to do",
         acknowledged.len(),
         via_third.len()
     );
@@ -262,4 +284,74 @@ async fn sign_in_state_and_signing_keys_are_shared_by_the_fleet() -> anyhow::Res
         String::from_utf8_lossy(&verify.stderr)
     );
     Ok(())
+}
+
+/// A gateway that stops cleanly says goodbye (its peers' clients keep their lists); one killed without a goodbye
+/// may have committed changes it never published, so every other gateway tells its clients to reload.
+#[tokio::test]
+async fn a_gateway_killed_without_a_goodbye_makes_the_fleet_s_clients_reload() -> anyhow::Result<()> {
+    anyhow::ensure!(on_postgres(), "the fleet test runs on the PostgreSQL store (FLOWORK_TEST_STORE=postgres)");
+    // A Redis of its own: the other fleet test kills a gateway too, and its heartbeats would reach this fleet.
+    let redis = OwnRedis::start()?;
+    let ws = Workspace::new()?;
+    let flags = ["--redis", redis.url.as_str()];
+    let watcher = Gateway::start(&ws, &flags).await?;
+    let alice = ws.mint("alice", "1h")?;
+    let listener = Listener::start(&watcher, &alice)?;
+    eventually(Duration::from_secs(20), "the socket.io client to connect", || async {
+        Ok(listener.events().iter().any(|e| e["event"] == "connected").then_some(()))
+    })
+    .await?;
+    let resets = || listener.events().iter().filter(|e| e["event"] == "live.reset").cloned().collect::<Vec<_>>();
+
+    // Stopped cleanly (SIGTERM): a goodbye, no reload, even well past the time a silent gateway is taken for dead.
+    let mut clean = Gateway::start(&ws, &flags).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    clean.process.signal("TERM")?;
+    clean.process.wait_exit(Duration::from_secs(30)).await?;
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    assert!(resets().is_empty(), "a clean stop is not a loss: {:?}", resets());
+
+    // Killed: the watcher's client is told to reload.
+    let mut killed = Gateway::start(&ws, &flags).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    killed.process.signal("KILL")?;
+    killed.process.wait_exit(Duration::from_secs(10)).await?;
+    let reset = eventually(Duration::from_secs(60), "live.reset after a gateway was killed", || async {
+        Ok(resets().into_iter().next())
+    })
+    .await?;
+    assert_eq!(reset["data"]["reason"], "gateway_lost", "{reset}");
+    Ok(())
+}
+
+/// A redis-server on a free port for one test, killed when dropped.
+struct OwnRedis {
+    child: std::process::Child,
+    url: String,
+}
+
+impl OwnRedis {
+    fn start() -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("redis-server is needed: {e}"))?;
+        let redis = Self { child, url: format!("redis://127.0.0.1:{port}") };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            anyhow::ensure!(std::time::Instant::now() < deadline, "redis-server did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(redis)
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -2,9 +2,12 @@
 //! `auth` (`{"token"}`) and joins its user's private room; job events come from the store's change feed, engine
 //! status and drain notices from the gateway. `sync` (with a cursor) replays what a reconnecting client missed.
 
+pub mod fleet;
 pub mod journal;
 pub mod payload;
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -18,11 +21,13 @@ use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
 use socketioxide_core::adapter::DefinedAdapter;
 use socketioxide_redis::{RedisAdapter, RedisAdapterCtr};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::AuthError;
 use crate::server::AppState;
 use crate::store::changes::JobChange;
+use fleet::{Heartbeat, PeerWatch, ResetReason};
 use journal::Journal;
 
 /// How often engine status is looked at (and sent when it changed).
@@ -118,6 +123,17 @@ pub struct Live {
     /// Connected sockets; the change feed is live exactly while this is above zero (changed under the lock).
     sockets: Mutex<usize>,
     state: AppState,
+    /// This process's name in cursors and in the fleet's heartbeats.
+    boot: String,
+    /// The fleet's Redis, for heartbeats (`None` without `--redis`), and the connection to it once made.
+    redis: Option<redis::Client>,
+    redis_connection: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
+    /// Job events this gateway could not publish (told to the fleet in its heartbeat).
+    lost: AtomicU64,
+    /// Cancelled by `close`: job changes committed until then (a drain's last finishes) are still sent.
+    closing: CancellationToken,
+    /// The task forwarding job changes, awaited by `close` so nothing committed stays unsent.
+    forwarder: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// The room of one user's sockets.
@@ -130,6 +146,7 @@ impl Live {
     /// the tasks that feed it; they end with the gateway's shutdown.
     pub async fn start(state: &AppState, redis: Option<&str>) -> anyhow::Result<(LiveLayer, Arc<Live>)> {
         let boot = format!("{:08x}", rand::random::<u32>());
+        let mut heartbeat_client = None;
         let (layer, io) = match redis {
             None => {
                 let (layer, io) = SocketIo::builder().build_layer();
@@ -146,6 +163,7 @@ impl Live {
                 let adapter = RedisAdapterCtr::new_with_redis(&client).await.map_err(|error| {
                     anyhow::anyhow!("cannot reach Redis at {} for the Socket.IO adapter: {error}", redact_url(&url))
                 })?;
+                heartbeat_client = Some(client);
                 let (layer, io) = SocketIo::builder().with_adapter::<RedisAdapter<_>>(adapter).build_layer();
                 (LiveLayer::Redis(layer), LiveIo::Redis(io))
             }
@@ -153,9 +171,15 @@ impl Live {
         let live = Arc::new(Live {
             io: io.clone(),
             fleet: redis.is_some(),
-            journal: Mutex::new(Journal::new(boot)),
+            journal: Mutex::new(Journal::new(boot.clone())),
             sockets: Mutex::new(0),
             state: state.clone(),
+            boot,
+            redis: heartbeat_client,
+            redis_connection: tokio::sync::Mutex::new(None),
+            lost: AtomicU64::new(0),
+            closing: CancellationToken::new(),
+            forwarder: tokio::sync::Mutex::new(None),
         });
         match &io {
             LiveIo::Local(io) => live.register(io),
@@ -165,8 +189,11 @@ impl Live {
                 state.jobs.changes().set_live(true);
             }
         }
-        tokio::spawn(live.clone().forward_job_changes());
+        *live.forwarder.lock().await = Some(tokio::spawn(live.clone().forward_job_changes()));
         tokio::spawn(live.clone().announce_gateway());
+        if live.redis.is_some() {
+            tokio::spawn(live.clone().watch_fleet());
+        }
         Ok((layer, live))
     }
 
@@ -183,8 +210,21 @@ impl Live {
         io.ns("/", on_connect.with(authenticate))
     }
 
-    /// Disconnects every socket (at shutdown, so the HTTP server can finish).
+    /// At shutdown, once no job runs: sends what was committed until now, says goodbye to the fleet (so no other
+    /// gateway takes this stop for a crash), then disconnects every socket so the HTTP server can finish.
     pub async fn close(&self) {
+        self.closing.cancel();
+        if let Some(forwarder) = self.forwarder.lock().await.take()
+            && let Err(error) = forwarder.await
+        {
+            tracing::warn!(%error, "the live event forwarder failed");
+        }
+        if self.redis.is_some() {
+            let goodbye = Heartbeat { beat: u64::MAX, lost: self.lost.load(Ordering::Relaxed), stopped: true };
+            if let Err(error) = self.write_heartbeat(goodbye).await {
+                tracing::warn!(%error, "could not say goodbye to the fleet; other gateways will ask their clients to reload");
+            }
+        }
         self.io.close().await;
     }
 
@@ -275,12 +315,21 @@ impl Live {
         }
     }
 
-    /// Journals and sends every committed job change to its user's room.
+    /// Journals and sends every committed job change to its user's room, until `close` (whatever was committed by
+    /// then is sent before it ends).
     async fn forward_job_changes(self: Arc<Self>) {
         let mut feed = self.state.jobs.changes().subscribe();
         loop {
             let changes = tokio::select! {
-                () = self.state.shutdown.cancelled() => return,
+                () = self.closing.cancelled() => {
+                    loop {
+                        match feed.try_recv() {
+                            Ok(changes) => self.send_changes(&changes).await,
+                            Err(TryRecvError::Lagged(_)) => continue,
+                            Err(_) => return,
+                        }
+                    }
+                }
                 received = feed.recv() => received,
             };
             match changes {
@@ -313,9 +362,92 @@ impl Live {
                 }
             };
             if let Err(error) = self.io.emit_to(user_room(&user), name, &data).await {
-                tracing::debug!(%error, "could not send a job event");
+                // Lost for every gateway's sockets: the fleet learns it from the heartbeat, this gateway's own
+                // sockets at once.
+                tracing::warn!(%error, "could not send a job event; clients will be asked to reload");
+                self.lost.fetch_add(1, Ordering::Relaxed);
+                self.reset_clients(&ResetReason::EventsLost(self.boot.clone())).await;
             }
         }
+    }
+
+    /// Tells this gateway's clients to reload their lists: events may have been lost.
+    async fn reset_clients(&self, reason: &ResetReason) {
+        tracing::warn!(reason = reason.code(), "live clients may have missed events; asking them to reload");
+        let notice = serde_json::json!({"reason": reason.code()});
+        if let Err(error) = self.io.emit_local("live.reset", &notice).await {
+            tracing::debug!(%error, "could not send live.reset");
+        }
+    }
+
+    /// In a fleet: beats each second in Redis and watches the other gateways' beats; a gateway gone without a
+    /// goodbye, events another gateway failed to publish, or an unreadable Redis ask this gateway's clients to
+    /// reload (`live.reset`).
+    async fn watch_fleet(self: Arc<Self>) {
+        let mut watch = PeerWatch::new(self.boot.clone());
+        let mut tick = tokio::time::interval(fleet::EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let started = std::time::Instant::now();
+        let mut beat = 0u64;
+        loop {
+            tokio::select! {
+                () = self.closing.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            beat += 1;
+            let heartbeat = Heartbeat { beat, lost: self.lost.load(Ordering::Relaxed), stopped: false };
+            let seen = match self.write_heartbeat(heartbeat).await {
+                Ok(()) => self.read_heartbeats().await,
+                Err(error) => Err(error),
+            };
+            let now_ms = started.elapsed().as_millis() as i64;
+            let seen = match seen {
+                Ok(seen) => Some(seen),
+                Err(error) => {
+                    tracing::warn!(%error, "could not read the fleet's heartbeats from Redis");
+                    None
+                }
+            };
+            for reason in watch.observe(now_ms, seen.as_ref()) {
+                self.reset_clients(&reason).await;
+            }
+            if let Some(seen) = &seen {
+                let forget = fleet::forgettable(seen, &watch, now_ms);
+                if !forget.is_empty()
+                    && let Err(error) = self.redis_command(redis::cmd("HDEL").arg(fleet::KEY).arg(forget)).await
+                {
+                    tracing::debug!(%error, "could not forget old heartbeats");
+                }
+            }
+        }
+    }
+
+    async fn write_heartbeat(&self, heartbeat: Heartbeat) -> redis::RedisResult<()> {
+        self.redis_command(redis::cmd("HSET").arg(fleet::KEY).arg(&self.boot).arg(heartbeat.encode())).await
+    }
+
+    async fn read_heartbeats(&self) -> redis::RedisResult<HashMap<String, Heartbeat>> {
+        let raw: HashMap<String, String> = self.redis_query(redis::cmd("HGETALL").arg(fleet::KEY)).await?;
+        Ok(raw.into_iter().filter_map(|(boot, text)| Heartbeat::decode(&text).map(|h| (boot, h))).collect())
+    }
+
+    async fn redis_command(&self, command: &redis::Cmd) -> redis::RedisResult<()> {
+        self.redis_query::<()>(command).await
+    }
+
+    /// Runs a command on the kept connection (made on first use, made again after a failure).
+    async fn redis_query<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> redis::RedisResult<T> {
+        let Some(client) = &self.redis else {
+            return Err(redis::RedisError::from((redis::ErrorKind::Client, "no Redis")));
+        };
+        let mut kept = self.redis_connection.lock().await;
+        let mut connection = match kept.as_ref() {
+            Some(connection) => connection.clone(),
+            None => client.get_multiplexed_async_connection().await?,
+        };
+        let answer = command.query_async(&mut connection).await;
+        *kept = if answer.is_ok() { Some(connection) } else { None };
+        answer
     }
 
     /// `gateway.drain` when draining starts or ends; `engine.status` for each engine whose status changed.
