@@ -34,7 +34,7 @@ pub struct CreateKeyRequest {
     /// What the key is for: 1-64 letters, digits, spaces and `.`, `_`, `-`.
     name: String,
     /// What the key may do: `jobs:read`, `jobs:write`, `schedules:read`, `schedules:write`, `engines:read`,
-    /// `engines:write`, `webhooks:read`, `webhooks:write`.
+    /// `engines:write`.
     scopes: Vec<String>,
     /// How long the key lives (`90d`, `12h`; at most 365 days); absent: it does not expire.
     #[serde(default)]
@@ -114,8 +114,8 @@ fn parse_ttl(ttl: Option<&str>) -> Result<Option<Duration>, ApiError> {
     let Some(text) = ttl else { return Ok(None) };
     let ttl = humantime::parse_duration(text)
         .map_err(|e| invalid("invalid_ttl", format!("ttl: {e} (write it like `90d` or `12h`)")))?;
-    if ttl < Duration::from_secs(60) || ttl > MAX_KEY_TTL {
-        return Err(invalid("invalid_ttl", "ttl: from 1 minute to 365 days"));
+    if ttl < Duration::from_secs(1) || ttl > MAX_KEY_TTL {
+        return Err(invalid("invalid_ttl", "ttl: from 1 second to 365 days"));
     }
     Ok(Some(ttl))
 }
@@ -196,7 +196,7 @@ mod tests {
         }
         assert_eq!(parse_ttl(None).unwrap(), None);
         assert_eq!(parse_ttl(Some("90d")).unwrap(), Some(Duration::from_secs(90 * 86_400)));
-        for bad in ["soon", "30s", "400d"] {
+        for bad in ["soon", "0s", "400d"] {
             assert!(parse_ttl(Some(bad)).is_err(), "{bad}");
         }
     }

@@ -21,19 +21,11 @@ pub fn parse_scopes(text: &str) -> Result<Vec<String>, String> {
 
 /// The scopes an API key can carry: `<resource>:read` for GET on a resource's routes, `<resource>:write` for
 /// every other method on them.
-pub const KEY_SCOPES: &[&str] = &[
-    "jobs:read",
-    "jobs:write",
-    "schedules:read",
-    "schedules:write",
-    "engines:read",
-    "engines:write",
-    "webhooks:read",
-    "webhooks:write",
-];
+pub const KEY_SCOPES: &[&str] =
+    &["jobs:read", "jobs:write", "schedules:read", "schedules:write", "engines:read", "engines:write"];
 
 /// The resources API keys may reach: the first segment of the path.
-const KEY_RESOURCES: &[&str] = &["jobs", "schedules", "engines", "webhooks"];
+const KEY_RESOURCES: &[&str] = &["jobs", "schedules", "engines"];
 
 /// The scope an API key needs for `method` on `path`; `None` for routes no key may use (`/auth/keys` itself,
 /// anything not listed): a key reaches only what a scope names.
