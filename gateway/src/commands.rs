@@ -147,6 +147,8 @@ pub async fn token(command: TokenCommand) -> anyhow::Result<()> {
                 audit_cli(&store, "token.revoke", &format!("jti:{jti}")).await?;
                 println!("token {jti} revoked; every gateway refuses it within 5 seconds");
             } else if let Some(user) = user {
+                // Wallet users are their lowercase address: a checksummed spelling must not revoke nobody.
+                let user = if user.starts_with("0x") { user.to_ascii_lowercase() } else { user };
                 validate_user_id(&user)?;
                 let revoked = store.tokens.revoke_user(&user, keep_until).await?;
                 let detail = format!("{} refresh tokens, {} API keys", revoked.refresh_tokens, revoked.api_keys);

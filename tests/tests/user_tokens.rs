@@ -121,7 +121,8 @@ async fn revoking_a_user_ends_their_wallet_sign_ins_too() -> anyhow::Result<()> 
     let refresh = signed.body["refresh_token"].as_str().unwrap().to_string();
     assert_eq!(list_jobs(&gw, &access).await?.status, StatusCode::OK);
 
-    ws.gateway_cli_ok(&["token", "revoke", "--user", &wallet.user()])?;
+    // Spelt as the wallet shows it (checksummed): still the user's lowercase id.
+    ws.gateway_cli_ok(&["token", "revoke", "--user", &wallet.address()])?;
     until_revoked(&gw, &access).await?;
     let refreshed = Reply::read(
         http.post(format!("{}/auth/refresh", gw.base)).json(&json!({"refresh_token": refresh})).send().await?,
