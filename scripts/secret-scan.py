@@ -3,7 +3,7 @@
 history (all refs). Exits 1 and names where each finding is (never the secret itself), 0 when clean.
 
 Flowork tokens are recognised by prefix *and* checksum (see common/src/secret.rs), so a string that only looks like
-one is not reported: `fwe_`/`fwr_` + 43 URL-safe characters + 8 hex digits of the CRC-32 of what precedes them,
+one is not reported: `fwe_`/`fwr_`/`fwk_` + 43 URL-safe characters + 8 hex digits of the CRC-32 of what precedes them,
 and `fwa_` + a JWT + `.` + that checksum. Private keys: PEM `-----BEGIN ... PRIVATE KEY-----` blocks.
 
 Usage: secret-scan.py [REPO]   (default: the current directory)
@@ -14,7 +14,8 @@ import subprocess
 import sys
 import zlib
 
-RANDOM_TOKEN = re.compile(r"fw[er]_[A-Za-z0-9_-]{43}[0-9a-f]{8}")
+RANDOM_TOKEN = re.compile(r"fw[erk]_[A-Za-z0-9_-]{43}[0-9a-f]{8}")
+RANDOM_KINDS = {"fwe_": "engine token", "fwr_": "refresh token", "fwk_": "API key"}
 WRAPPED_TOKEN = re.compile(r"fwa_[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[0-9a-f]{8}")
 COMMIT = re.compile(r"commit [0-9a-f]{40,64}")
 PRIVATE_KEY = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
@@ -29,7 +30,7 @@ def findings(text: str):
     for match in RANDOM_TOKEN.finditer(text):
         token = match.group(0)
         if checksum(token[:-8]) == token[-8:]:
-            yield ("engine token" if token.startswith("fwe_") else "refresh token", token[:8] + "…")
+            yield (RANDOM_KINDS[token[:4]], token[:8] + "…")
     for match in WRAPPED_TOKEN.finditer(text):
         unchecked, _, sum_ = match.group(0).rpartition(".")
         if checksum(unchecked) == sum_:
@@ -71,7 +72,7 @@ def main() -> int:
     for where, kind, masked in found:
         print(f"{where}: {kind} {masked}")
     if found:
-        print(f"{len(found)} secret(s) found; revoke them (engine rotate-token, logout, keys rotate) and rewrite the history", file=sys.stderr)
+        print(f"{len(found)} secret(s) found; revoke them (engine rotate-token, logout, DELETE /auth/keys/ID, keys rotate) and rewrite the history", file=sys.stderr)
         return 1
     print("no secrets found")
     return 0

@@ -12,6 +12,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 pub const ENGINE_PREFIX: &str = "fwe_";
 /// Refresh tokens.
 pub const REFRESH_PREFIX: &str = "fwr_";
+/// API keys of users (`POST /auth/keys`).
+pub const API_KEY_PREFIX: &str = "fwk_";
 /// Admin tokens (a JWT inside).
 pub const ADMIN_PREFIX: &str = "fwa_";
 

@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::audit::AuditEntry;
 use crate::auth::engine_token;
+use crate::auth::jwt::{MAX_ADMIN_TTL, MAX_TOKEN_TTL};
 use crate::auth::scope::parse_scopes;
 use crate::config::{AdminCommand, AuditCommand, DataArgs, EngineCommand, KeysCommand, TokenCommand};
 use crate::secure_fs::write_private_file;
@@ -112,18 +113,54 @@ pub async fn engine(command: EngineCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `flowork-gateway token mint ...`
+/// `flowork-gateway token mint|revoke ...`
 pub async fn token(command: TokenCommand) -> anyhow::Result<()> {
     match command {
         TokenCommand::Mint { user, ttl, json, data } => {
             validate_user_id(&user)?;
             // Opening creates the data directory on a fresh machine.
-            let keys = open_store(&data).await?.key_ring(&data).await?;
-            let token = keys.mint(&user, ttl, SystemClock.now_ms())?;
+            let store = open_store(&data).await?;
+            let keys = store.key_ring(&data).await?;
+            let (token, claims) = keys.mint_with_claims(&user, ttl, SystemClock.now_ms())?;
+            // The token's id and expiry, never the token: enough to revoke it later.
+            let detail =
+                format!("jti {} expires {}", claims.jti, flowork_common::timefmt::format_ms(claims.exp * 1000));
+            store.control.append_audit(AuditEntry::new("cli", "token.mint", "ok").target(&user).detail(detail)).await?;
             if json {
-                println!("{}", json!({ "access_token": token, "token_type": "Bearer", "expires_in": ttl.as_secs() }));
+                println!(
+                    "{}",
+                    json!({ "access_token": token, "token_type": "Bearer", "expires_in": ttl.as_secs(), "jti": claims.jti })
+                );
             } else {
                 println!("{token}");
+            }
+        }
+        TokenCommand::Revoke { jti, user, data } => {
+            let store = open_store(&data).await?;
+            // Kept until every token it can name has expired: no token lives longer than MAX_TOKEN_TTL.
+            let keep_until = SystemClock.now_ms() + MAX_TOKEN_TTL.as_millis() as i64;
+            if let Some(jti) = jti {
+                if jti.is_empty() || jti.len() > 64 || !jti.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                    anyhow::bail!("--jti takes a token id as `token mint --json` prints it (32 hex digits)");
+                }
+                store.tokens.revoke_jti(&jti, keep_until).await?;
+                audit_cli(&store, "token.revoke", &format!("jti:{jti}")).await?;
+                println!("token {jti} revoked; every gateway refuses it within 5 seconds");
+            } else if let Some(user) = user {
+                // Wallet users are their lowercase address: a checksummed spelling must not revoke nobody.
+                let user = if user.starts_with("0x") { user.to_ascii_lowercase() } else { user };
+                validate_user_id(&user)?;
+                let revoked = store.tokens.revoke_user(&user, keep_until).await?;
+                let detail = format!("{} refresh tokens, {} API keys", revoked.refresh_tokens, revoked.api_keys);
+                store
+                    .control
+                    .append_audit(
+                        AuditEntry::new("cli", "token.revoke", "ok").target(format!("user:{user}")).detail(&detail),
+                    )
+                    .await?;
+                println!(
+                    "every token issued to {user} so far is revoked ({detail}); every gateway refuses them within 5 seconds"
+                );
             }
         }
     }
@@ -144,9 +181,6 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
     }
     Ok(())
 }
-
-/// The longest an admin token may live.
-const MAX_ADMIN_TTL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// `flowork-gateway admin ...`
 pub async fn admin(command: AdminCommand) -> anyhow::Result<()> {

@@ -296,9 +296,22 @@ pub enum TokenCommand {
         /// Lifetime, e.g. `15m`, `12h`, `30d`.
         #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
         ttl: Duration,
-        /// Print `{"access_token", "token_type", "expires_in"}` as JSON.
+        /// Print `{"access_token", "token_type", "expires_in", "jti"}` as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Revoke user tokens before they expire: one token by its id, or every token issued to a user so far (with
+    /// their sign-ins' refresh tokens and their API keys). Every gateway refuses them within 5 seconds.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["jti", "user"])))]
+    Revoke {
+        /// The id (`jti` claim) of the token to revoke, as `token mint --json` prints it.
+        #[arg(long)]
+        jti: Option<String>,
+        /// The user whose every token issued up to now is revoked.
+        #[arg(long)]
+        user: Option<String>,
         #[command(flatten)]
         data: DataArgs,
     },

@@ -75,6 +75,23 @@ const CONTROL_TABLES: &[Table] = &[
             ("revoked_at", "BIGINT"),
         ],
     },
+    Table { name: "revoked_tokens", columns: &[("jti", "TEXT"), ("revoked_at", "BIGINT"), ("keep_until", "BIGINT")] },
+    Table {
+        name: "revoked_users",
+        columns: &[("user_id", "TEXT"), ("revoked_through", "BIGINT"), ("keep_until", "BIGINT")],
+    },
+    Table {
+        name: "api_keys",
+        columns: &[
+            ("id", "TEXT"),
+            ("user_id", "TEXT"),
+            ("name", "TEXT"),
+            ("key_hash", "TEXT"),
+            ("scopes", "TEXT"),
+            ("created_at", "BIGINT"),
+            ("expires_at", "BIGINT"),
+        ],
+    },
 ];
 
 /// A shard's tables, in the order they must go in (the jobs' trigger reads the engine's state and shares).

@@ -24,6 +24,7 @@ use crate::metrics::GatewayMetrics;
 use crate::network::{CidrRules, NetworkPolicy};
 use crate::rate_limit::{Limit, RateLimits};
 use crate::store::open::{Backend, StorePolicies};
+use crate::store::tokens::TokenStore;
 use crate::store::{BreakerPolicy, ControlStore, JobStore, RetryPolicy};
 
 /// What every handler can reach.
@@ -43,6 +44,8 @@ impl std::ops::Deref for AppState {
 pub struct AppInner {
     pub jobs: Arc<dyn JobStore>,
     pub control: Arc<dyn ControlStore>,
+    /// Token revocations and API keys.
+    pub tokens: Arc<dyn TokenStore>,
     pub engines: Arc<EngineCache>,
     pub keys: Arc<KeyRing>,
     pub limits: Arc<JobLimits>,
@@ -149,6 +152,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let state = AppState(Arc::new(AppInner {
         jobs: store.clone(),
         control: stores.control.clone(),
+        tokens: stores.tokens.clone(),
         engines: Arc::new(EngineCache::new(stores.control.clone(), Duration::from_secs(1))),
         keys,
         limits: Arc::new(limits),
@@ -191,6 +195,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tokio::spawn(crate::alerts::run(state.clone(), Arc::new(rules), shutdown.clone()));
 
     stores.refresh_shared_keys(state.keys.clone(), shutdown.clone());
+    stores.watch_revocations(state.keys.clone(), shutdown.clone()).await?;
     // Open the known shards in the background: readiness does not wait for them.
     if let Backend::Sqlite(warm) = &stores.backend {
         let warm = warm.clone();

@@ -55,6 +55,13 @@ async fn a_populated_data_directory_moves_to_postgres_and_serves_the_same_jobs()
     let before_alice = by_id(alice.all_jobs(None).await?);
     let before_bob = by_id(bob.all_jobs(None).await?);
     let schedules_before = alice.get("/schedules").await?.body;
+    // An API key and a revoked token move too.
+    let key = alice.post("/auth/keys", &json!({"name": "moved", "scopes": ["jobs:read"]})).await?;
+    assert_eq!(key.status, StatusCode::CREATED, "{}", key.body);
+    let key = key.body["key"].as_str().unwrap_or_default().to_string();
+    let minted: Value = serde_json::from_str(&source.gateway_cli_ok(&["token", "mint", "--user", "carol", "--json"])?)?;
+    let carol_token = minted["access_token"].as_str().unwrap_or_default().to_string();
+    source.gateway_cli_ok(&["token", "revoke", "--jti", minted["jti"].as_str().unwrap_or_default()])?;
     // Stopped (a job is still leased, so no drain wait): the SQLite data must not move during the copy.
     gw.process.signal("KILL")?;
     gw.process.wait_exit(Duration::from_secs(10)).await?;
@@ -88,6 +95,8 @@ async fn a_populated_data_directory_moves_to_postgres_and_serves_the_same_jobs()
     assert_eq!(by_id(alice.all_jobs(None).await?), before_alice, "alice's jobs, field for field");
     assert_eq!(by_id(bob.all_jobs(None).await?), before_bob, "bob's jobs, field for field");
     assert_eq!(alice.get("/schedules").await?.body, schedules_before);
+    assert_eq!(Api::new(&gw, &key).get("/jobs").await?.status, StatusCode::OK, "the API key moved");
+    assert_eq!(Api::new(&gw, &carol_token).get("/jobs").await?.code(), "token_revoked", "the revocation moved");
     // Keys replay; the lease taken before the move still fences.
     let replay = alice.post_job("a-3", &json!({"engine": "shared", "kind": "echo", "payload": {"i": 3}})).await?;
     assert_eq!(replay.status, StatusCode::OK, "{}", replay.body);

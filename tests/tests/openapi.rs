@@ -70,6 +70,17 @@ async fn the_openapi_document_covers_every_public_route_and_the_gateway_keeps_to
     let documented: BTreeSet<String> =
         document["paths"].as_object().map(|paths| paths.keys().cloned().collect()).unwrap_or_default();
     assert_eq!(documented, routed_paths()?, "the document and the router disagree");
+    // API keys: their own operation ids and typed answers.
+    let keys = &document["paths"];
+    for (path, method, id, schema) in [
+        ("/auth/keys", "post", "create_api_key", "CreatedApiKey"),
+        ("/auth/keys", "get", "list_api_keys", "ApiKeyList"),
+        ("/auth/keys/{id}", "delete", "delete_api_key", "DeletedApiKey"),
+    ] {
+        let operation = &keys[path][method];
+        assert_eq!(operation["operationId"], id, "{operation}");
+        assert!(operation["responses"].to_string().contains(&format!("#/components/schemas/{schema}")), "{operation}");
+    }
 
     let scratch = ws.path("schemathesis");
     std::fs::create_dir_all(&scratch)?;

@@ -6,6 +6,7 @@ pub mod engines;
 pub mod extract;
 pub mod internal;
 pub mod jobs;
+pub mod keys;
 pub mod openapi;
 pub mod schedules;
 pub mod status;
@@ -45,6 +46,8 @@ pub fn router(state: AppState, socket_io: LiveLayer, gui: Option<Router>) -> Rou
         .route("/auth/verify", post(auth::verify))
         .route("/auth/refresh", post(auth::refresh))
         .route("/auth/logout", post(auth::logout))
+        .route("/auth/keys", post(keys::create).get(keys::list))
+        .route("/auth/keys/{id}", delete(keys::delete))
         .route("/engines/{id}/pause", post(engines::pause))
         .route("/engines/{id}/resume", post(engines::resume))
         .route("/engines/{id}/users", get(engines::list_users))

@@ -8,7 +8,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, auth, engines, jobs, schedules, status};
+use super::keys::{ApiKeyInfo, ApiKeyList, CreatedApiKey, DeletedApiKey};
+use super::{admin, auth, engines, jobs, keys, schedules, status};
 
 /// Error answers every operation may give, with what they mean.
 const ERRORS: &[(&str, &str)] = &[
@@ -31,6 +32,7 @@ const ERRORS: &[(&str, &str)] = &[
     paths(
         jobs::create, jobs::list, jobs::get, jobs::cancel, jobs::create_batch,
         auth::nonce, auth::verify, auth::refresh, auth::logout,
+        keys::create, keys::list, keys::delete,
         status::healthz, status::readyz, status::status, status::drain, status::metrics,
         schedules::create, schedules::list, schedules::delete,
         engines::pause, engines::resume, engines::list_users, engines::scheduling, engines::set_weight,
@@ -40,7 +42,7 @@ const ERRORS: &[(&str, &str)] = &[
         admin::verify_audit,
         openapi_json,
     ),
-    components(schemas(EnqueueRequest, Job, JobPage, JobStatus, ErrorBody)),
+    components(schemas(EnqueueRequest, Job, JobPage, JobStatus, ErrorBody, ApiKeyInfo, ApiKeyList, CreatedApiKey, DeletedApiKey)),
     modifiers(&CommonAnswers),
     security(("user" = [])),
 )]
@@ -61,7 +63,12 @@ impl Modify for CommonAnswers {
                     .build(),
             )
         };
-        components.add_security_scheme("user", bearer("a user access token (wallet sign-in or `token mint`)"));
+        components.add_security_scheme(
+            "user",
+            bearer(
+                "a user access token (wallet sign-in or `token mint`), or an API key `fwk_…` with the route's scope",
+            ),
+        );
         components.add_security_scheme("admin", bearer("an admin token `fwa_…` (`admin token --scope ...`)"));
         for item in openapi.paths.paths.values_mut() {
             for operation in [&mut item.get, &mut item.post, &mut item.put, &mut item.delete].into_iter().flatten() {

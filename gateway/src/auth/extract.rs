@@ -4,15 +4,19 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
 use super::jwt::ADMIN_AUDIENCE;
-use super::{AuthError, engine_token};
+use super::scope::key_scope_for;
+use super::{AuthError, api_key, engine_token};
 use crate::error::ApiError;
 use crate::request_log::RequestLog;
 use crate::server::AppState;
 
-/// The signed-in user making the request.
+/// The user making the request: signed in (an access JWT, which may do everything the user may), or by one of
+/// their API keys (which may do only what its scopes name; checked here, by route).
 #[derive(Debug, Clone)]
 pub struct AuthUser {
     pub id: String,
+    /// The id of the API key used, if the request came with one.
+    pub key: Option<String>,
 }
 
 /// The bearer of an admin token, with its capabilities.
@@ -74,17 +78,32 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let claims = state.keys.verify(bearer(parts)?)?;
-        if flowork_common::ids::validate_user_id(&claims.sub).is_err() {
+        let token = bearer(parts)?;
+        let (user, key) = if api_key::is_api_key(token) {
+            let key = api_key::authenticate(state, token).await?;
+            let Some(needed) = key_scope_for(&parts.method, parts.uri.path()) else {
+                return Err(ApiError::forbidden(
+                    "key_not_allowed",
+                    "an API key cannot be used here; use a signed-in access token",
+                ));
+            };
+            if !key.scopes.contains(&needed) {
+                return Err(ApiError::forbidden("missing_scope", format!("this API key lacks the {needed:?} scope")));
+            }
+            (key.user, Some(key.id))
+        } else {
+            (state.keys.verify(token)?.sub, None)
+        };
+        if flowork_common::ids::validate_user_id(&user).is_err() {
             return Err(AuthError::InvalidToken("the token names an invalid user".into()).into());
         }
         if let Some(log) = parts.extensions.get::<RequestLog>() {
-            log.user(&claims.sub);
+            log.user(&user);
         }
         if let Some(limit) = &state.rate_limits.per_user {
-            limit.check(&claims.sub)?;
+            limit.check(&user)?;
         }
-        Ok(Self { id: claims.sub })
+        Ok(Self { id: user, key })
     }
 }
 

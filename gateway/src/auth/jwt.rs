@@ -13,6 +13,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use super::AuthError;
+use super::revocation::RevocationList;
 use super::token_cache::{self, TokenCache};
 use crate::secure_fs::{create_private_dir, write_private_file_new};
 
@@ -23,6 +24,9 @@ pub const USER_AUDIENCE: &str = "flowork-api";
 pub const ADMIN_AUDIENCE: &str = "flowork-admin";
 /// The longest lifetime any token may have; a retired key is deleted once every token it signed has expired.
 pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The longest lifetime of an admin token, checked when it is minted and again when it is presented (a token
+/// signed with a longer `exp - iat` is refused).
+pub const MAX_ADMIN_TTL: Duration = Duration::from_secs(15 * 60);
 const KEY_PREFIX: &str = "jwt-";
 const KEY_SUFFIX: &str = ".key";
 
@@ -55,6 +59,8 @@ pub struct KeyRing {
     keys: RwLock<Vec<SigningKey>>,
     last_reload: RwLock<Instant>,
     verified: TokenCache,
+    /// Tokens revoked before their expiry (`token revoke`), kept current by the gateway.
+    revoked: RevocationList,
 }
 
 fn key_error(e: impl std::fmt::Display) -> AuthError {
@@ -105,6 +111,7 @@ impl KeyRing {
             keys: RwLock::new(keys),
             last_reload: RwLock::new(Instant::now()),
             verified: TokenCache::default(),
+            revoked: RevocationList::default(),
         })
     }
 
@@ -116,6 +123,7 @@ impl KeyRing {
             keys: RwLock::new(Vec::new()),
             last_reload: RwLock::new(Instant::now()),
             verified: TokenCache::default(),
+            revoked: RevocationList::default(),
         };
         ring.replace(keys)?;
         Ok(ring)
@@ -168,12 +176,36 @@ impl KeyRing {
         self.sign(user, USER_AUDIENCE, "", ttl, now_ms)
     }
 
-    /// Signs an admin token carrying `scopes`.
+    /// Signs an admin token carrying `scopes`, valid for `ttl` (at most `MAX_ADMIN_TTL`).
     pub fn mint_admin(&self, scopes: &[String], ttl: Duration, now_ms: i64) -> Result<String, AuthError> {
+        if ttl > MAX_ADMIN_TTL {
+            return Err(key_error("an admin token may live at most 15 minutes"));
+        }
         self.sign("admin", ADMIN_AUDIENCE, &scopes.join(" "), ttl, now_ms)
     }
 
     fn sign(&self, sub: &str, aud: &str, scope: &str, ttl: Duration, now_ms: i64) -> Result<String, AuthError> {
+        Ok(self.sign_claims(sub, aud, scope, ttl, now_ms)?.0)
+    }
+
+    /// Signs a user access token and answers its claims too (`token mint` records its id in the audit log).
+    pub fn mint_with_claims(
+        &self,
+        user: &str,
+        ttl: Duration,
+        now_ms: i64,
+    ) -> Result<(String, AccessClaims), AuthError> {
+        self.sign_claims(user, USER_AUDIENCE, "", ttl, now_ms)
+    }
+
+    fn sign_claims(
+        &self,
+        sub: &str,
+        aud: &str,
+        scope: &str,
+        ttl: Duration,
+        now_ms: i64,
+    ) -> Result<(String, AccessClaims), AuthError> {
         if ttl > MAX_TOKEN_TTL {
             return Err(key_error(format!("a token may live at most {}", humantime::format_duration(MAX_TOKEN_TTL))));
         }
@@ -192,7 +224,9 @@ impl KeyRing {
             jti: uuid::Uuid::new_v4().simple().to_string(),
             scope: scope.to_string(),
         };
-        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(&key.secret)).map_err(key_error)
+        let token =
+            jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(&key.secret)).map_err(key_error)?;
+        Ok((token, claims))
     }
 
     /// Deletes retired keys whose every token has expired: a key is retired when a newer key exists, and the
@@ -226,10 +260,26 @@ impl KeyRing {
         self.verify_for(token, USER_AUDIENCE)
     }
 
-    /// Checks signature (HS256 only, by `kid`), issuer, audience, `exp`, `nbf` and `jti`; returns the claims.
+    /// Checks signature (HS256 only, by `kid`), issuer, audience, `exp`, `nbf`, `jti`, the admin lifetime cap and
+    /// the revocation list; returns the claims.
     pub fn verify_for(&self, token: &str, audience: &str) -> Result<AccessClaims, AuthError> {
+        self.verify_at(token, audience, flowork_common::clock::system_now_ms() / 1_000)
+    }
+
+    /// `verify_for` at `now_s` (Unix seconds).
+    pub fn verify_at(&self, token: &str, audience: &str, now_s: i64) -> Result<AccessClaims, AuthError> {
+        let claims = self.verify_signed_at(token, audience, now_s)?;
+        self.revoked.check(&claims)?;
+        Ok(claims)
+    }
+
+    /// The revocation list this ring checks tokens against.
+    pub fn revocations(&self) -> &RevocationList {
+        &self.revoked
+    }
+
+    fn verify_signed_at(&self, token: &str, audience: &str, now_s: i64) -> Result<AccessClaims, AuthError> {
         let digest = token_cache::digest(token);
-        let now_s = flowork_common::clock::system_now_ms() / 1_000;
         if let Some(claims) = self.verified.get(&digest, audience, now_s, |kid| self.has_key(kid)) {
             return Ok(claims);
         }
@@ -249,8 +299,10 @@ impl KeyRing {
             }
         };
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 0;
-        validation.validate_nbf = true;
+        // The times are checked below against `now_s`: the library's own check takes the system clock and lets
+        // a token through in the second its `exp` names (RFC 7519 4.1.4: only *before* `exp`).
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
         validation.set_issuer(&[ISSUER]);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "nbf", "sub", "iss", "aud"]);
@@ -260,8 +312,17 @@ impl KeyRing {
                 ErrorKind::ExpiredSignature => AuthError::ExpiredToken,
                 _ => AuthError::InvalidToken(e.to_string()),
             })?;
+        if claims.exp <= now_s {
+            return Err(AuthError::ExpiredToken);
+        }
+        if claims.nbf > now_s {
+            return Err(AuthError::InvalidToken("the token is not valid yet".into()));
+        }
         if claims.jti.is_empty() {
             return Err(AuthError::InvalidToken("no token id".into()));
+        }
+        if audience == ADMIN_AUDIENCE && claims.exp.saturating_sub(claims.iat) > MAX_ADMIN_TTL.as_secs() as i64 {
+            return Err(AuthError::InvalidToken("an admin token may live at most 15 minutes".into()));
         }
         self.verified.put(digest, audience, &kid, &claims);
         Ok(claims)
@@ -332,6 +393,52 @@ mod tests {
         assert!(ring.verify_for(&token, ADMIN_AUDIENCE).is_err(), "a user token is not an admin token");
         assert_eq!(ring.verify_for(&admin, ADMIN_AUDIENCE).unwrap().scope, "drain");
         assert!(ring.mint("alice", MAX_TOKEN_TTL + Duration::from_secs(1), system_now_ms()).is_err());
+    }
+
+    #[test]
+    fn a_token_is_refused_from_the_second_its_exp_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = KeyRing::load_or_create(dir.path()).unwrap();
+        let now_ms = 1_800_000_000_000;
+        let token = ring.mint("alice", Duration::from_secs(60), now_ms).unwrap();
+        let exp = now_ms / 1_000 + 60;
+        // A fresh check at `exp`, then one served from the cache of verified tokens.
+        assert!(matches!(ring.verify_at(&token, USER_AUDIENCE, exp), Err(AuthError::ExpiredToken)));
+        assert_eq!(ring.verify_at(&token, USER_AUDIENCE, exp - 1).unwrap().sub, "alice");
+        assert!(matches!(ring.verify_at(&token, USER_AUDIENCE, exp), Err(AuthError::ExpiredToken)));
+        assert!(matches!(ring.verify_at(&token, USER_AUDIENCE, now_ms / 1_000 - 1), Err(AuthError::InvalidToken(_))));
+    }
+
+    #[test]
+    fn an_admin_token_signed_for_longer_than_the_cap_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = KeyRing::load_or_create(dir.path()).unwrap();
+        let scopes = ["drain".to_string()];
+        assert!(ring.mint_admin(&scopes, MAX_ADMIN_TTL + Duration::from_secs(1), system_now_ms()).is_err());
+        let capped = ring.mint_admin(&scopes, MAX_ADMIN_TTL, system_now_ms()).unwrap();
+        assert!(ring.verify_for(&capped, ADMIN_AUDIENCE).is_ok());
+        // Signed with a valid key but a longer lifetime, as a bug or a leaked key could: refused when presented.
+        let long = ring.sign("admin", ADMIN_AUDIENCE, "drain", Duration::from_secs(3_600), system_now_ms()).unwrap();
+        let refused = ring.verify_for(&long, ADMIN_AUDIENCE).unwrap_err();
+        assert!(matches!(&refused, AuthError::InvalidToken(m) if m.contains("15 minutes")), "{refused}");
+        // User tokens may live longer.
+        let user = ring.mint("alice", Duration::from_secs(3_600), system_now_ms()).unwrap();
+        assert!(ring.verify(&user).is_ok());
+    }
+
+    #[test]
+    fn revoked_tokens_are_refused_even_once_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = KeyRing::load_or_create(dir.path()).unwrap();
+        let (token, claims) = ring.mint_with_claims("alice", Duration::from_secs(60), system_now_ms()).unwrap();
+        let other = ring.mint("alice", Duration::from_secs(60), system_now_ms()).unwrap();
+        assert!(ring.verify(&token).is_ok());
+        let mut revocations = crate::store::tokens::Revocations { generation: 1, ..Default::default() };
+        revocations.jtis.insert(claims.jti);
+        ring.revocations().replace(revocations);
+        let refused = ring.verify(&token).unwrap_err();
+        assert!(matches!(refused, AuthError::Refused { code: "token_revoked", .. }), "{refused}");
+        assert!(ring.verify(&other).is_ok(), "another token of the same user");
     }
 
     #[test]

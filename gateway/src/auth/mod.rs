@@ -1,8 +1,10 @@
 //! Who is calling: users by access JWT, engines by engine token.
 
+pub mod api_key;
 pub mod engine_token;
 pub mod extract;
 pub mod jwt;
+pub mod revocation;
 pub mod scope;
 pub mod signin;
 pub mod token_cache;

@@ -240,7 +240,11 @@ impl Live {
             });
         };
         let claims = self.state.keys.verify(&auth.token).map_err(|error| Refused {
-            code: if matches!(error, AuthError::ExpiredToken) { "token_expired" } else { "invalid_token" },
+            code: match error {
+                AuthError::ExpiredToken => "token_expired",
+                AuthError::Refused { code, .. } => code,
+                _ => "invalid_token",
+            },
             message: error.to_string(),
         })?;
         if flowork_common::ids::validate_user_id(&claims.sub).is_err() {

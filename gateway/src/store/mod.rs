@@ -9,6 +9,7 @@ pub mod changes;
 pub mod open;
 pub mod postgres;
 pub mod sqlite;
+pub mod tokens;
 
 use async_trait::async_trait;
 use flowork_common::wire::{Job, JobPage, JobStatus, Lease};

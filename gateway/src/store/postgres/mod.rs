@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod migrate;
 pub mod position;
 pub mod schedules;
+pub mod tokens;
 pub mod wake;
 
 use std::collections::HashMap;

@@ -26,6 +26,11 @@ pub const CONTROL: &[Migration] = &[
         name: "0002_security",
         sql: include_str!("../../../../migrations/control/0002_security.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_user_tokens",
+        sql: include_str!("../../../../migrations/control/0003_user_tokens.sql"),
+    },
 ];
 
 /// Every shard's schema (jobs).

@@ -15,6 +15,7 @@ pub mod position;
 pub mod queries;
 pub mod schedules;
 pub mod shard;
+pub mod tokens;
 pub mod touched;
 pub mod wake_file;
 pub mod writer;
