@@ -77,6 +77,13 @@ async fn a_failing_jobs_error_reaches_only_its_user_and_the_engine_owner() -> an
     }
     let anonymous_breakers = reqwest::get(format!("{}/engines/local/breakers", gw.base)).await?;
     assert_eq!(anonymous_breakers.status(), StatusCode::UNAUTHORIZED);
+    // An operator reads them with `engines:read`, not with another scope.
+    for (scope, expected) in [("engines:read", StatusCode::OK), ("drain", StatusCode::FORBIDDEN)] {
+        let admin = ws.gateway_cli_ok(&["admin", "token", "--scope", scope, "--ttl", "5m"])?;
+        let read = Api::new(&gw, admin.trim()).get("/engines/local/breakers").await?;
+        assert_eq!(read.status, expected, "{scope}: {}", read.body);
+        assert_eq!(read.body.to_string().contains(MARKER), expected == StatusCode::OK, "{scope}");
+    }
 
     // A whitelisted user learns that the breaker is open, for which kind, but not the error.
     let open = eventually(Duration::from_secs(30), "carol's engine.status with the open breaker", || async {

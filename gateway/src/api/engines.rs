@@ -24,7 +24,8 @@ pub fn users_json(engine: &str, users: &[AllowedUser]) -> Value {
     json!({ "engine": engine, "users": users })
 }
 
-/// Audits a successful change to an engine's settings by `actor` from `ip`.
+/// Audits a successful change to an engine's settings (or an operator's read of its users' job text) by `actor`
+/// from `ip`.
 async fn audit_change(state: &AppState, actor: String, action: &str, target: String, ip: ClientIp) {
     state.audit(AuditEntry::new(actor, action, "ok").target(target).ip(Some(ip.0.to_string()))).await;
 }
@@ -202,15 +203,21 @@ async fn authorize(
 }
 
 /// `GET /engines/{id}/breakers`: the engine's open and half-open breakers with the last error of each, which
-/// quotes a failing job (owner or operator with `engines:read`; `/status` shows the breakers without it).
+/// quotes a failing job (owner or operator with `engines:read`, whose read of users' job text is audited;
+/// `/status` shows the breakers without it).
 #[utoipa::path(get, path = "/engines/{id}/breakers", tag = "engines", params(("id" = String, Path, description = "the engine id")), responses((status = 200, description = "the breakers with their last errors", body = serde_json::Value)))]
 pub async fn breakers(
     State(state): State<AppState>,
+    ip: ClientIp,
     user: Result<AuthUser, ApiError>,
     admin: Result<AuthAdmin, ApiError>,
     Path(engine): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &engine, user, admin, "engines:read").await?;
+    let by_operator = admin.is_ok();
+    let actor = authorize(&state, &engine, user, admin, "engines:read").await?;
+    if by_operator {
+        audit_change(&state, actor, "admin.engine_breakers", engine.clone(), ip).await;
+    }
     let breakers = state.jobs.breakers(&engine).await?;
     Ok(Json(json!({ "engine": engine, "breakers": super::status::operator_breakers(&breakers) })))
 }
