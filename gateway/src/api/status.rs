@@ -120,7 +120,8 @@ pub fn public_breakers(kinds: &KindLabels, engine: &str, breakers: &[KindBreaker
         .collect()
 }
 
-/// One engine as `/status` and the live `engine.status` event show it: presence, workers, queue, capacity hint.
+/// One engine for `/status` and the live `engine.status` event, in both views: presence, workers, queue, capacity
+/// hint, breakers.
 pub async fn engine_status(state: &AppState, engine: &EngineRecord) -> Result<EngineStatus, ApiError> {
     let now = state.clock.now_ms();
     let counts = match state.jobs.queue_counts(&engine.id).await {
