@@ -64,9 +64,11 @@ impl JobRunner {
             Attempt::Finished(Err(_)) => "failed",
             Attempt::Cancelled => "cancelled",
         };
+        // Users choose kinds: only those this engine has a handler for become labels, so its metrics stay bounded.
+        let kind_label = if self.handlers.get(&kind).is_some() { kind.clone() } else { "other".into() };
         self.metrics
             .job_duration
-            .get_or_create(&KindLabels { kind: kind.clone(), outcome: outcome_label.into() })
+            .get_or_create(&KindLabels { kind: kind_label, outcome: outcome_label.into() })
             .observe(started.elapsed().as_secs_f64());
         let ms = started.elapsed().as_millis() as u64;
         match &outcome {

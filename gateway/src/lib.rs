@@ -18,6 +18,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod gui;
 pub mod inflight;
+pub mod kind_labels;
 pub mod listener;
 pub mod live;
 pub mod metrics;

@@ -2,6 +2,10 @@
 //!
 //! Counters and histograms are updated as requests pass; gauges that describe the queues (depth, workers) are
 //! refreshed from the store and engine reports when scraped.
+//!
+//! `/metrics` needs no token, so every label value comes from a closed set: methods from `method_label`, routes
+//! from the matched route template (or `UNMATCHED_ROUTE`), kinds from `KindLabels`, engines from the registered
+//! engines, error codes from the gateway's own. Nothing a caller sends becomes a label as it is.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -10,11 +14,22 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::kind_labels::KindLabels;
+
+/// The `route` label of a request no route template matched (unknown paths, the GUI's files, Socket.IO).
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     pub route: String,
-    pub method: String,
+    pub method: &'static str,
     pub status: u16,
+}
+
+/// The `method` label: the standard methods by name, any other token `other`.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    const STANDARD: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE"];
+    STANDARD.into_iter().find(|known| *known == method.as_str()).unwrap_or("other")
 }
 
 /// Labels of `flowork_build_info`: which build this gateway is (two builds serve one data directory in a canary).
@@ -66,6 +81,8 @@ pub struct GatewayMetrics {
     pub workers: Family<EngineLabels, Gauge>,
     pub busy_ratio: Family<EngineLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub autoscaler_decisions: Family<DecisionLabels, Gauge>,
+    /// The kinds that may be labels (and named on `/status`).
+    pub kinds: KindLabels,
     /// Failed and total finished attempts per engine, for the error-rate alert.
     attempts: std::sync::Mutex<std::collections::HashMap<String, (u64, u64)>>,
 }
@@ -129,14 +146,20 @@ impl Default for GatewayMetrics {
             workers,
             busy_ratio,
             autoscaler_decisions,
+            kinds: KindLabels::default(),
             attempts: Default::default(),
         }
     }
 }
 
 impl GatewayMetrics {
-    /// Counts a finished attempt (`outcome` is where the job went: succeeded, queued for a retry, dead).
+    /// Counts a finished attempt (`outcome` is where the job went: succeeded, queued for a retry, dead); a
+    /// success teaches `kinds` that the engine handles the kind.
     pub fn record_attempt(&self, engine: &str, kind: &str, outcome: &str) {
+        if outcome == "succeeded" {
+            self.kinds.learn(engine, kind);
+        }
+        let kind = self.kinds.label(engine, kind);
         let labels = OutcomeLabels { engine: engine.into(), kind: kind.into(), outcome: outcome.into() };
         self.job_outcomes.get_or_create(&labels).inc();
         if let Ok(mut attempts) = self.attempts.lock() {
@@ -158,5 +181,33 @@ impl GatewayMetrics {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Method;
+
+    #[test]
+    fn methods_outside_the_standard_ones_are_other() {
+        assert_eq!(method_label(&Method::POST), "POST");
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        for token in ["FOO", "get", "PROPFIND"] {
+            let method = Method::from_bytes(token.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), "other", "{token}");
+        }
+    }
+
+    #[test]
+    fn outcome_kinds_are_builtin_learned_or_other() {
+        let metrics = GatewayMetrics::default();
+        metrics.record_attempt("e", "nope", "dead");
+        metrics.record_attempt("e", "upper", "succeeded");
+        metrics.record_attempt("e", "upper", "dead");
+        let text = metrics.encode().unwrap();
+        assert!(text.contains(r#"kind="other",outcome="dead"} 1"#), "{text}");
+        assert!(text.contains(r#"kind="upper",outcome="dead"} 1"#), "{text}");
+        assert!(!text.contains("nope"), "{text}");
     }
 }

@@ -14,7 +14,7 @@ use flowork_common::logging::REQUEST_TARGET;
 use flowork_common::wire::ErrorBody;
 use tracing::Instrument;
 
-use crate::metrics::{HttpLabels, RefusalLabels};
+use crate::metrics::{HttpLabels, RefusalLabels, UNMATCHED_ROUTE, method_label};
 use crate::server::AppState;
 
 #[derive(Debug, Default)]
@@ -66,9 +66,16 @@ pub async fn log_requests(State(state): State<AppState>, mut request: Request, n
     let started = Instant::now();
     let log = RequestLog::default();
     request.extensions_mut().insert(log.clone());
-    let route =
-        request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
-    let method = request.method().to_string();
+    // Both from closed sets (the route templates, the standard methods): they become metric labels and span
+    // names, which must not grow with what callers send.
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| UNMATCHED_ROUTE.into());
+    let method = method_label(request.method());
+    // The log line keeps the method as sent: one line per request, read by the operator.
+    let sent_method = request.method().to_string();
     let trace_id = trace_id(&request);
     let ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| {
         crate::client_ip::resolve(addr.ip(), request.headers(), &state.network.trusted_proxies).to_string()
@@ -85,11 +92,7 @@ pub async fn log_requests(State(state): State<AppState>, mut request: Request, n
     let status = response.status().as_u16();
     span.record("http.status_code", status);
     let latency_ms = started.elapsed().as_secs_f64() * 1_000.0;
-    state
-        .metrics
-        .http_requests
-        .get_or_create(&HttpLabels { route: route.clone(), method: method.clone(), status })
-        .inc();
+    state.metrics.http_requests.get_or_create(&HttpLabels { route: route.clone(), method, status }).inc();
     if status == 429 || status == 503 {
         let code = response.extensions().get::<ErrorBody>().map(|b| b.error.clone()).unwrap_or_default();
         state.metrics.refusals.get_or_create(&RefusalLabels { status, code }).inc();
@@ -103,7 +106,7 @@ pub async fn log_requests(State(state): State<AppState>, mut request: Request, n
         job_id = subjects.2,
         ip,
         route,
-        method,
+        method = sent_method,
         status,
         latency_ms,
         "request"

@@ -4,6 +4,7 @@
 //! The binaries come from `FLOWORK_BIN_DIR`, else `$CARGO_TARGET_DIR/debug`, else `<workspace>/target/debug`;
 //! the test command builds them first (`cargo build --workspace --bins`).
 
+pub mod live;
 pub mod wallet;
 
 use std::fs;

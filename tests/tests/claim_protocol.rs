@@ -309,11 +309,16 @@ async fn a_crash_looping_kind_trips_its_breaker_which_holds_half_opens_and_close
     for lease in s.engine.claim(3, 0, 60_000).await? {
         assert_eq!(fail(&lease).await?.status, StatusCode::OK);
     }
-    // Open: the kind is held back, other kinds still flow.
-    let status: Value = reqwest::get(format!("{}/status", s.gw.base)).await?.json().await?;
-    let breaker = &status["engines"][0]["breakers"][0];
+    // Open: the kind is held back, other kinds still flow. The owner sees the breaker with its last error; the
+    // tokenless /status only that one is open, the kind (never seen to succeed here) as `other`.
+    let owned = s.api.get("/engines/local/breakers").await?;
+    let breaker = &owned.body["breakers"][0];
     assert_eq!((breaker["kind"].as_str(), breaker["state"].as_str()), (Some("flaky"), Some("open")));
     assert_eq!(breaker["last_error"], "segfault");
+    let status: Value = reqwest::get(format!("{}/status", s.gw.base)).await?.json().await?;
+    let breaker = &status["engines"][0]["breakers"][0];
+    assert_eq!((breaker["kind"].as_str(), breaker["state"].as_str()), (Some("other"), Some("open")));
+    assert!(breaker.get("last_error").is_none(), "{breaker}");
     let echo_id = enqueue(&s.api, "fine", json!({})).await?;
     let leases = s.engine.claim(10, 0, 60_000).await?;
     assert_eq!(leases.len(), 1, "only the healthy kind is handed out");

@@ -7,56 +7,16 @@
 //! Runs in the PostgreSQL pass of the test command (`with-services --redis`); on its own it says what it needs.
 
 use std::collections::{HashMap, HashSet};
-use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flowork_common::clock::system_now_ms;
+use flowork_tests::live::Listener;
 use flowork_tests::wallet::{Wallet, sign_in_message};
 use flowork_tests::{Api, Engine, Gateway, Reply, Workspace, eventually, free_port, on_postgres};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-/// The events a socket.io-client connection printed (`gui/scripts/live-listen.mjs`), killed when dropped.
-struct Listener {
-    child: std::process::Child,
-    events: Arc<Mutex<Vec<Value>>>,
-}
-
-impl Listener {
-    fn start(gateway: &Gateway, token: &str) -> anyhow::Result<Self> {
-        let gui = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../gui");
-        let mut child = Command::new("node")
-            .current_dir(&gui)
-            .args(["scripts/live-listen.mjs", &gateway.base, token])
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| anyhow::anyhow!("node (with `npm ci` run in gui/) is needed: {e}"))?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let sink = events.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(event) = serde_json::from_str::<Value>(&line) {
-                    sink.lock().unwrap_or_else(|p| p.into_inner()).push(event);
-                }
-            }
-        });
-        Ok(Self { child, events })
-    }
-
-    fn events(&self) -> Vec<Value> {
-        self.events.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Posts a job through the gateways in turn from `first`, moving on when one does not answer; the reply that
 /// acknowledged it (201 or a 200 replay), or `None` if no gateway answered.

@@ -24,7 +24,8 @@ pub fn users_json(engine: &str, users: &[AllowedUser]) -> Value {
     json!({ "engine": engine, "users": users })
 }
 
-/// Audits a successful change to an engine's settings by `actor` from `ip`.
+/// Audits a successful change to an engine's settings (or an operator's read of its users' job text) by `actor`
+/// from `ip`.
 async fn audit_change(state: &AppState, actor: String, action: &str, target: String, ip: ClientIp) {
     state.audit(AuditEntry::new(actor, action, "ok").target(target).ip(Some(ip.0.to_string()))).await;
 }
@@ -116,15 +117,16 @@ impl AddressCase for String {
     }
 }
 
-/// The engine's owner (user token) or an operator (admin token with `engines:write`); the audit actor.
+/// The engine's owner (user token) or an operator (admin token with `scope`); the audit actor.
 fn manager(
     engine: &str,
     user: Result<AuthUser, ApiError>,
     admin: Result<AuthAdmin, ApiError>,
     owner: Option<&str>,
+    scope: &str,
 ) -> Result<String, ApiError> {
     if let Ok(admin) = admin {
-        admin.require("engines:write")?;
+        admin.require(scope)?;
         return Ok(admin.actor());
     }
     let user = user?;
@@ -174,19 +176,50 @@ pub async fn resume(
     set_paused(state, engine, user, admin, ip, false).await
 }
 
-/// The engine's record and the audit actor, if the caller is its owner or an operator.
+/// The audit actor, if the caller is the engine's owner or an operator (admin scope `engines:write`).
 async fn authorize_manager(
     state: &AppState,
     engine: &str,
     user: Result<AuthUser, ApiError>,
     admin: Result<AuthAdmin, ApiError>,
 ) -> Result<String, ApiError> {
+    authorize(state, engine, user, admin, "engines:write").await
+}
+
+/// The audit actor, if the caller is the engine's owner or an operator whose admin token has `scope`.
+async fn authorize(
+    state: &AppState,
+    engine: &str,
+    user: Result<AuthUser, ApiError>,
+    admin: Result<AuthAdmin, ApiError>,
+    scope: &str,
+) -> Result<String, ApiError> {
     let record = state
         .engines
         .engine(engine)
         .await?
         .ok_or_else(|| ApiError::not_found("engine_not_found", format!("no engine named {engine:?}")))?;
-    manager(engine, user, admin, record.owner.as_deref())
+    manager(engine, user, admin, record.owner.as_deref(), scope)
+}
+
+/// `GET /engines/{id}/breakers`: the engine's open and half-open breakers with the last error of each, which
+/// quotes a failing job (owner or operator with `engines:read`, whose read of users' job text is audited;
+/// `/status` shows the breakers without it).
+#[utoipa::path(get, path = "/engines/{id}/breakers", tag = "engines", params(("id" = String, Path, description = "the engine id")), responses((status = 200, description = "the breakers with their last errors", body = serde_json::Value)))]
+pub async fn breakers(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    user: Result<AuthUser, ApiError>,
+    admin: Result<AuthAdmin, ApiError>,
+    Path(engine): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let by_operator = admin.is_ok();
+    let actor = authorize(&state, &engine, user, admin, "engines:read").await?;
+    if by_operator {
+        audit_change(&state, actor, "admin.engine_breakers", engine.clone(), ip).await;
+    }
+    let breakers = state.jobs.breakers(&engine).await?;
+    Ok(Json(json!({ "engine": engine, "breakers": super::status::operator_breakers(&breakers) })))
 }
 
 /// The JSON of an engine's scheduling settings.

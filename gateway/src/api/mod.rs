@@ -52,6 +52,7 @@ pub fn router(state: AppState, socket_io: LiveLayer, gui: Option<Router>) -> Rou
         .route("/engines/{id}/resume", post(engines::resume))
         .route("/engines/{id}/users", get(engines::list_users))
         .route("/engines/{id}/scheduling", get(engines::scheduling))
+        .route("/engines/{id}/breakers", get(engines::breakers))
         .route("/engines/{id}/weights/{user}", put(engines::set_weight))
         .route("/engines/{id}/concurrency", put(engines::set_default_key_limit))
         .route("/engines/{id}/concurrency/{key}", put(engines::set_key_limit).delete(engines::remove_key_limit))

@@ -35,7 +35,7 @@ const ERRORS: &[(&str, &str)] = &[
         keys::create, keys::list, keys::delete,
         status::healthz, status::readyz, status::status, status::drain, status::metrics,
         schedules::create, schedules::list, schedules::delete,
-        engines::pause, engines::resume, engines::list_users, engines::scheduling, engines::set_weight,
+        engines::pause, engines::resume, engines::list_users, engines::scheduling, engines::breakers, engines::set_weight,
         engines::set_default_key_limit, engines::set_key_limit, engines::remove_key_limit,
         engines::allow_user, engines::disallow_user,
         admin::start_drain, admin::stop_drain, admin::list_engines, admin::allow_user, admin::disallow_user,

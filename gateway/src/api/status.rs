@@ -7,9 +7,10 @@ use serde_json::{Value, json};
 use crate::admission::retry_after_s;
 use crate::engine_presence::ONLINE_WITHIN_MS;
 use crate::error::ApiError;
+use crate::kind_labels::KindLabels;
 use crate::metrics::{DecisionLabels, EngineLabels};
 use crate::server::AppState;
-use crate::store::{EngineRecord, StoreError};
+use crate::store::{EngineRecord, KindBreaker, StoreError};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use flowork_common::timefmt::format_ms;
@@ -34,13 +35,14 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     Ok(Json(json!({ "status": "ready" })))
 }
 
-/// `GET /status`: gateway state and, per engine, presence, workers, queue depth, queue latency and a capacity
-/// hint. Holds no secrets and needs no token.
+/// `GET /status`: gateway state and, per engine, presence, workers, queue depth, queue latency, a capacity hint
+/// and open breakers. Needs no token, so it holds no secret and nothing derived from a job: see
+/// `EngineStatus::public`.
 #[utoipa::path(get, path = "/status", tag = "status", security(()), responses((status = 200, description = "gateway and engine status", body = serde_json::Value)))]
 pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let mut engines = Vec::new();
     for engine in state.control.list_engines().await? {
-        engines.push(engine_status(&state, &engine).await?);
+        engines.push(engine_status(&state, &engine).await?.public);
     }
     Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -58,30 +60,83 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     })))
 }
 
-/// One engine as `/status` and the live `engine.status` event show it: presence, workers, queue, capacity hint.
-pub async fn engine_status(state: &AppState, engine: &EngineRecord) -> Result<Value, ApiError> {
+/// One engine's status, as everyone may see it and as its operators (owner, admins) may.
+pub struct EngineStatus {
+    /// Presence, workers, queue, capacity hint, and breakers by kind as `public_breakers` shows them: no text
+    /// from a job (a breaker's last error quotes the failing job's payload) and no kind outside the closed set
+    /// of `KindLabels` (users choose kinds).
+    pub public: Value,
+    /// The engine's breakers as stored, last errors included: for its operators only.
+    pub breakers: Vec<KindBreaker>,
+}
+
+impl EngineStatus {
+    /// The operator's view: the public one with every breaker as stored.
+    pub fn for_operators(&self) -> Value {
+        let mut status = self.public.clone();
+        if let Some(breakers) = status.get_mut("breakers") {
+            *breakers = operator_breakers(&self.breakers);
+        }
+        status
+    }
+}
+
+/// Breakers as their engine's operators see them: every kind, with the last error.
+pub fn operator_breakers(breakers: &[KindBreaker]) -> Value {
+    breakers
+        .iter()
+        .map(|b| {
+            json!({"kind": b.kind, "state": b.state, "failures": b.failures,
+                   "opened_at": b.opened_at_ms.map(format_ms), "last_error": b.last_error})
+        })
+        .collect()
+}
+
+/// Breakers as anyone may see them: that a breaker is open, for which kind, since when, how many failures; the
+/// kinds outside `kinds`' closed set folded into one `other` entry (open if any is, the earliest opening, the
+/// failures summed, `breakers` how many), and never the last error.
+pub fn public_breakers(kinds: &KindLabels, engine: &str, breakers: &[KindBreaker]) -> Value {
+    let mut shown: Vec<(&str, &str, u64, Option<i64>, u64)> = Vec::new();
+    for breaker in breakers {
+        let kind = kinds.label(engine, &breaker.kind);
+        match shown.iter_mut().find(|(k, ..)| *k == kind) {
+            Some((_, state, failures, opened_at, count)) => {
+                if breaker.state == "open" {
+                    *state = "open";
+                }
+                *failures += breaker.failures;
+                *opened_at = [*opened_at, breaker.opened_at_ms].into_iter().flatten().min();
+                *count += 1;
+            }
+            None => shown.push((kind, breaker.state.as_str(), breaker.failures, breaker.opened_at_ms, 1)),
+        }
+    }
+    shown
+        .into_iter()
+        .map(|(kind, state, failures, opened_at, count)| {
+            json!({"kind": kind, "state": state, "failures": failures, "opened_at": opened_at.map(format_ms),
+                   "breakers": count})
+        })
+        .collect()
+}
+
+/// One engine for `/status` and the live `engine.status` event, in both views: presence, workers, queue, capacity
+/// hint, breakers.
+pub async fn engine_status(state: &AppState, engine: &EngineRecord) -> Result<EngineStatus, ApiError> {
     let now = state.clock.now_ms();
     let counts = match state.jobs.queue_counts(&engine.id).await {
         Ok(counts) => counts,
         Err(StoreError::Quarantined { .. }) => {
-            return Ok(json!({"id": engine.id, "active": engine.is_active(), "quarantined": true}));
+            let public = json!({"id": engine.id, "active": engine.is_active(), "quarantined": true});
+            return Ok(EngineStatus { public, breakers: Vec::new() });
         }
         Err(error) => return Err(error.into()),
     };
     let presence = state.presence.get(&engine.id);
     let report = presence.as_ref().and_then(|p| p.report);
     let window = counts.window;
-    let breakers: Vec<Value> = state
-        .jobs
-        .breakers(&engine.id)
-        .await?
-        .into_iter()
-        .map(|b| {
-            json!({"kind": b.kind, "state": b.state, "failures": b.failures,
-                   "opened_at": b.opened_at_ms.map(format_ms), "last_error": b.last_error})
-        })
-        .collect();
-    Ok(json!({
+    let breakers = state.jobs.breakers(&engine.id).await?;
+    let public = json!({
         "id": engine.id,
         "active": engine.is_active(),
         "paused": state.jobs.is_paused(&engine.id).await?,
@@ -92,14 +147,15 @@ pub async fn engine_status(state: &AppState, engine: &EngineRecord) -> Result<Va
         "utilization": report.map(|r| r.utilization),
         "queued": counts.queued,
         "running": counts.running,
-        "breakers": breakers,
+        "breakers": public_breakers(&state.metrics.kinds, &engine.id, &breakers),
         "queue_latency_ms": {"p50": window.latency_p50_ms, "p95": window.latency_p95_ms},
         "capacity": {
             "sustainable_rate_per_s": window.drain_rate_per_s,
             "retry_after_s": retry_after_s(counts.queued, window.drain_rate_per_s),
             "max_queue_depth": state.caps.max_queue_depth,
         },
-    }))
+    });
+    Ok(EngineStatus { public, breakers })
 }
 
 /// `GET /drain`: whether this gateway drains, and the work still queued and running.
@@ -134,4 +190,46 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
     }
     let text = m.encode().map_err(|e| ApiError::Internal(format!("encoding metrics: {e}")))?;
     Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn breaker(kind: &str, state: &str, failures: u64, opened_at_ms: i64) -> KindBreaker {
+        KindBreaker {
+            kind: kind.into(),
+            state: state.into(),
+            failures,
+            opened_at_ms: Some(opened_at_ms),
+            last_error: Some(format!("invalid type: string \"secret of {kind}\"")),
+        }
+    }
+
+    #[test]
+    fn public_breakers_carry_no_error_and_fold_unknown_kinds() {
+        let kinds = KindLabels::default();
+        kinds.learn("e", "upper");
+        let breakers = [
+            breaker("echo", "open", 3, 5_000),
+            breaker("upper", "half_open", 3, 4_000),
+            breaker("x1", "half_open", 2, 3_000),
+            breaker("x2", "open", 4, 2_000),
+        ];
+        let public = public_breakers(&kinds, "e", &breakers);
+        let text = public.to_string();
+        assert!(!text.contains("secret") && !text.contains("x1") && !text.contains("x2"), "{text}");
+        let shown: Vec<(&str, &str, u64, u64)> = public
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                let field = |name: &str| b[name].as_u64().unwrap();
+                (b["kind"].as_str().unwrap(), b["state"].as_str().unwrap(), field("failures"), field("breakers"))
+            })
+            .collect();
+        assert_eq!(shown, [("echo", "open", 3, 1), ("upper", "half_open", 3, 1), ("other", "open", 6, 2)]);
+        assert_eq!(public[2]["opened_at"], format_ms(2_000));
+        assert!(operator_breakers(&breakers).to_string().contains("secret of x1"));
+    }
 }

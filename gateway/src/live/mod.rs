@@ -1,6 +1,7 @@
 //! Live updates over Socket.IO at `/socket.io/`: a connection must present a valid access JWT in its handshake
 //! `auth` (`{"token"}`) and joins its user's private room; job events come from the store's change feed, engine
-//! status and drain notices from the gateway. `sync` (with a cursor) replays what a reconnecting client missed.
+//! status (to the users allowed on the engine only) and drain notices from the gateway. `sync` (with a cursor)
+//! replays what a reconnecting client missed.
 
 pub mod fleet;
 pub mod journal;
@@ -102,6 +103,17 @@ impl LiveIo {
         match self {
             Self::Local(io) => io.local().emit(name, data).await.map_err(|e| e.to_string()),
             Self::Redis(io) => io.local().emit(name, data).await.map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Sends to this gateway's own sockets in `rooms`.
+    async fn emit_local_to(&self, rooms: Vec<String>, name: &'static str, data: &Value) -> Result<(), String> {
+        if rooms.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Self::Local(io) => io.local().to(rooms).emit(name, data).await.map_err(|e| e.to_string()),
+            Self::Redis(io) => io.local().to(rooms).emit(name, data).await.map_err(|e| e.to_string()),
         }
     }
 
@@ -482,6 +494,8 @@ impl Live {
         }
     }
 
+    /// `engine.status` of each engine whose status changed, only to the users allowed on it: its owner gets the
+    /// operators' view (breakers with their last errors), the other whitelisted users the public one.
     async fn announce_engines(&self, last: &mut std::collections::HashMap<String, Value>) {
         let engines = match self.state.control.list_engines().await {
             Ok(engines) => engines,
@@ -491,9 +505,10 @@ impl Live {
             }
         };
         for engine in engines {
-            let Ok(mut status) = crate::api::status::engine_status(&self.state, &engine).await else { continue };
+            let Ok(status) = crate::api::status::engine_status(&self.state, &engine).await else { continue };
+            let mut operators = status.for_operators();
             // Only what a watcher would notice: the contact time moves at every engine call.
-            let mut compared = status.clone();
+            let mut compared = operators.clone();
             if let Some(fields) = compared.as_object_mut() {
                 fields.remove("last_contact");
             }
@@ -501,12 +516,23 @@ impl Live {
                 continue;
             }
             last.insert(engine.id.clone(), compared);
-            if let Some(fields) = status.as_object_mut() {
-                fields
-                    .insert("at".into(), Value::String(flowork_common::timefmt::format_ms(self.state.clock.now_ms())));
+            let at = Value::String(flowork_common::timefmt::format_ms(self.state.clock.now_ms()));
+            let mut public = status.public;
+            for view in [&mut operators, &mut public] {
+                if let Some(fields) = view.as_object_mut() {
+                    fields.insert("at".into(), at.clone());
+                }
             }
-            if let Err(error) = self.io.emit_local("engine.status", &status).await {
-                tracing::debug!(%error, "could not send engine.status");
+            // A whitelist that cannot be read (a quarantined shard) leaves the owner alone told.
+            let users = self.state.jobs.allowed_users(&engine.id).await.unwrap_or_default();
+            let owner = engine.owner.as_deref();
+            let others: Vec<String> =
+                users.iter().filter(|u| Some(u.user.as_str()) != owner).map(|u| user_room(&u.user)).collect();
+            let owners: Vec<String> = owner.map(user_room).into_iter().collect();
+            for (rooms, view) in [(owners, &operators), (others, &public)] {
+                if let Err(error) = self.io.emit_local_to(rooms, "engine.status", view).await {
+                    tracing::debug!(%error, "could not send engine.status");
+                }
             }
         }
     }
