@@ -96,7 +96,7 @@ pub async fn engine_status(state: &AppState, engine: &EngineRecord) -> Result<Va
         "queue_latency_ms": {"p50": window.latency_p50_ms, "p95": window.latency_p95_ms},
         "capacity": {
             "sustainable_rate_per_s": window.drain_rate_per_s,
-            "retry_after_s": retry_after_s(counts.queued, window.drain_rate_per_s),
+            "retry_after_s": retry_after_s(1, window.drain_rate_per_s),
             "max_queue_depth": state.caps.max_queue_depth,
         },
     }))
