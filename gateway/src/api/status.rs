@@ -77,8 +77,9 @@ pub async fn engine_status(state: &AppState, engine: &EngineRecord) -> Result<Va
         .await?
         .into_iter()
         .map(|b| {
-            json!({"kind": b.kind, "state": b.state, "failures": b.failures,
-                   "opened_at": b.opened_at_ms.map(format_ms), "last_error": b.last_error})
+            // `scope`: `kind` holds everyone's jobs of the kind, `user` one user's (who is not shown here).
+            json!({"kind": b.kind, "scope": if b.user.is_some() { "user" } else { "kind" }, "state": b.state,
+                   "failures": b.failures, "opened_at": b.opened_at_ms.map(format_ms), "last_error": b.last_error})
         })
         .collect();
     Ok(json!({

@@ -551,7 +551,10 @@ pub fn next_due(conn: &Connection, breaker_cooldown_ms: u64) -> Result<Option<i6
         .prepare_cached("SELECT min(run_at) FROM jobs WHERE status = 'queued' AND hold = 1")?
         .query_row([], |row| row.get(0))?;
     let cooled: Option<i64> = conn
-        .prepare_cached("SELECT min(opened_at) + ?1 FROM kind_breakers WHERE state = 'open'")?
+        .prepare_cached(
+            "SELECT min(opened_at) + ?1 FROM (SELECT opened_at FROM kind_breakers WHERE state = 'open'
+                                             UNION ALL SELECT opened_at FROM user_breakers WHERE state = 'open')",
+        )?
         .query_row([breaker_cooldown_ms as i64], |row| row.get(0))?;
     let run_at = match (run_at, cooled) {
         (Some(a), Some(b)) => Some(a.min(b)),
