@@ -430,6 +430,34 @@ async fn one_users_failing_jobs_never_hold_back_another_users_jobs_of_the_kind()
 }
 
 #[tokio::test]
+async fn lapsed_leases_count_as_failures_of_their_users_kind() -> anyhow::Result<()> {
+    let s = setup(&["--breaker-failures", "2", "--breaker-cooldown", "1h", "--reap-interval-ms", "50"]).await?;
+    let bob = Api::new(&s.gw, &s.ws.mint("bob", "1h")?);
+    let crashy = json!({"kind": "crashy", "max_attempts": 5});
+    for i in 0..3 {
+        enqueue(&s.api, &format!("c{i}"), crashy.clone()).await?;
+    }
+    // Twice the engine takes one of alice's jobs and goes silent (as if it crashed on it): the lease lapses.
+    for _ in 0..2 {
+        let lease = s.engine.claim(1, 0, 300).await?;
+        let (id, _) = lease_of(&lease[0]);
+        eventually(Duration::from_secs(10), "the lease to lapse", || async {
+            let job = s.api.get(&format!("/jobs/{id}")).await?;
+            Ok((job.body["status"] == "queued").then_some(()))
+        })
+        .await?;
+    }
+    let bob_job = enqueue(&bob, "b1", crashy.clone()).await?;
+    let leases = s.engine.claim(10, 0, 60_000).await?;
+    assert_eq!(leases.iter().map(|l| lease_of(l).0).collect::<Vec<_>>(), vec![bob_job], "only alice's jobs wait");
+    let status: Value = reqwest::get(format!("{}/status", s.gw.base)).await?.json().await?;
+    let breaker = &status["engines"][0]["breakers"][0];
+    assert_eq!((breaker["scope"].as_str(), breaker["state"].as_str()), (Some("user"), Some("open")), "{status}");
+    assert!(breaker["last_error"].as_str().is_some_and(|e| e.contains("lease expired")), "{breaker}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_paused_engine_gets_no_work_until_resumed_and_resume_wakes_a_waiting_claim() -> anyhow::Result<()> {
     let s = setup(&[]).await?;
     let id = enqueue(&s.api, "p1", json!({})).await?;

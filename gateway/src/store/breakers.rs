@@ -2,8 +2,9 @@
 //! whose jobs it holds back. The drivers (`sqlite/breakers.rs`, `postgres/breakers.rs`) only read and write rows.
 //!
 //! A failure counts only when another attempt might have worked (`retryable`: a timeout, a 503, an engine-side
-//! error). A job the engine refuses for its own input (a permanent failure) says nothing about its kind and is
-//! dead at once, so it burns no further attempts to save. A failure counts first against its *user's* breaker of
+//! error), and so does a lease that lapsed (the engine stopped heartbeating: it may have crashed on the job). A
+//! job the engine refuses for its own input (a permanent failure) says nothing about its kind and is dead at
+//! once, so it burns no further attempts to save. A failure counts first against its *user's* breaker of
 //! the kind, which holds back only that user's jobs of the kind; the kind's breaker on the engine, which holds
 //! back everyone's, opens only when the failures come from several users: each user counts for at most
 //! `1 / KIND_MIN_USERS` of `--breaker-failures`. So however many bad jobs one tenant sends, another tenant's jobs
@@ -40,6 +41,9 @@ impl Finish {
         }
     }
 }
+
+/// What a lapsed lease tells the breakers of its job's kind: a retryable failure.
+pub const LAPSED: Signal<'static> = Signal::Failed("lease expired: the engine stopped heartbeating");
 
 /// A breaker as the stores keep it (a user's of a kind, or a kind's).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use deadpool_postgres::GenericClient;
 use super::claim::{release_parked_kind, release_parked_kind_of_user};
 use super::jobs::{execute, query, query_opt};
 use crate::store::breakers::{
-    BreakerRow, HeldBack, Signal, Tripped, kind_after_failure, user_after_failure, window_floor,
+    BreakerRow, HeldBack, LAPSED, Signal, Tripped, kind_after_failure, user_after_failure, window_floor,
 };
 use crate::store::{BreakerPolicy, KindBreaker, StoreError};
 
@@ -119,6 +119,20 @@ pub async fn record(
         Signal::Worked => record_success(tx, engine, kind, job_id).await,
         Signal::Failed(error) => record_failure(tx, engine, kind, user, job_id, error, now, policy).await,
     }
+}
+
+/// Counts jobs whose lease lapsed as retryable failures of their kinds.
+pub async fn record_lapsed(
+    tx: &impl GenericClient,
+    engine: &str,
+    lapsed: &[flowork_common::wire::Job],
+    now: i64,
+    policy: BreakerPolicy,
+) -> Result<(), StoreError> {
+    for job in lapsed {
+        record(tx, engine, &job.kind, &job.user, &job.id, LAPSED, now, policy).await?;
+    }
+    Ok(())
 }
 
 /// A success closes a half-open breaker whose probe it was and clears the failure counts of the kind's closed

@@ -193,6 +193,7 @@ impl PgStore {
                 (Vec::new(), Vec::new(), None)
             } else {
                 let reaped = jobs::reap_expired(&tx, engine, now).await?;
+                breakers::record_lapsed(&tx, engine, &reaped, now, self.breaker).await?;
                 if breakers_on {
                     breakers::refresh(&tx, engine, now, self.breaker).await?;
                 }
@@ -472,6 +473,7 @@ impl JobStore for PgStore {
             let jobs = in_tx!(self, |tx| {
                 lock_engine(&tx, &engine).await?;
                 let jobs = jobs::reap_expired(&tx, &engine, now).await?;
+                breakers::record_lapsed(&tx, &engine, &jobs, now, self.breaker).await?;
                 if !jobs.is_empty() {
                     claim::release_parked_keys(&tx, &engine).await?;
                     notify_claimable(&tx, &engine).await?;

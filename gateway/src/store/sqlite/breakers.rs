@@ -5,7 +5,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::store::breakers::{
-    BreakerRow, HeldBack, Signal, Tripped, kind_after_failure, user_after_failure, window_floor,
+    BreakerRow, HeldBack, LAPSED, Signal, Tripped, kind_after_failure, user_after_failure, window_floor,
 };
 use crate::store::{BreakerPolicy, KindBreaker, StoreError};
 
@@ -81,6 +81,19 @@ pub fn record(
         Signal::Worked => record_success(conn, kind, job_id),
         Signal::Failed(error) => record_failure(conn, kind, job_id, error, now, policy),
     }
+}
+
+/// Counts jobs whose lease lapsed, as (id, kind), as retryable failures of their kinds.
+pub fn record_lapsed(
+    conn: &Connection,
+    lapsed: &[(String, String)],
+    now: i64,
+    policy: BreakerPolicy,
+) -> Result<(), StoreError> {
+    for (job_id, kind) in lapsed {
+        record(conn, kind, job_id, LAPSED, now, policy)?;
+    }
+    Ok(())
 }
 
 /// A success closes a half-open breaker whose probe it was and clears the failure counts of the kind's closed

@@ -357,7 +357,8 @@ fn apply(
             Ok(WriteDone::Claimed { leases: Vec::new(), next_due_ms: None })
         }
         WriteOp::Claim { max, lease_ms, worker } => {
-            queries::reap_expired(conn, now)?;
+            let lapsed = queries::reap_expired(conn, now)?;
+            breakers::record_lapsed(conn, &lapsed, now, context.breaker)?;
             let breakers_on = context.breaker.failures > 0;
             if breakers_on {
                 breakers::refresh(conn, now, context.breaker)?;
@@ -416,7 +417,11 @@ fn apply(
         WriteOp::Cancel { user, job_id } => {
             queries::cancel(conn, &context.engine, user, job_id, now).map(WriteDone::Cancelled)
         }
-        WriteOp::ReapExpired => queries::reap_expired(conn, now).map(WriteDone::Reaped),
+        WriteOp::ReapExpired => {
+            let lapsed = queries::reap_expired(conn, now)?;
+            breakers::record_lapsed(conn, &lapsed, now, context.breaker)?;
+            Ok(WriteDone::Reaped(lapsed.len() as u64))
+        }
         WriteOp::Prune { before_ms, limit } => queries::prune_finished(conn, *before_ms, *limit).map(WriteDone::Pruned),
         WriteOp::AllowUser { user, is_owner } => {
             queries::allow_user(conn, user, *is_owner, now).map(WriteDone::Changed)
