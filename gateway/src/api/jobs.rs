@@ -118,8 +118,8 @@ async fn respond(
             "idempotency_key_reused",
             "this Idempotency-Key was already used with a different request; use a new key for a new job",
         )),
-        EnqueueOutcome::QueueFull { depth } => Err(queue_full(state, engine, depth, 1).await?),
-        EnqueueOutcome::UserLimit { inflight } => Err(user_limit(state, engine, inflight, 1).await?),
+        EnqueueOutcome::QueueFull { depth } => Err(queue_full(state, engine, depth, 1).await),
+        EnqueueOutcome::UserLimit { inflight } => Err(user_limit(state, engine, inflight, 1).await),
     }
 }
 
@@ -141,34 +141,35 @@ async fn total_cap(state: &AppState, wanted: u64) -> Result<(u64, Option<ApiErro
 
 /// The 429 for an engine's full queue (`--max-queue-depth`) holding `depth` jobs; `refused` jobs of this request
 /// were refused with it, and a retry needs room for all of them.
-async fn queue_full(state: &AppState, engine: &str, depth: u64, refused: u64) -> Result<ApiError, ApiError> {
-    Ok(ApiError::Overloaded {
+async fn queue_full(state: &AppState, engine: &str, depth: u64, refused: u64) -> ApiError {
+    ApiError::Overloaded {
         code: "queue_full",
         message: format!("engine {engine:?} has {depth} queued jobs, its cap; retry later"),
-        retry_after_s: engine_retry_after(state, engine, state.caps.max_queue_depth, depth, refused).await?,
-    })
+        retry_after_s: engine_retry_after(state, engine, state.caps.max_queue_depth, depth, refused).await,
+    }
 }
 
 /// The 429 for a user at their cap (`--max-user-inflight`) on an engine, as `queue_full`.
-async fn user_limit(state: &AppState, engine: &str, inflight: u64, refused: u64) -> Result<ApiError, ApiError> {
-    Ok(ApiError::Overloaded {
+async fn user_limit(state: &AppState, engine: &str, inflight: u64, refused: u64) -> ApiError {
+    ApiError::Overloaded {
         code: "user_inflight_limit",
         message: format!("you have {inflight} queued or running jobs on engine {engine:?}, your cap"),
-        retry_after_s: engine_retry_after(state, engine, state.caps.max_user_inflight, inflight, refused).await?,
-    })
+        retry_after_s: engine_retry_after(state, engine, state.caps.max_user_inflight, inflight, refused).await,
+    }
 }
 
 /// When `refused` jobs fit under an engine's cap holding `current`, at the rate the engine drains (a user's jobs
-/// leave at most that fast, so it is the estimate for the per-user cap too).
-async fn engine_retry_after(
-    state: &AppState,
-    engine: &str,
-    cap: u64,
-    current: u64,
-    refused: u64,
-) -> Result<u64, ApiError> {
-    let rate = state.jobs.queue_counts(engine).await?.window.drain_rate_per_s;
-    Ok(retry_after_s(slots_needed(cap, current, refused), rate))
+/// leave at most that fast, so it is the estimate for the per-user cap too). A rate that cannot be read counts as
+/// unknown: the refusal still answers (in a batch, after other items were stored).
+async fn engine_retry_after(state: &AppState, engine: &str, cap: u64, current: u64, refused: u64) -> u64 {
+    let rate = match state.jobs.queue_counts(engine).await {
+        Ok(counts) => counts.window.drain_rate_per_s,
+        Err(error) => {
+            tracing::warn!(engine, %error, "no drain rate for a Retry-After");
+            0.0
+        }
+    };
+    retry_after_s(slots_needed(cap, current, refused), rate)
 }
 
 fn check_job_id(id: &str) -> Result<(), ApiError> {
@@ -310,7 +311,7 @@ async fn engine_cap_refusals(
     state: &AppState,
     engine: &str,
     outcomes: &[EnqueueOutcome],
-) -> Result<(Option<ApiError>, Option<ApiError>), ApiError> {
+) -> (Option<ApiError>, Option<ApiError>) {
     let (mut full, mut depth, mut limited, mut inflight) = (0, 0, 0, 0);
     for outcome in outcomes {
         match outcome {
@@ -319,9 +320,9 @@ async fn engine_cap_refusals(
             _ => {}
         }
     }
-    let queue = if full > 0 { Some(queue_full(state, engine, depth, full).await?) } else { None };
-    let user = if limited > 0 { Some(user_limit(state, engine, inflight, limited).await?) } else { None };
-    Ok((queue, user))
+    let queue = if full > 0 { Some(queue_full(state, engine, depth, full).await) } else { None };
+    let user = if limited > 0 { Some(user_limit(state, engine, inflight, limited).await) } else { None };
+    (queue, user)
 }
 
 /// Validates one batch item into a job.
@@ -354,7 +355,10 @@ pub async fn require_active_engine(state: &AppState, engine: &str) -> Result<(),
 /// `POST /jobs/batch`: up to 1,000 jobs; those of one engine are committed in one transaction. The answer has
 /// one result per item, in order, with the status `POST /jobs` would have given it.
 #[utoipa::path(post, path = "/jobs/batch", tag = "jobs", request_body = BatchBody,
-    responses((status = 200, description = "`{\"results\": [...]}`, one per item, in order", body = serde_json::Value)))]
+    responses(
+        (status = 200, description = "`{\"results\": [...]}`, one per item, in order", body = serde_json::Value),
+        (status = 429, description = "`total_queue_full`: the gateway-wide cap admits none of the jobs; see `Retry-After`"),
+    ))]
 pub async fn create_batch(
     State(state): State<AppState>,
     user: AuthUser,
@@ -405,7 +409,7 @@ pub async fn create_batch(
         let (indexes, jobs): (Vec<usize>, Vec<NewJob>) = items.into_iter().unzip();
         match state.jobs.enqueue_many(&engine, jobs).await {
             Ok(outcomes) => {
-                let refusals = engine_cap_refusals(&state, &engine, &outcomes).await?;
+                let refusals = engine_cap_refusals(&state, &engine, &outcomes).await;
                 for (index, outcome) in indexes.into_iter().zip(outcomes) {
                     results[index] = Some(match (outcome, &refusals) {
                         (EnqueueOutcome::QueueFull { .. }, (Some(refusal), _))

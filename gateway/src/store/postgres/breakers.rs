@@ -14,30 +14,32 @@ use crate::store::{BreakerPolicy, KindBreaker, StoreError};
 /// whose probe no longer runs.
 pub async fn refresh(tx: &impl GenericClient, engine: &str, now: i64, policy: BreakerPolicy) -> Result<(), StoreError> {
     let cooled = now - policy.cooldown_ms.min(i64::MAX as u64) as i64;
-    for table in ["kind_breakers", "user_breakers"] {
-        execute(
-            tx,
-            &format!(
-                "UPDATE {table} SET state = 'half_open', probe_job_id = NULL
-                 WHERE engine_id = $1 AND state = 'open' AND opened_at <= $2"
-            ),
-            &[&engine, &cooled],
-        )
-        .await?;
-        execute(
-            tx,
-            &format!(
-                "UPDATE {table} AS b SET probe_job_id = NULL
-                 WHERE b.engine_id = $1 AND b.state = 'half_open' AND b.probe_job_id IS NOT NULL
-                   AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.engine_id = $1 AND jobs.id = b.probe_job_id
-                                   AND jobs.status = 'running')"
-            ),
-            &[&engine],
-        )
-        .await?;
+    for (half_open, free_probe) in REFRESH_SQL {
+        execute(tx, half_open, &[&engine, &cooled]).await?;
+        execute(tx, free_probe, &[&engine]).await?;
     }
     Ok(())
 }
+
+/// `refresh`'s statements for each table of breakers: half-open the cooled, free the probes that stopped.
+const REFRESH_SQL: [(&str, &str); 2] = [
+    (
+        "UPDATE kind_breakers SET state = 'half_open', probe_job_id = NULL
+         WHERE engine_id = $1 AND state = 'open' AND opened_at <= $2",
+        "UPDATE kind_breakers AS b SET probe_job_id = NULL
+         WHERE b.engine_id = $1 AND b.state = 'half_open' AND b.probe_job_id IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.engine_id = $1 AND jobs.id = b.probe_job_id
+                           AND jobs.status = 'running')",
+    ),
+    (
+        "UPDATE user_breakers SET state = 'half_open', probe_job_id = NULL
+         WHERE engine_id = $1 AND state = 'open' AND opened_at <= $2",
+        "UPDATE user_breakers AS b SET probe_job_id = NULL
+         WHERE b.engine_id = $1 AND b.state = 'half_open' AND b.probe_job_id IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.engine_id = $1 AND jobs.id = b.probe_job_id
+                           AND jobs.status = 'running')",
+    ),
+];
 
 /// What the engine's breakers hold back.
 pub async fn held(tx: &impl GenericClient, engine: &str) -> Result<HeldBack, StoreError> {

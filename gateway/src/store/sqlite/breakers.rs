@@ -13,20 +13,28 @@ use crate::store::{BreakerPolicy, KindBreaker, StoreError};
 /// whose probe is no longer running (its lease lapsed).
 pub fn refresh(conn: &Connection, now: i64, policy: BreakerPolicy) -> Result<(), StoreError> {
     let cooled = now - policy.cooldown_ms.min(i64::MAX as u64) as i64;
-    for table in ["kind_breakers", "user_breakers"] {
-        conn.prepare_cached(&format!(
-            "UPDATE {table} SET state = 'half_open', probe_job_id = NULL WHERE state = 'open' AND opened_at <= ?1"
-        ))?
-        .execute([cooled])?;
-        conn.prepare_cached(&format!(
-            "UPDATE {table} SET probe_job_id = NULL
-             WHERE state = 'half_open' AND probe_job_id IS NOT NULL
-               AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = probe_job_id AND jobs.status = 'running')"
-        ))?
-        .execute([])?;
+    for (half_open, free_probe) in REFRESH_SQL {
+        conn.prepare_cached(half_open)?.execute([cooled])?;
+        conn.prepare_cached(free_probe)?.execute([])?;
     }
     Ok(())
 }
+
+/// `refresh`'s statements for each table of breakers: half-open the cooled, free the probes that stopped.
+const REFRESH_SQL: [(&str, &str); 2] = [
+    (
+        "UPDATE kind_breakers SET state = 'half_open', probe_job_id = NULL WHERE state = 'open' AND opened_at <= ?1",
+        "UPDATE kind_breakers SET probe_job_id = NULL
+         WHERE state = 'half_open' AND probe_job_id IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = probe_job_id AND jobs.status = 'running')",
+    ),
+    (
+        "UPDATE user_breakers SET state = 'half_open', probe_job_id = NULL WHERE state = 'open' AND opened_at <= ?1",
+        "UPDATE user_breakers SET probe_job_id = NULL
+         WHERE state = 'half_open' AND probe_job_id IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = probe_job_id AND jobs.status = 'running')",
+    ),
+];
 
 /// What the breakers hold back (nothing when breakers are off).
 pub fn held(conn: &Connection, breakers_on: bool) -> Result<HeldBack, StoreError> {
