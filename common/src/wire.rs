@@ -89,7 +89,8 @@ pub struct Job {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_position: Option<u64>,
     /// For a queued job that cannot be claimed yet: `paused` (the engine), `run_at` (not due yet),
-    /// `concurrency_key` (its key is at its limit) or `breaker` (its kind is held back).
+    /// `concurrency_key` (its key is at its limit) or `breaker` (its kind, or its user's jobs of the kind, are held
+    /// back).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_on: Option<String>,
     /// A running job whose cancellation was asked for; the engine stops it at its next heartbeat.

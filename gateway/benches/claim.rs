@@ -6,11 +6,11 @@
 //! a `GET /jobs` page of the 100 newest.
 //! Run: `cargo bench -p flowork-gateway --bench claim` (`FLOWORK_BENCH_SIZES=10000` for a quick run).
 
-use std::collections::HashSet;
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use flowork_common::wire::JobStatus;
+use flowork_gateway::store::breakers::HeldBack;
 use flowork_gateway::store::sqlite::{connection, fair, migrate, position, queries};
 use rusqlite::{Connection, params};
 
@@ -44,7 +44,7 @@ fn shard(dir: &std::path::Path, jobs: usize, users: usize) -> Connection {
 fn fair_claim(conn: &mut Connection) {
     let tx = conn.transaction().expect("begin");
     let by = fair::ClaimBy { engine: "bench", worker: "bench", max: 1, lease_ms: 30_000, now: NOW };
-    let claimed = fair::claim(&tx, &by, &HashSet::new()).expect("claim");
+    let claimed = fair::claim(&tx, &by, &HeldBack::default()).expect("claim");
     assert_eq!(claimed.leases.len(), 1);
     black_box(claimed);
     tx.rollback().expect("rollback");

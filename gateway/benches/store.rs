@@ -8,13 +8,13 @@
 //!
 //! Run: `cargo bench -p flowork-gateway --bench store`.
 
-use std::collections::HashSet;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
 use flowork_common::wire::Lease;
 use flowork_gateway::admission::AdmissionLimits;
+use flowork_gateway::store::breakers::HeldBack;
 use flowork_gateway::store::sqlite::touched::{self, Touched};
 use flowork_gateway::store::sqlite::{connection, fair, migrate, queries};
 use flowork_gateway::store::{EnqueueOutcome, NewJob};
@@ -81,7 +81,7 @@ impl Shard {
     fn claim(&mut self, n: usize) -> Vec<Lease> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).expect("begin");
         let by = fair::ClaimBy { engine: "bench", worker: "bench", max: n as u32, lease_ms: 60_000, now: NOW };
-        let claimed = fair::claim(&tx, &by, &HashSet::new()).expect("claim");
+        let claimed = fair::claim(&tx, &by, &HeldBack::default()).expect("claim");
         tx.commit().expect("commit");
         assert_eq!(claimed.leases.len(), n);
         claimed.leases

@@ -5,9 +5,8 @@
 //! `store_cost PHASE BATCHES`: PHASE is `setup` (open and migrate only), `enqueue`, `claim` (enqueue + claim) or
 //! `finish` (all three); the differences between phases are each operation's cost.
 
-use std::collections::HashSet;
-
 use flowork_gateway::admission::AdmissionLimits;
+use flowork_gateway::store::breakers::HeldBack;
 use flowork_gateway::store::sqlite::{connection, fair, migrate, queries};
 use flowork_gateway::store::{EnqueueOutcome, NewJob};
 use rusqlite::TransactionBehavior;
@@ -52,7 +51,7 @@ fn main() -> anyhow::Result<()> {
         for _ in 0..batches {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let by = fair::ClaimBy { engine: "cost", worker: "cost", max: BATCH as u32, lease_ms: 60_000, now: NOW };
-            let claimed = fair::claim(&tx, &by, &HashSet::new())?;
+            let claimed = fair::claim(&tx, &by, &HeldBack::default())?;
             tx.commit()?;
             anyhow::ensure!(claimed.leases.len() == BATCH, "claimed {}", claimed.leases.len());
             leases.push(claimed.leases);

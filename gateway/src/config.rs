@@ -163,8 +163,9 @@ pub struct ServeArgs {
     /// Cap of queued + running jobs per user per engine (0 = none); beyond it 429 `user_inflight_limit`.
     #[arg(long, env = "FLOWORK_MAX_USER_INFLIGHT", default_value_t = 10_000)]
     pub max_user_inflight: u64,
-    /// Failed attempts of one job kind on one engine, within --breaker-window, that open its circuit breaker
-    /// (its jobs then wait instead of burning attempts); 0 = never.
+    /// Retryable failed attempts of one user's jobs of one kind on one engine, within --breaker-window, that open
+    /// that user's breaker of the kind (their jobs of it then wait instead of burning attempts); the kind's breaker
+    /// for everyone opens only on failures from two users or more; 0 = never.
     #[arg(long, env = "FLOWORK_BREAKER_FAILURES", default_value_t = 20)]
     pub breaker_failures: u32,
     /// The window in which --breaker-failures are counted.

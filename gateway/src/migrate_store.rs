@@ -121,6 +121,19 @@ const SHARD_TABLES: &[Table] = &[
         ],
     },
     Table {
+        name: "user_breakers",
+        columns: &[
+            ("kind", "TEXT"),
+            ("user_id", "TEXT"),
+            ("state", "TEXT"),
+            ("failures", "BIGINT"),
+            ("window_start", "BIGINT"),
+            ("opened_at", "BIGINT"),
+            ("last_error", "TEXT"),
+            ("probe_job_id", "TEXT"),
+        ],
+    },
+    Table {
         name: "schedules",
         columns: &[
             ("id", "TEXT"),

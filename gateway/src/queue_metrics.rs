@@ -61,10 +61,19 @@ impl QueueMetrics {
     }
 
     /// The drain rate over the last `RATE_WINDOW_S` seconds and latency percentiles over the last minute.
+    ///
+    /// The rate divides by the part of the window claims have been seen in (from the first second with claims,
+    /// at least one second): an engine that started 2 s ago and takes 9 jobs/s drains 9 jobs/s, not the 1.8 a
+    /// window still mostly empty would say. An engine that stopped claiming is still averaged over its window.
     pub fn window(&self, now_ms: i64) -> QueueWindow {
         let Ok(seconds) = self.seconds.lock() else { return QueueWindow::default() };
         let now_s = now_ms.div_euclid(1_000);
-        let recent: u64 = seconds.iter().filter(|s| s.at_s > now_s - RATE_WINDOW_S).map(|s| s.claimed).sum();
+        let in_rate_window = || seconds.iter().filter(|s| s.at_s > now_s - RATE_WINDOW_S);
+        let recent: u64 = in_rate_window().map(|s| s.claimed).sum();
+        let observed_ms = in_rate_window()
+            .next()
+            .map_or(RATE_WINDOW_S * 1_000, |first| now_ms.saturating_sub(first.at_s * 1_000))
+            .clamp(1_000, RATE_WINDOW_S * 1_000);
         let mut latencies: Vec<i64> = seconds
             .iter()
             .filter(|s| s.at_s > now_s - LATENCY_WINDOW_S)
@@ -72,7 +81,7 @@ impl QueueMetrics {
             .collect();
         latencies.sort_unstable();
         QueueWindow {
-            drain_rate_per_s: recent as f64 / RATE_WINDOW_S as f64,
+            drain_rate_per_s: recent as f64 * 1_000.0 / observed_ms as f64,
             latency_p50_ms: percentile(&latencies, 50.0),
             latency_p95_ms: percentile(&latencies, 95.0),
         }
@@ -90,7 +99,7 @@ mod tests {
         for s in 0..10 {
             metrics.record_claims(t0 + s * 1_000, &(1..=20).collect::<Vec<_>>());
         }
-        let w = metrics.window(t0 + 9_500);
+        let w = metrics.window(t0 + 10_000);
         assert_eq!(w.drain_rate_per_s, 20.0);
         assert_eq!((w.latency_p50_ms, w.latency_p95_ms), (Some(11), Some(19)));
         // Half a minute later the rate window is empty but latencies are still in the minute.
@@ -98,5 +107,21 @@ mod tests {
         assert_eq!(later.drain_rate_per_s, 0.0);
         assert!(later.latency_p95_ms.is_some());
         assert_eq!(metrics.window(t0 + 120_000), QueueWindow::default());
+    }
+
+    #[test]
+    fn an_engine_that_just_started_is_measured_over_the_time_it_has_run() {
+        let metrics = QueueMetrics::default();
+        let t0 = 1_000_000_000;
+        metrics.record_claims(t0, &[0; 9]);
+        metrics.record_claims(t0 + 1_000, &[0; 9]);
+        // 18 jobs in its first 2 s: 9 jobs/s, not 18 over a 10 s window still mostly empty.
+        assert_eq!(metrics.window(t0 + 2_000).drain_rate_per_s, 9.0);
+        // Less than a second in: counted over one second, not over a few milliseconds.
+        let fresh = QueueMetrics::default();
+        fresh.record_claims(t0, &[0; 3]);
+        assert_eq!(fresh.window(t0 + 10).drain_rate_per_s, 3.0);
+        // It stops claiming: the rate falls over the rest of the window.
+        assert_eq!(metrics.window(t0 + 9_000).drain_rate_per_s, 2.0);
     }
 }

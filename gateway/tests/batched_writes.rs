@@ -1,9 +1,8 @@
 //! The writer's multi-row statements — many enqueues in one INSERT, many successes in one UPDATE — answer each
 //! job exactly as the one-by-one path would, and keep the counters the triggers maintain equal to a recount.
 
-use std::collections::HashSet;
-
 use flowork_gateway::admission::AdmissionLimits;
+use flowork_gateway::store::breakers::HeldBack;
 use flowork_gateway::store::sqlite::{connection, fair, migrate, queries};
 use flowork_gateway::store::{EnqueueOutcome, NewJob};
 use rusqlite::{Connection, TransactionBehavior};
@@ -124,7 +123,7 @@ fn many_successes_in_one_statement_finish_only_live_leases_once() {
     enqueue_many(&mut conn, &jobs.iter().collect::<Vec<_>>(), AdmissionLimits::default());
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).unwrap();
     let by = fair::ClaimBy { engine: "e1", worker: "w", max: 70, lease_ms: 60_000, now: NOW };
-    let leases = fair::claim(&tx, &by, &HashSet::new()).unwrap().leases;
+    let leases = fair::claim(&tx, &by, &HeldBack::default()).unwrap().leases;
     tx.commit().unwrap();
     assert_eq!(leases.len(), 70);
     let ids: Vec<&str> = leases.iter().map(|l| l.job.id.as_str()).collect();

@@ -26,34 +26,74 @@ async fn a_full_queue_answers_429_with_a_retry_after_that_follows_the_drain_rate
     let gw = Gateway::start(&ws, &["--max-queue-depth", "20"]).await?;
     let api = Api::new(&gw, &ws.mint("alice", "1h")?);
     for i in 0..20 {
-        assert_eq!(api.post_job(&format!("j{i}"), &sleep_job(100)).await?.status, StatusCode::CREATED);
+        assert_eq!(api.post_job(&format!("j{i}"), &sleep_job(500)).await?.status, StatusCode::CREATED);
     }
-    let full = api.post_job("j20", &sleep_job(100)).await?;
+    let full = api.post_job("j20", &sleep_job(500)).await?;
     assert_eq!((full.status, full.code()), (StatusCode::TOO_MANY_REQUESTS, "queue_full"));
-    assert_eq!(retry_after(&full), 600, "nobody drains this queue yet: the longest wait");
+    assert_eq!(retry_after(&full), 5, "nobody drains this queue yet: no rate to go by, a moderate wait");
     let metrics = reqwest::get(format!("{}/metrics", gw.base)).await?.text().await?;
     assert!(metrics.contains(r#"flowork_refusals_total{status="429",code="queue_full"} 1"#), "{metrics}");
     // A replay of an accepted job is answered even when the queue is full.
-    let replay = api.post_job("j3", &sleep_job(100)).await?;
+    let replay = api.post_job("j3", &sleep_job(500)).await?;
     assert_eq!(replay.status, StatusCode::OK);
 
-    // An engine starts draining; refill to the cap and the wait now follows the observed rate.
-    let _engine = Engine::start(&ws, &gw, "local", 4, &[])?;
+    // One worker starts draining, a job every half second or so; refill to the cap. The wait is the time until
+    // *one* place frees (about half a second, so 1 s), not the time to empty the queue (20 jobs, ~10 s).
+    let _engine = Engine::start(&ws, &gw, "local", 1, &[])?;
     eventually(Duration::from_secs(30), "some drain", || async {
         Ok((status(&gw).await?["engines"][0]["capacity"]["sustainable_rate_per_s"].as_f64() > Some(0.5)).then_some(()))
     })
     .await?;
     let mut i = 100;
     let refused = loop {
-        let reply = api.post_job(&format!("j{i}"), &sleep_job(100)).await?;
+        let reply = api.post_job(&format!("j{i}"), &sleep_job(500)).await?;
         i += 1;
         if reply.status == StatusCode::TOO_MANY_REQUESTS {
             break reply;
         }
         assert_eq!(reply.status, StatusCode::CREATED);
     };
+    let rate = status(&gw).await?["engines"][0]["capacity"]["sustainable_rate_per_s"].as_f64().unwrap_or(0.0);
     let wait = retry_after(&refused);
-    assert!((1..600).contains(&wait), "with engines draining the wait is shorter: {wait}");
+    assert!(wait <= 2, "one place frees within a second or two at {rate:.1} jobs/s, not the whole queue: {wait}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_batch_path_takes_the_total_cap_and_its_retry_after_like_post_jobs() -> anyhow::Result<()> {
+    let ws = Workspace::new()?;
+    ws.add_engine("local")?;
+    ws.add_engine("other")?;
+    let gw = Gateway::start(&ws, &["--max-total-depth", "4"]).await?;
+    let api = Api::new(&gw, &ws.mint("alice", "1h")?);
+    let item = |key: &str, engine: &str| json!({"engine": engine, "kind": "echo", "idempotency_key": key});
+    for (i, engine) in ["local", "other", "local"].iter().enumerate() {
+        assert_eq!(api.post_job(&format!("t{i}"), &json!({"engine": engine, "kind": "echo"})).await?.status, 201);
+    }
+    // Room for one more: the first item goes in, the rest is refused as POST /jobs would refuse it.
+    let partly = api
+        .post("/jobs/batch", &json!({"jobs": [item("b0", "other"), item("b1", "local"), item("b2", "other")]}))
+        .await?;
+    assert_eq!(partly.status, StatusCode::OK, "{}", partly.body);
+    let results = partly.body["results"].as_array().unwrap();
+    assert_eq!(results[0]["status"], 201, "{results:?}");
+    for refused in &results[1..] {
+        assert_eq!((refused["status"].as_u64(), refused["error"].as_str()), (Some(429), Some("total_queue_full")));
+        assert_eq!(refused["retry_after"], 5, "nobody drains: the same wait POST /jobs gives");
+    }
+    // Full: a batch that can store nothing is a 429 with Retry-After and a JSON error, like POST /jobs.
+    let single = api.post_job("t9", &json!({"engine": "local", "kind": "echo"})).await?;
+    assert_eq!((single.status, single.code()), (StatusCode::TOO_MANY_REQUESTS, "total_queue_full"));
+    let batch = api.post("/jobs/batch", &json!({"jobs": [item("b3", "local"), item("b4", "other")]})).await?;
+    assert_eq!((batch.status, batch.code()), (StatusCode::TOO_MANY_REQUESTS, "total_queue_full"), "{}", batch.body);
+    assert!(batch.body["message"].as_str().is_some_and(|m| m.contains("cap")), "{}", batch.body);
+    assert_eq!(retry_after(&batch), retry_after(&single));
+    // A replay of an accepted item is still answered.
+    let replay = api.post("/jobs/batch", &json!({"jobs": [item("b0", "other"), item("b5", "local")]})).await?;
+    assert_eq!(replay.status, StatusCode::OK, "{}", replay.body);
+    assert_eq!(replay.body["results"][0]["status"], 200);
+    assert_eq!(replay.body["results"][1]["status"], 429);
+    assert_eq!(api.all_jobs(None).await?.len(), 4, "the cap held");
     Ok(())
 }
 

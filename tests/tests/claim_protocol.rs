@@ -356,6 +356,118 @@ async fn a_crash_looping_kind_trips_its_breaker_which_holds_half_opens_and_close
 }
 
 #[tokio::test]
+async fn one_users_failing_jobs_never_hold_back_another_users_jobs_of_the_kind() -> anyhow::Result<()> {
+    let s =
+        setup(&["--breaker-failures", "3", "--breaker-cooldown", "1h", "--retry-base-ms", "1", "--retry-cap-ms", "1"])
+            .await?;
+    let bob = Api::new(&s.gw, &s.ws.mint("bob", "1h")?);
+    let carol = Api::new(&s.gw, &s.ws.mint("carol", "1h")?);
+    assert!(s.api.put("/engines/local/users/carol", &json!({})).await?.status.is_success());
+    let finish = |lease: &Value, body: Value| {
+        let (id, token) = lease_of(lease);
+        let mut body = body;
+        body["lease_token"] = token.into();
+        let engine = &s.engine;
+        async move { engine.post(&format!("/internal/jobs/{id}/finish"), &body).await }
+    };
+    let bad_input = json!({"outcome": "failed", "error": "payload is not a PDF", "retryable": false});
+    let timed_out = json!({"outcome": "failed", "error": "timed out", "retryable": true});
+    let waiting_on = |api: &Api, id: String| {
+        let api = api.clone();
+        async move { anyhow::Ok(api.get(&format!("/jobs/{id}")).await?.body["waiting_on"].clone()) }
+    };
+    let parse = json!({"kind": "parse", "max_attempts": 5});
+    let mut alice_jobs = Vec::new();
+    for i in 0..10 {
+        alice_jobs.push(enqueue(&s.api, &format!("a{i}"), parse.clone()).await?);
+    }
+
+    // Alice's jobs fail on their own input (permanent): more than the threshold, and none of it counts.
+    let leases = s.engine.claim(5, 0, 60_000).await?;
+    assert_eq!(leases.len(), 5);
+    for lease in &leases {
+        assert_eq!(finish(lease, bad_input.clone()).await?.status, StatusCode::OK);
+    }
+    let bob_job = enqueue(&bob, "b1", parse.clone()).await?;
+    assert_ne!(waiting_on(&bob, bob_job.clone()).await?, "breaker");
+    let next = s.engine.claim(1, 0, 60_000).await?;
+    assert_eq!(next.first().map(|l| lease_of(l).0), Some(bob_job.clone()), "bob's job is next in the fair order");
+    finish(&next[0], json!({"outcome": "succeeded"})).await?;
+    let status: Value = reqwest::get(format!("{}/status", s.gw.base)).await?.json().await?;
+    assert_eq!(status["engines"][0]["breakers"], json!([]), "permanent failures trip nothing");
+
+    // Alice's jobs time out (retryable): her own breaker of the kind opens and holds only her jobs.
+    for _ in 0..3 {
+        let lease = s.engine.claim(1, 0, 60_000).await?;
+        assert_eq!(lease.len(), 1);
+        assert_eq!(finish(&lease[0], timed_out.clone()).await?.status, StatusCode::OK);
+    }
+    let bob_job = enqueue(&bob, "b2", parse.clone()).await?;
+    let leases = s.engine.claim(10, 0, 60_000).await?;
+    let claimed: Vec<String> = leases.iter().map(|l| lease_of(l).0).collect();
+    assert_eq!(claimed, vec![bob_job.clone()], "alice's jobs wait, bob's goes");
+    finish(&leases[0], json!({"outcome": "succeeded"})).await?;
+    assert_eq!(waiting_on(&s.api, alice_jobs[9].clone()).await?, "breaker");
+    let status: Value = reqwest::get(format!("{}/status", s.gw.base)).await?.json().await?;
+    let breakers = status["engines"][0]["breakers"].as_array().unwrap().clone();
+    assert_eq!(breakers.len(), 1, "{breakers:?}");
+    assert_eq!((breakers[0]["scope"].as_str(), breakers[0]["state"].as_str()), (Some("user"), Some("open")));
+
+    // Failures from a second user mean the kind itself is failing: now it is held back for everyone.
+    for i in 0..2 {
+        enqueue(&carol, &format!("c{i}"), parse.clone()).await?;
+    }
+    for lease in s.engine.claim(10, 0, 60_000).await? {
+        finish(&lease, timed_out.clone()).await?;
+    }
+    let bob_job = enqueue(&bob, "b3", parse.clone()).await?;
+    assert!(s.engine.claim(10, 0, 60_000).await?.is_empty(), "the kind is held back");
+    assert_eq!(waiting_on(&bob, bob_job).await?, "breaker");
+    let status: Value = reqwest::get(format!("{}/status", s.gw.base)).await?.json().await?;
+    let scopes: Vec<&str> =
+        status["engines"][0]["breakers"].as_array().unwrap().iter().filter_map(|b| b["scope"].as_str()).collect();
+    assert_eq!(scopes.first(), Some(&"kind"), "{status}");
+    // Other kinds still flow.
+    let echo = enqueue(&bob, "b4", json!({})).await?;
+    let leases = s.engine.claim(10, 0, 60_000).await?;
+    assert_eq!(leases.iter().map(|l| lease_of(l).0).collect::<Vec<_>>(), vec![echo]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn lapsed_leases_count_as_failures_of_their_users_kind() -> anyhow::Result<()> {
+    let s = setup(&["--breaker-failures", "2", "--breaker-cooldown", "1h", "--reap-interval-ms", "50"]).await?;
+    let bob = Api::new(&s.gw, &s.ws.mint("bob", "1h")?);
+    let crashy = json!({"kind": "crashy", "max_attempts": 5});
+    for i in 0..3 {
+        enqueue(&s.api, &format!("c{i}"), crashy.clone()).await?;
+    }
+    // Twice the engine takes one of alice's jobs and goes silent (as if it crashed on it): the lease lapses.
+    for _ in 0..2 {
+        let lease = s.engine.claim(1, 0, 300).await?;
+        let (id, _) = lease_of(&lease[0]);
+        eventually(Duration::from_secs(10), "the lease to lapse", || async {
+            let job = s.api.get(&format!("/jobs/{id}")).await?;
+            Ok((job.body["status"] == "queued").then_some(()))
+        })
+        .await?;
+    }
+    let bob_job = enqueue(&bob, "b1", crashy.clone()).await?;
+    let leases = s.engine.claim(10, 0, 60_000).await?;
+    assert_eq!(leases.iter().map(|l| lease_of(l).0).collect::<Vec<_>>(), vec![bob_job], "only alice's jobs wait");
+    let status: Value = reqwest::get(format!("{}/status", s.gw.base)).await?.json().await?;
+    let public = &status["engines"][0]["breakers"][0];
+    assert_eq!((public["scope"].as_str(), public["state"].as_str()), (Some("user"), Some("open")), "{status}");
+    assert!(public.get("last_error").is_none(), "the public view carries no error text: {public}");
+    // The owner's view names the kind, the user and why.
+    let owned = s.api.get("/engines/local/breakers").await?;
+    let breaker = &owned.body["breakers"][0];
+    assert_eq!((breaker["kind"].as_str(), breaker["scope"].as_str()), (Some("crashy"), Some("user")), "{breaker}");
+    assert!(breaker["last_error"].as_str().is_some_and(|e| e.contains("lease expired")), "{breaker}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_paused_engine_gets_no_work_until_resumed_and_resume_wakes_a_waiting_claim() -> anyhow::Result<()> {
     let s = setup(&[]).await?;
     let id = enqueue(&s.api, "p1", json!({})).await?;

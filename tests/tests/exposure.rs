@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use flowork_tests::live::Listener;
-use flowork_tests::{Api, Engine, Gateway, Workspace, eventually};
+use flowork_tests::{Api, EngineApi, Gateway, Workspace, eventually};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -38,7 +38,7 @@ async fn connected(listeners: &[&Listener]) -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_failing_jobs_error_reaches_only_its_user_and_the_engine_owner() -> anyhow::Result<()> {
     let ws = Workspace::new()?;
-    ws.add_engine("local")?; // alice owns it, bob may submit
+    let engine_token = ws.add_engine("local")?; // alice owns it, bob may submit
     ws.gateway_cli_ok(&["engine", "allow", "local", "carol"])?;
     ws.add_engine_owned_by("elsewhere", "dave")?; // dave has no access to `local`
     let gw = Gateway::start(&ws, &["--breaker-failures", "2", "--breaker-cooldown", "1h"]).await?;
@@ -47,14 +47,30 @@ async fn a_failing_jobs_error_reaches_only_its_user_and_the_engine_owner() -> an
     let (alice_live, carol_live, dave_live) =
         (Listener::start(&gw, &alice)?, Listener::start(&gw, &carol)?, Listener::start(&gw, &dave)?);
     connected(&[&alice_live, &carol_live, &dave_live]).await?;
-    let _engine = Engine::start(&ws, &gw, "local", 2, &[])?;
 
-    // Bob's jobs fail with an error that quotes their payload (serde's `invalid type: string "…"`).
+    // Bob's jobs fail with an error that quotes their payload (as serde's `invalid type: string "…"` or an
+    // endpoint's answer would), retryably, so they open the kind's breaker: this test plays the engine.
     let bob_api = Api::new(&gw, &bob);
     for i in 0..2 {
         let body = json!({"engine": "local", "kind": "sleep", "payload": {"ms": MARKER}, "max_attempts": 1});
         assert_eq!(bob_api.post_job(&format!("private{i}"), &body).await?.status, StatusCode::CREATED);
     }
+    let engine = EngineApi::new(&gw, &engine_token);
+    let mut failed = 0;
+    for _ in 0..20 {
+        for lease in engine.claim(2, 1_000, 60_000).await? {
+            let id = lease["job"]["id"].as_str().unwrap_or_default();
+            let error = format!("invalid type: string {}, expected u64", lease["job"]["payload"]["ms"]);
+            let outcome = json!({"lease_token": lease["lease_token"], "outcome": "failed", "error": error,
+                                 "retryable": true});
+            assert_eq!(engine.post(&format!("/internal/jobs/{id}/finish"), &outcome).await?.status, StatusCode::OK);
+            failed += 1;
+        }
+        if failed == 2 {
+            break;
+        }
+    }
+    assert_eq!(failed, 2, "the engine was handed bob's two jobs");
     let dead = eventually(Duration::from_secs(30), "bob's jobs dead", || async {
         let jobs = bob_api.all_jobs(Some("dead")).await?;
         Ok((jobs.len() == 2).then_some(jobs))
@@ -136,13 +152,14 @@ fn raw_request(addr: &str, method: &str, path: &str) -> anyhow::Result<()> {
 #[tokio::test]
 async fn user_chosen_kinds_methods_and_paths_cannot_grow_the_public_pages() -> anyhow::Result<()> {
     let ws = Workspace::new()?;
-    ws.add_engine("local")?;
+    let engine_token = ws.add_engine("local")?;
     let gw = Gateway::start(&ws, &["--breaker-failures", "1", "--rate-ip", "0", "--rate-user", "0"]).await?;
     let api = Api::new(&gw, &ws.mint("alice", "1h")?);
-    let _engine = Engine::start(&ws, &gw, "local", 4, &[])?;
+    let engine = EngineApi::new(&gw, &engine_token);
     let baseline = anonymous(&gw, "/metrics").await?.len();
 
-    // 1,000 jobs of random kinds, which the engine has no handler for, and one it has.
+    // 1,000 jobs of random kinds and one of a kind the engine knows; this test plays the engine: the random
+    // kinds fail as retryable (which is what opens breakers: a permanent failure does not), `echo` succeeds.
     let random = || uuid::Uuid::new_v4().simple().to_string();
     let kinds: Vec<String> = (0..1_000).map(|_| format!("k{}", &random()[..16])).collect();
     let jobs: Vec<Value> = kinds
@@ -152,12 +169,24 @@ async fn user_chosen_kinds_methods_and_paths_cannot_grow_the_public_pages() -> a
     let reply = api.post("/jobs/batch", &json!({ "jobs": jobs })).await?;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(api.post_job("fine", &json!({"engine": "local", "kind": "echo"})).await?.status, StatusCode::CREATED);
-    eventually(Duration::from_secs(180), "every job final", || async {
-        let status: Value = serde_json::from_str(&anonymous(&gw, "/status").await?)?;
-        let engine = &status["engines"][0];
-        Ok((engine["queued"] == 0 && engine["running"] == 0).then_some(()))
-    })
-    .await?;
+    let (mut finished, mut idle_rounds) = (0, 0);
+    while finished < 1_001 {
+        idle_rounds += 1;
+        anyhow::ensure!(idle_rounds < 30, "the engine was handed {finished} of the 1,001 jobs");
+        let leases = engine.claim(200, 1_000, 60_000).await?;
+        for lease in &leases {
+            let (id, token) = (lease["job"]["id"].as_str().unwrap_or_default(), &lease["lease_token"]);
+            let outcome = if lease["job"]["kind"] == "echo" {
+                json!({"lease_token": token, "outcome": "succeeded", "result": {}})
+            } else {
+                json!({"lease_token": token, "outcome": "failed", "error": "boom", "retryable": true})
+            };
+            let done = engine.post(&format!("/internal/jobs/{id}/finish"), &outcome).await?;
+            assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+            finished += 1;
+            idle_rounds = 0;
+        }
+    }
 
     // Requests with random method tokens and random paths, as raw bytes.
     let addr = gw.base.trim_start_matches("http://").to_string();

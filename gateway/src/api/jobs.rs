@@ -8,7 +8,7 @@ use flowork_common::wire::{EnqueueRequest, Job, JobPage, JobStatus};
 use serde::Deserialize;
 
 use super::extract::{JsonBody, QueryParams};
-use crate::admission::{over, retry_after_s};
+use crate::admission::{admit, retry_after_s, slots_needed};
 use crate::auth::extract::AuthUser;
 use crate::drain::DRAIN_RETRY_AFTER_S;
 use crate::enqueue::{build_new_job, parse_traceparent, validate_idempotency_key};
@@ -64,18 +64,11 @@ pub async fn create(
             }),
         };
     }
-    if state.caps.max_total_depth > 0 {
-        let (total, rate) = state.total_depth().await?;
-        if over(state.caps.max_total_depth, total) {
-            return match state.jobs.replay(&job).await? {
-                Some(outcome) => respond(&state, log.as_ref().map(|l| &l.0), outcome, &job.engine).await,
-                None => Err(ApiError::Overloaded {
-                    code: "total_queue_full",
-                    message: format!("the gateway holds {total} queued jobs, its cap; retry later"),
-                    retry_after_s: retry_after_s(total, rate),
-                }),
-            };
-        }
+    if let (_, Some(refusal)) = total_cap(&state, 1).await? {
+        return match state.jobs.replay(&job).await? {
+            Some(outcome) => respond(&state, log.as_ref().map(|l| &l.0), outcome, &job.engine).await,
+            None => Err(refusal),
+        };
     }
     let Some(_in_progress) = state.inflight.begin(&job.user, &job.engine, &job.idempotency_key) else {
         return Err(ApiError::Conflict {
@@ -125,23 +118,58 @@ async fn respond(
             "idempotency_key_reused",
             "this Idempotency-Key was already used with a different request; use a new key for a new job",
         )),
-        EnqueueOutcome::QueueFull { depth } => {
-            let rate = state.jobs.queue_counts(engine).await?.window.drain_rate_per_s;
-            Err(ApiError::Overloaded {
-                code: "queue_full",
-                message: format!("engine {engine:?} has {depth} queued jobs, its cap; retry later"),
-                retry_after_s: retry_after_s(depth, rate),
-            })
-        }
-        EnqueueOutcome::UserLimit { inflight } => {
-            let rate = state.jobs.queue_counts(engine).await?.window.drain_rate_per_s;
-            Err(ApiError::Overloaded {
-                code: "user_inflight_limit",
-                message: format!("you have {inflight} queued or running jobs on engine {engine:?}, your cap"),
-                retry_after_s: retry_after_s(inflight, rate),
-            })
-        }
+        EnqueueOutcome::QueueFull { depth } => Err(queue_full(state, engine, depth, 1).await),
+        EnqueueOutcome::UserLimit { inflight } => Err(user_limit(state, engine, inflight, 1).await),
     }
+}
+
+/// How many of `wanted` new jobs the gateway-wide cap (`--max-total-depth`) admits, and the 429 for the rest.
+async fn total_cap(state: &AppState, wanted: u64) -> Result<(u64, Option<ApiError>), ApiError> {
+    let cap = state.caps.max_total_depth;
+    if cap == 0 {
+        return Ok((wanted, None));
+    }
+    let (total, rate) = state.total_depth().await?;
+    let decision = admit(cap, total, wanted, rate);
+    let refusal = decision.retry_after_s.map(|retry_after_s| ApiError::Overloaded {
+        code: "total_queue_full",
+        message: format!("the gateway holds {total} queued jobs and its cap is {cap}; retry later"),
+        retry_after_s,
+    });
+    Ok((decision.admitted, refusal))
+}
+
+/// The 429 for an engine's full queue (`--max-queue-depth`) holding `depth` jobs; `refused` jobs of this request
+/// were refused with it, and a retry needs room for all of them.
+async fn queue_full(state: &AppState, engine: &str, depth: u64, refused: u64) -> ApiError {
+    ApiError::Overloaded {
+        code: "queue_full",
+        message: format!("engine {engine:?} has {depth} queued jobs, its cap; retry later"),
+        retry_after_s: engine_retry_after(state, engine, state.caps.max_queue_depth, depth, refused).await,
+    }
+}
+
+/// The 429 for a user at their cap (`--max-user-inflight`) on an engine, as `queue_full`.
+async fn user_limit(state: &AppState, engine: &str, inflight: u64, refused: u64) -> ApiError {
+    ApiError::Overloaded {
+        code: "user_inflight_limit",
+        message: format!("you have {inflight} queued or running jobs on engine {engine:?}, your cap"),
+        retry_after_s: engine_retry_after(state, engine, state.caps.max_user_inflight, inflight, refused).await,
+    }
+}
+
+/// When `refused` jobs fit under an engine's cap holding `current`, at the rate the engine drains (a user's jobs
+/// leave at most that fast, so it is the estimate for the per-user cap too). A rate that cannot be read counts as
+/// unknown: the refusal still answers (in a batch, after other items were stored).
+async fn engine_retry_after(state: &AppState, engine: &str, cap: u64, current: u64, refused: u64) -> u64 {
+    let rate = match state.jobs.queue_counts(engine).await {
+        Ok(counts) => counts.window.drain_rate_per_s,
+        Err(error) => {
+            tracing::warn!(engine, %error, "no drain rate for a Retry-After");
+            0.0
+        }
+    };
+    retry_after_s(slots_needed(cap, current, refused), rate)
 }
 
 fn check_job_id(id: &str) -> Result<(), ApiError> {
@@ -246,7 +274,8 @@ pub struct BatchBody {
     jobs: Vec<serde_json::Value>,
 }
 
-/// One item's answer, with the status `POST /jobs` would have given it.
+/// One item's answer, with the status `POST /jobs` would have given it; a cap's refusal (made by the caller,
+/// which knows how many items it refused) comes as an error.
 fn item_result(outcome: Result<EnqueueOutcome, ApiError>, engine: &str) -> serde_json::Value {
     let refusal = match outcome {
         Ok(EnqueueOutcome::Created(job)) => return serde_json::json!({"status": 201, "job": job}),
@@ -257,20 +286,43 @@ fn item_result(outcome: Result<EnqueueOutcome, ApiError>, engine: &str) -> serde
         Ok(EnqueueOutcome::KeyReused) => {
             ApiError::unprocessable("idempotency_key_reused", "this key was already used with a different request")
         }
-        Ok(EnqueueOutcome::QueueFull { depth }) => ApiError::Overloaded {
-            code: "queue_full",
-            message: format!("engine {engine:?} has {depth} queued jobs, its cap"),
-            retry_after_s: 1,
-        },
-        Ok(EnqueueOutcome::UserLimit { inflight }) => ApiError::Overloaded {
-            code: "user_inflight_limit",
-            message: format!("you have {inflight} queued or running jobs on engine {engine:?}, your cap"),
-            retry_after_s: 1,
-        },
+        Ok(EnqueueOutcome::QueueFull { .. } | EnqueueOutcome::UserLimit { .. }) => {
+            ApiError::Internal("a cap's refusal without its Retry-After".into())
+        }
         Err(error) => error,
     };
-    let (status, body) = refusal.status_and_body();
-    serde_json::json!({"status": status.as_u16(), "error": body.error, "message": body.message})
+    refused_item(&refusal)
+}
+
+/// A refused item: its status, code and message, and for a cap (429) `retry_after` in seconds, as the
+/// `Retry-After` header `POST /jobs` would have sent.
+fn refused_item(error: &ApiError) -> serde_json::Value {
+    let (status, body) = error.status_and_body();
+    let mut item = serde_json::json!({"status": status.as_u16(), "error": body.error, "message": body.message});
+    if let ApiError::Overloaded { retry_after_s, .. } = error {
+        item["retry_after"] = (*retry_after_s).into();
+    }
+    item
+}
+
+/// The 429s for the items of one engine's enqueue its caps refused (queue, user): each with the `Retry-After` of
+/// a retry of all the items refused that way.
+async fn engine_cap_refusals(
+    state: &AppState,
+    engine: &str,
+    outcomes: &[EnqueueOutcome],
+) -> (Option<ApiError>, Option<ApiError>) {
+    let (mut full, mut depth, mut limited, mut inflight) = (0, 0, 0, 0);
+    for outcome in outcomes {
+        match outcome {
+            EnqueueOutcome::QueueFull { depth: d } => (full, depth) = (full + 1, depth.max(*d)),
+            EnqueueOutcome::UserLimit { inflight: i } => (limited, inflight) = (limited + 1, inflight.max(*i)),
+            _ => {}
+        }
+    }
+    let queue = if full > 0 { Some(queue_full(state, engine, depth, full).await) } else { None };
+    let user = if limited > 0 { Some(user_limit(state, engine, inflight, limited).await) } else { None };
+    (queue, user)
 }
 
 /// Validates one batch item into a job.
@@ -303,7 +355,10 @@ pub async fn require_active_engine(state: &AppState, engine: &str) -> Result<(),
 /// `POST /jobs/batch`: up to 1,000 jobs; those of one engine are committed in one transaction. The answer has
 /// one result per item, in order, with the status `POST /jobs` would have given it.
 #[utoipa::path(post, path = "/jobs/batch", tag = "jobs", request_body = BatchBody,
-    responses((status = 200, description = "`{\"results\": [...]}`, one per item, in order", body = serde_json::Value)))]
+    responses(
+        (status = 200, description = "`{\"results\": [...]}`, one per item, in order", body = serde_json::Value),
+        (status = 429, description = "`total_queue_full`: the gateway-wide cap admits none of the jobs; see `Retry-After`"),
+    ))]
 pub async fn create_batch(
     State(state): State<AppState>,
     user: AuthUser,
@@ -320,31 +375,58 @@ pub async fn create_batch(
         });
     }
     let mut results: Vec<Option<serde_json::Value>> = vec![None; body.jobs.len()];
-    let mut by_engine: std::collections::BTreeMap<String, Vec<(usize, NewJob)>> = Default::default();
+    let mut valid: Vec<(usize, NewJob)> = Vec::with_capacity(body.jobs.len());
     for (index, item) in body.jobs.into_iter().enumerate() {
         match batch_item(&state, &user.id, item).await {
-            Ok(job) => by_engine.entry(job.engine.clone()).or_default().push((index, job)),
+            Ok(job) => valid.push((index, job)),
             Err(error) => results[index] = Some(item_result(Err(error), "")),
         }
+    }
+    // The gateway-wide cap takes the same decision as for `POST /jobs`: the first jobs that fit go on, the rest
+    // are refused (a replay of an accepted job is still answered); when none goes on, the whole batch is a 429.
+    let (admitted, over_total) = total_cap(&state, valid.len() as u64).await?;
+    let refused_by_total = valid.split_off((admitted as usize).min(valid.len()));
+    if let Some(refusal) = over_total {
+        let mut replayed = false;
+        for (index, job) in refused_by_total {
+            results[index] = Some(match state.jobs.replay(&job).await? {
+                Some(outcome) => {
+                    replayed = true;
+                    item_result(Ok(outcome), &job.engine)
+                }
+                None => refused_item(&refusal),
+            });
+        }
+        if valid.is_empty() && !replayed {
+            return Err(refusal);
+        }
+    }
+    let mut by_engine: std::collections::BTreeMap<String, Vec<(usize, NewJob)>> = Default::default();
+    for (index, job) in valid {
+        by_engine.entry(job.engine.clone()).or_default().push((index, job));
     }
     for (engine, items) in by_engine {
         let (indexes, jobs): (Vec<usize>, Vec<NewJob>) = items.into_iter().unzip();
         match state.jobs.enqueue_many(&engine, jobs).await {
             Ok(outcomes) => {
+                let refusals = engine_cap_refusals(&state, &engine, &outcomes).await;
                 for (index, outcome) in indexes.into_iter().zip(outcomes) {
-                    if matches!(outcome, EnqueueOutcome::Created(_)) {
-                        state.created_since_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    results[index] = Some(item_result(Ok(outcome), &engine));
+                    results[index] = Some(match (outcome, &refusals) {
+                        (EnqueueOutcome::QueueFull { .. }, (Some(refusal), _))
+                        | (EnqueueOutcome::UserLimit { .. }, (_, Some(refusal))) => refused_item(refusal),
+                        (outcome, _) => {
+                            if matches!(outcome, EnqueueOutcome::Created(_)) {
+                                state.created_since_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            item_result(Ok(outcome), &engine)
+                        }
+                    });
                 }
             }
             Err(error) => {
                 let error = ApiError::from(error);
                 for index in indexes {
-                    let (status, body) = error.status_and_body();
-                    results[index] = Some(
-                        serde_json::json!({"status": status.as_u16(), "error": body.error, "message": body.message}),
-                    );
+                    results[index] = Some(refused_item(&error));
                 }
             }
         }

@@ -86,8 +86,8 @@ pub fn operator_breakers(breakers: &[KindBreaker]) -> Value {
     breakers
         .iter()
         .map(|b| {
-            json!({"kind": b.kind, "state": b.state, "failures": b.failures,
-                   "opened_at": b.opened_at_ms.map(format_ms), "last_error": b.last_error})
+            json!({"kind": b.kind, "scope": breaker_scope(b), "user": b.user, "state": b.state,
+                   "failures": b.failures, "opened_at": b.opened_at_ms.map(format_ms), "last_error": b.last_error})
         })
         .collect()
 }
@@ -96,28 +96,53 @@ pub fn operator_breakers(breakers: &[KindBreaker]) -> Value {
 /// kinds outside `kinds`' closed set folded into one `other` entry (open if any is, the earliest opening, the
 /// failures summed, `breakers` how many), and never the last error.
 pub fn public_breakers(kinds: &KindLabels, engine: &str, breakers: &[KindBreaker]) -> Value {
-    let mut shown: Vec<(&str, &str, u64, Option<i64>, u64)> = Vec::new();
+    let mut shown: Vec<PublicBreaker> = Vec::new();
     for breaker in breakers {
         let kind = kinds.label(engine, &breaker.kind);
-        match shown.iter_mut().find(|(k, ..)| *k == kind) {
-            Some((_, state, failures, opened_at, count)) => {
+        let scope = breaker_scope(breaker);
+        match shown.iter_mut().find(|b| b.kind == kind && b.scope == scope) {
+            Some(folded) => {
                 if breaker.state == "open" {
-                    *state = "open";
+                    folded.state = "open";
                 }
-                *failures += breaker.failures;
-                *opened_at = [*opened_at, breaker.opened_at_ms].into_iter().flatten().min();
-                *count += 1;
+                folded.failures += breaker.failures;
+                folded.opened_at_ms = [folded.opened_at_ms, breaker.opened_at_ms].into_iter().flatten().min();
+                folded.count += 1;
             }
-            None => shown.push((kind, breaker.state.as_str(), breaker.failures, breaker.opened_at_ms, 1)),
+            None => shown.push(PublicBreaker {
+                kind,
+                scope,
+                state: breaker.state.as_str(),
+                failures: breaker.failures,
+                opened_at_ms: breaker.opened_at_ms,
+                count: 1,
+            }),
         }
     }
     shown
         .into_iter()
-        .map(|(kind, state, failures, opened_at, count)| {
-            json!({"kind": kind, "state": state, "failures": failures, "opened_at": opened_at.map(format_ms),
-                   "breakers": count})
+        .map(|b| {
+            json!({"kind": b.kind, "scope": b.scope, "state": b.state, "failures": b.failures,
+                   "opened_at": b.opened_at_ms.map(format_ms), "breakers": b.count})
         })
         .collect()
+}
+
+/// One entry of the public view: breakers of one kind label and scope folded together.
+struct PublicBreaker<'a> {
+    kind: &'a str,
+    scope: &'static str,
+    state: &'a str,
+    failures: u64,
+    opened_at_ms: Option<i64>,
+    /// How many breakers were folded in.
+    count: u64,
+}
+
+/// `kind` for a breaker holding everyone's jobs of the kind, `user` for one holding one user's (who is named to
+/// the engine's operators only).
+fn breaker_scope(breaker: &KindBreaker) -> &'static str {
+    if breaker.user.is_some() { "user" } else { "kind" }
 }
 
 /// One engine for `/status` and the live `engine.status` event, in both views: presence, workers, queue, capacity
@@ -151,7 +176,7 @@ pub async fn engine_status(state: &AppState, engine: &EngineRecord) -> Result<En
         "queue_latency_ms": {"p50": window.latency_p50_ms, "p95": window.latency_p95_ms},
         "capacity": {
             "sustainable_rate_per_s": window.drain_rate_per_s,
-            "retry_after_s": retry_after_s(counts.queued, window.drain_rate_per_s),
+            "retry_after_s": retry_after_s(1, window.drain_rate_per_s),
             "max_queue_depth": state.caps.max_queue_depth,
         },
     });
@@ -203,6 +228,7 @@ mod tests {
             failures,
             opened_at_ms: Some(opened_at_ms),
             last_error: Some(format!("invalid type: string \"secret of {kind}\"")),
+            user: None,
         }
     }
 

@@ -5,6 +5,7 @@
 //! Every correctness rule (idempotency, leases, fencing) is enforced inside the implementation's database so
 //! that two gateway processes sharing one store stay correct.
 
+pub mod breakers;
 pub mod changes;
 pub mod open;
 pub mod postgres;
@@ -100,16 +101,6 @@ pub enum Finish {
 }
 
 impl Finish {
-    /// What the attempt tells its kind's breaker: `Some(None)` it worked, `Some(Some(error))` it failed, `None`
-    /// nothing (a cancellation says nothing about whether the kind works).
-    pub fn breaker_signal(&self) -> Option<Option<&str>> {
-        match self {
-            Self::Succeeded { .. } => Some(None),
-            Self::Failed { error, .. } => Some(Some(error.as_str())),
-            Self::Cancelled => None,
-        }
-    }
-
     /// The successes of a finish report as (job id, lease token, result): what one multi-row statement writes.
     pub fn successes(items: &[(String, String, Finish)]) -> Vec<(&str, &str, Option<&str>)> {
         items
@@ -144,8 +135,9 @@ impl Default for RetryPolicy {
     }
 }
 
-/// When a job kind's breaker opens: `failures` failed attempts within `window_ms` (0 failures = never); it
-/// half-opens after `cooldown_ms` to let one probe job through.
+/// When a breaker opens: `failures` retryable failed attempts within `window_ms` (0 failures = never) of one user
+/// and kind, or of a kind from several users (`breakers`); it half-opens after `cooldown_ms` to let one probe job
+/// through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BreakerPolicy {
     pub failures: u32,
@@ -163,6 +155,8 @@ impl Default for BreakerPolicy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KindBreaker {
     pub kind: String,
+    /// The user whose jobs of the kind it holds back; `None` for the kind's breaker, which holds everyone's.
+    pub user: Option<String>,
     /// `open` or `half_open`.
     pub state: String,
     pub failures: u64,

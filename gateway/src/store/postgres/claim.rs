@@ -6,13 +6,14 @@
 //! jobs themselves are selected `FOR UPDATE SKIP LOCKED`, so a claim never waits on a row another transaction
 //! holds (a heartbeat); claims of different engines never touch the same rows.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use deadpool_postgres::GenericClient;
 use flowork_common::timefmt::format_ms;
 use flowork_common::wire::Lease;
 
 use super::jobs::{JOB_COLUMN_COUNT, JOB_COLUMNS, execute, job_from_row, query, query_opt};
+use crate::store::breakers::HeldBack;
 pub use crate::store::sqlite::fair::{ClaimBy, Claimed};
 use crate::store::sqlite::fair::{Share, turn_length};
 use crate::store::sqlite::parking::{HOLD_BREAKER, HOLD_KEY};
@@ -116,7 +117,7 @@ async fn lease_jobs(
 
 /// Leases up to `max` runnable jobs of the engine in the fair order; the caller holds the engine's lock and
 /// state row.
-pub async fn claim(tx: &impl GenericClient, by: &ClaimBy<'_>, held: &HashSet<String>) -> Result<Claimed, StoreError> {
+pub async fn claim(tx: &impl GenericClient, by: &ClaimBy<'_>, held: &HeldBack) -> Result<Claimed, StoreError> {
     promote_due(tx, by.engine, by.now).await?;
     let expires = by.now.saturating_add(by.lease_ms.min(i64::MAX as u64) as i64);
     let max = by.max as usize;
@@ -163,7 +164,7 @@ pub async fn claim(tx: &impl GenericClient, by: &ClaimBy<'_>, held: &HashSet<Str
         let mut ready = Vec::with_capacity(candidates.len());
         for row in &candidates {
             let (id, kind, key): (String, String, Option<String>) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-            if held.contains(&kind) {
+            if held.holds(&kind, &first.user) {
                 park(tx, by.engine, &id, HOLD_BREAKER).await?;
                 parked += 1;
                 continue;
@@ -202,15 +203,26 @@ pub async fn claim(tx: &impl GenericClient, by: &ClaimBy<'_>, held: &HashSet<Str
     Ok(claimed)
 }
 
-/// Leases one job of `kind` (a half-open breaker's probe): a parked one first, else a runnable one.
-pub async fn claim_probe(tx: &impl GenericClient, by: &ClaimBy<'_>, kind: &str) -> Result<Claimed, StoreError> {
+/// Leases one job of `kind` (a half-open breaker's probe), of `user` for a user's breaker: a parked one first,
+/// else a runnable one. A kind's probe is not a job of a user whose own breaker holds them back.
+pub async fn claim_probe(
+    tx: &impl GenericClient,
+    by: &ClaimBy<'_>,
+    kind: &str,
+    user: Option<&str>,
+) -> Result<Claimed, StoreError> {
     let mut candidate = None;
     for hold in [HOLD_BREAKER, 0] {
         let row = query_opt(
             tx,
             "SELECT id, concurrency_key FROM jobs WHERE engine_id = $1 AND kind = $2 AND status = 'queued'
-               AND hold = $3 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
-            &[&by.engine, &kind, &(hold as i16)],
+               AND hold = $3
+               AND CASE WHEN $4::TEXT IS NULL
+                        THEN user_id NOT IN (SELECT user_id FROM user_breakers
+                                             WHERE engine_id = $1 AND kind = $2 AND state <> 'closed')
+                        ELSE user_id = $4 END
+             ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
+            &[&by.engine, &kind, &(hold as i16), &user],
         )
         .await?;
         if let Some(row) = row {
@@ -274,6 +286,22 @@ pub async fn release_parked_kind(tx: &impl GenericClient, engine: &str, kind: &s
     .await
 }
 
+/// Makes the parked jobs of one user of one kind runnable (their breaker closed).
+pub async fn release_parked_kind_of_user(
+    tx: &impl GenericClient,
+    engine: &str,
+    kind: &str,
+    user: &str,
+) -> Result<u64, StoreError> {
+    execute(
+        tx,
+        "UPDATE jobs SET hold = 0
+         WHERE engine_id = $1 AND kind = $2 AND user_id = $3 AND status = 'queued' AND hold = 3",
+        &[&engine, &kind, &user],
+    )
+    .await
+}
+
 /// The earliest moment something may become claimable: a delayed job, a lease's expiry, a breaker's cool-down.
 pub async fn next_due(tx: &impl GenericClient, engine: &str, cooldown_ms: u64) -> Result<Option<i64>, StoreError> {
     let row = query_opt(
@@ -281,6 +309,7 @@ pub async fn next_due(tx: &impl GenericClient, engine: &str, cooldown_ms: u64) -
         "SELECT least(
              (SELECT min(run_at) FROM jobs WHERE engine_id = $1 AND status = 'queued' AND hold = 1),
              (SELECT min(opened_at) + $2 FROM kind_breakers WHERE engine_id = $1 AND state = 'open'),
+             (SELECT min(opened_at) + $2 FROM user_breakers WHERE engine_id = $1 AND state = 'open'),
              (SELECT min(lease_expires_at) FROM jobs WHERE engine_id = $1 AND status = 'running'))",
         &[&engine, &(cooldown_ms.min(i64::MAX as u64) as i64)],
     )

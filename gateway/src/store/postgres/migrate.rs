@@ -14,6 +14,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "0002_user_tokens",
         sql: include_str!("../../../../migrations/postgres/0002_user_tokens.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_user_breakers",
+        sql: include_str!("../../../../migrations/postgres/0003_user_breakers.sql"),
+    },
 ];
 
 /// The advisory lock every gateway takes while it migrates ("flowork" in ASCII, as a number).

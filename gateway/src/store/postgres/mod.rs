@@ -29,6 +29,7 @@ use self::jobs::{JOB_COLUMN_COUNT, JOB_COLUMNS, job_from_row, lock_engine, notif
 use crate::admission::AdmissionLimits;
 use crate::audit::{AuditEntry, ChainBreak};
 use crate::queue_metrics::QueueMetrics;
+use crate::store::breakers::{Signal, probes_to_claim};
 use crate::store::changes::{ChangeFeed, JobChange};
 use crate::store::{
     AllowedUser, BreakerPolicy, CancelOutcome, ClaimParams, ControlStore, EngineRecord, EnqueueOutcome, Finish,
@@ -193,21 +194,23 @@ impl PgStore {
                 (Vec::new(), Vec::new(), None)
             } else {
                 let reaped = jobs::reap_expired(&tx, engine, now).await?;
+                breakers::record_lapsed(&tx, engine, &reaped, now, self.breaker).await?;
                 if breakers_on {
                     breakers::refresh(&tx, engine, now, self.breaker).await?;
                 }
-                let held = if breakers_on { breakers::held_kinds(&tx, engine).await? } else { Default::default() };
+                let held = if breakers_on { breakers::held(&tx, engine).await? } else { Default::default() };
                 let by =
                     claim::ClaimBy { engine, worker: &params.worker, max: params.max, lease_ms: params.lease_ms, now };
                 let mut claimed = claim::claim(&tx, &by, &held).await?;
                 if breakers_on {
-                    for kind in breakers::kinds_wanting_a_probe(&tx, engine).await? {
+                    let wanting = breakers::wanting_a_probe(&tx, engine).await?;
+                    for (kind, user) in probes_to_claim(wanting, &held) {
                         if claimed.leases.len() >= params.max as usize {
                             break;
                         }
-                        let probe = claim::claim_probe(&tx, &by, &kind).await?;
+                        let probe = claim::claim_probe(&tx, &by, &kind, user.as_deref()).await?;
                         if let Some(lease) = probe.leases.first() {
-                            breakers::set_probe(&tx, engine, &kind, &lease.job.id).await?;
+                            breakers::set_probe(&tx, engine, &kind, user.as_deref(), &lease.job.id).await?;
                         }
                         claimed.leases.extend(probe.leases);
                         claimed.waited_ms.extend(probe.waited_ms);
@@ -417,7 +420,8 @@ impl JobStore for PgStore {
             for (job_id, token, finish) in &items {
                 // Taken out once: the same job twice in one batch finishes once; the second learns its lease is gone.
                 if let Some(job) = succeeded.remove(job_id.as_str()) {
-                    breakers::record(&tx, engine, &job.kind, job_id, None, now, self.breaker).await?;
+                    breakers::record(&tx, engine, &job.kind, &job.user, job_id, Signal::Worked, now, self.breaker)
+                        .await?;
                     outcomes.push(Ok(FinishOutcome {
                         status: JobStatus::Succeeded,
                         run_at_ms: None,
@@ -428,8 +432,9 @@ impl JobStore for PgStore {
                 }
                 match jobs::finish(&tx, engine, job_id, token, finish, now, self.retry).await {
                     Ok((outcome, job)) => {
-                        if let Some(failed) = finish.breaker_signal() {
-                            breakers::record(&tx, engine, &outcome.kind, job_id, failed, now, self.breaker).await?;
+                        if let Some(signal) = finish.breaker_signal() {
+                            breakers::record(&tx, engine, &outcome.kind, &job.user, job_id, signal, now, self.breaker)
+                                .await?;
                         }
                         requeued |= outcome.status == JobStatus::Queued;
                         changed.push((false, job));
@@ -469,6 +474,7 @@ impl JobStore for PgStore {
             let jobs = in_tx!(self, |tx| {
                 lock_engine(&tx, &engine).await?;
                 let jobs = jobs::reap_expired(&tx, &engine, now).await?;
+                breakers::record_lapsed(&tx, &engine, &jobs, now, self.breaker).await?;
                 if !jobs.is_empty() {
                     claim::release_parked_keys(&tx, &engine).await?;
                     notify_claimable(&tx, &engine).await?;

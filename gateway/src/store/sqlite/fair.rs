@@ -7,7 +7,7 @@
 //! of a full concurrency key until the key has room, jobs of a held-back kind until its breaker closes. Every
 //! step is an index seek, so a claim costs the same with 10 or 1,000,000 jobs queued.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::OnceLock;
 
@@ -22,6 +22,7 @@ use super::parking::{
 };
 use super::queries::{JOB_COLUMNS, job_from_row};
 use crate::store::StoreError;
+use crate::store::breakers::HeldBack;
 
 /// The most jobs one claim parks; the rest are parked by the next claims, so one transaction stays short.
 const MAX_PARKS_PER_CLAIM: usize = 1_000;
@@ -173,7 +174,7 @@ pub struct ClaimBy<'a> {
 }
 
 /// Leases up to `max` runnable jobs in the fair order.
-pub fn claim(conn: &Connection, by: &ClaimBy<'_>, held: &HashSet<String>) -> Result<Claimed, StoreError> {
+pub fn claim(conn: &Connection, by: &ClaimBy<'_>, held: &HeldBack) -> Result<Claimed, StoreError> {
     promote_due(conn, by.now)?;
     let expires = by.now.saturating_add(by.lease_ms as i64);
     let max = by.max as usize;
@@ -196,7 +197,7 @@ pub fn claim(conn: &Connection, by: &ClaimBy<'_>, held: &HashSet<String>) -> Res
         }
         let mut ready = Vec::with_capacity(candidates.len());
         for candidate in candidates {
-            if held.contains(&candidate.kind) {
+            if held.holds(&candidate.kind, &first.user) {
                 park(conn, &candidate.id, HOLD_BREAKER)?;
                 parked += 1;
                 continue;
@@ -223,26 +224,28 @@ pub fn claim(conn: &Connection, by: &ClaimBy<'_>, held: &HashSet<String>) -> Res
     Ok(claimed)
 }
 
-/// Leases one job of `kind` (a half-open breaker's probe): a parked one first, else a runnable one.
-pub fn claim_probe(conn: &Connection, by: &ClaimBy<'_>, kind: &str) -> Result<Claimed, StoreError> {
-    let parked: Option<(String, Option<String>)> = conn
-        .prepare_cached(
-            "SELECT id, concurrency_key FROM jobs WHERE kind = ?1 AND status = 'queued' AND hold = 3
-             ORDER BY id LIMIT 1",
-        )?
-        .query_row([kind], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    let candidate = match parked {
-        Some(found) => Some(found),
-        // Rare (a breaker half-opens with no parked job): a scan of the runnable jobs.
-        None => conn
-            .prepare_cached(
-                "SELECT id, concurrency_key FROM jobs WHERE kind = ?1 AND status = 'queued' AND hold = 0
-                 ORDER BY id LIMIT 1",
-            )?
-            .query_row([kind], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?,
-    };
+/// Leases one job of `kind` (a half-open breaker's probe), of `user` for a user's breaker: a parked one first,
+/// else a runnable one. A kind's probe is not a job of a user whose own breaker holds them back.
+pub fn claim_probe(conn: &Connection, by: &ClaimBy<'_>, kind: &str, user: Option<&str>) -> Result<Claimed, StoreError> {
+    let mut candidate = None;
+    for hold in [HOLD_BREAKER, 0] {
+        // At hold 0 a scan of the kind's runnable jobs, but rare: a breaker half-opens with no parked job.
+        // The hold is written out, not bound, so that the parked jobs' partial index applies.
+        candidate = conn
+            .prepare_cached(&format!(
+                "SELECT id, concurrency_key FROM jobs WHERE kind = ?1 AND status = 'queued' AND hold = {hold}
+                   AND CASE WHEN ?2 IS NULL
+                            THEN user_id NOT IN (SELECT user_id FROM user_breakers
+                                                 WHERE kind = ?1 AND state <> 'closed')
+                            ELSE user_id = ?2 END
+                 ORDER BY id LIMIT 1"
+            ))?
+            .query_row(params![kind, user], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))
+            .optional()?;
+        if candidate.is_some() {
+            break;
+        }
+    }
     let mut claimed = Claimed::default();
     let Some((id, key)) = candidate else { return Ok(claimed) };
     if let Some(key) = key

@@ -86,6 +86,11 @@ pub const SHARD: &[Migration] = &[
         name: "0011_counted_moves",
         sql: include_str!("../../../../migrations/shard/0011_counted_moves.sql"),
     },
+    Migration {
+        version: 12,
+        name: "0012_user_breakers",
+        sql: include_str!("../../../../migrations/shard/0012_user_breakers.sql"),
+    },
 ];
 
 /// Whether builds older than a migration can run on the schema it leaves.

@@ -44,16 +44,6 @@ pub(super) fn park(conn: &Connection, id: &str, hold: i64) -> Result<(), StoreEr
     Ok(())
 }
 
-/// The kinds whose breaker holds their jobs back (none when breakers are off).
-pub fn held_kinds(conn: &Connection, breakers_on: bool) -> Result<HashSet<String>, StoreError> {
-    if !breakers_on {
-        return Ok(HashSet::new());
-    }
-    let mut stmt = conn.prepare_cached("SELECT kind FROM kind_breakers WHERE state <> 'closed'")?;
-    let kinds = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<HashSet<String>>>()?;
-    Ok(kinds)
-}
-
 /// Free slots per concurrency key during one claim: read once per key, then counted down locally.
 #[derive(Default)]
 pub(super) struct KeyRooms(HashMap<String, Option<i64>>);
@@ -117,8 +107,8 @@ pub fn release_parked_keys(conn: &Connection) -> Result<u64, StoreError> {
     Ok(released)
 }
 
-/// Makes the parked jobs of kinds that are no longer held back runnable (after a breaker closes, or at start
-/// when breakers were switched off).
+/// Makes the parked jobs of kinds that are not held back as a whole runnable (at start, when breakers may have
+/// been switched off; jobs a user's breaker still holds are parked again by the next claim).
 pub fn release_parked_kinds(conn: &Connection, held: &HashSet<String>) -> Result<u64, StoreError> {
     let kinds: Vec<String> = {
         let mut stmt = conn.prepare_cached("SELECT DISTINCT kind FROM jobs WHERE status = 'queued' AND hold = 3")?;
@@ -136,6 +126,14 @@ pub fn release_parked_kind(conn: &Connection, kind: &str) -> Result<u64, StoreEr
     let released = conn
         .prepare_cached("UPDATE jobs SET hold = 0 WHERE kind = ?1 AND status = 'queued' AND hold = 3")?
         .execute([kind])?;
+    Ok(released as u64)
+}
+
+/// Makes the parked jobs of one user of one kind runnable (their breaker closed).
+pub fn release_parked_kind_of_user(conn: &Connection, kind: &str, user: &str) -> Result<u64, StoreError> {
+    let released = conn
+        .prepare_cached("UPDATE jobs SET hold = 0 WHERE kind = ?1 AND user_id = ?2 AND status = 'queued' AND hold = 3")?
+        .execute([kind, user])?;
     Ok(released as u64)
 }
 

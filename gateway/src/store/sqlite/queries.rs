@@ -527,20 +527,21 @@ pub fn release(conn: &Connection, leases: &[(String, String)]) -> Result<u64, St
     Ok(released)
 }
 
-/// Requeues jobs whose lease expired (the attempt counts), or marks them `dead` when no attempt is left.
-pub fn reap_expired(conn: &Connection, now: i64) -> Result<u64, StoreError> {
-    let reaped = conn
-        .prepare_cached(
-            "UPDATE jobs SET
+/// Requeues jobs whose lease expired (the attempt counts), or marks them `dead` when no attempt is left; returns
+/// them as (id, kind).
+pub fn reap_expired(conn: &Connection, now: i64) -> Result<Vec<(String, String)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE jobs SET
                  status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
                  finished_at = CASE WHEN attempts >= max_attempts THEN ?1 ELSE NULL END,
                  error = 'lease expired on attempt ' || attempts || ' of ' || max_attempts
                          || ': the engine stopped heartbeating',
                  run_at = ?1, hold = 0, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
-             WHERE status = 'running' AND lease_expires_at <= ?1",
-        )?
-        .execute([now])?;
-    Ok(reaped as u64)
+             WHERE status = 'running' AND lease_expires_at <= ?1
+             RETURNING id, kind",
+    )?;
+    let reaped = stmt.query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(reaped)
 }
 
 /// The earliest moment something may become claimable: a delayed job's `run_at`, a lease's expiry, or the end
@@ -551,7 +552,10 @@ pub fn next_due(conn: &Connection, breaker_cooldown_ms: u64) -> Result<Option<i6
         .prepare_cached("SELECT min(run_at) FROM jobs WHERE status = 'queued' AND hold = 1")?
         .query_row([], |row| row.get(0))?;
     let cooled: Option<i64> = conn
-        .prepare_cached("SELECT min(opened_at) + ?1 FROM kind_breakers WHERE state = 'open'")?
+        .prepare_cached(
+            "SELECT min(opened_at) + ?1 FROM (SELECT opened_at FROM kind_breakers WHERE state = 'open'
+                                             UNION ALL SELECT opened_at FROM user_breakers WHERE state = 'open')",
+        )?
         .query_row([breaker_cooldown_ms as i64], |row| row.get(0))?;
     let run_at = match (run_at, cooled) {
         (Some(a), Some(b)) => Some(a.min(b)),

@@ -75,8 +75,8 @@ impl Shard {
         conn.busy_handler(Some(super::connection::retry_briefly))?;
         let checkpointer = Checkpointer::spawn(&path, engine)?;
         // Jobs parked behind a breaker that is no longer held (breakers switched off since) run again.
-        let held = super::parking::held_kinds(&conn, breaker.failures > 0)?;
-        super::parking::release_parked_kinds(&conn, &held)?;
+        let held = super::breakers::held(&conn, breaker.failures > 0)?;
+        super::parking::release_parked_kinds(&conn, &held.kinds)?;
         let engine: Arc<str> = Arc::from(engine);
         let wake = Arc::new(Notify::new());
         let metrics = Arc::new(QueueMetrics::default());

@@ -17,6 +17,7 @@ use super::touched::{self, Touched};
 use super::{breakers, fair, parking, queries, schedules};
 use crate::admission::AdmissionLimits;
 use crate::queue_metrics::QueueMetrics;
+use crate::store::breakers::{Signal, probes_to_claim};
 use crate::store::changes::ChangeFeed;
 use crate::store::{
     BreakerPolicy, CancelOutcome, EnqueueOutcome, Finish, FinishOutcome, NewJob, RetryPolicy, Schedule,
@@ -356,23 +357,24 @@ fn apply(
             Ok(WriteDone::Claimed { leases: Vec::new(), next_due_ms: None })
         }
         WriteOp::Claim { max, lease_ms, worker } => {
-            queries::reap_expired(conn, now)?;
+            let lapsed = queries::reap_expired(conn, now)?;
+            breakers::record_lapsed(conn, &lapsed, now, context.breaker)?;
             let breakers_on = context.breaker.failures > 0;
             if breakers_on {
                 breakers::refresh(conn, now, context.breaker)?;
             }
-            let held = parking::held_kinds(conn, breakers_on)?;
+            let held = breakers::held(conn, breakers_on)?;
             let by = fair::ClaimBy { engine: &context.engine, worker, max: *max, lease_ms: *lease_ms, now };
             let mut claimed = fair::claim(conn, &by, &held)?;
             if breakers_on {
-                // One probe job for each kind whose breaker has cooled down.
-                for kind in breakers::kinds_wanting_a_probe(conn)? {
+                // One probe job for each breaker that has cooled down.
+                for (kind, user) in probes_to_claim(breakers::wanting_a_probe(conn)?, &held) {
                     if claimed.leases.len() >= *max as usize {
                         break;
                     }
-                    let probe = fair::claim_probe(conn, &by, &kind)?;
+                    let probe = fair::claim_probe(conn, &by, &kind, user.as_deref())?;
                     if let Some(lease) = probe.leases.first() {
-                        breakers::set_probe(conn, &kind, &lease.job.id)?;
+                        breakers::set_probe(conn, &kind, user.as_deref(), &lease.job.id)?;
                     }
                     claimed.leases.extend(probe.leases);
                     claimed.waited_ms.extend(probe.waited_ms);
@@ -400,7 +402,7 @@ fn apply(
             for (job_id, lease_token, finish) in items {
                 // Taken out once: the same job twice in one batch finishes once; the second learns its lease is gone.
                 if let Some(kind) = succeeded.remove(job_id) {
-                    breakers::record(conn, &kind, job_id, None, now, context.breaker)?;
+                    breakers::record(conn, &kind, job_id, Signal::Worked, now, context.breaker)?;
                     outcomes.push(Ok(FinishOutcome { status: JobStatus::Succeeded, run_at_ms: None, kind }));
                     continue;
                 }
@@ -415,7 +417,11 @@ fn apply(
         WriteOp::Cancel { user, job_id } => {
             queries::cancel(conn, &context.engine, user, job_id, now).map(WriteDone::Cancelled)
         }
-        WriteOp::ReapExpired => queries::reap_expired(conn, now).map(WriteDone::Reaped),
+        WriteOp::ReapExpired => {
+            let lapsed = queries::reap_expired(conn, now)?;
+            breakers::record_lapsed(conn, &lapsed, now, context.breaker)?;
+            Ok(WriteDone::Reaped(lapsed.len() as u64))
+        }
         WriteOp::Prune { before_ms, limit } => queries::prune_finished(conn, *before_ms, *limit).map(WriteDone::Pruned),
         WriteOp::AllowUser { user, is_owner } => {
             queries::allow_user(conn, user, *is_owner, now).map(WriteDone::Changed)
@@ -443,8 +449,8 @@ fn finish_one(
 ) -> Result<FinishOutcome, StoreError> {
     let unit: f64 = rand::random();
     let outcome = queries::finish(conn, job_id, lease_token, finish, now, context.retry, unit)?;
-    if let Some(failed) = finish.breaker_signal() {
-        breakers::record(conn, &outcome.kind, job_id, failed, now, context.breaker)?;
+    if let Some(signal) = finish.breaker_signal() {
+        breakers::record(conn, &outcome.kind, job_id, signal, now, context.breaker)?;
     }
     Ok(outcome)
 }
