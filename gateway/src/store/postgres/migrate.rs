@@ -7,8 +7,14 @@ use crate::store::StoreError;
 use crate::store::sqlite::migrate::{BUILD, Compat, Migration, latest};
 
 /// The PostgreSQL schema.
-pub const POSTGRES: &[Migration] =
-    &[Migration { version: 1, name: "0001_init", sql: include_str!("../../../../migrations/postgres/0001_init.sql") }];
+pub const POSTGRES: &[Migration] = &[
+    Migration { version: 1, name: "0001_init", sql: include_str!("../../../../migrations/postgres/0001_init.sql") },
+    Migration {
+        version: 2,
+        name: "0002_audit_signatures",
+        sql: include_str!("../../../../migrations/postgres/0002_audit_signatures.sql"),
+    },
+];
 
 /// The advisory lock every gateway takes while it migrates ("flowork" in ASCII, as a number).
 const MIGRATION_LOCK: i64 = 0x0066_6c6f_776f_726b;

@@ -26,6 +26,11 @@ pub const CONTROL: &[Migration] = &[
         name: "0002_security",
         sql: include_str!("../../../../migrations/control/0002_security.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_audit_signatures",
+        sql: include_str!("../../../../migrations/control/0003_audit_signatures.sql"),
+    },
 ];
 
 /// Every shard's schema (jobs).
