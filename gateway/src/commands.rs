@@ -196,7 +196,8 @@ pub async fn audit(command: AuditCommand) -> anyhow::Result<()> {
                 }
             }
             if !report.is_intact() {
-                anyhow::bail!("the audit log does not verify: {} problem(s)", report.problems.len());
+                let first = report.problems.first().map(|p| format!(", the first: {p}")).unwrap_or_default();
+                anyhow::bail!("the audit log does not verify: {} problem(s){first}", report.problems.len());
             }
         }
         AuditCommand::Show { since, json, data } => {

@@ -120,10 +120,13 @@ async fn deleting_the_newest_rows_is_detected() -> anyhow::Result<()> {
     assert!(!ok, "a cut tail must fail verification: {text}");
     assert!(text.contains("rows 5 to 6 are missing"), "{text}");
 
-    // Appending goes on from the cut chain; the cut is still reported.
-    ws.gateway_cli_ok(&["engine", "allow", "a", "carol"])?;
+    // Appending goes on past the head, leaving the gap: the cut stays visible however many rows follow.
+    for user in ["carol", "dave", "erin"] {
+        ws.gateway_cli_ok(&["engine", "allow", "a", user])?;
+    }
     let (ok, text) = verify(&ws)?;
     assert!(!ok, "{text}");
+    assert!(text.contains("rows 5 to 6 are missing"), "{text}");
     Ok(())
 }
 

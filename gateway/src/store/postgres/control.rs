@@ -156,13 +156,18 @@ async fn audit_anchor(tx: &impl GenericClient) -> Result<Option<Checkpoint>, Sto
 pub async fn append_audit(tx: &impl GenericClient, entry: AuditEntry, now: i64) -> Result<(), StoreError> {
     let entry = entry.bounded();
     execute(tx, "SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK]).await?;
-    let (key, _) = audit_key(tx).await?;
+    let (key, head) = audit_key(tx).await?;
     let last = query_opt(tx, "SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1", &[]).await?;
     let last: (i64, String) = match last {
         Some(row) => (row.try_get(0)?, row.try_get(1)?),
         None => audit_anchor(tx).await?.map(|a| (a.id, a.hash)).unwrap_or((0, GENESIS.to_string())),
     };
-    let id = last.0 + 1;
+    // Never behind the signed head: after a cut, the next row leaves the gap in place (and the head moves on
+    // past it, never back over it).
+    let head_id = head
+        .filter(|h| h.mac.as_deref().is_some_and(|mac| key.verify(Signed::Head, h.id, &h.hash, mac)))
+        .map_or(0, |h| h.id);
+    let id = last.0.max(head_id) + 1;
     let hash = row_hash(&last.1, id, now, &entry);
     let mac = key.sign(Signed::Row, id, &hash);
     execute(
@@ -192,7 +197,7 @@ pub async fn append_audit(tx: &impl GenericClient, entry: AuditEntry, now: i64) 
 /// head moves in the same transaction as each append, the anchor in the same as each prune), so other gateways
 /// appending and pruning meanwhile cause no false alarm, and are not held up.
 pub async fn verify_audit(tx: &impl GenericClient) -> Result<AuditReport, StoreError> {
-    execute(tx, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", &[]).await?;
+    execute(tx, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ", &[]).await?;
     let (key, head) = audit_key(tx).await?;
     let anchor = audit_anchor(tx).await?;
     let rows = query(tx, &format!("SELECT {AUDIT_COLUMNS} FROM audit_log ORDER BY id"), &[]).await?;

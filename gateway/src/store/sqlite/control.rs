@@ -162,13 +162,14 @@ fn audit_tip(conn: &rusqlite::Connection) -> Result<(i64, String), StoreError> {
 impl ControlDb {
     /// Appends a row to the audit chain, signed. `BEGIN IMMEDIATE` serialises appenders across processes, so
     /// every row links to the row before it. Every `AUDIT_CHECKPOINT_EVERY` rows the head is checkpointed.
+    /// Ids never go back behind the head: after a cut, the next row leaves the gap in place.
     pub fn append_audit(&self, entry: AuditEntry, now: i64) -> Result<(), StoreError> {
         let entry = entry.bounded();
         let id = {
             let mut conn = self.pool.get()?;
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let (last_id, last_hash) = audit_tip(&tx)?;
-            let id = last_id + 1;
+            let id = last_id.max(self.signed_head_id()?) + 1;
             let hash = row_hash(&last_hash, id, now, &entry);
             let mac = self.audit_key.sign(Signed::Row, id, &hash);
             tx.execute(
@@ -199,6 +200,14 @@ impl ControlDb {
             tracing::warn!(%error, "could not checkpoint the head of the audit log");
         }
         Ok(())
+    }
+
+    /// The id of the signed head (0 without one). A new row's id is past it even when the rows up to it are gone,
+    /// so a cut tail stays a gap in the ids however many rows come after it.
+    fn signed_head_id(&self) -> Result<i64, StoreError> {
+        Ok(audit_files::read_head(&self.keys_dir)?
+            .filter(|h| h.mac.as_deref().is_some_and(|mac| self.audit_key.verify(Signed::Head, h.id, &h.hash, mac)))
+            .map_or(0, |h| h.id))
     }
 
     /// Writes the newest row, signed, as the head of the log (beside the key), unless the head is already there
