@@ -16,7 +16,8 @@ use sha2::{Digest, Sha256};
 fn sql(ws: &Workspace, statement: &str) -> anyhow::Result<()> {
     match &ws.store {
         Some(url) => {
-            let out = Command::new("psql").args([url.as_str(), "-q", "-v", "ON_ERROR_STOP=1", "-c", statement]).output()?;
+            let out =
+                Command::new("psql").args([url.as_str(), "-q", "-v", "ON_ERROR_STOP=1", "-c", statement]).output()?;
             anyhow::ensure!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
         }
         None => {
@@ -35,7 +36,8 @@ fn stored_rows(ws: &Workspace) -> anyhow::Result<Vec<Value>> {
             let query = "SELECT coalesce(json_agg(json_build_object('id', id, 'at', at, 'actor', actor, 'action', \
                          action, 'target', target, 'ip', ip, 'outcome', outcome, 'detail', detail, 'prev_hash', \
                          prev_hash, 'hash', hash) ORDER BY id), '[]') FROM audit_log";
-            let out = Command::new("psql").args([url.as_str(), "-At", "-v", "ON_ERROR_STOP=1", "-c", query]).output()?;
+            let out =
+                Command::new("psql").args([url.as_str(), "-At", "-v", "ON_ERROR_STOP=1", "-c", query]).output()?;
             anyhow::ensure!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
             String::from_utf8(out.stdout)?
         }
