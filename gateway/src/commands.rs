@@ -53,7 +53,7 @@ pub async fn engine(command: EngineCommand) -> anyhow::Result<()> {
             let token = engine_token::generate();
             let added = store.control.add_engine(&name, owner.as_deref(), &engine_token::hash(&token)).await;
             let detail = owner.as_deref().map(|o| format!("owner={o}"));
-            audit_cli(&store, "engine.add", &name, detail, &added).await?;
+            audit_cli_outcome(&store, "engine.add", &name, detail, &added).await?;
             added?;
             deliver_token(&name, &token, json, token_file.as_deref(), "registered")?;
         }
@@ -87,14 +87,14 @@ pub async fn engine(command: EngineCommand) -> anyhow::Result<()> {
             let set =
                 store.control.set_engine_token(&name, &engine_token::hash(&token), grace.as_millis() as u64).await;
             let detail = format!("grace={}", humantime::format_duration(grace));
-            audit_cli(&store, "engine.rotate_token", &name, Some(detail), &set).await?;
+            audit_cli_outcome(&store, "engine.rotate_token", &name, Some(detail), &set).await?;
             set?;
             deliver_token(&name, &token, json, token_file.as_deref(), "has a new token")?;
         }
         EngineCommand::Revoke { name, data } => {
             let store = open_store(&data).await?;
             let revoked = store.control.revoke_engine(&name).await;
-            audit_cli(&store, "engine.revoke", &name, None, &revoked).await?;
+            audit_cli_outcome(&store, "engine.revoke", &name, None, &revoked).await?;
             revoked?;
             println!("engine {name} revoked");
         }
@@ -102,14 +102,14 @@ pub async fn engine(command: EngineCommand) -> anyhow::Result<()> {
             validate_user_id(&user)?;
             let store = open_store(&data).await?;
             let allowed = store.jobs.allow_user(&name, &user, false).await;
-            audit_cli(&store, "engine.allow", &format!("{name}/{user}"), None, &allowed).await?;
+            audit_cli_outcome(&store, "engine.allow", &format!("{name}/{user}"), None, &allowed).await?;
             let changed = allowed?;
             println!("{user} {} on the whitelist of {name}", if changed { "is now" } else { "was already" });
         }
         EngineCommand::Disallow { name, user, data } => {
             let store = open_store(&data).await?;
             let removed = store.jobs.disallow_user(&name, &user).await;
-            audit_cli(&store, "engine.disallow", &format!("{name}/{user}"), None, &removed).await?;
+            audit_cli_outcome(&store, "engine.disallow", &format!("{name}/{user}"), None, &removed).await?;
             let changed = removed?;
             println!("{user} {} the whitelist of {name}", if changed { "was removed from" } else { "was not on" });
         }
@@ -148,7 +148,7 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             let ring = store.key_ring(&data).await?;
             let rotated = store.rotate_key(&ring).await;
             let target = rotated.as_deref().unwrap_or("-").to_string();
-            audit_cli(&store, "keys.rotate", &target, None, &rotated).await?;
+            audit_cli_outcome(&store, "keys.rotate", &target, None, &rotated).await?;
             let kid = rotated?;
             let pruned = ring.prune(SystemClock.now_ms())?;
             println!("new signing key {kid} is now used for new tokens; {pruned} retired key(s) pruned");
@@ -174,7 +174,7 @@ pub async fn admin(command: AdminCommand) -> anyhow::Result<()> {
             // The token's id, so the rows of its calls (actor `admin:<id>`) can be traced to this command.
             let jti = minted.as_ref().ok().and_then(|t| ring.verify_for(t, ADMIN_AUDIENCE).ok()).map(|c| c.jti);
             let detail = format!("ttl={} id={}", humantime::format_duration(ttl), jti.as_deref().unwrap_or("-"));
-            audit_cli(&store, "admin.token", &scopes.join(","), Some(detail), &minted).await?;
+            audit_cli_outcome(&store, "admin.token", &scopes.join(","), Some(detail), &minted).await?;
             let token = minted?;
             println!("{}", flowork_common::secret::wrap(flowork_common::secret::ADMIN_PREFIX, &token));
         }
@@ -292,10 +292,15 @@ fn cli_actor() -> String {
         .map_or_else(|| "cli".to_string(), |user| format!("cli:{user}"))
 }
 
+/// Records a successful operator action taken on the command line (see `audit_cli_outcome`).
+async fn audit_cli(store: &Stores, action: &str, target: &str) -> anyhow::Result<()> {
+    audit_cli_outcome(store, action, target, None, &Ok::<(), String>(())).await
+}
+
 /// Records an operator action taken on the command line, and checkpoints the head of the log so it covers the
 /// action. `outcome` is what the action did: a failed one is recorded with its error (never a secret: actions
 /// pass names, ids and settings only).
-async fn audit_cli<T, E: std::fmt::Display>(
+async fn audit_cli_outcome<T, E: std::fmt::Display>(
     store: &Stores,
     action: &str,
     target: &str,
@@ -325,8 +330,7 @@ fn sqlite_only(data: &DataArgs, command: &str, instead: &str) -> anyhow::Result<
 pub async fn migrate_store(data_dir: &Path, to: &str) -> anyhow::Result<()> {
     let report = crate::migrate_store::migrate(data_dir, to).await?;
     let target = DataArgs { data_dir: data_dir.to_path_buf(), store: Some(to.to_string()) };
-    let moved: Result<(), String> = Ok(());
-    audit_cli(&open_store(&target).await?, "store.migrate", &data_dir.display().to_string(), None, &moved).await?;
+    audit_cli(&open_store(&target).await?, "store.migrate", &data_dir.display().to_string()).await?;
     println!(
         "moved {} engines: {} jobs ({} new this run), {} other rows new this run, {} signing keys, {} audit rows; \
          job counts and checksums match on both sides; {} ms",

@@ -133,6 +133,34 @@ async fn deleting_the_newest_rows_is_detected() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn rows_written_by_a_gateway_are_covered_once_it_stops() -> anyhow::Result<()> {
+    let ws = Workspace::new()?;
+    let mut gw = Gateway::start(&ws, &[]).await?;
+    // A few refused sign-ins: rows written by the serving gateway, fewer than a checkpoint's worth.
+    for _ in 0..5 {
+        let refused = reqwest::Client::new()
+            .post(format!("{}/auth/verify", gw.base))
+            .header("origin", &gw.base)
+            .json(&json!({"message": "not a sign-in message", "signature": "0x00"}))
+            .send()
+            .await?;
+        assert!(refused.status().is_client_error());
+    }
+    gw.process.signal("TERM")?;
+    assert_eq!(gw.process.wait_exit(Duration::from_secs(60)).await?, Some(0));
+    let rows = stored_rows(&ws)?.len();
+    assert!(rows >= 6, "the refusals and the drain at SIGTERM: {rows}");
+    assert!(verify(&ws)?.0);
+
+    // At shutdown the head moved to the last row: cutting it is caught.
+    sql(&ws, &format!("DELETE FROM audit_log WHERE id = {rows}"))?;
+    let (ok, text) = verify(&ws)?;
+    assert!(!ok, "{text}");
+    assert!(text.contains(&format!("rows {rows} to {rows} are missing")), "{text}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn rewriting_a_row_and_recomputing_the_hashes_is_detected() -> anyhow::Result<()> {
     let ws = Workspace::new()?;
     some_rows(&ws)?;

@@ -124,14 +124,19 @@ fn audit_row(r: &Row) -> Result<AuditRow, StoreError> {
     })
 }
 
-/// The audit key and the signed head, kept together in `audit_key`; the first gateway to need the key creates it.
-async fn audit_key(tx: &impl GenericClient) -> Result<(AuditKey, Option<Checkpoint>), StoreError> {
+/// Creates the audit key unless there is one.
+pub async fn ensure_audit_key(client: &impl GenericClient) -> Result<(), StoreError> {
     execute(
-        tx,
+        client,
         "INSERT INTO audit_key (singleton, secret) VALUES (1, $1) ON CONFLICT DO NOTHING",
         &[&AuditKey::generate().as_bytes()],
     )
     .await?;
+    Ok(())
+}
+
+/// The audit key and the signed head, kept together in `audit_key` (made when the store is opened).
+async fn audit_key(tx: &impl GenericClient) -> Result<(AuditKey, Option<Checkpoint>), StoreError> {
     let row = query(tx, "SELECT secret, head_id, head_hash, head_mac FROM audit_key", &[]).await?;
     let row = row.first().ok_or_else(|| StoreError::PostgresPool("the audit key could not be created".into()))?;
     let secret: Vec<u8> = row.try_get(0)?;

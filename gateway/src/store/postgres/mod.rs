@@ -123,6 +123,8 @@ impl PgStore {
         };
         let mut client = store.client().await?;
         migrate::apply(&mut client, &redact(url)).await?;
+        // The audit key exists before any transaction needs it (gateways starting together make it once).
+        control::ensure_audit_key(&client).await?;
         Ok(store)
     }
 
