@@ -217,6 +217,8 @@ pub struct AuditReport {
     pub rows: u64,
     /// Of them, rows carrying a signature.
     pub signed: u64,
+    /// Of them, rows without one (written before the log was signed, or by an older build).
+    pub unsigned: u64,
     /// The newest row checkpointed as the head, if any.
     pub head: Option<i64>,
     /// Everything found wrong, in row order (at most `MAX_PROBLEMS`, then a count of the rest).
@@ -234,7 +236,10 @@ impl AuditReport {
 
 impl fmt::Display for AuditReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let head = self.head.map(|h| format!(", head checkpoint at row {h}")).unwrap_or_default();
+        let mut head = self.head.map(|h| format!(", head checkpoint at row {h}")).unwrap_or_default();
+        if self.unsigned > 0 {
+            head = format!(", {} unsigned{head}", self.unsigned);
+        }
         if self.is_intact() {
             return write!(f, "audit chain intact: {} rows verified ({} signed{head})", self.rows, self.signed);
         }
@@ -254,8 +259,8 @@ impl fmt::Display for AuditReport {
 
 /// Checks rows (in id order) against the chain, from the anchor (or the genesis) to the head, with `key`.
 ///
-/// Rows written before the log was signed carry no signature; they may only come first (the first signed row
-/// vouches for their hashes), and an unsigned anchor is accepted only in front of them.
+/// Rows written before the log was signed (or by an older build beside this one) carry no signature: the next
+/// signed row or the head vouches for their hashes. An unsigned anchor is accepted only in front of unsigned rows.
 pub fn verify_log(
     key: &AuditKey,
     anchor: Option<Checkpoint>,
@@ -269,11 +274,13 @@ pub fn verify_log(
     if let Some(Checkpoint { id, hash, mac: Some(mac) }) = &anchor
         && !key.verify(Signed::Anchor, *id, hash, mac)
     {
-        problems
-            .push(ChainBreak { id: *id, reason: "the prune anchor's signature does not match: it was forged".into() });
+        problems.push(ChainBreak {
+            id: *id,
+            reason: "the prune anchor's signature does not match: it was forged (or moved by an older build)".into(),
+        });
     }
     let (mut last_id, mut last_hash) = (anchor_id, anchor_hash.clone());
-    let (mut rows_checked, mut signed) = (0, 0);
+    let (mut rows_checked, mut signed, mut unsigned) = (0, 0, 0);
     let mut head_row_hash = None;
     for row in rows {
         if row.id <= last_id {
@@ -292,7 +299,10 @@ pub fn verify_log(
         match &row.mac {
             Some(mac) => {
                 if signed == 0 && anchor_unsigned && rows_checked == 0 {
-                    problems.push(ChainBreak { id: anchor_id, reason: "the prune anchor is not signed".into() });
+                    problems.push(ChainBreak {
+                        id: anchor_id,
+                        reason: "the prune anchor is not signed: it was forged (or moved by an older build)".into(),
+                    });
                 }
                 signed += 1;
                 if !key.verify(Signed::Row, row.id, &row.hash, mac) {
@@ -302,11 +312,9 @@ pub fn verify_log(
                     });
                 }
             }
-            None if signed > 0 => problems.push(ChainBreak {
-                id: row.id,
-                reason: "is not signed, though rows before it are: its signature was removed".into(),
-            }),
-            None => {}
+            // Unsigned: written before the log was signed, or by an older build beside this one (a canary).
+            // Its hash is still vouched for by the next signed row or the head, which chain over it.
+            None => unsigned += 1,
         }
         if head.as_ref().is_some_and(|h| h.id == row.id) {
             head_row_hash = Some(row.hash.clone());
@@ -359,7 +367,7 @@ pub fn verify_log(
         let id = problems.last().map(|p| p.id).unwrap_or(last_id);
         problems.push(ChainBreak { id, reason: format!("and {more} more problem(s) after this one") });
     }
-    AuditReport { rows: rows_checked, signed, head: head.map(|h| h.id), problems }
+    AuditReport { rows: rows_checked, signed, unsigned, head: head.map(|h| h.id), problems }
 }
 
 #[cfg(test)]
@@ -467,14 +475,21 @@ mod tests {
     }
 
     #[test]
-    fn unsigned_rows_may_only_come_first() {
+    fn unsigned_rows_are_vouched_for_by_the_signed_rows_and_the_head_after_them() {
         let key = AuditKey::generate();
         let mut rows = chain(&key, 4);
+        let head = head_of(&key, &rows);
         rows[0].mac = None;
-        rows[1].mac = None;
-        assert!(verify_log(&key, None, head_of(&key, &rows), rows.clone()).is_intact());
-        rows[3].mac = None;
-        assert_eq!(ids(&verify_log(&key, None, head_of(&key, &rows), rows)), [4]);
+        rows[2].mac = None;
+        let report = verify_log(&key, None, head.clone(), rows.clone());
+        assert!(report.is_intact(), "{report}");
+        assert_eq!((report.signed, report.unsigned), (2, 2));
+        // An unsigned row rewritten with the hashes after it recomputed: the next signature catches it.
+        rows[2].entry.actor = "mallory".into();
+        rows[2].hash = row_hash(&rows[2].prev_hash, 3, rows[2].at_ms, &rows[2].entry);
+        rows[3].prev_hash = rows[2].hash.clone();
+        rows[3].hash = row_hash(&rows[3].prev_hash, 4, rows[3].at_ms, &rows[3].entry);
+        assert_eq!(ids(&verify_log(&key, None, head, rows)), [4, 4], "row 4's signature and the head");
     }
 
     #[test]
