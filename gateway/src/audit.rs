@@ -257,6 +257,11 @@ impl fmt::Display for AuditReport {
     }
 }
 
+/// `rows 5 to 6 are` / `row 5 is`.
+fn missing(first: i64, last: i64) -> String {
+    if first == last { format!("row {first} is") } else { format!("rows {first} to {last} are") }
+}
+
 /// Checks rows (in id order) against the chain, from the anchor (or the genesis) to the head, with `key`.
 ///
 /// Rows written before the log was signed (or by an older build beside this one) carry no signature: the next
@@ -286,10 +291,8 @@ pub fn verify_log(
         if row.id <= last_id {
             problems.push(ChainBreak { id: row.id, reason: format!("comes after row {last_id}: out of order") });
         } else if row.id != last_id + 1 {
-            problems.push(ChainBreak {
-                id: last_id + 1,
-                reason: format!("rows {} to {} are missing", last_id + 1, row.id - 1),
-            });
+            problems
+                .push(ChainBreak { id: last_id + 1, reason: format!("{} missing", missing(last_id + 1, row.id - 1)) });
         } else if row.prev_hash != last_hash {
             problems.push(ChainBreak { id: row.id, reason: "does not point at the previous row".into() });
         }
@@ -341,10 +344,9 @@ pub fn verify_log(
         Some(h) if h.id > last_id => problems.push(ChainBreak {
             id: last_id + 1,
             reason: format!(
-                "rows {} to {} are missing after the end of the log (row {last_id}): row {} was checkpointed as the \
-                 head, so the newest rows were deleted",
-                last_id + 1,
-                h.id,
+                "{} missing after the end of the log (row {last_id}): row {} was checkpointed as the head, so the \
+                 newest rows were deleted",
+                missing(last_id + 1, h.id),
                 h.id
             ),
         }),
