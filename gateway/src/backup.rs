@@ -118,7 +118,11 @@ fn key_files(dir: &Path) -> Result<Vec<PathBuf>, BackupError> {
     let mut files = Vec::new();
     for entry in fs::read_dir(&keys).map_err(io_err(&keys))? {
         let entry = entry.map_err(io_err(&keys))?;
-        if entry.file_type().map_err(io_err(&keys))?.is_file() {
+        // The audit head is left out: it may be newer than the databases just copied; a restored gateway
+        // checkpoints its own.
+        if entry.file_type().map_err(io_err(&keys))?.is_file()
+            && entry.file_name() != crate::store::sqlite::audit_files::HEAD_FILE
+        {
             files.push(entry.path());
         }
     }

@@ -11,10 +11,11 @@ use serde_json::json;
 
 use crate::audit::AuditEntry;
 use crate::auth::engine_token;
-use crate::auth::jwt::{MAX_ADMIN_TTL, MAX_TOKEN_TTL};
+use crate::auth::jwt::{ADMIN_AUDIENCE, MAX_ADMIN_TTL, MAX_TOKEN_TTL};
 use crate::auth::scope::parse_scopes;
 use crate::config::{AdminCommand, AuditCommand, DataArgs, EngineCommand, KeysCommand, TokenCommand};
 use crate::secure_fs::write_private_file;
+use crate::store::AuditQuery;
 use crate::store::open::{Stores, open};
 
 /// The store `data` names (the SQLite shards, or PostgreSQL with `--store`).
@@ -50,8 +51,10 @@ pub async fn engine(command: EngineCommand) -> anyhow::Result<()> {
             }
             let store = open_store(&data).await?;
             let token = engine_token::generate();
-            store.control.add_engine(&name, owner.as_deref(), &engine_token::hash(&token)).await?;
-            audit_cli(&store, "engine.add", &name).await?;
+            let added = store.control.add_engine(&name, owner.as_deref(), &engine_token::hash(&token)).await;
+            let detail = owner.as_deref().map(|o| format!("owner={o}"));
+            audit_cli_outcome(&store, "engine.add", &name, detail, &added).await?;
+            added?;
             deliver_token(&name, &token, json, token_file.as_deref(), "registered")?;
         }
         EngineCommand::List { json, data } => {
@@ -81,27 +84,33 @@ pub async fn engine(command: EngineCommand) -> anyhow::Result<()> {
         EngineCommand::RotateToken { name, json, token_file, grace, data } => {
             let store = open_store(&data).await?;
             let token = engine_token::generate();
-            store.control.set_engine_token(&name, &engine_token::hash(&token), grace.as_millis() as u64).await?;
-            audit_cli(&store, "engine.rotate_token", &name).await?;
+            let set =
+                store.control.set_engine_token(&name, &engine_token::hash(&token), grace.as_millis() as u64).await;
+            let detail = format!("grace={}", humantime::format_duration(grace));
+            audit_cli_outcome(&store, "engine.rotate_token", &name, Some(detail), &set).await?;
+            set?;
             deliver_token(&name, &token, json, token_file.as_deref(), "has a new token")?;
         }
         EngineCommand::Revoke { name, data } => {
             let store = open_store(&data).await?;
-            store.control.revoke_engine(&name).await?;
-            audit_cli(&store, "engine.revoke", &name).await?;
+            let revoked = store.control.revoke_engine(&name).await;
+            audit_cli_outcome(&store, "engine.revoke", &name, None, &revoked).await?;
+            revoked?;
             println!("engine {name} revoked");
         }
         EngineCommand::Allow { name, user, data } => {
             validate_user_id(&user)?;
             let store = open_store(&data).await?;
-            let changed = store.jobs.allow_user(&name, &user, false).await?;
-            audit_cli(&store, "engine.allow", &format!("{name}/{user}")).await?;
+            let allowed = store.jobs.allow_user(&name, &user, false).await;
+            audit_cli_outcome(&store, "engine.allow", &format!("{name}/{user}"), None, &allowed).await?;
+            let changed = allowed?;
             println!("{user} {} on the whitelist of {name}", if changed { "is now" } else { "was already" });
         }
         EngineCommand::Disallow { name, user, data } => {
             let store = open_store(&data).await?;
-            let changed = store.jobs.disallow_user(&name, &user).await?;
-            audit_cli(&store, "engine.disallow", &format!("{name}/{user}")).await?;
+            let removed = store.jobs.disallow_user(&name, &user).await;
+            audit_cli_outcome(&store, "engine.disallow", &format!("{name}/{user}"), None, &removed).await?;
+            let changed = removed?;
             println!("{user} {} the whitelist of {name}", if changed { "was removed from" } else { "was not on" });
         }
         EngineCommand::Users { name, data } => {
@@ -173,9 +182,11 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Rotate { data } => {
             let store = open_store(&data).await?;
             let ring = store.key_ring(&data).await?;
-            let kid = store.rotate_key(&ring).await?;
+            let rotated = store.rotate_key(&ring).await;
+            let target = rotated.as_deref().unwrap_or("-").to_string();
+            audit_cli_outcome(&store, "keys.rotate", &target, None, &rotated).await?;
+            let kid = rotated?;
             let pruned = ring.prune(SystemClock.now_ms())?;
-            audit_cli(&store, "keys.rotate", &kid).await?;
             println!("new signing key {kid} is now used for new tokens; {pruned} retired key(s) pruned");
         }
     }
@@ -191,8 +202,13 @@ pub async fn admin(command: AdminCommand) -> anyhow::Result<()> {
                 anyhow::bail!("an admin token may live at most 15 minutes");
             }
             let store = open_store(&data).await?;
-            let token = store.key_ring(&data).await?.mint_admin(&scopes, ttl, SystemClock.now_ms())?;
-            audit_cli(&store, "admin.token", &scopes.join(",")).await?;
+            let ring = store.key_ring(&data).await?;
+            let minted = ring.mint_admin(&scopes, ttl, SystemClock.now_ms());
+            // The token's id, so the rows of its calls (actor `admin:<id>`) can be traced to this command.
+            let jti = minted.as_ref().ok().and_then(|t| ring.verify_for(t, ADMIN_AUDIENCE).ok()).map(|c| c.jti);
+            let detail = format!("ttl={} id={}", humantime::format_duration(ttl), jti.as_deref().unwrap_or("-"));
+            audit_cli_outcome(&store, "admin.token", &scopes.join(","), Some(detail), &minted).await?;
+            let token = minted?;
             println!("{}", flowork_common::secret::wrap(flowork_common::secret::ADMIN_PREFIX, &token));
         }
     }
@@ -202,10 +218,45 @@ pub async fn admin(command: AdminCommand) -> anyhow::Result<()> {
 /// `flowork-gateway audit ...`
 pub async fn audit(command: AuditCommand) -> anyhow::Result<()> {
     match command {
-        AuditCommand::Verify { data } => match open_store(&data).await?.control.verify_audit().await? {
-            Ok(rows) => println!("audit chain intact: {rows} rows verified"),
-            Err(broken) => anyhow::bail!("{broken}"),
-        },
+        AuditCommand::Verify { json, data } => {
+            let report = open_store(&data).await?.control.verify_audit().await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{report}");
+                if report.is_intact() {
+                    println!();
+                }
+            }
+            if !report.is_intact() {
+                let first = report.problems.first().map(|p| format!(", the first: {p}")).unwrap_or_default();
+                anyhow::bail!("the audit log does not verify: {} problem(s){first}", report.problems.len());
+            }
+        }
+        AuditCommand::Show { since, json, data } => {
+            let since_ms = since
+                .as_deref()
+                .map(|s| crate::audit::parse_since(s, SystemClock.now_ms()))
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let store = open_store(&data).await?;
+            let mut query = AuditQuery { since_ms, after_id: None, limit: crate::api::audit::MAX_PAGE };
+            loop {
+                let page = store.control.list_audit(query).await?;
+                let next = page.next_after_id;
+                for record in crate::api::audit::AuditLogPage::from(page).entries {
+                    if json {
+                        println!("{}", serde_json::to_string(&record)?);
+                    } else {
+                        print_record(&record);
+                    }
+                }
+                match next {
+                    Some(after) => query.after_id = Some(after),
+                    None => break,
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -245,9 +296,58 @@ pub async fn restore(data: &DataArgs, from: &Path, force: bool) -> anyhow::Resul
     Ok(())
 }
 
-/// Records an operator action taken on the command line.
+/// One row of `audit show`: time, actor, action, outcome, target, then ip and detail when there are.
+fn print_record(record: &crate::api::audit::AuditRecord) {
+    let mut line = format!(
+        "{:>6} {} {} {} {} {}",
+        record.id,
+        record.at,
+        record.actor,
+        record.action,
+        record.outcome,
+        record.target.as_deref().unwrap_or("-")
+    );
+    if let Some(ip) = &record.ip {
+        line.push_str(&format!(" ip={ip}"));
+    }
+    if let Some(detail) = &record.detail {
+        line.push_str(&format!(" detail={detail:?}"));
+    }
+    println!("{line}");
+}
+
+/// Who runs this command, for the audit log: `cli:<OS user>` as the environment names them (the user behind
+/// `sudo` first), or `cli` when it names none. It is what the machine says, not a proof of identity.
+fn cli_actor() -> String {
+    ["SUDO_USER", "USER", "LOGNAME", "USERNAME"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|user| !user.trim().is_empty()))
+        .map_or_else(|| "cli".to_string(), |user| format!("cli:{user}"))
+}
+
+/// Records a successful operator action taken on the command line (see `audit_cli_outcome`).
 async fn audit_cli(store: &Stores, action: &str, target: &str) -> anyhow::Result<()> {
-    store.control.append_audit(AuditEntry::new("cli", action, "ok").target(target)).await?;
+    audit_cli_outcome(store, action, target, None, &Ok::<(), String>(())).await
+}
+
+/// Records an operator action taken on the command line, and checkpoints the head of the log so it covers the
+/// action. `outcome` is what the action did: a failed one is recorded with its error (never a secret: actions
+/// pass names, ids and settings only).
+async fn audit_cli_outcome<T, E: std::fmt::Display>(
+    store: &Stores,
+    action: &str,
+    target: &str,
+    detail: Option<String>,
+    outcome: &Result<T, E>,
+) -> anyhow::Result<()> {
+    let mut entry = AuditEntry::new(cli_actor(), action, if outcome.is_ok() { "ok" } else { "error" }).target(target);
+    entry.detail = match (detail, outcome) {
+        (detail, Ok(_)) => detail,
+        (Some(detail), Err(error)) => Some(format!("{detail}; {error}")),
+        (None, Err(error)) => Some(error.to_string()),
+    };
+    store.control.append_audit(entry).await?;
+    store.control.checkpoint_audit().await?;
     Ok(())
 }
 

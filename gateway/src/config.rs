@@ -73,8 +73,24 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check the audit chain; exits non-zero if a row was edited or deleted.
+    /// Check the audit log (the hash chain, every row's signature, the signed head); lists every problem found
+    /// and exits non-zero if a row was edited, rewritten or deleted.
     Verify {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Print the audit log, oldest first.
+    Show {
+        /// Only rows from this time on: RFC 3339 (`2026-01-31T00:00:00Z`) or a duration back from now (`1h`, `7d`);
+        /// default: every row kept (90 days).
+        #[arg(long)]
+        since: Option<String>,
+        /// Print one JSON object per line (the rows of `GET /admin/audit`).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         data: DataArgs,
     },
@@ -206,6 +222,10 @@ pub struct ServeArgs {
     /// 24h, so a client retrying within a day always gets its original job; `0s` keeps them forever.
     #[arg(long, env = "FLOWORK_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
     pub retention: Duration,
+    /// Audit rows are deleted this long after they were recorded (hourly, the rest of the log staying
+    /// verifiable); `0s` keeps them forever.
+    #[arg(long, env = "FLOWORK_AUDIT_RETENTION", default_value = "90d", value_parser = humantime::parse_duration)]
+    pub audit_retention: Duration,
     /// How often retention runs.
     #[arg(long, env = "FLOWORK_RETENTION_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
     pub retention_interval: Duration,

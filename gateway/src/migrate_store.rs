@@ -56,9 +56,13 @@ const CONTROL_TABLES: &[Table] = &[
             ("detail", "TEXT"),
             ("prev_hash", "TEXT"),
             ("hash", "TEXT"),
+            ("mac", "TEXT"),
         ],
     },
-    Table { name: "audit_anchor", columns: &[("singleton", "INTEGER"), ("last_id", "BIGINT"), ("last_hash", "TEXT")] },
+    Table {
+        name: "audit_anchor",
+        columns: &[("singleton", "INTEGER"), ("last_id", "BIGINT"), ("last_hash", "TEXT"), ("mac", "TEXT")],
+    },
     Table {
         name: "auth_nonces",
         columns: &[("nonce", "TEXT"), ("created_at", "BIGINT"), ("expires_at", "BIGINT"), ("used_at", "BIGINT")],
@@ -327,6 +331,12 @@ pub async fn migrate(data_dir: &Path, to: &str) -> anyhow::Result<MigrationRepor
     if !quarantined.is_empty() {
         bail!("damaged shards were set aside ({quarantined:?}): restore them from a backup before moving");
     }
+    // The log moves with its signatures, so it must verify before it goes.
+    let audit = source.verify_audit().await?;
+    if !audit.is_intact() {
+        bail!("the audit log of {} does not verify; nothing was moved:\n{audit}", data_dir.display());
+    }
+    let audit_key = crate::store::sqlite::audit_files::load_or_create_key(&data_dir.join("keys"))?;
     let target = PgStore::open(to, clock, RetryPolicy::default()).await?;
     let mut report = MigrationReport::default();
 
@@ -346,6 +356,8 @@ pub async fn migrate(data_dir: &Path, to: &str) -> anyhow::Result<MigrationRepor
         }
     }
     tx.commit().await?;
+
+    target.adopt_audit_key(&audit_key).await?;
 
     for key in crate::auth::jwt::key_files(data_dir)? {
         target.insert_signing_key(&key.0, &key.1).await?;
@@ -384,8 +396,9 @@ pub async fn migrate(data_dir: &Path, to: &str) -> anyhow::Result<MigrationRepor
         tx.commit().await?;
         report.engines += 1;
     }
-    if let Err(broken) = target.verify_audit().await? {
-        bail!("the audit chain does not verify in PostgreSQL after the copy: {broken}");
+    let audit = target.verify_audit().await?;
+    if !audit.is_intact() {
+        bail!("the audit log does not verify in PostgreSQL after the copy:\n{audit}");
     }
     report.elapsed_ms = started.elapsed().as_millis();
     Ok(report)

@@ -183,7 +183,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }),
     }));
     tokio::spawn(forget_idle_buckets(state.rate_limits.clone(), shutdown.clone()));
-    tokio::spawn(prune_audit_log(state.control.clone(), shutdown.clone()));
+    tokio::spawn(prune_audit_log(state.control.clone(), args.audit_retention, shutdown.clone()));
     let rules = AlertRules {
         webhooks: args.alert_webhooks.clone(),
         queue_latency_p95_ms: args.alert_queue_latency_p95_ms,
@@ -231,15 +231,21 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (socket_io, live) = crate::live::Live::start(&state, args.redis.as_deref()).await?;
     let stopping = state.clone();
     let grace = args.drain_grace;
+    let control = state.control.clone();
     let app = crate::api::router(state, socket_io, gui).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             flowork_common::signal::stop_requested().await;
             drain_then_stop(&stopping, grace).await;
             // Open Socket.IO connections would hold the server open.
             live.close().await;
         })
-        .await?;
+        .await;
+    // The head of the audit log covers every row up to the stop, so none of them can be cut unnoticed.
+    if let Err(error) = control.checkpoint_audit().await {
+        tracing::error!(%error, "could not checkpoint the head of the audit log");
+    }
+    served?;
     Ok(())
 }
 
@@ -296,14 +302,16 @@ async fn forget_idle_buckets(limits: Arc<RateLimits>, shutdown: CancellationToke
     }
 }
 
-/// How long audit rows are kept.
-const AUDIT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
-
-/// Prunes audit rows past their retention, hourly, keeping the rest of the chain verifiable.
-async fn prune_audit_log(control: Arc<dyn ControlStore>, shutdown: CancellationToken) {
+/// Prunes audit rows past their retention (`--audit-retention`; zero keeps them), at start and hourly, keeping
+/// the rest of the log verifiable.
+async fn prune_audit_log(control: Arc<dyn ControlStore>, retention: Duration, shutdown: CancellationToken) {
+    if retention.is_zero() {
+        return;
+    }
+    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
     let mut ticker = Ticker::new(Duration::from_secs(3600), shutdown);
     while ticker.next().await {
-        let before = flowork_common::clock::system_now_ms() - AUDIT_RETENTION.as_millis() as i64;
+        let before = flowork_common::clock::system_now_ms().saturating_sub(retention_ms);
         match control.prune_audit(before).await {
             Ok(0) => {}
             Ok(pruned) => tracing::info!(pruned, "pruned old audit rows"),

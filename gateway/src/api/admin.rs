@@ -2,10 +2,11 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::engines::edit_whitelist;
-use crate::audit::AuditEntry;
+use crate::audit::{AuditEntry, ChainBreak};
 use crate::auth::extract::AuthAdmin;
 use crate::client_ip::ClientIp;
 use crate::error::ApiError;
@@ -58,20 +59,46 @@ pub async fn disallow_user(
     edit_whitelist(&state, &engine, &user, false, admin.actor(), ip).await
 }
 
-/// `GET /admin/audit/verify` (scope `audit:read`): checks the audit chain.
-#[utoipa::path(get, path = "/admin/audit/verify", tag = "admin", security(("admin" = [])), responses((status = 200, description = "the audit chain checked", body = serde_json::Value)))]
+/// `GET /admin/audit/verify` (scope `audit:read`): checks the audit log (chain, signatures, head).
+#[utoipa::path(get, path = "/admin/audit/verify", tag = "admin", security(("admin" = [])), responses((status = 200, description = "the audit log checked", body = AuditVerdict)))]
 pub async fn verify_audit(
     State(state): State<AppState>,
     admin: AuthAdmin,
     ip: ClientIp,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AuditVerdict>, ApiError> {
     admin.require("audit:read")?;
-    let verdict = state.control.verify_audit().await?;
+    let report = state.control.verify_audit().await?;
     audited(&state, &admin, ip, "admin.audit_verify", "*").await;
-    Ok(Json(match verdict {
-        Ok(rows) => json!({"intact": true, "rows": rows}),
-        Err(broken) => json!({"intact": false, "broken_at": broken.id, "reason": broken.reason}),
+    let first = report.problems.first().cloned();
+    Ok(Json(AuditVerdict {
+        intact: report.is_intact(),
+        rows: report.rows,
+        signed: report.signed,
+        head: report.head,
+        broken_at: first.as_ref().map(|p| p.id),
+        reason: first.map(|p| p.reason),
+        problems: report.problems,
     }))
+}
+
+/// What `GET /admin/audit/verify` found.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AuditVerdict {
+    pub intact: bool,
+    /// Rows checked.
+    pub rows: u64,
+    /// Of them, rows carrying a signature.
+    pub signed: u64,
+    /// The row checkpointed as the head of the log.
+    pub head: Option<i64>,
+    /// The row of the first problem.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broken_at: Option<i64>,
+    /// The first problem.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Every problem, in row order.
+    pub problems: Vec<ChainBreak>,
 }
 
 /// `POST /admin/drain` (scope `drain`): stop accepting new jobs; engines keep finishing queued work.

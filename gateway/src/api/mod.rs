@@ -1,6 +1,7 @@
 //! The HTTP API: one module per resource, assembled into one router here.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod engines;
 pub mod extract;
@@ -64,6 +65,7 @@ pub fn router(state: AppState, socket_io: LiveLayer, gui: Option<Router>) -> Rou
         .route("/admin/drain", post(admin::start_drain).delete(admin::stop_drain))
         .route("/admin/engines", get(admin::list_engines))
         .route("/admin/engines/{id}/users/{user}", put(admin::allow_user).delete(admin::disallow_user))
+        .route("/admin/audit", get(audit::list))
         .route("/admin/audit/verify", get(admin::verify_audit))
         .route("/internal/whoami", get(internal::whoami))
         .route("/internal/claim", post(internal::claim))

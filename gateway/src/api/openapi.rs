@@ -9,7 +9,7 @@ use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::keys::{ApiKeyInfo, ApiKeyList, CreatedApiKey, DeletedApiKey};
-use super::{admin, auth, engines, jobs, keys, schedules, status};
+use super::{admin, audit, auth, engines, jobs, keys, schedules, status};
 
 /// Error answers every operation may give, with what they mean.
 const ERRORS: &[(&str, &str)] = &[
@@ -39,7 +39,7 @@ const ERRORS: &[(&str, &str)] = &[
         engines::set_default_key_limit, engines::set_key_limit, engines::remove_key_limit,
         engines::allow_user, engines::disallow_user,
         admin::start_drain, admin::stop_drain, admin::list_engines, admin::allow_user, admin::disallow_user,
-        admin::verify_audit,
+        admin::verify_audit, audit::list,
         openapi_json,
     ),
     components(schemas(EnqueueRequest, Job, JobPage, JobStatus, ErrorBody, ApiKeyInfo, ApiKeyList, CreatedApiKey, DeletedApiKey)),

@@ -17,7 +17,7 @@ use flowork_common::wire::{Job, JobPage, JobStatus, Lease};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::{AuditEntry, ChainBreak};
+use crate::audit::{AuditEntry, AuditReport, AuditRow};
 use crate::queue_metrics::QueueWindow;
 
 /// A validated job ready to be written, with its id and idempotency data already decided.
@@ -185,6 +185,31 @@ pub struct QueueCounts {
     pub queued: u64,
     pub running: u64,
     pub window: QueueWindow,
+}
+
+/// Which audit rows to read: after the cursor (a row id), from a time on, at most `limit`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AuditQuery {
+    pub since_ms: Option<i64>,
+    pub after_id: Option<i64>,
+    pub limit: usize,
+}
+
+/// Audit rows, oldest first, and the cursor of the next page if there is more.
+#[derive(Debug, Clone, Default)]
+pub struct AuditPage {
+    pub rows: Vec<AuditRow>,
+    pub next_after_id: Option<i64>,
+}
+
+impl AuditPage {
+    /// The page of `limit` rows from up to `limit + 1` read (the extra one says whether there is more).
+    pub fn from_rows(mut rows: Vec<AuditRow>, limit: usize) -> Self {
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let next_after_id = if more { rows.last().map(|r| r.id) } else { None };
+        Self { rows, next_after_id }
+    }
 }
 
 /// Whether a sign-in nonce could be used.
@@ -465,10 +490,15 @@ pub trait ControlStore: Send + Sync + 'static {
     async fn revoke_engine(&self, id: &str) -> Result<(), StoreError>;
     /// A cheap check that the databases answer, for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
-    /// Appends to the tamper-evident audit log.
+    /// Appends to the tamper-evident audit log (every field cut to its bound, the row signed).
     async fn append_audit(&self, entry: AuditEntry) -> Result<(), StoreError>;
-    /// Checks the audit chain: the number of rows checked, or where it breaks.
-    async fn verify_audit(&self) -> Result<Result<u64, ChainBreak>, StoreError>;
+    /// Checks the audit log: the chain, the signatures and the head; what is wrong, row by row.
+    async fn verify_audit(&self) -> Result<AuditReport, StoreError>;
+    /// Records the newest row, signed, as the head of the log (at shutdown and after operator commands; the
+    /// stores also do it as rows are appended).
+    async fn checkpoint_audit(&self) -> Result<(), StoreError>;
+    /// A page of the audit log, oldest first.
+    async fn list_audit(&self, query: AuditQuery) -> Result<AuditPage, StoreError>;
     /// Deletes audit rows older than `before_ms`, keeping the rest verifiable.
     async fn prune_audit(&self, before_ms: i64) -> Result<u64, StoreError>;
     async fn insert_nonce(&self, nonce: &str, expires_at_ms: i64) -> Result<(), StoreError>;

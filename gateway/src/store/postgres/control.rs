@@ -5,8 +5,8 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
 use super::jobs::{execute, query, query_opt};
-use crate::audit::{AuditEntry, AuditRow, ChainBreak, GENESIS, row_hash, verify_chain};
-use crate::store::{EngineRecord, NonceCheck, RefreshCheck, RefreshTokenRecord, StoreError};
+use crate::audit::{AuditEntry, AuditKey, AuditReport, AuditRow, Checkpoint, GENESIS, Signed, row_hash, verify_log};
+use crate::store::{AuditPage, AuditQuery, EngineRecord, NonceCheck, RefreshCheck, RefreshTokenRecord, StoreError};
 
 /// Serialises audit appenders across gateways, so every row links to the one before it (the chain is in the
 /// order the appends committed).
@@ -104,23 +104,80 @@ pub async fn revoke_engine(tx: &impl GenericClient, id: &str, now: i64) -> Resul
     if updated == 0 { Err(StoreError::EngineNotFound(id.to_string())) } else { Ok(()) }
 }
 
-/// Appends a row to the audit chain under the fleet-wide audit lock.
-pub async fn append_audit(tx: &impl GenericClient, entry: &AuditEntry, now: i64) -> Result<(), StoreError> {
+const AUDIT_COLUMNS: &str = "id, at, actor, action, target, ip, outcome, detail, prev_hash, hash, mac";
+
+fn audit_row(r: &Row) -> Result<AuditRow, StoreError> {
+    Ok(AuditRow {
+        id: r.try_get(0)?,
+        at_ms: r.try_get(1)?,
+        entry: AuditEntry {
+            actor: r.try_get(2)?,
+            action: r.try_get(3)?,
+            target: r.try_get(4)?,
+            ip: r.try_get(5)?,
+            outcome: r.try_get(6)?,
+            detail: r.try_get(7)?,
+        },
+        prev_hash: r.try_get(8)?,
+        hash: r.try_get(9)?,
+        mac: r.try_get(10)?,
+    })
+}
+
+/// Creates the audit key unless there is one.
+pub async fn ensure_audit_key(client: &impl GenericClient) -> Result<(), StoreError> {
+    execute(
+        client,
+        "INSERT INTO audit_key (singleton, secret) VALUES (1, $1) ON CONFLICT DO NOTHING",
+        &[&AuditKey::generate().as_bytes()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The audit key and the signed head, kept together in `audit_key` (made when the store is opened).
+async fn audit_key(tx: &impl GenericClient) -> Result<(AuditKey, Option<Checkpoint>), StoreError> {
+    let row = query(tx, "SELECT secret, head_id, head_hash, head_mac FROM audit_key", &[]).await?;
+    let row = row.first().ok_or_else(|| StoreError::PostgresPool("the audit key could not be created".into()))?;
+    let secret: Vec<u8> = row.try_get(0)?;
+    let key = AuditKey::from_bytes(&secret)
+        .ok_or_else(|| StoreError::PostgresPool("the audit key in audit_key is not 32 bytes".into()))?;
+    let head = match (row.try_get::<_, Option<i64>>(1)?, row.try_get::<_, Option<String>>(2)?) {
+        (Some(id), Some(hash)) => Some(Checkpoint { id, hash, mac: row.try_get(3)? }),
+        _ => None,
+    };
+    Ok((key, head))
+}
+
+async fn audit_anchor(tx: &impl GenericClient) -> Result<Option<Checkpoint>, StoreError> {
+    match query_opt(tx, "SELECT last_id, last_hash, mac FROM audit_anchor", &[]).await? {
+        Some(row) => Ok(Some(Checkpoint { id: row.try_get(0)?, hash: row.try_get(1)?, mac: row.try_get(2)? })),
+        None => Ok(None),
+    }
+}
+
+/// Appends a signed row to the audit chain under the fleet-wide audit lock, and moves the signed head to it in
+/// the same transaction (so the head never runs ahead of the rows, whichever gateway appends).
+pub async fn append_audit(tx: &impl GenericClient, entry: AuditEntry, now: i64) -> Result<(), StoreError> {
+    let entry = entry.bounded();
     execute(tx, "SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK]).await?;
+    let (key, head) = audit_key(tx).await?;
     let last = query_opt(tx, "SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1", &[]).await?;
     let last: (i64, String) = match last {
         Some(row) => (row.try_get(0)?, row.try_get(1)?),
-        None => match query_opt(tx, "SELECT last_id, last_hash FROM audit_anchor", &[]).await? {
-            Some(row) => (row.try_get(0)?, row.try_get(1)?),
-            None => (0, GENESIS.to_string()),
-        },
+        None => audit_anchor(tx).await?.map(|a| (a.id, a.hash)).unwrap_or((0, GENESIS.to_string())),
     };
-    let id = last.0 + 1;
-    let hash = row_hash(&last.1, id, now, entry);
+    // Never behind the signed head: after a cut, the next row leaves the gap in place (and the head moves on
+    // past it, never back over it).
+    let head_id = head
+        .filter(|h| h.mac.as_deref().is_some_and(|mac| key.verify(Signed::Head, h.id, &h.hash, mac)))
+        .map_or(0, |h| h.id);
+    let id = last.0.max(head_id) + 1;
+    let hash = row_hash(&last.1, id, now, &entry);
+    let mac = key.sign(Signed::Row, id, &hash);
     execute(
         tx,
-        "INSERT INTO audit_log (id, at, actor, action, target, ip, outcome, detail, prev_hash, hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        &format!("INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"),
         &[
             &id,
             &now,
@@ -132,47 +189,41 @@ pub async fn append_audit(tx: &impl GenericClient, entry: &AuditEntry, now: i64)
             &entry.detail,
             &last.1,
             &hash,
+            &mac,
         ],
     )
     .await?;
+    let head_mac = key.sign(Signed::Head, id, &hash);
+    execute(tx, "UPDATE audit_key SET head_id = $1, head_hash = $2, head_mac = $3", &[&id, &hash, &head_mac]).await?;
     Ok(())
 }
 
-/// Checks the whole chain from its anchor.
-pub async fn verify_audit(tx: &impl GenericClient) -> Result<Result<u64, ChainBreak>, StoreError> {
-    let anchor = match query_opt(tx, "SELECT last_id, last_hash FROM audit_anchor", &[]).await? {
-        Some(row) => Some((row.try_get(0)?, row.try_get(1)?)),
-        None => None,
-    };
-    let rows = query(
-        tx,
-        "SELECT id, at, actor, action, target, ip, outcome, detail, prev_hash, hash FROM audit_log ORDER BY id",
-        &[],
-    )
-    .await?;
-    let rows = rows
-        .iter()
-        .map(|r| {
-            Ok(AuditRow {
-                id: r.try_get(0)?,
-                at_ms: r.try_get(1)?,
-                entry: AuditEntry {
-                    actor: r.try_get(2)?,
-                    action: r.try_get(3)?,
-                    target: r.try_get(4)?,
-                    ip: r.try_get(5)?,
-                    outcome: r.try_get(6)?,
-                    detail: r.try_get(7)?,
-                },
-                prev_hash: r.try_get(8)?,
-                hash: r.try_get(9)?,
-            })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    Ok(verify_chain(anchor, rows))
+/// Checks the whole log: the chain from its anchor, every signature, and the head. It reads one snapshot (the
+/// head moves in the same transaction as each append, the anchor in the same as each prune), so other gateways
+/// appending and pruning meanwhile cause no false alarm, and are not held up.
+pub async fn verify_audit(tx: &impl GenericClient) -> Result<AuditReport, StoreError> {
+    execute(tx, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ", &[]).await?;
+    let (key, head) = audit_key(tx).await?;
+    let anchor = audit_anchor(tx).await?;
+    let rows = query(tx, &format!("SELECT {AUDIT_COLUMNS} FROM audit_log ORDER BY id"), &[]).await?;
+    let rows = rows.iter().map(audit_row).collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(verify_log(&key, anchor, head, rows))
 }
 
-/// Deletes rows older than `before_ms` (never the newest), moving the anchor to the last deleted row.
+/// A page of the log, oldest first.
+pub async fn list_audit(tx: &impl GenericClient, query_: &AuditQuery) -> Result<AuditPage, StoreError> {
+    let limit = query_.limit.max(1);
+    let rows = query(
+        tx,
+        &format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE id > $1 AND at >= $2 ORDER BY id LIMIT $3"),
+        &[&query_.after_id.unwrap_or(0), &query_.since_ms.unwrap_or(i64::MIN), &(limit as i64 + 1)],
+    )
+    .await?;
+    let rows = rows.iter().map(audit_row).collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(AuditPage::from_rows(rows, limit))
+}
+
+/// Deletes rows older than `before_ms` (never the newest), moving the signed anchor to the last deleted row.
 pub async fn prune_audit(tx: &impl GenericClient, before_ms: i64) -> Result<u64, StoreError> {
     execute(tx, "SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK]).await?;
     let last = query_opt(
@@ -184,15 +235,47 @@ pub async fn prune_audit(tx: &impl GenericClient, before_ms: i64) -> Result<u64,
     .await?;
     let Some(last) = last else { return Ok(0) };
     let (last_id, last_hash): (i64, String) = (last.try_get(0)?, last.try_get(1)?);
+    let (key, _) = audit_key(tx).await?;
+    let mac = key.sign(Signed::Anchor, last_id, &last_hash);
     let pruned = execute(tx, "DELETE FROM audit_log WHERE id <= $1", &[&last_id]).await?;
     execute(
         tx,
-        "INSERT INTO audit_anchor (singleton, last_id, last_hash) VALUES (1, $1, $2)
-         ON CONFLICT (singleton) DO UPDATE SET last_id = excluded.last_id, last_hash = excluded.last_hash",
-        &[&last_id, &last_hash],
+        "INSERT INTO audit_anchor (singleton, last_id, last_hash, mac) VALUES (1, $1, $2, $3)
+         ON CONFLICT (singleton) DO UPDATE
+         SET last_id = excluded.last_id, last_hash = excluded.last_hash, mac = excluded.mac",
+        &[&last_id, &last_hash, &mac],
     )
     .await?;
     Ok(pruned)
+}
+
+/// Makes a log copied from elsewhere (`migrate-store`) verifiable here: takes over the key that signed it and
+/// signs its newest row as the head. Refused when this database already holds rows signed with another key.
+pub async fn adopt_audit_key(tx: &impl GenericClient, key: &AuditKey) -> Result<(), StoreError> {
+    execute(tx, "SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK]).await?;
+    let (current, _) = audit_key(tx).await?;
+    let rows = query(tx, &format!("SELECT {AUDIT_COLUMNS} FROM audit_log ORDER BY id"), &[]).await?;
+    let rows = rows.iter().map(audit_row).collect::<Result<Vec<_>, StoreError>>()?;
+    if current.as_bytes() != key.as_bytes() {
+        let signed_here =
+            rows.iter().any(|r| r.mac.as_deref().is_some_and(|mac| current.verify(Signed::Row, r.id, &r.hash, mac)));
+        if signed_here {
+            return Err(StoreError::PostgresPool(
+                "this PostgreSQL store already holds audit rows signed with a key of its own".into(),
+            ));
+        }
+        execute(tx, "UPDATE audit_key SET secret = $1", &[&key.as_bytes()]).await?;
+    }
+    if let Some(tip) = rows.last() {
+        let head_mac = key.sign(Signed::Head, tip.id, &tip.hash);
+        execute(
+            tx,
+            "UPDATE audit_key SET head_id = $1, head_hash = $2, head_mac = $3",
+            &[&tip.id, &tip.hash, &head_mac],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 pub async fn insert_nonce(tx: &impl GenericClient, nonce: &str, now: i64, expires_at: i64) -> Result<(), StoreError> {

@@ -19,6 +19,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "0003_user_breakers",
         sql: include_str!("../../../../migrations/postgres/0003_user_breakers.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_audit_signatures",
+        sql: include_str!("../../../../migrations/postgres/0004_audit_signatures.sql"),
+    },
 ];
 
 /// The advisory lock every gateway takes while it migrates ("flowork" in ASCII, as a number).

@@ -27,14 +27,14 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use self::jobs::{JOB_COLUMN_COUNT, JOB_COLUMNS, job_from_row, lock_engine, notify_claimable, query, query_opt};
 use crate::admission::AdmissionLimits;
-use crate::audit::{AuditEntry, ChainBreak};
+use crate::audit::{AuditEntry, AuditReport};
 use crate::queue_metrics::QueueMetrics;
 use crate::store::breakers::{Signal, probes_to_claim};
 use crate::store::changes::{ChangeFeed, JobChange};
 use crate::store::{
-    AllowedUser, BreakerPolicy, CancelOutcome, ClaimParams, ControlStore, EngineRecord, EnqueueOutcome, Finish,
-    FinishOutcome, JobStore, KindBreaker, ListQuery, NewJob, NonceCheck, QueueCounts, RefreshCheck, RefreshTokenRecord,
-    RetryPolicy, Schedule, ScheduleOutcome, ShareSettings, StoreError,
+    AllowedUser, AuditPage, AuditQuery, BreakerPolicy, CancelOutcome, ClaimParams, ControlStore, EngineRecord,
+    EnqueueOutcome, Finish, FinishOutcome, JobStore, KindBreaker, ListQuery, NewJob, NonceCheck, QueueCounts,
+    RefreshCheck, RefreshTokenRecord, RetryPolicy, Schedule, ScheduleOutcome, ShareSettings, StoreError,
 };
 
 /// Connections per gateway process.
@@ -125,6 +125,8 @@ impl PgStore {
         };
         let mut client = store.client().await?;
         migrate::apply(&mut client, &redact(url)).await?;
+        // The audit key exists before any transaction needs it (gateways starting together make it once).
+        control::ensure_audit_key(&client).await?;
         Ok(store)
     }
 
@@ -665,12 +667,21 @@ impl ControlStore for PgStore {
 
     async fn append_audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
         let now = self.clock.now_ms();
-        in_tx!(self, |tx| control::append_audit(&tx, &entry, now).await?);
+        in_tx!(self, |tx| control::append_audit(&tx, entry, now).await?);
         Ok(())
     }
 
-    async fn verify_audit(&self) -> Result<Result<u64, ChainBreak>, StoreError> {
+    async fn verify_audit(&self) -> Result<AuditReport, StoreError> {
         Ok(in_tx!(self, |tx| control::verify_audit(&tx).await?))
+    }
+
+    /// The head moves with every append (in its transaction), so there is nothing left to checkpoint.
+    async fn checkpoint_audit(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn list_audit(&self, query: AuditQuery) -> Result<AuditPage, StoreError> {
+        Ok(read!(self, |client| control::list_audit(client, &query).await?))
     }
 
     async fn prune_audit(&self, before_ms: i64) -> Result<u64, StoreError> {
@@ -742,6 +753,12 @@ impl PgStore {
                 &[&kid, &secret, &self.clock.now_ms()],
             )
             .await?;
+        Ok(())
+    }
+
+    /// Takes over the key of an audit log copied in by `migrate-store` and signs its newest row as the head.
+    pub async fn adopt_audit_key(&self, key: &crate::audit::AuditKey) -> Result<(), StoreError> {
+        in_tx!(self, |tx| control::adopt_audit_key(&tx, key).await?);
         Ok(())
     }
 

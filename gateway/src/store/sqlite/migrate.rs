@@ -31,6 +31,11 @@ pub const CONTROL: &[Migration] = &[
         name: "0003_user_tokens",
         sql: include_str!("../../../../migrations/control/0003_user_tokens.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_audit_signatures",
+        sql: include_str!("../../../../migrations/control/0004_audit_signatures.sql"),
+    },
 ];
 
 /// Every shard's schema (jobs).

@@ -3,6 +3,7 @@
 //! Layout: `control.sqlite3`, `shards/<engine>.sqlite3`. Shards open lazily on first use (so start-up time does
 //! not grow with the number of engines) and stay open.
 
+pub mod audit_files;
 pub mod breakers;
 pub mod checkpoint;
 pub mod connection;
@@ -35,13 +36,13 @@ use self::control::ControlDb;
 use self::shard::Shard;
 use self::writer::{WriteDone, WriteOp};
 use crate::admission::AdmissionLimits;
-use crate::audit::{AuditEntry, ChainBreak};
+use crate::audit::{AuditEntry, AuditReport};
 use crate::secure_fs::create_private_dir;
 use crate::store::changes::ChangeFeed;
 use crate::store::{
-    AllowedUser, BreakerPolicy, CancelOutcome, ClaimParams, ControlStore, EngineRecord, EnqueueOutcome, Finish,
-    FinishOutcome, JobStore, KindBreaker, ListQuery, NewJob, NonceCheck, QueueCounts, RefreshCheck, RefreshTokenRecord,
-    RetryPolicy, Schedule, ScheduleOutcome, ShareSettings, StoreError,
+    AllowedUser, AuditPage, AuditQuery, BreakerPolicy, CancelOutcome, ClaimParams, ControlStore, EngineRecord,
+    EnqueueOutcome, Finish, FinishOutcome, JobStore, KindBreaker, ListQuery, NewJob, NonceCheck, QueueCounts,
+    RefreshCheck, RefreshTokenRecord, RetryPolicy, Schedule, ScheduleOutcome, ShareSettings, StoreError,
 };
 
 /// The SQLite-backed store.
@@ -84,7 +85,7 @@ impl SqliteStore {
                 create_private_dir(&folder)
                     .map_err(|source| StoreError::Io { path: folder.display().to_string(), source })?;
             }
-            ControlDb::open(&dir.join("control.sqlite3"))
+            ControlDb::open(&dir.join("control.sqlite3"), &dir.join("keys"))
         })
         .await?;
         let wakers = wake_file::Wakers::default();
@@ -620,12 +621,22 @@ impl ControlStore for SqliteStore {
 
     async fn append_audit(&self, entry: AuditEntry) -> Result<(), StoreError> {
         let (control, now) = (self.control.clone(), self.clock.now_ms());
-        blocking(move || control.append_audit(&entry, now)).await
+        blocking(move || control.append_audit(entry, now)).await
     }
 
-    async fn verify_audit(&self) -> Result<Result<u64, ChainBreak>, StoreError> {
+    async fn verify_audit(&self) -> Result<AuditReport, StoreError> {
         let control = self.control.clone();
         blocking(move || control.verify_audit()).await
+    }
+
+    async fn checkpoint_audit(&self) -> Result<(), StoreError> {
+        let control = self.control.clone();
+        blocking(move || control.checkpoint_audit()).await
+    }
+
+    async fn list_audit(&self, query: AuditQuery) -> Result<AuditPage, StoreError> {
+        let control = self.control.clone();
+        blocking(move || control.list_audit(&query)).await
     }
 
     async fn prune_audit(&self, before_ms: i64) -> Result<u64, StoreError> {
