@@ -21,6 +21,7 @@ use crate::engine_presence::EnginePresence;
 use crate::enqueue::JobLimits;
 use crate::inflight::InflightKeys;
 use crate::metrics::GatewayMetrics;
+use crate::client_ip::ProxyTrust;
 use crate::network::{CidrRules, NetworkPolicy};
 use crate::rate_limit::{Limit, RateLimits};
 use crate::store::open::{Backend, StorePolicies};
@@ -163,7 +164,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         total_depth: Arc::new(tokio::sync::Mutex::new((started, 0, 0.0))),
         created_since_total: Arc::default(),
         network: Arc::new(NetworkPolicy {
-            trusted_proxies: args.trusted_proxies.clone(),
+            proxy: ProxyTrust { proxies: args.trusted_proxies.clone(), header: args.client_ip_header },
             public: CidrRules { allow: args.allow_cidrs.clone(), deny: args.deny_cidrs.clone() },
             internal: CidrRules { allow: args.engine_allow_cidrs.clone(), deny: args.engine_deny_cidrs.clone() },
         }),
@@ -175,6 +176,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         refresh_ttl: args.refresh_ttl,
         rate_limits: Arc::new(RateLimits {
             per_ip: Limit::new("per-ip", args.rate_ip),
+            ipv6_prefix: args.rate_ip_v6_prefix,
             per_user: Limit::new("per-user", args.rate_user),
         }),
     }));

@@ -251,3 +251,58 @@ async fn an_edited_or_deleted_audit_row_is_detected() -> anyhow::Result<()> {
     assert!(!ws.gateway_cli(&["audit", "verify"])?.status.success());
     Ok(())
 }
+
+/// `GET /drain` with forwarding headers, from loopback (a trusted proxy in these tests).
+async fn via_proxy(gw: &Gateway, headers: &[(&str, &str)]) -> anyhow::Result<StatusCode> {
+    let mut request = reqwest::Client::new().get(format!("{}/drain", gw.base));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    Ok(request.send().await?.status())
+}
+
+#[tokio::test]
+async fn cf_connecting_ip_is_believed_only_when_the_proxies_are_named_cloudflare() -> anyhow::Result<()> {
+    let ws = Workspace::new()?;
+    let rules = ["--trusted-proxy", "127.0.0.1/32", "--deny-cidr", "198.51.100.0/24"];
+    // Behind an nginx that sets X-Forwarded-For and passes a client's own CF-Connecting-IP through, a denied
+    // client cannot name another address.
+    let gw = Gateway::start(&ws, &rules).await?;
+    let forged = [("x-forwarded-for", "198.51.100.9"), ("cf-connecting-ip", "10.9.9.9")];
+    assert_eq!(via_proxy(&gw, &forged).await?, StatusCode::FORBIDDEN, "CF-Connecting-IP was believed");
+    assert_eq!(via_proxy(&gw, &[("x-forwarded-for", "10.9.9.9")]).await?, StatusCode::OK);
+    drop(gw);
+
+    // Behind Cloudflare (which overwrites CF-Connecting-IP) the operator says so, and only that header counts.
+    let gw = Gateway::start_with_env(&ws, "127.0.0.1:0", &rules, &[("FLOWORK_CLIENT_IP_HEADER", "cf-connecting-ip")])
+        .await?;
+    assert_eq!(via_proxy(&gw, &[("cf-connecting-ip", "198.51.100.9")]).await?, StatusCode::FORBIDDEN);
+    assert_eq!(via_proxy(&gw, &forged).await?, StatusCode::OK);
+    assert_eq!(via_proxy(&gw, &[("x-forwarded-for", "198.51.100.9")]).await?, StatusCode::OK, "XFF is not read");
+    Ok(())
+}
+
+#[tokio::test]
+async fn ipv6_clients_share_a_rate_limit_bucket_per_64() -> anyhow::Result<()> {
+    let ws = Workspace::new()?;
+    let gw = Gateway::start(&ws, &["--trusted-proxy", "127.0.0.1/32", "--rate-ip", "3/m"]).await?;
+    // One client rotating through the addresses of its /64 gets one bucket's worth of requests...
+    for n in 1..=3 {
+        let from = format!("2001:db8:1:2::{n}");
+        assert_eq!(via_proxy(&gw, &[("x-forwarded-for", &from)]).await?, StatusCode::OK);
+    }
+    let rotated = via_proxy(&gw, &[("x-forwarded-for", "2001:db8:1:2:ffff:ffff:ffff:ffff")]).await?;
+    assert_eq!(rotated, StatusCode::TOO_MANY_REQUESTS, "a new address of the same /64 got a fresh bucket");
+    // ...while the next /64 is another client.
+    assert_eq!(via_proxy(&gw, &[("x-forwarded-for", "2001:db8:1:3::1")]).await?, StatusCode::OK);
+    drop(gw);
+
+    // --rate-ip-v6-prefix 128 goes back to one bucket per address.
+    let gw = Gateway::start(&ws, &["--trusted-proxy", "127.0.0.1/32", "--rate-ip", "1/m", "--rate-ip-v6-prefix", "128"])
+        .await?;
+    for n in 1..=3 {
+        let from = format!("2001:db8:1:2::{n}");
+        assert_eq!(via_proxy(&gw, &[("x-forwarded-for", &from)]).await?, StatusCode::OK);
+    }
+    Ok(())
+}
