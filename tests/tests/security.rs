@@ -298,8 +298,9 @@ async fn ipv6_clients_share_a_rate_limit_bucket_per_64() -> anyhow::Result<()> {
     drop(gw);
 
     // --rate-ip-v6-prefix 128 goes back to one bucket per address.
-    let gw = Gateway::start(&ws, &["--trusted-proxy", "127.0.0.1/32", "--rate-ip", "1/m", "--rate-ip-v6-prefix", "128"])
-        .await?;
+    let gw =
+        Gateway::start(&ws, &["--trusted-proxy", "127.0.0.1/32", "--rate-ip", "1/m", "--rate-ip-v6-prefix", "128"])
+            .await?;
     for n in 1..=3 {
         let from = format!("2001:db8:1:2::{n}");
         assert_eq!(via_proxy(&gw, &[("x-forwarded-for", &from)]).await?, StatusCode::OK);
