@@ -142,7 +142,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     });
     match &args.data.store {
-        Some(url) => tracing::info!(addr = %addr, store = %crate::store::postgres::redact(url), "listening"),
+        Some(url) => tracing::info!(addr = %addr, store = %crate::connection_string::redact(url), "listening"),
         None => tracing::info!(addr = %addr, data_dir = %args.data.data_dir.display(), "listening"),
     }
 

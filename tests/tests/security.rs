@@ -307,3 +307,26 @@ async fn ipv6_clients_share_a_rate_limit_bucket_per_64() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn store_passwords_never_reach_error_messages() -> anyhow::Result<()> {
+    let ws = Workspace::new()?;
+    ws.add_engine("local")?; // so migrate-store gets as far as opening its target
+    // Every place libpq takes a password, in strings that fail (bad form, unknown option, nobody listening).
+    for (store, secret) in [
+        ("host=127.0.0.1 port=1 user=u password=s3cret-kv dbname=d", "s3cret-kv"),
+        ("host=127.0.0.1 port=1 password='s3cret quoted'", "s3cret quoted"),
+        ("postgres://u@127.0.0.1:1/d?password=s3cret-query&no_such_option=1", "s3cret-query"),
+        ("postgresql://u:s3cret%2Dpct@127.0.0.1:1/d?no_such_option=1", "s3cret"),
+        ("postgres://u@127.0.0.1:1/d?password=s3cret-q2", "s3cret-q2"),
+    ] {
+        for args in [vec!["engine", "list", "--store", store], vec!["migrate-store", "--to", store]] {
+            let output = ws.gateway_cli(&args)?;
+            let text =
+                format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+            assert!(!output.status.success(), "{args:?} succeeded");
+            assert!(!text.contains(secret), "{args:?} showed the password: {text}");
+        }
+    }
+    Ok(())
+}
