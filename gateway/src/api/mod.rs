@@ -4,6 +4,7 @@ pub mod admin;
 pub mod auth;
 pub mod engines;
 pub mod extract;
+pub mod input_error;
 pub mod internal;
 pub mod jobs;
 pub mod openapi;
