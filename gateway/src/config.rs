@@ -254,7 +254,9 @@ pub enum EngineCommand {
         #[command(flatten)]
         data: DataArgs,
     },
-    /// Replace an engine's token (the old one stops working at once); prints the new token once.
+    /// Replace an engine's token; prints the new token once. The old token keeps working for --grace (default 5m)
+    /// so the engine can be switched over; `--grace 0s` stops it at once. While that grace runs, another rotation
+    /// is refused: it would stop the old token at once, cutting off an engine not switched over yet (--force does).
     RotateToken {
         name: String,
         /// Print `{"engine_id", "token"}` as JSON.
@@ -266,6 +268,10 @@ pub enum EngineCommand {
         /// How long the previous token keeps working, so the engine can be switched over without downtime.
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
         grace: Duration,
+        /// Rotate even while the last rotation's grace runs: the token that grace was for stops at once (say,
+        /// because it leaked); the current one gets the new --grace.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         data: DataArgs,
     },

@@ -330,3 +330,50 @@ async fn store_passwords_never_reach_error_messages() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_second_rotation_during_the_grace_is_refused_unless_forced() -> anyhow::Result<()> {
+    let ws = Workspace::new()?;
+    let first = ws.add_engine("local")?;
+    let gw = Gateway::start(&ws, &[]).await?;
+    let claim = json!({"max": 1, "wait_ms": 0, "lease_ms": 1000, "worker": "t"});
+    let works = |token: String| {
+        let (gw, claim) = (&gw, &claim);
+        async move { Ok::<_, anyhow::Error>(EngineApi::new(gw, &token).post("/internal/claim", claim).await?.status) }
+    };
+    let rotate = |extra: &[&str]| -> anyhow::Result<std::process::Output> {
+        ws.gateway_cli(&[&["engine", "rotate-token", "local", "--json"][..], extra].concat())
+    };
+    let token_of = |output: &std::process::Output| -> anyhow::Result<String> {
+        let value: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+        Ok(value["token"].as_str().unwrap_or_default().to_string())
+    };
+
+    // The help says what happens by default.
+    let help = String::from_utf8(ws.gateway_cli(&["engine", "rotate-token", "--help"])?.stdout)?;
+    assert!(help.contains("keeps working for --grace (default 5m)"), "{help}");
+    assert!(!help.contains("stops working at once"), "{help}");
+
+    let second = rotate(&["--grace", "1h"])?;
+    assert!(second.status.success());
+    let second = token_of(&second)?;
+    // Again within the hour: refused, and both tokens keep working.
+    let refused = rotate(&["--grace", "1h"])?;
+    assert!(!refused.status.success(), "a second rotation ended the first one's grace");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("still works until") && said.contains("--force"), "{said}");
+    assert_eq!(works(first.clone()).await?, StatusCode::OK, "the first token lost its grace");
+    assert_eq!(works(second.clone()).await?, StatusCode::OK);
+
+    // --force: the token of the running grace stops at once, the current one gets the new grace.
+    let third = rotate(&["--grace", "1h", "--force"])?;
+    assert!(third.status.success());
+    let third = token_of(&third)?;
+    eventually(Duration::from_secs(10), "the first token to stop", || async {
+        Ok((works(first.clone()).await? == StatusCode::UNAUTHORIZED).then_some(()))
+    })
+    .await?;
+    assert_eq!(works(second).await?, StatusCode::OK);
+    assert_eq!(works(third).await?, StatusCode::OK);
+    Ok(())
+}
