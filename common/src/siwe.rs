@@ -13,6 +13,8 @@ const HEADER_SUFFIX: &str = " wants you to sign in with your Ethereum account:";
 /// A parsed sign-in message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SiweMessage {
+    /// The URI scheme before the domain (`https` in `https://example.com wants you…`), when the message has one;
+    /// it must then be the scheme of the origin asking (EIP-4361).
     pub scheme: Option<String>,
     /// `host[:port]` of the site asking for the sign-in.
     pub domain: String,
@@ -66,6 +68,13 @@ impl SiweMessage {
             Some((scheme, domain)) => (Some(scheme.to_string()), domain.to_string()),
             None => (None, origin.to_string()),
         };
+        // RFC 3986: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
+        if let Some(scheme) = &scheme
+            && !(scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)))
+        {
+            return Err(malformed("invalid scheme"));
+        }
         if domain.is_empty() || domain.contains(char::is_whitespace) || domain.contains('/') {
             return Err(malformed("invalid domain"));
         }
@@ -206,6 +215,9 @@ Resources:
             FULL.replace('\n', "\r\n"),
             format!("{FULL}\ntrailing"),
             FULL.replace("URI: ", "Uri: "),
+            FULL.replace("example.com wants", "://example.com wants"),
+            FULL.replace("example.com wants", "1http://example.com wants"),
+            FULL.replace("example.com wants", "ht tp://example.com wants"),
             String::new(),
         ];
         for case in cases {

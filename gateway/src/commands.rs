@@ -81,8 +81,18 @@ pub async fn engine(command: EngineCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        EngineCommand::RotateToken { name, json, token_file, grace, data } => {
+        EngineCommand::RotateToken { name, json, token_file, grace, force, data } => {
             let store = open_store(&data).await?;
+            let now = SystemClock.now_ms();
+            if let Some(until) = store.control.engine(&name).await?.and_then(|e| e.grace_running(now))
+                && !force
+            {
+                anyhow::bail!(
+                    "engine {name}'s previous token still works until {} (the grace of its last rotation); rotating \
+                     again now would stop that token at once. Wait until then, or pass --force if it must stop now",
+                    flowork_common::timefmt::format_ms(until)
+                );
+            }
             let token = engine_token::generate();
             let set =
                 store.control.set_engine_token(&name, &engine_token::hash(&token), grace.as_millis() as u64).await;

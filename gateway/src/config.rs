@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 
+use crate::client_ip::ClientIpHeader;
 use crate::rate_limit::Rate;
 use flowork_common::logging::LogFormat;
 
@@ -152,12 +153,22 @@ pub struct ServeArgs {
     /// Requests per client address (`100/s`, `6000/m`; 0 = off), on every route but the probes.
     #[arg(long, env = "FLOWORK_RATE_IP", default_value = "2000/s")]
     pub rate_ip: Rate,
+    /// IPv6 clients share one --rate-ip bucket per network of this many bits (a /64 is what one client is usually
+    /// given, and it can use any address in it); 128 = one bucket per address.
+    #[arg(long, env = "FLOWORK_RATE_IP_V6_PREFIX", default_value_t = 64,
+          value_parser = clap::value_parser!(u8).range(1..=128))]
+    pub rate_ip_v6_prefix: u8,
     /// Requests per signed-in user (0 = off).
     #[arg(long, env = "FLOWORK_RATE_USER", default_value = "1000/s")]
     pub rate_user: Rate,
-    /// Peers whose `X-Forwarded-For` / `CF-Connecting-IP` are believed (CIDR, repeatable or comma-separated).
+    /// Peers whose client-address header (--client-ip-header) is believed (CIDR, repeatable or comma-separated).
     #[arg(long = "trusted-proxy", env = "FLOWORK_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<IpNet>,
+    /// The one header a trusted proxy reports the client's address in: `x-forwarded-for` (nginx, HAProxy, most load
+    /// balancers), or `cf-connecting-ip` only when the trusted proxies are Cloudflare's (others pass a client's
+    /// own `CF-Connecting-IP` through).
+    #[arg(long, env = "FLOWORK_CLIENT_IP_HEADER", value_enum, default_value = "x-forwarded-for")]
+    pub client_ip_header: ClientIpHeader,
     /// Only these client networks may use the public API (CIDR; default: all).
     #[arg(long = "allow-cidr", env = "FLOWORK_ALLOW_CIDRS", value_delimiter = ',')]
     pub allow_cidrs: Vec<IpNet>,
@@ -264,7 +275,9 @@ pub enum EngineCommand {
         #[command(flatten)]
         data: DataArgs,
     },
-    /// Replace an engine's token (the old one stops working at once); prints the new token once.
+    /// Replace an engine's token; prints the new token once. The old token keeps working for --grace (default 5m)
+    /// so the engine can be switched over; `--grace 0s` stops it at once. While that grace runs, another rotation
+    /// is refused: it would stop the old token at once, cutting off an engine not switched over yet (--force does).
     RotateToken {
         name: String,
         /// Print `{"engine_id", "token"}` as JSON.
@@ -276,6 +289,10 @@ pub enum EngineCommand {
         /// How long the previous token keeps working, so the engine can be switched over without downtime.
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
         grace: Duration,
+        /// Rotate even while the last rotation's grace runs: the token that grace was for stops at once (say,
+        /// because it leaked); the current one gets the new --grace.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         data: DataArgs,
     },

@@ -1,7 +1,6 @@
 //! Cron expressions in a time zone: parsing (croner, with jiff's time-zone database) and the next tick.
 
-use std::str::FromStr;
-
+use croner::parser::{CronParser, Seconds, Year};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use thiserror::Error;
@@ -17,7 +16,9 @@ pub enum CronError {
     Never(String),
 }
 
-/// A parsed cron expression (5 fields, or 6 with seconds first) in an IANA time zone.
+/// A parsed cron expression in an IANA time zone: 5 fields (minute hour day-of-month month day-of-week), 6 with
+/// seconds first, or a nickname (`@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly` / `@annually`). croner
+/// would also take a 7th field (the year); it is refused so that what is accepted is what the README documents.
 #[derive(Debug, Clone)]
 pub struct CronSchedule {
     cron: croner::Cron,
@@ -30,8 +31,16 @@ impl CronSchedule {
         if expr.len() > 200 {
             return Err(CronError::Expression { expr: expr.chars().take(40).collect(), reason: "too long".into() });
         }
-        let cron = croner::Cron::from_str(expr)
-            .map_err(|e| CronError::Expression { expr: expr.to_string(), reason: e.to_string() })?;
+        let refuse = |reason: String| CronError::Expression { expr: expr.to_string(), reason };
+        let fields = expr.split_whitespace().count();
+        if !expr.trim_start().starts_with('@') && !(5..=6).contains(&fields) {
+            return Err(refuse(format!(
+                "it has {fields} fields; use 5 (minute hour day-of-month month day-of-week), 6 with seconds first, or \
+                 @hourly, @daily, @weekly, @monthly, @yearly"
+            )));
+        }
+        let parser = CronParser::builder().seconds(Seconds::Optional).year(Year::Disallowed).build();
+        let cron = parser.parse(expr).map_err(|e| refuse(e.to_string()))?;
         let zone = TimeZone::get(zone).map_err(|_| CronError::TimeZone(zone.to_string()))?;
         Ok(Self { cron, zone })
     }
@@ -67,6 +76,25 @@ mod tests {
         let every5 = CronSchedule::parse("*/5 * * * *", "UTC").unwrap();
         assert_eq!(every5.next_after(JAN_1_2026), Some(JAN_1_2026 + 5 * 60_000));
         assert_eq!(every5.next_after(JAN_1_2026 + 1), Some(JAN_1_2026 + 5 * 60_000));
+    }
+
+    #[test]
+    fn what_is_accepted_is_what_the_readme_says() {
+        for accepted in
+            ["*/5 * * * *", "0 */5 * * * *", "@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually"]
+        {
+            assert!(CronSchedule::parse(accepted, "UTC").is_ok(), "{accepted}");
+        }
+        let hourly = CronSchedule::parse("@hourly", "UTC").unwrap();
+        assert_eq!(hourly.next_after(JAN_1_2026), Some(JAN_1_2026 + 3_600_000));
+        for refused in ["0 0 0 1 1 * 2030", "* * * *", "* * * * * * * *", "@reboot", "@every 5m", ""] {
+            match CronSchedule::parse(refused, "UTC") {
+                Err(CronError::Expression { reason, .. }) => assert!(!reason.is_empty(), "{refused}"),
+                other => panic!("{refused:?} gave {other:?}"),
+            }
+        }
+        let Err(seven) = CronSchedule::parse("0 0 0 1 1 * 2030", "UTC") else { panic!("a 7-field form passed") };
+        assert!(seven.to_string().contains("7 fields") && seven.to_string().contains("6 with seconds"), "{seven}");
     }
 
     #[test]

@@ -172,13 +172,16 @@ impl IntoResponse for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
-        let message = rejection.body_text();
+        let message = crate::api::input_error::explain(&rejection, "body");
         match rejection.status() {
             StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge { message: "the request body is too large".into() },
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType {
                 message: "send the body as JSON with `Content-Type: application/json`".into(),
             },
             StatusCode::UNPROCESSABLE_ENTITY => Self::unprocessable("invalid_body", message),
+            _ if matches!(rejection, JsonRejection::BytesRejection(_)) => {
+                Self::bad_request("malformed_json", "the request body could not be read")
+            }
             _ => Self::bad_request("malformed_json", message),
         }
     }
@@ -186,7 +189,7 @@ impl From<JsonRejection> for ApiError {
 
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
-        Self::bad_request("invalid_query", rejection.body_text())
+        Self::bad_request("invalid_query", crate::api::input_error::explain(&rejection, "query string"))
     }
 }
 

@@ -9,6 +9,7 @@ pub mod backup;
 pub mod client_ip;
 pub mod commands;
 pub mod config;
+pub mod connection_string;
 pub mod cron;
 pub mod drain;
 pub mod engine_cache;

@@ -8,7 +8,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
 
-use crate::client_ip::ClientIp;
+use crate::client_ip::{ClientIp, ProxyTrust};
 use crate::error::ApiError;
 use crate::server::AppState;
 
@@ -29,7 +29,8 @@ impl CidrRules {
 /// All network rules of a gateway.
 #[derive(Debug, Clone, Default)]
 pub struct NetworkPolicy {
-    pub trusted_proxies: Vec<IpNet>,
+    /// Whose forwarding header is believed, and which header.
+    pub proxy: ProxyTrust,
     /// For everything but `/internal/`.
     pub public: CidrRules,
     /// For the engine API under `/internal/`.

@@ -1,5 +1,8 @@
 //! Token-bucket rate limits (governor): one bucket per client address and one per user.
 //!
+//! An IPv4 client has one address, but an IPv6 client is handed a whole /64 (or more) and can pick a new address
+//! for every request, so IPv6 addresses share a bucket per network prefix (`--rate-ip-v6-prefix`, default /64).
+//!
 //! Over the limit the answer is 429 with `Retry-After` and the IETF `RateLimit-Policy` / `RateLimit` headers
 //! (draft-ietf-httpapi-ratelimit-headers). Buckets live in this process's memory: two gateways each allow the
 //! full rate.
@@ -16,6 +19,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{Quota, RateLimiter};
+use ipnet::Ipv6Net;
 
 use crate::client_ip::ClientIp;
 use crate::error::ApiError;
@@ -82,16 +86,31 @@ impl<K: Hash + Eq + Clone> Limit<K> {
 }
 
 /// The limits of a gateway.
-#[derive(Default)]
 pub struct RateLimits {
+    /// Keyed by [`ip_bucket`], not by the bare address.
     pub per_ip: Option<Limit<IpAddr>>,
+    /// The prefix length IPv6 clients are bucketed by (`--rate-ip-v6-prefix`).
+    pub ipv6_prefix: u8,
     pub per_user: Option<Limit<String>>,
+}
+
+/// The bucket of a client address: the address itself for IPv4 (and IPv4-mapped IPv6), its network of
+/// `ipv6_prefix` bits for IPv6.
+pub fn ip_bucket(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Net::new_assert(v6, ipv6_prefix.min(128)).trunc().addr()),
+        },
+    }
 }
 
 /// Middleware: the per-address limit, before any other work is done for the request.
 pub async fn limit_per_ip(State(state): State<AppState>, ip: ClientIp, request: Request, next: Next) -> Response {
-    if let Some(limit) = &state.rate_limits.per_ip
-        && let Err(refused) = limit.check(&ip.0)
+    let limits = &state.rate_limits;
+    if let Some(limit) = &limits.per_ip
+        && let Err(refused) = limit.check(&ip_bucket(ip.0, limits.ipv6_prefix))
     {
         return refused.into_response();
     }
@@ -140,5 +159,18 @@ mod tests {
         }
         assert!(limit.check(&"bob".to_string()).is_ok(), "buckets are per key");
         assert!(Limit::<String>::new("off", Rate { count: 0, per: Duration::from_secs(1) }).is_none());
+    }
+
+    #[test]
+    fn ipv6_clients_share_a_bucket_per_prefix() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(ip_bucket(ip("2001:db8:1:2:aaaa::1"), 64), ip("2001:db8:1:2::"));
+        assert_eq!(ip_bucket(ip("2001:db8:1:2:ffff:1:2:3"), 64), ip_bucket(ip("2001:db8:1:2::9"), 64));
+        assert_ne!(ip_bucket(ip("2001:db8:1:2::1"), 64), ip_bucket(ip("2001:db8:1:3::1"), 64));
+        assert_eq!(ip_bucket(ip("2001:db8:1:2::1"), 48), ip_bucket(ip("2001:db8:1:3::1"), 48));
+        assert_ne!(ip_bucket(ip("2001:db8::1"), 128), ip_bucket(ip("2001:db8::2"), 128));
+        assert_eq!(ip_bucket(ip("2001:db8::1"), 200), ip("2001:db8::1"), "past 128 means the whole address");
+        assert_eq!(ip_bucket(ip("203.0.113.7"), 64), ip("203.0.113.7"), "IPv4 is per address");
+        assert_eq!(ip_bucket(ip("::ffff:203.0.113.7"), 64), ip("203.0.113.7"), "IPv4-mapped is IPv4");
     }
 }

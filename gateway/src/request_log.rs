@@ -78,7 +78,7 @@ pub async fn log_requests(State(state): State<AppState>, mut request: Request, n
     let sent_method = request.method().to_string();
     let trace_id = trace_id(&request);
     let ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| {
-        crate::client_ip::resolve(addr.ip(), request.headers(), &state.network.trusted_proxies).to_string()
+        crate::client_ip::resolve(addr.ip(), request.headers(), &state.network.proxy).to_string()
     });
     // The request's span: a child of the caller's traceparent, so a trace runs from the client on.
     let span = tracing::info_span!(

@@ -14,6 +14,7 @@ use crate::alerts::AlertRules;
 use crate::audit::AuditEntry;
 use crate::auth::jwt::KeyRing;
 use crate::auth::signin::{SignInPolicy, normalize_origin};
+use crate::client_ip::ProxyTrust;
 use crate::config::ServeArgs;
 use crate::drain::DrainState;
 use crate::engine_cache::EngineCache;
@@ -144,7 +145,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     });
     match &args.data.store {
-        Some(url) => tracing::info!(addr = %addr, store = %crate::store::postgres::redact(url), "listening"),
+        Some(url) => tracing::info!(addr = %addr, store = %crate::connection_string::redact(url), "listening"),
         None => tracing::info!(addr = %addr, data_dir = %args.data.data_dir.display(), "listening"),
     }
 
@@ -167,7 +168,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         total_depth: Arc::new(tokio::sync::Mutex::new((started, 0, 0.0))),
         created_since_total: Arc::default(),
         network: Arc::new(NetworkPolicy {
-            trusted_proxies: args.trusted_proxies.clone(),
+            proxy: ProxyTrust { proxies: args.trusted_proxies.clone(), header: args.client_ip_header },
             public: CidrRules { allow: args.allow_cidrs.clone(), deny: args.deny_cidrs.clone() },
             internal: CidrRules { allow: args.engine_allow_cidrs.clone(), deny: args.engine_deny_cidrs.clone() },
         }),
@@ -179,6 +180,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         refresh_ttl: args.refresh_ttl,
         rate_limits: Arc::new(RateLimits {
             per_ip: Limit::new("per-ip", args.rate_ip),
+            ipv6_prefix: args.rate_ip_v6_prefix,
             per_user: Limit::new("per-user", args.rate_user),
         }),
     }));

@@ -115,6 +115,9 @@ async fn every_sign_in_failure_is_a_401_with_its_code_and_is_audited() -> anyhow
     expect(verify(&gw, "http://evil.example", &m, &wallet.sign(&m)).await?, "origin_mismatch");
     let m = fresh(nonce(&gw).await?).replacen("127.0.0.1", "evil.example", 1);
     expect(verify(&gw, &gw.base, &m, &wallet.sign(&m)).await?, "domain_mismatch");
+    // EIP-4361: a scheme in the header must be the origin's (the gateway's origin is http://).
+    let m = fresh(nonce(&gw).await?).replacen("127.0.0.1", "https://127.0.0.1", 1);
+    expect(verify(&gw, &gw.base, &m, &wallet.sign(&m)).await?, "scheme_mismatch");
     let m = sign_in_message(&gw.base, &wallet.address(), &nonce(&gw).await?, 5, now);
     expect(verify(&gw, &gw.base, &m, &wallet.sign(&m)).await?, "chain_id_not_allowed");
     let m = sign_in_message(&gw.base, &wallet.address(), &nonce(&gw).await?, 1, now - 600_000);
@@ -168,9 +171,11 @@ from eth_account.messages import encode_defunct
 account = Account.create()
 print(json.dumps({"address": account.address, "key": account.key.hex()}))
 sys.stdout.flush()
-message = sys.stdin.readline().rstrip("\n").encode().decode("unicode_escape")
-signed = Account.sign_message(encode_defunct(text=message), account.key)
-print(json.dumps({"signature": "0x" + signed.signature.hex().removeprefix("0x")}))
+for line in sys.stdin:
+    message = line.rstrip("\n").encode().decode("unicode_escape")
+    signed = Account.sign_message(encode_defunct(text=message), account.key)
+    print(json.dumps({"signature": "0x" + signed.signature.hex().removeprefix("0x")}))
+    sys.stdout.flush()
 "#;
     let mut child = Command::new("python3")
         .arg("-c")
@@ -185,14 +190,31 @@ print(json.dumps({"signature": "0x" + signed.signature.hex().removeprefix("0x")}
     let account: Value =
         serde_json::from_str(&line).map_err(|e| anyhow::anyhow!("eth-account missing? {e}: {line}"))?;
     let address = account["address"].as_str().unwrap().to_string();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut sign = |message: &str| -> anyhow::Result<String> {
+        writeln!(stdin, "{}", message.replace('\n', "\\n"))?;
+        line.clear();
+        stdout.read_line(&mut line)?;
+        Ok(serde_json::from_str::<Value>(&line)?["signature"].as_str().unwrap_or_default().to_string())
+    };
     let message = sign_in_message(&gw.base, &address, &nonce(&gw).await?, 1, system_now_ms());
-    writeln!(child.stdin.take().unwrap(), "{}", message.replace('\n', "\\n"))?;
-    line.clear();
-    stdout.read_line(&mut line)?;
-    child.wait()?;
-    let signature = serde_json::from_str::<Value>(&line)?["signature"].as_str().unwrap().to_string();
-    let reply = verify(&gw, &gw.base, &message, &signature).await?;
+    let reply = verify(&gw, &gw.base, &message, &sign(&message)?).await?;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.body["user"], address.to_lowercase().as_str());
+    // The optional scheme of the header (EIP-4361): the origin's is accepted, another is refused.
+    let with_scheme = |scheme: &str, nonce: &str| {
+        sign_in_message(&gw.base, &address, nonce, 1, system_now_ms()).replacen(
+            "127.0.0.1",
+            &format!("{scheme}://127.0.0.1"),
+            1,
+        )
+    };
+    let message = with_scheme("http", &nonce(&gw).await?);
+    assert_eq!(verify(&gw, &gw.base, &message, &sign(&message)?).await?.status, StatusCode::OK);
+    let message = with_scheme("https", &nonce(&gw).await?);
+    let reply = verify(&gw, &gw.base, &message, &sign(&message)?).await?;
+    assert_eq!((reply.status, reply.code()), (StatusCode::UNAUTHORIZED, "scheme_mismatch"), "{}", reply.body);
+    drop(stdin);
+    child.wait()?;
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use flowork_tests::{Api, Gateway, Workspace};
+use flowork_tests::{Api, EngineApi, Gateway, Reply, Workspace};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -253,6 +253,65 @@ async fn listing_pages_newest_first_and_filters() -> anyhow::Result<()> {
     assert_eq!(cancelled.body["jobs"].as_array().unwrap().len(), 1);
     let queued_local = api.get("/jobs?status=queued&engine=local").await?;
     assert_eq!(queued_local.body["jobs"].as_array().unwrap().len(), 3);
+    Ok(())
+}
+
+/// Asserts a refusal's code, and that its message says `words` without the libraries' own wording.
+fn plain_refusal(reply: &Reply, status: StatusCode, code: &str, words: &[&str]) {
+    assert_eq!((reply.status, reply.code()), (status, code), "{}", reply.body);
+    let message = reply.body["message"].as_str().unwrap_or_default();
+    for word in words {
+        assert!(message.contains(word), "{message:?} does not say {word:?}");
+    }
+    for internal in
+        ["Base64", "unknown variant", "invalid type", "at line", "Failed to deserialize", "expected u32", "i32"]
+    {
+        assert!(!message.contains(internal), "{message:?} shows a library's wording ({internal:?})");
+    }
+}
+
+#[tokio::test]
+async fn refusals_name_the_field_and_what_it_accepts_in_plain_words() -> anyhow::Result<()> {
+    let (ws, gw, api) = setup().await?;
+    let reply = api.post_job("k1", &json!({"engine": "local", "kind": "echo", "priority": "high"})).await?;
+    plain_refusal(&reply, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", &["`priority`", "whole number", "string"]);
+    let reply = api.post_job("k2", &json!({"engine": "local", "kind": "echo", "max_attempts": -1})).await?;
+    plain_refusal(&reply, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", &["`max_attempts`", "0 or more"]);
+    let reply = api.post_job("k3", &json!({"engine": "local", "kind": "echo", "surprise": 1})).await?;
+    plain_refusal(&reply, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", &["`surprise`", "allowed", "priority"]);
+    let reply = api.post_job("k4", &json!({"kind": "echo"})).await?;
+    plain_refusal(&reply, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", &["`engine` is required"]);
+    let batch = json!({"jobs": [{"engine": "local", "kind": "echo", "idempotency_key": "b1", "timeout_ms": "soon"}]});
+    let reply = api.post("/jobs/batch", &batch).await?;
+    let result = &reply.body["results"][0];
+    let status = StatusCode::from_u16(result["status"].as_u64().unwrap_or_default() as u16)?;
+    let item = Reply { status, headers: reply.headers.clone(), body: result.clone() };
+    plain_refusal(&item, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", &["`timeout_ms`", "whole number"]);
+    let reply = api.get("/jobs?limit=many").await?;
+    plain_refusal(&reply, StatusCode::BAD_REQUEST, "invalid_query", &["`limit`", "whole number"]);
+
+    // An unknown enum variant, on the engine API.
+    let engine = EngineApi::new(&gw, &ws.add_engine("second")?);
+    let finish = json!({"lease_token": "x", "outcome": "none"});
+    let reply = engine.post("/internal/jobs/0190f5f0-0000-7000-8000-000000000000/finish", &finish).await?;
+    plain_refusal(
+        &reply,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_body",
+        &["`outcome`", "succeeded, failed, cancelled", "\"none\""],
+    );
+
+    // A JWT whose segments are not base64url.
+    let reply = Reply::read(
+        api.http.get(format!("{}/jobs", gw.base)).header("authorization", "Bearer eyJ.a.b.c!").send().await?,
+    )
+    .await?;
+    plain_refusal(&reply, StatusCode::UNAUTHORIZED, "invalid_token", &["well-formed JWT"]);
+    let reply = Reply::read(
+        api.http.get(format!("{}/jobs", gw.base)).header("authorization", "Bearer e30.!!!.x").send().await?,
+    )
+    .await?;
+    plain_refusal(&reply, StatusCode::UNAUTHORIZED, "invalid_token", &["well-formed JWT"]);
     Ok(())
 }
 

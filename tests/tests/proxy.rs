@@ -47,8 +47,12 @@ async fn the_example_nginx_config_splits_90_10_and_moves_traffic_off_a_draining_
     let ws = Workspace::new()?;
     ws.add_engine("local")?;
     let token = ws.mint("alice", "1h")?;
-    let old = Gateway::start(&ws, &[]).await?;
-    let canary = Gateway::start(&ws, &[]).await?;
+    // Set up as if misconfigured for Cloudflare: a CF-Connecting-IP that got through nginx would be believed and
+    // refused (only loopback may call), so every success below also shows the example strips it.
+    let trusting =
+        ["--trusted-proxy", "127.0.0.1/32", "--client-ip-header", "cf-connecting-ip", "--allow-cidr", "127.0.0.0/8"];
+    let old = Gateway::start(&ws, &trusting).await?;
+    let canary = Gateway::start(&ws, &trusting).await?;
     let port_of = |g: &Gateway| g.base.rsplit(':').next().unwrap_or_default().to_string();
     let proxy_port = free_port()?;
 
@@ -93,6 +97,7 @@ async fn the_example_nginx_config_splits_90_10_and_moves_traffic_off_a_draining_
         http.post(format!("{base}/jobs"))
             .bearer_auth(&token)
             .header("Idempotency-Key", key)
+            .header("CF-Connecting-IP", "10.9.9.9")
             .json(&json!({"engine": "local", "kind": "echo"}))
             .send()
     };

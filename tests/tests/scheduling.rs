@@ -141,6 +141,9 @@ async fn cron_schedules_tick_once_each_across_a_restart_and_refuse_bad_input() -
     for (body, code) in [
         (json!({"engine": "shared", "kind": "echo", "cron": "61 * * * *"}), "invalid_cron"),
         (json!({"engine": "shared", "kind": "echo", "cron": "not a cron"}), "invalid_cron"),
+        // A year field (croner's 7th) is not part of what the README documents.
+        (json!({"engine": "shared", "kind": "echo", "cron": "0 0 0 1 1 * 2099"}), "invalid_cron"),
+        (json!({"engine": "shared", "kind": "echo", "cron": "@reboot"}), "invalid_cron"),
         (json!({"engine": "shared", "kind": "echo", "cron": "* * * * *", "timezone": "Mars/Base"}), "invalid_timezone"),
         (json!({"engine": "shared", "kind": "echo", "cron": "* * * * *", "missed": "all"}), "invalid_missed"),
         (json!({"engine": "nope", "kind": "echo", "cron": "* * * * *"}), "unknown_engine"),
@@ -149,6 +152,13 @@ async fn cron_schedules_tick_once_each_across_a_restart_and_refuse_bad_input() -
         assert_eq!((reply.status, reply.code()), (StatusCode::UNPROCESSABLE_ENTITY, code), "{body}: {}", reply.body);
         assert!(!reply.body["message"].as_str().unwrap_or("").is_empty());
     }
+    let seven =
+        bob.post("/schedules", &json!({"engine": "shared", "kind": "echo", "cron": "0 0 0 1 1 * 2099"})).await?;
+    assert!(seven.body["message"].as_str().unwrap_or("").contains("6 with seconds first"), "{}", seven.body);
+    let hourly = bob.post("/schedules", &json!({"engine": "shared", "kind": "echo", "cron": "@hourly"})).await?;
+    assert_eq!(hourly.status, StatusCode::CREATED, "{}", hourly.body);
+    let hourly_id = hourly.body["id"].as_str().unwrap_or_default().to_string();
+    assert_eq!(bob.delete(&format!("/schedules/{hourly_id}")).await?.status, StatusCode::OK);
     let outsider = carol.post("/schedules", &every_second).await?;
     assert_eq!((outsider.status, outsider.code()), (StatusCode::FORBIDDEN, "not_whitelisted"));
 

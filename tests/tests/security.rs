@@ -251,3 +251,129 @@ async fn an_edited_or_deleted_audit_row_is_detected() -> anyhow::Result<()> {
     assert!(!ws.gateway_cli(&["audit", "verify"])?.status.success());
     Ok(())
 }
+
+/// `GET /drain` with forwarding headers, from loopback (a trusted proxy in these tests).
+async fn via_proxy(gw: &Gateway, headers: &[(&str, &str)]) -> anyhow::Result<StatusCode> {
+    let mut request = reqwest::Client::new().get(format!("{}/drain", gw.base));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    Ok(request.send().await?.status())
+}
+
+#[tokio::test]
+async fn cf_connecting_ip_is_believed_only_when_the_proxies_are_named_cloudflare() -> anyhow::Result<()> {
+    let ws = Workspace::new()?;
+    let rules = ["--trusted-proxy", "127.0.0.1/32", "--deny-cidr", "198.51.100.0/24"];
+    // Behind an nginx that sets X-Forwarded-For and passes a client's own CF-Connecting-IP through, a denied
+    // client cannot name another address.
+    let gw = Gateway::start(&ws, &rules).await?;
+    let forged = [("x-forwarded-for", "198.51.100.9"), ("cf-connecting-ip", "10.9.9.9")];
+    assert_eq!(via_proxy(&gw, &forged).await?, StatusCode::FORBIDDEN, "CF-Connecting-IP was believed");
+    assert_eq!(via_proxy(&gw, &[("x-forwarded-for", "10.9.9.9")]).await?, StatusCode::OK);
+    drop(gw);
+
+    // Behind Cloudflare (which overwrites CF-Connecting-IP) the operator says so, and only that header counts.
+    let gw = Gateway::start_with_env(&ws, "127.0.0.1:0", &rules, &[("FLOWORK_CLIENT_IP_HEADER", "cf-connecting-ip")])
+        .await?;
+    assert_eq!(via_proxy(&gw, &[("cf-connecting-ip", "198.51.100.9")]).await?, StatusCode::FORBIDDEN);
+    assert_eq!(via_proxy(&gw, &forged).await?, StatusCode::OK);
+    assert_eq!(via_proxy(&gw, &[("x-forwarded-for", "198.51.100.9")]).await?, StatusCode::OK, "XFF is not read");
+    Ok(())
+}
+
+#[tokio::test]
+async fn ipv6_clients_share_a_rate_limit_bucket_per_64() -> anyhow::Result<()> {
+    let ws = Workspace::new()?;
+    let gw = Gateway::start(&ws, &["--trusted-proxy", "127.0.0.1/32", "--rate-ip", "3/m"]).await?;
+    // One client rotating through the addresses of its /64 gets one bucket's worth of requests...
+    for n in 1..=3 {
+        let from = format!("2001:db8:1:2::{n}");
+        assert_eq!(via_proxy(&gw, &[("x-forwarded-for", &from)]).await?, StatusCode::OK);
+    }
+    let rotated = via_proxy(&gw, &[("x-forwarded-for", "2001:db8:1:2:ffff:ffff:ffff:ffff")]).await?;
+    assert_eq!(rotated, StatusCode::TOO_MANY_REQUESTS, "a new address of the same /64 got a fresh bucket");
+    // ...while the next /64 is another client.
+    assert_eq!(via_proxy(&gw, &[("x-forwarded-for", "2001:db8:1:3::1")]).await?, StatusCode::OK);
+    drop(gw);
+
+    // --rate-ip-v6-prefix 128 goes back to one bucket per address.
+    let gw =
+        Gateway::start(&ws, &["--trusted-proxy", "127.0.0.1/32", "--rate-ip", "1/m", "--rate-ip-v6-prefix", "128"])
+            .await?;
+    for n in 1..=3 {
+        let from = format!("2001:db8:1:2::{n}");
+        assert_eq!(via_proxy(&gw, &[("x-forwarded-for", &from)]).await?, StatusCode::OK);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn store_passwords_never_reach_error_messages() -> anyhow::Result<()> {
+    let ws = Workspace::new()?;
+    ws.add_engine("local")?; // so migrate-store gets as far as opening its target
+    // Every place libpq takes a password, in strings that fail (bad form, unknown option, nobody listening).
+    for (store, secret) in [
+        ("host=127.0.0.1 port=1 user=u password=s3cret-kv dbname=d", "s3cret-kv"),
+        ("host=127.0.0.1 port=1 password='s3cret quoted'", "s3cret quoted"),
+        ("postgres://u@127.0.0.1:1/d?password=s3cret-query&no_such_option=1", "s3cret-query"),
+        ("postgresql://u:s3cret%2Dpct@127.0.0.1:1/d?no_such_option=1", "s3cret"),
+        ("postgres://u@127.0.0.1:1/d?password=s3cret-q2", "s3cret-q2"),
+    ] {
+        for args in [vec!["engine", "list", "--store", store], vec!["migrate-store", "--to", store]] {
+            let output = ws.gateway_cli(&args)?;
+            let text =
+                format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+            assert!(!output.status.success(), "{args:?} succeeded");
+            assert!(!text.contains(secret), "{args:?} showed the password: {text}");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_second_rotation_during_the_grace_is_refused_unless_forced() -> anyhow::Result<()> {
+    let ws = Workspace::new()?;
+    let first = ws.add_engine("local")?;
+    let gw = Gateway::start(&ws, &[]).await?;
+    let claim = json!({"max": 1, "wait_ms": 0, "lease_ms": 1000, "worker": "t"});
+    let works = |token: String| {
+        let (gw, claim) = (&gw, &claim);
+        async move { Ok::<_, anyhow::Error>(EngineApi::new(gw, &token).post("/internal/claim", claim).await?.status) }
+    };
+    let rotate = |extra: &[&str]| -> anyhow::Result<std::process::Output> {
+        ws.gateway_cli(&[&["engine", "rotate-token", "local", "--json"][..], extra].concat())
+    };
+    let token_of = |output: &std::process::Output| -> anyhow::Result<String> {
+        let value: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+        Ok(value["token"].as_str().unwrap_or_default().to_string())
+    };
+
+    // The help says what happens by default.
+    let help = String::from_utf8(ws.gateway_cli(&["engine", "rotate-token", "--help"])?.stdout)?;
+    assert!(help.contains("keeps working for --grace (default 5m)"), "{help}");
+    assert!(!help.contains("stops working at once"), "{help}");
+
+    let second = rotate(&["--grace", "1h"])?;
+    assert!(second.status.success());
+    let second = token_of(&second)?;
+    // Again within the hour: refused, and both tokens keep working.
+    let refused = rotate(&["--grace", "1h"])?;
+    assert!(!refused.status.success(), "a second rotation ended the first one's grace");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("still works until") && said.contains("--force"), "{said}");
+    assert_eq!(works(first.clone()).await?, StatusCode::OK, "the first token lost its grace");
+    assert_eq!(works(second.clone()).await?, StatusCode::OK);
+
+    // --force: the token of the running grace stops at once, the current one gets the new grace.
+    let third = rotate(&["--grace", "1h", "--force"])?;
+    assert!(third.status.success());
+    let third = token_of(&third)?;
+    eventually(Duration::from_secs(10), "the first token to stop", || async {
+        Ok((works(first.clone()).await? == StatusCode::UNAUTHORIZED).then_some(()))
+    })
+    .await?;
+    assert_eq!(works(second).await?, StatusCode::OK);
+    assert_eq!(works(third).await?, StatusCode::OK);
+    Ok(())
+}

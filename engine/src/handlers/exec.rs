@@ -59,7 +59,7 @@ impl JobHandler for Exec {
         let output =
             child.wait_with_output().await.map_err(|e| JobFailure::retryable(format!("waiting for {program}: {e}")))?;
         if !output.status.success() {
-            let stderr = String::from_utf8_lossy(&output.stderr[..output.stderr.len().min(2_000)]).to_string();
+            let stderr = super::text_prefix(&output.stderr, 2_000);
             return Err(JobFailure::retryable(format!("{program} exited with {}: {stderr}", output.status)));
         }
         if output.stdout.len() > MAX_OUTPUT_BYTES {

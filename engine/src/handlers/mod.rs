@@ -65,6 +65,20 @@ pub fn parse_payload<T: serde::de::DeserializeOwned>(kind: &str, payload: &RawVa
     serde_json::from_str(payload.get()).map_err(|e| JobFailure::permanent(format!("invalid {kind} payload: {e}")))
 }
 
+/// At most `max` bytes of `bytes` as text, cut at a character boundary (not through a multi-byte character,
+/// which would end the message in U+FFFD).
+pub fn text_prefix(bytes: &[u8], max: usize) -> String {
+    let mut cut = bytes.len().min(max);
+    // A UTF-8 character has at most 3 continuation bytes (0b10xx_xxxx) after its first byte.
+    for _ in 0..3 {
+        if cut == 0 || cut == bytes.len() || bytes[cut] & 0xC0 != 0x80 {
+            break;
+        }
+        cut -= 1;
+    }
+    String::from_utf8_lossy(&bytes[..cut]).into_owned()
+}
+
 /// Turns any serialisable value into a result.
 pub fn to_result<T: serde::Serialize>(value: &T) -> Result<Box<RawValue>, JobFailure> {
     serde_json::value::to_raw_value(value).map_err(|e| JobFailure::permanent(format!("unserialisable result: {e}")))
@@ -94,5 +108,20 @@ impl Registry {
 
     pub fn get(&self, kind: &str) -> Option<Arc<dyn JobHandler>> {
         self.0.get(kind).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::text_prefix;
+
+    #[test]
+    fn text_prefixes_never_cut_a_character_in_two() {
+        let text = "héllo 世界 🎉";
+        for max in 0..=text.len() + 1 {
+            let prefix = text_prefix(text.as_bytes(), max);
+            assert!(text.starts_with(&prefix) && !prefix.contains('\u{fffd}'), "{max}: {prefix:?}");
+            assert!(prefix.len() <= max && prefix.len() + 3 >= max.min(text.len()), "{max}: {prefix:?}");
+        }
     }
 }

@@ -335,8 +335,8 @@ async fn batch_item(state: &AppState, user: &str, item: serde_json::Value) -> Re
         Some(_) => return Err(ApiError::bad_request("invalid_idempotency_key", "idempotency_key must be a string")),
         None => validate_idempotency_key(None)?,
     };
-    let request: EnqueueRequest = serde_json::from_value(serde_json::Value::Object(fields))
-        .map_err(|e| ApiError::unprocessable("invalid_body", e.to_string()))?;
+    let request: EnqueueRequest = crate::api::input_error::explain_value(serde_json::Value::Object(fields), "item")
+        .map_err(|message| ApiError::unprocessable("invalid_body", message))?;
     let id = uuid::Uuid::now_v7().to_string();
     let job = build_new_job(&request, user, key, None, id, state.clock.now_ms(), &state.limits)?;
     require_active_engine(state, &job.engine).await?;

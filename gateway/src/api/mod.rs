@@ -5,6 +5,7 @@ pub mod audit;
 pub mod auth;
 pub mod engines;
 pub mod extract;
+pub mod input_error;
 pub mod internal;
 pub mod jobs;
 pub mod keys;

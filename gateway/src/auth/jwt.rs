@@ -283,7 +283,7 @@ impl KeyRing {
         if let Some(claims) = self.verified.get(&digest, audience, now_s, |kid| self.has_key(kid)) {
             return Ok(claims);
         }
-        let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::InvalidToken(e.to_string()))?;
+        let header = jsonwebtoken::decode_header(token).map_err(AuthError::from_jwt)?;
         if header.alg != Algorithm::HS256 {
             return Err(AuthError::InvalidToken("unexpected signing algorithm".into()));
         }
@@ -310,7 +310,7 @@ impl KeyRing {
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::ExpiredToken,
-                _ => AuthError::InvalidToken(e.to_string()),
+                _ => AuthError::from_jwt(e),
             })?;
         if claims.exp <= now_s {
             return Err(AuthError::ExpiredToken);

@@ -36,3 +36,29 @@ pub enum AuthError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+impl AuthError {
+    /// A token jsonwebtoken refused, in words: its own text (`Base64 error: Invalid symbol 46`) is for the log.
+    pub fn from_jwt(error: jsonwebtoken::errors::Error) -> Self {
+        use jsonwebtoken::errors::ErrorKind;
+        tracing::debug!(%error, "token refused");
+        let reason = match error.kind() {
+            ErrorKind::ExpiredSignature => return Self::ExpiredToken,
+            ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
+                "it is not a well-formed JWT (three base64url parts: header, claims, signature)"
+            }
+            ErrorKind::InvalidSignature => "its signature does not match",
+            ErrorKind::ImmatureSignature => "it is not valid yet",
+            ErrorKind::InvalidAudience => "it is not meant for this endpoint",
+            ErrorKind::InvalidIssuer | ErrorKind::InvalidSubject => "it was not issued by this service",
+            ErrorKind::MissingRequiredClaim(_) | ErrorKind::InvalidClaimFormat(_) => {
+                "its claims are missing or malformed"
+            }
+            ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                "it is signed with an unexpected algorithm"
+            }
+            _ => "it could not be verified",
+        };
+        Self::InvalidToken(reason.into())
+    }
+}

@@ -53,7 +53,14 @@ pub fn check_sign_in(
     if !policy.origins.contains(&origin) {
         return Err(refuse("origin_mismatch", format!("origin {origin} is not an allowed GUI origin")));
     }
-    let authority = origin.split_once("://").map(|(_, rest)| rest).unwrap_or(&origin);
+    let (origin_scheme, authority) = origin.split_once("://").unwrap_or(("", &origin));
+    // EIP-4361: a scheme in the header must be the origin's, so a page on http:// cannot reuse a message its
+    // wallet showed as being for the https:// site.
+    if let Some(scheme) = &message.scheme
+        && !scheme.eq_ignore_ascii_case(origin_scheme)
+    {
+        return Err(refuse("scheme_mismatch", format!("the message is for {scheme}://, not {origin_scheme}://")));
+    }
     if !message.domain.eq_ignore_ascii_case(authority) {
         return Err(refuse("domain_mismatch", format!("the message is for {}, not {authority}", message.domain)));
     }
@@ -118,6 +125,11 @@ mod tests {
         let key = SigningKey::from_slice(&[3u8; 32]).unwrap();
         let m = check(&message(&key, |m| m), &key, Some("https://app.example.com")).unwrap();
         assert_eq!(m.address_bytes, address_of(key.verifying_key()));
+        let with_scheme = message(&key, |m| m.replace("app.example.com wants", "HTTPS://app.example.com wants"));
+        assert_eq!(
+            check(&with_scheme, &key, Some("https://app.example.com")).unwrap().scheme.as_deref(),
+            Some("HTTPS")
+        );
     }
 
     #[test]
@@ -149,6 +161,11 @@ mod tests {
                 "message_not_yet_valid",
             ),
             (message(&key, |m| m.replace("Version: 1", "Version: 9")), origin, "malformed_message"),
+            (
+                message(&key, |m| m.replace("app.example.com wants", "http://app.example.com wants")),
+                origin,
+                "scheme_mismatch",
+            ),
         ];
         for (text, origin, code) in cases {
             assert_eq!(check(&text, &key, origin).unwrap_err(), code, "{text}");

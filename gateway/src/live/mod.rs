@@ -173,7 +173,10 @@ impl Live {
                 };
                 let client = redis::Client::open(url.as_str())?;
                 let adapter = RedisAdapterCtr::new_with_redis(&client).await.map_err(|error| {
-                    anyhow::anyhow!("cannot reach Redis at {} for the Socket.IO adapter: {error}", redact_url(&url))
+                    anyhow::anyhow!(
+                        "cannot reach Redis at {} for the Socket.IO adapter: {error}",
+                        crate::connection_string::redact(&url)
+                    )
                 })?;
                 heartbeat_client = Some(client);
                 let (layer, io) = SocketIo::builder().with_adapter::<RedisAdapter<_>>(adapter).build_layer();
@@ -536,9 +539,4 @@ impl Live {
             }
         }
     }
-}
-
-/// A Redis URL without its password, for messages.
-fn redact_url(url: &str) -> String {
-    crate::store::postgres::redact(url)
 }

@@ -171,11 +171,19 @@ pub struct EngineRecord {
     pub owner: Option<String>,
     pub created_at_ms: i64,
     pub revoked_at_ms: Option<i64>,
+    /// Until when the token replaced by the last rotation still works (its grace), if that rotation had one.
+    pub previous_token_valid_until_ms: Option<i64>,
 }
 
 impl EngineRecord {
     pub fn is_active(&self) -> bool {
         self.revoked_at_ms.is_none()
+    }
+
+    /// The end of a rotation's grace still running at `now`: while it runs, the engine may still be on the
+    /// replaced token, which another rotation would stop at once.
+    pub fn grace_running(&self, now_ms: i64) -> Option<i64> {
+        self.previous_token_valid_until_ms.filter(|until| *until > now_ms)
     }
 }
 

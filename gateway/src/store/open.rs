@@ -63,7 +63,7 @@ pub async fn open(data: &DataArgs, clock: Arc<dyn Clock>, policies: StorePolicie
         Some(other) => Err(StoreError::PostgresPool(format!(
             "--store must be a PostgreSQL URL (postgres://USER@HOST:PORT/DB), not {:?}; leave it out for the \
              SQLite shards under --data-dir",
-            super::postgres::redact(other)
+            crate::connection_string::redact(other)
         ))),
         None => {
             let store = Arc::new(

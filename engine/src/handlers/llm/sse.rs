@@ -1,12 +1,16 @@
 //! Assembling a streamed chat completion: server-sent events whose `data:` lines carry chunks with
 //! `choices[0].delta.content`, ended by `data: [DONE]`.
+//!
+//! Network chunks split the stream anywhere, also inside a multi-byte UTF-8 character, so bytes are buffered and
+//! only complete lines are decoded (a `\n` byte never occurs inside a multi-byte character).
 
 use serde_json::Value;
 
 /// Text and usage gathered from the chunks so far.
 #[derive(Debug, Default)]
 pub struct Assembler {
-    buffer: String,
+    /// Bytes of a line not complete yet.
+    buffer: Vec<u8>,
     pub text: String,
     pub model: Option<String>,
     pub usage: Option<Value>,
@@ -16,11 +20,17 @@ pub struct Assembler {
 impl Assembler {
     /// Feeds bytes as they arrive; complete lines are processed, a partial line waits for the rest.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<(), String> {
-        self.buffer.push_str(&String::from_utf8_lossy(bytes));
-        while let Some(end) = self.buffer.find('\n') {
-            let line: String = self.buffer.drain(..=end).collect();
-            self.line(line.trim_end_matches(['\r', '\n']))?;
+        self.buffer.extend_from_slice(bytes);
+        let mut start = 0;
+        while let Some(end) = self.buffer[start..].iter().position(|b| *b == b'\n').map(|at| start + at) {
+            let line = std::str::from_utf8(&self.buffer[start..end])
+                .map_err(|_| "the stream is not valid UTF-8".to_string())?
+                .trim_end_matches('\r')
+                .to_string();
+            start = end + 1;
+            self.line(&line)?;
         }
+        self.buffer.drain(..start);
         Ok(())
     }
 
@@ -74,5 +84,31 @@ mod tests {
             assert_eq!(assembler.model.as_deref(), Some("m"));
         }
         assert!(Assembler::default().feed(b"data: {\"error\":{\"message\":\"overloaded\"}}\n").is_err());
+    }
+
+    #[test]
+    fn multi_byte_characters_split_between_chunks_arrive_whole() {
+        let text = "héllo 世界 🎉";
+        let stream = format!(
+            "data: {}\n\ndata: {}\r\n\r\ndata: [DONE]\n\n",
+            serde_json::json!({"choices": [{"delta": {"content": &text[..7]}}]}),
+            serde_json::json!({"choices": [{"delta": {"content": &text[7..]}}]}),
+        );
+        let bytes = stream.as_bytes();
+        // Every split point, so each character is cut at each of its bytes once.
+        for cut in 0..=bytes.len() {
+            let mut assembler = Assembler::default();
+            assembler.feed(&bytes[..cut]).unwrap();
+            assembler.feed(&bytes[cut..]).unwrap();
+            assert_eq!(assembler.text, text, "split at byte {cut}");
+            assert!(assembler.done);
+        }
+        // And byte by byte.
+        let mut assembler = Assembler::default();
+        for byte in bytes {
+            assembler.feed(std::slice::from_ref(byte)).unwrap();
+        }
+        assert_eq!(assembler.text, text);
+        assert!(Assembler::default().feed(b"data: \xff\xfe\n").is_err(), "a line that is not UTF-8 is refused");
     }
 }

@@ -12,7 +12,7 @@ use crate::store::{AuditPage, AuditQuery, EngineRecord, NonceCheck, RefreshCheck
 /// order the appends committed).
 const AUDIT_LOCK: i64 = 0x0061_7564_6974;
 
-const ENGINE_COLUMNS: &str = "id, owner, created_at, revoked_at";
+const ENGINE_COLUMNS: &str = "id, owner, created_at, revoked_at, previous_valid_until";
 
 fn engine_from_row(row: &Row) -> Result<EngineRecord, StoreError> {
     Ok(EngineRecord {
@@ -20,6 +20,7 @@ fn engine_from_row(row: &Row) -> Result<EngineRecord, StoreError> {
         owner: row.try_get(1)?,
         created_at_ms: row.try_get(2)?,
         revoked_at_ms: row.try_get(3)?,
+        previous_token_valid_until_ms: row.try_get(4)?,
     })
 }
 

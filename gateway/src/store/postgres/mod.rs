@@ -58,20 +58,6 @@ pub struct PgStore {
     batcher: OnceLock<batcher::EnqueueBatcher>,
 }
 
-/// A store URL with its password hidden, for messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
 /// Runs `$body` (which may use `?` and `.await`) in one transaction on a pooled connection, and commits it.
 macro_rules! in_tx {
     ($store:expr, |$tx:ident| $body:expr) => {{
@@ -96,8 +82,9 @@ impl PgStore {
     /// Connects, and brings the schema up to date (under an advisory lock, so gateways started together do not
     /// race).
     pub async fn open(url: &str, clock: Arc<dyn Clock>, retry: RetryPolicy) -> Result<Self, StoreError> {
-        let mut config: tokio_postgres::Config =
-            url.parse().map_err(|e| StoreError::PostgresPool(format!("{}: {e}", redact(url))))?;
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::PostgresPool(format!("{}: {e}", crate::connection_string::redact(url))))?;
         if config.get_connect_timeout().is_none() {
             // An unreachable server answers 503 within seconds instead of holding requests open.
             config.connect_timeout(Duration::from_secs(5));
@@ -124,7 +111,7 @@ impl PgStore {
             batcher: OnceLock::new(),
         };
         let mut client = store.client().await?;
-        migrate::apply(&mut client, &redact(url)).await?;
+        migrate::apply(&mut client, &crate::connection_string::redact(url)).await?;
         // The audit key exists before any transaction needs it (gateways starting together make it once).
         control::ensure_audit_key(&client).await?;
         Ok(store)
@@ -765,19 +752,5 @@ impl PgStore {
     /// A pooled connection, for bulk work outside the store's own statements (`migrate-store`).
     pub async fn raw_client(&self) -> Result<Object, StoreError> {
         self.client().await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn store_urls_never_show_their_password() {
-        assert_eq!(redact("postgres://flowork:s3cret@db:5432/flowork"), "postgres://flowork:***@db:5432/flowork");
-        assert_eq!(redact("redis://:s3cret@redis:6379"), "redis://:***@redis:6379");
-        assert_eq!(redact("postgres://flowork@db/flowork"), "postgres://flowork@db/flowork");
-        assert_eq!(redact("postgres://db/flowork"), "postgres://db/flowork");
-        assert!(!redact("postgresql://u:p%40ss@h/d").contains("p%40ss"));
     }
 }

@@ -22,10 +22,16 @@ pub struct ControlDb {
 /// family, user, expires_at, rotated_at, revoked_at of a refresh token.
 type RefreshRow = (String, String, i64, Option<i64>, Option<i64>);
 
-const ENGINE_COLUMNS: &str = "id, owner, created_at, revoked_at";
+const ENGINE_COLUMNS: &str = "id, owner, created_at, revoked_at, previous_valid_until";
 
 fn engine_from_row(row: &Row<'_>) -> rusqlite::Result<EngineRecord> {
-    Ok(EngineRecord { id: row.get(0)?, owner: row.get(1)?, created_at_ms: row.get(2)?, revoked_at_ms: row.get(3)? })
+    Ok(EngineRecord {
+        id: row.get(0)?,
+        owner: row.get(1)?,
+        created_at_ms: row.get(2)?,
+        revoked_at_ms: row.get(3)?,
+        previous_token_valid_until_ms: row.get(4)?,
+    })
 }
 
 impl ControlDb {
