@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use flowork_common::clock::{Clock, SystemClock};
 use tokio_util::sync::CancellationToken;
 
@@ -15,6 +14,7 @@ use crate::audit::AuditEntry;
 use crate::auth::jwt::KeyRing;
 use crate::auth::signin::{SignInPolicy, normalize_origin};
 use crate::config::ServeArgs;
+use crate::connections::ConnectionLimits;
 use crate::drain::DrainState;
 use crate::engine_cache::EngineCache;
 use crate::engine_presence::EnginePresence;
@@ -132,14 +132,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         default_timeout_ms: args.default_timeout_ms,
         ..JobLimits::default()
     };
+    let open_files = crate::open_files::raise_open_file_limit();
+    let connection_limits = ConnectionLimits {
+        header_read_timeout: args.header_read_timeout,
+        idle_timeout: args.idle_timeout,
+        max_connections: crate::open_files::connection_cap(args.max_connections, open_files.map(|(_, now)| now)),
+    };
+    match open_files {
+        Some((before, now)) => {
+            tracing::info!(before, open_files = now, max_connections = connection_limits.max_connections, "open-file limit")
+        }
+        None => tracing::info!(max_connections = connection_limits.max_connections, "open-file limit"),
+    }
     let listener = crate::listener::bind(args.listen, args.reuse_port)?;
     let addr = listener.local_addr()?;
-    // Answers are small and latency matters (a woken long-poll claim): do not let Nagle hold them back.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-    });
     match &args.data.store {
         Some(url) => tracing::info!(addr = %addr, store = %crate::store::postgres::redact(url), "listening"),
         None => tracing::info!(addr = %addr, data_dir = %args.data.data_dir.display(), "listening"),
@@ -226,15 +232,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (socket_io, live) = crate::live::Live::start(&state, args.redis.as_deref()).await?;
     let stopping = state.clone();
     let grace = args.drain_grace;
-    let app = crate::api::router(state, socket_io, gui).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            flowork_common::signal::stop_requested().await;
-            drain_then_stop(&stopping, grace).await;
-            // Open Socket.IO connections would hold the server open.
-            live.close().await;
-        })
-        .await?;
+    let app = crate::api::router(state, socket_io, gui);
+    crate::connections::serve(listener, app, connection_limits, async move {
+        flowork_common::signal::stop_requested().await;
+        drain_then_stop(&stopping, grace).await;
+        // Open Socket.IO connections would hold the server open.
+        live.close().await;
+    })
+    .await?;
     Ok(())
 }
 
