@@ -189,6 +189,9 @@ pub struct ServeArgs {
     /// Sign-in nonces (`GET /auth/nonce`) per client address (0 = off); beyond it 429 `rate_limited`.
     #[arg(long, env = "FLOWORK_RATE_NONCE", default_value = "30/m")]
     pub rate_nonce: Rate,
+    /// How long a sign-in nonce may be used.
+    #[arg(long, env = "FLOWORK_NONCE_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub nonce_ttl: Duration,
     /// Unused, unexpired sign-in nonces kept at most, over all clients; beyond it 429 `too_many_nonces`.
     #[arg(long, env = "FLOWORK_MAX_NONCES", default_value_t = 10_000)]
     pub max_nonces: u64,

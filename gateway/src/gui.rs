@@ -71,10 +71,8 @@ pub fn service(dir: &Path) -> anyhow::Result<axum::Router> {
         }
     }
     let files = ServeDir::new(dir).not_found_service(axum::routing::any(crate::api::not_found));
-    Ok(axum::Router::new()
-        .fallback_service(files)
-        .layer(axum::middleware::from_fn(hide_control_files))
-        .layer(axum::middleware::map_response(move |mut response: axum::response::Response| {
+    Ok(axum::Router::new().fallback_service(files).layer(axum::middleware::from_fn(hide_control_files)).layer(
+        axum::middleware::map_response(move |mut response: axum::response::Response| {
             let parsed = parsed.clone();
             async move {
                 for (name, value) in parsed {
@@ -82,7 +80,8 @@ pub fn service(dir: &Path) -> anyhow::Result<axum::Router> {
                 }
                 response
             }
-        })))
+        }),
+    ))
 }
 
 /// Answers the API's JSON 404 for a control file, as for any file that is not there.

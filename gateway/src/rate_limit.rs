@@ -86,6 +86,8 @@ impl<K: Hash + Eq + Clone> Limit<K> {
 pub struct RateLimits {
     pub per_ip: Option<Limit<IpAddr>>,
     pub per_user: Option<Limit<String>>,
+    /// Sign-in nonces per client address: each one is a row in the control database, asked for without a token.
+    pub nonce_per_ip: Option<Limit<IpAddr>>,
 }
 
 /// Middleware: the per-address limit, before any other work is done for the request.

@@ -140,7 +140,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     match open_files {
         Some((before, now)) => {
-            tracing::info!(before, open_files = now, max_connections = connection_limits.max_connections, "open-file limit")
+            tracing::info!(
+                before,
+                open_files = now,
+                max_connections = connection_limits.max_connections,
+                "open-file limit"
+            )
         }
         None => tracing::info!(max_connections = connection_limits.max_connections, "open-file limit"),
     }
@@ -176,12 +181,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         sign_in: Arc::new(SignInPolicy {
             origins: allowed_origins(&args.allowed_origins, addr),
             chain_ids: args.chain_ids.clone(),
+            nonce_ttl: args.nonce_ttl,
+            max_nonces: args.max_nonces,
         }),
         access_ttl: args.access_ttl,
         refresh_ttl: args.refresh_ttl,
         rate_limits: Arc::new(RateLimits {
             per_ip: Limit::new("per-ip", args.rate_ip),
             per_user: Limit::new("per-user", args.rate_user),
+            nonce_per_ip: Limit::new("nonce-per-ip", args.rate_nonce),
         }),
     }));
     tokio::spawn(forget_idle_buckets(state.rate_limits.clone(), shutdown.clone()));
@@ -291,6 +299,9 @@ async fn forget_idle_buckets(limits: Arc<RateLimits>, shutdown: CancellationToke
             limit.forget_idle();
         }
         if let Some(limit) = &limits.per_user {
+            limit.forget_idle();
+        }
+        if let Some(limit) = &limits.nonce_per_ip {
             limit.forget_idle();
         }
     }
