@@ -108,6 +108,8 @@ impl AppInner {
 
 /// Runs `flowork-gateway serve` until SIGINT/SIGTERM.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // First, before the databases take descriptors.
+    let open_files = crate::open_files::raise_open_file_limit();
     crate::retention::check(args.retention).map_err(anyhow::Error::msg)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let retry = RetryPolicy { base_ms: args.retry_base_ms, cap_ms: args.retry_cap_ms };
@@ -132,7 +134,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         default_timeout_ms: args.default_timeout_ms,
         ..JobLimits::default()
     };
-    let open_files = crate::open_files::raise_open_file_limit();
     let connection_limits = ConnectionLimits {
         header_read_timeout: args.header_read_timeout,
         idle_timeout: args.idle_timeout,
