@@ -205,6 +205,24 @@ pub struct ServeArgs {
     /// Unix only.
     #[arg(long, env = "FLOWORK_REUSE_PORT")]
     pub reuse_port: bool,
+    /// A new connection that has not sent its first request's headers within this is closed (slowloris).
+    #[arg(long, env = "FLOWORK_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long, after its first request, is closed.
+    #[arg(long, env = "FLOWORK_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// Open connections at most (kept within 3/4 of the open-file limit); further ones wait in the listen backlog.
+    #[arg(long, env = "FLOWORK_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Sign-in nonces (`GET /auth/nonce`) per client address (0 = off); beyond it 429 `rate_limited`.
+    #[arg(long, env = "FLOWORK_RATE_NONCE", default_value = "30/m")]
+    pub rate_nonce: Rate,
+    /// How long a sign-in nonce may be used.
+    #[arg(long, env = "FLOWORK_NONCE_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub nonce_ttl: Duration,
+    /// Unused, unexpired sign-in nonces kept at most, over all clients; beyond it 429 `too_many_nonces`.
+    #[arg(long, env = "FLOWORK_MAX_NONCES", default_value_t = 10_000)]
+    pub max_nonces: u64,
     /// On SIGTERM, how long running jobs may take before the gateway exits anyway.
     #[arg(long, env = "FLOWORK_DRAIN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub drain_grace: Duration,

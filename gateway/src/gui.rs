@@ -1,9 +1,11 @@
 //! Serving the built GUI at `/` for local use, with the response headers its `_headers` file (Cloudflare Pages
 //! format) gives for `/*`, so the locally served GUI gets the same Content-Security-Policy as the deployed one.
+//! Like Cloudflare Pages, it never serves its control files (`_headers`, `_redirects`, ...) themselves.
 
 use std::path::Path;
 
 use axum::http::{HeaderName, HeaderValue};
+use axum::response::IntoResponse;
 use tower_http::services::ServeDir;
 
 /// The headers a `_headers` file sets for every path (`/*`): `(name, value)` pairs, in order.
@@ -26,6 +28,29 @@ pub fn headers_for_all_paths(text: &str) -> Vec<(String, String)> {
     headers
 }
 
+/// Files of a Cloudflare Pages build that configure the host and are not part of the site.
+const CONTROL_FILES: [&str; 4] = ["_headers", "_redirects", "_routes.json", "_worker.js"];
+
+/// Security headers the GUI gets when its `_headers` file does not set them.
+const BASELINE_HEADERS: [(&str, &str); 4] = [
+    (
+        "content-security-policy",
+        "default-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "no-referrer"),
+    ("cross-origin-opener-policy", "same-origin"),
+];
+
+/// Whether a request path names one of the control files, in any segment, however it is percent-encoded or cased
+/// (the file server decodes it, and some file systems ignore case).
+fn names_a_control_file(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+        CONTROL_FILES.iter().any(|file| decoded.eq_ignore_ascii_case(file))
+    })
+}
+
 /// A service for the GUI folder that answers unknown paths with the API's JSON 404 and adds the `_headers`.
 pub fn service(dir: &Path) -> anyhow::Result<axum::Router> {
     if !dir.join("index.html").is_file() {
@@ -36,13 +61,18 @@ pub fn service(dir: &Path) -> anyhow::Result<axum::Router> {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(error) => anyhow::bail!("reading {}: {error}", dir.join("_headers").display()),
     };
-    let mut parsed = Vec::with_capacity(headers.len());
+    let mut parsed = Vec::with_capacity(headers.len() + BASELINE_HEADERS.len());
     for (name, value) in headers {
         parsed.push((HeaderName::try_from(name.as_str())?, HeaderValue::try_from(value.as_str())?));
     }
+    for (name, value) in BASELINE_HEADERS {
+        if !parsed.iter().any(|(given, _)| given == name) {
+            parsed.push((HeaderName::from_static(name), HeaderValue::from_static(value)));
+        }
+    }
     let files = ServeDir::new(dir).not_found_service(axum::routing::any(crate::api::not_found));
-    Ok(axum::Router::new().fallback_service(files).layer(axum::middleware::map_response(
-        move |mut response: axum::response::Response| {
+    Ok(axum::Router::new().fallback_service(files).layer(axum::middleware::from_fn(hide_control_files)).layer(
+        axum::middleware::map_response(move |mut response: axum::response::Response| {
             let parsed = parsed.clone();
             async move {
                 for (name, value) in parsed {
@@ -50,13 +80,31 @@ pub fn service(dir: &Path) -> anyhow::Result<axum::Router> {
                 }
                 response
             }
-        },
-    )))
+        }),
+    ))
+}
+
+/// Answers the API's JSON 404 for a control file, as for any file that is not there.
+async fn hide_control_files(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    if names_a_control_file(request.uri().path()) {
+        return crate::api::not_found(request.uri().clone()).await.into_response();
+    }
+    next.run(request).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_files_are_recognised_however_spelled() {
+        for path in ["/_headers", "/%5Fheaders", "/%5fHEADERS", "/assets/../_redirects", "/x/_routes.json"] {
+            assert!(names_a_control_file(path), "{path}");
+        }
+        for path in ["/", "/index.html", "/assets/_headers.js", "/headers"] {
+            assert!(!names_a_control_file(path), "{path}");
+        }
+    }
 
     #[test]
     fn reads_the_block_for_every_path() {

@@ -92,6 +92,8 @@ pub struct RateLimits {
     /// The prefix length IPv6 clients are bucketed by (`--rate-ip-v6-prefix`).
     pub ipv6_prefix: u8,
     pub per_user: Option<Limit<String>>,
+    /// Sign-in nonces per client address: each one is a row in the control database, asked for without a token.
+    pub nonce_per_ip: Option<Limit<IpAddr>>,
 }
 
 /// The bucket of a client address: the address itself for IPv4 (and IPv4-mapped IPv6), its network of

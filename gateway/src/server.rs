@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use flowork_common::clock::{Clock, SystemClock};
 use tokio_util::sync::CancellationToken;
 
@@ -16,6 +15,7 @@ use crate::auth::jwt::KeyRing;
 use crate::auth::signin::{SignInPolicy, normalize_origin};
 use crate::client_ip::ProxyTrust;
 use crate::config::ServeArgs;
+use crate::connections::ConnectionLimits;
 use crate::drain::DrainState;
 use crate::engine_cache::EngineCache;
 use crate::engine_presence::EnginePresence;
@@ -112,6 +112,8 @@ impl AppInner {
 
 /// Runs `flowork-gateway serve` until SIGINT/SIGTERM.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // First, before the databases take descriptors.
+    let open_files = crate::open_files::raise_open_file_limit();
     crate::retention::check(args.retention).map_err(anyhow::Error::msg)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let retry = RetryPolicy { base_ms: args.retry_base_ms, cap_ms: args.retry_cap_ms };
@@ -136,14 +138,24 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         default_timeout_ms: args.default_timeout_ms,
         ..JobLimits::default()
     };
+    let connection_limits = ConnectionLimits {
+        header_read_timeout: args.header_read_timeout,
+        idle_timeout: args.idle_timeout,
+        max_connections: crate::open_files::connection_cap(args.max_connections, open_files.map(|(_, now)| now)),
+    };
+    match open_files {
+        Some((before, now)) => {
+            tracing::info!(
+                before,
+                open_files = now,
+                max_connections = connection_limits.max_connections,
+                "open-file limit"
+            )
+        }
+        None => tracing::info!(max_connections = connection_limits.max_connections, "open-file limit"),
+    }
     let listener = crate::listener::bind(args.listen, args.reuse_port)?;
     let addr = listener.local_addr()?;
-    // Answers are small and latency matters (a woken long-poll claim): do not let Nagle hold them back.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-    });
     match &args.data.store {
         Some(url) => tracing::info!(addr = %addr, store = %crate::connection_string::redact(url), "listening"),
         None => tracing::info!(addr = %addr, data_dir = %args.data.data_dir.display(), "listening"),
@@ -175,6 +187,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         sign_in: Arc::new(SignInPolicy {
             origins: allowed_origins(&args.allowed_origins, addr),
             chain_ids: args.chain_ids.clone(),
+            nonce_ttl: args.nonce_ttl,
+            max_nonces: args.max_nonces,
         }),
         access_ttl: args.access_ttl,
         refresh_ttl: args.refresh_ttl,
@@ -182,6 +196,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             per_ip: Limit::new("per-ip", args.rate_ip),
             ipv6_prefix: args.rate_ip_v6_prefix,
             per_user: Limit::new("per-user", args.rate_user),
+            nonce_per_ip: Limit::new("nonce-per-ip", args.rate_nonce),
         }),
     }));
     tokio::spawn(forget_idle_buckets(state.rate_limits.clone(), shutdown.clone()));
@@ -234,15 +249,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let stopping = state.clone();
     let grace = args.drain_grace;
     let control = state.control.clone();
-    let app = crate::api::router(state, socket_io, gui).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            flowork_common::signal::stop_requested().await;
-            drain_then_stop(&stopping, grace).await;
-            // Open Socket.IO connections would hold the server open.
-            live.close().await;
-        })
-        .await;
+    let app = crate::api::router(state, socket_io, gui);
+    let served = crate::connections::serve(listener, app, connection_limits, async move {
+        flowork_common::signal::stop_requested().await;
+        drain_then_stop(&stopping, grace).await;
+        // Open Socket.IO connections would hold the server open.
+        live.close().await;
+    })
+    .await;
     // The head of the audit log covers every row up to the stop, so none of them can be cut unnoticed.
     if let Err(error) = control.checkpoint_audit().await {
         tracing::error!(%error, "could not checkpoint the head of the audit log");
@@ -299,6 +313,9 @@ async fn forget_idle_buckets(limits: Arc<RateLimits>, shutdown: CancellationToke
             limit.forget_idle();
         }
         if let Some(limit) = &limits.per_user {
+            limit.forget_idle();
+        }
+        if let Some(limit) = &limits.nonce_per_ip {
             limit.forget_idle();
         }
     }

@@ -244,8 +244,36 @@ impl Gateway {
         extra: &[&str],
         envs: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        Self::spawn(ws, &[], listen, extra, envs).await
+    }
+
+    /// Starts `flowork-gateway serve` on an ephemeral port through `wrapper` (a program and its arguments that
+    /// end by running the command after them, e.g. `sh -c 'ulimit -Sn 128 && exec "$@"' sh`).
+    pub async fn start_under(
+        ws: &Workspace,
+        wrapper: &[&str],
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        Self::spawn(ws, wrapper, "127.0.0.1:0", extra, envs).await
+    }
+
+    async fn spawn(
+        ws: &Workspace,
+        wrapper: &[&str],
+        listen: &str,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let log = ws.path(&format!("gateway-{}.log", unique()));
-        let mut command = Command::new(bin("flowork-gateway"));
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(bin("flowork-gateway"));
+                command
+            }
+            None => Command::new(bin("flowork-gateway")),
+        };
         command.arg("serve").arg("--listen").arg(listen).arg("--data-dir").arg(ws.data_dir()).args(extra);
         ws.with_store(&mut command);
         command.envs(envs.iter().copied());

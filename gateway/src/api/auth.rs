@@ -1,8 +1,6 @@
 //! Wallet sign-in and the token lifecycle: `GET /auth/nonce`, `POST /auth/verify`, `POST /auth/refresh`,
 //! `POST /auth/logout`. Every outcome is audited; every failure is a 401 with its own code.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -20,9 +18,6 @@ use crate::error::ApiError;
 use crate::server::AppState;
 use crate::store::{NonceCheck, RefreshCheck, RefreshTokenRecord};
 
-/// How long an issued nonce may be used.
-const NONCE_TTL: Duration = Duration::from_secs(5 * 60);
-
 fn refusal(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::Auth(AuthError::Refused { code, message: message.into() })
 }
@@ -31,12 +26,24 @@ fn refresh_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-/// `GET /auth/nonce`: a fresh single-use nonce (128 random bits) for the next sign-in message.
-#[utoipa::path(get, path = "/auth/nonce", tag = "auth", security(()), responses((status = 200, description = "a single-use nonce for the sign-in message", body = serde_json::Value)))]
-pub async fn nonce(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// `GET /auth/nonce`: a fresh single-use nonce (128 random bits) for the next sign-in message. Each one is a row
+/// in the control database, asked for without a token: limited per client address, and in total.
+#[utoipa::path(get, path = "/auth/nonce", tag = "auth", security(()), responses((status = 200, description = "a single-use nonce for the sign-in message", body = serde_json::Value), (status = 429, description = "too many nonces asked for (`rate_limited`) or outstanding (`too_many_nonces`)", body = serde_json::Value)))]
+pub async fn nonce(State(state): State<AppState>, ip: ClientIp) -> Result<Json<Value>, ApiError> {
+    if let Some(limit) = &state.rate_limits.nonce_per_ip {
+        limit.check(&crate::rate_limit::ip_bucket(ip.0, state.rate_limits.ipv6_prefix))?;
+    }
     let nonce = hex::encode(rand::random::<[u8; 16]>());
-    let expires = state.clock.now_ms() + NONCE_TTL.as_millis() as i64;
-    state.control.insert_nonce(&nonce, expires).await?;
+    let ttl = state.sign_in.nonce_ttl;
+    let expires = state.clock.now_ms() + ttl.as_millis() as i64;
+    if !state.control.insert_nonce(&nonce, expires, state.sign_in.max_nonces).await? {
+        return Err(ApiError::Overloaded {
+            code: "too_many_nonces",
+            message: "too many sign-ins are under way; try again shortly".into(),
+            // Room is made as the outstanding nonces expire.
+            retry_after_s: ttl.as_secs().clamp(1, 60),
+        });
+    }
     Ok(Json(json!({ "nonce": nonce, "expires_at": flowork_common::timefmt::format_ms(expires) })))
 }
 

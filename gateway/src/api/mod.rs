@@ -24,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::error::ApiError;
 use crate::server::AppState;
@@ -90,6 +91,8 @@ pub fn router(state: AppState, socket_io: LiveLayer, gui: Option<Router>) -> Rou
         .layer(middleware::from_fn_with_state(state.clone(), request_log::log_requests))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(cors)
+        // Every answer, errors and 404s included: a browser must not guess a JSON error is HTML or script.
+        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .with_state(state)
 }
 

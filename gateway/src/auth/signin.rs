@@ -16,6 +16,10 @@ pub struct SignInPolicy {
     /// Allowed GUI origins, normalised (`https://app.example.com`, no trailing slash).
     pub origins: Vec<String>,
     pub chain_ids: Vec<u64>,
+    /// How long an issued nonce may be used.
+    pub nonce_ttl: std::time::Duration,
+    /// Unused, unexpired nonces kept at most, over all clients.
+    pub max_nonces: u64,
 }
 
 /// Normalises an origin for comparison: lowercase, without a trailing slash.
@@ -101,7 +105,12 @@ mod tests {
     const NOW: i64 = 1_795_600_000_000;
 
     fn policy() -> SignInPolicy {
-        SignInPolicy { origins: vec!["https://app.example.com".into()], chain_ids: vec![1, 10] }
+        SignInPolicy {
+            origins: vec!["https://app.example.com".into()],
+            chain_ids: vec![1, 10],
+            nonce_ttl: std::time::Duration::from_secs(300),
+            max_nonces: 10,
+        }
     }
 
     fn message(key: &SigningKey, edit: impl Fn(String) -> String) -> String {

@@ -220,6 +220,9 @@ impl AuditPage {
     }
 }
 
+/// How long an expired or used nonce is kept (while there is room) so its reuse is refused as such, not as unknown.
+pub const NONCE_KEPT_AFTER_EXPIRY_MS: i64 = 3_600_000;
+
 /// Whether a sign-in nonce could be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NonceCheck {
@@ -509,7 +512,9 @@ pub trait ControlStore: Send + Sync + 'static {
     async fn list_audit(&self, query: AuditQuery) -> Result<AuditPage, StoreError>;
     /// Deletes audit rows older than `before_ms`, keeping the rest verifiable.
     async fn prune_audit(&self, before_ms: i64) -> Result<u64, StoreError>;
-    async fn insert_nonce(&self, nonce: &str, expires_at_ms: i64) -> Result<(), StoreError>;
+    /// Stores a sign-in nonce, unless `max_kept` are kept already once expired and used ones are pruned: then
+    /// `false`, so a flood of `GET /auth/nonce` cannot grow the table without bound.
+    async fn insert_nonce(&self, nonce: &str, expires_at_ms: i64, max_kept: u64) -> Result<bool, StoreError>;
     async fn consume_nonce(&self, nonce: &str) -> Result<NonceCheck, StoreError>;
     async fn insert_refresh_token(&self, token: RefreshTokenRecord) -> Result<(), StoreError>;
     async fn rotate_refresh_token(

@@ -6,11 +6,16 @@ use tokio_postgres::Row;
 
 use super::jobs::{execute, query, query_opt};
 use crate::audit::{AuditEntry, AuditKey, AuditReport, AuditRow, Checkpoint, GENESIS, Signed, row_hash, verify_log};
-use crate::store::{AuditPage, AuditQuery, EngineRecord, NonceCheck, RefreshCheck, RefreshTokenRecord, StoreError};
+use crate::store::{
+    AuditPage, AuditQuery, EngineRecord, NONCE_KEPT_AFTER_EXPIRY_MS, NonceCheck, RefreshCheck, RefreshTokenRecord,
+    StoreError,
+};
 
 /// Serialises audit appenders across gateways, so every row links to the one before it (the chain is in the
 /// order the appends committed).
 const AUDIT_LOCK: i64 = 0x0061_7564_6974;
+/// The advisory lock under which a nonce is counted and stored ("nonce" in ASCII).
+const NONCE_LOCK: i64 = 0x006e_6f6e_6365;
 
 const ENGINE_COLUMNS: &str = "id, owner, created_at, revoked_at, previous_valid_until";
 
@@ -279,15 +284,39 @@ pub async fn adopt_audit_key(tx: &impl GenericClient, key: &AuditKey) -> Result<
     Ok(())
 }
 
-pub async fn insert_nonce(tx: &impl GenericClient, nonce: &str, now: i64, expires_at: i64) -> Result<(), StoreError> {
-    execute(tx, "DELETE FROM auth_nonces WHERE expires_at < $1", &[&(now - 3_600_000)]).await?;
+/// See `ControlStore::insert_nonce`; under a transaction lock, so concurrent issues (on any gateway) cannot pass
+/// the bound.
+pub async fn insert_nonce(
+    tx: &impl GenericClient,
+    nonce: &str,
+    now: i64,
+    expires_at: i64,
+    max_kept: u64,
+) -> Result<bool, StoreError> {
+    execute(tx, "SELECT pg_advisory_xact_lock($1)", &[&NONCE_LOCK]).await?;
+    execute(tx, "DELETE FROM auth_nonces WHERE expires_at < $1", &[&(now - NONCE_KEPT_AFTER_EXPIRY_MS)]).await?;
+    let max_kept = i64::try_from(max_kept).unwrap_or(i64::MAX);
+    if count_nonces(tx).await? >= max_kept {
+        // Full: the expired and used nonces go first, before a fresh one is refused.
+        execute(tx, "DELETE FROM auth_nonces WHERE expires_at <= $1 OR used_at IS NOT NULL", &[&now]).await?;
+        if count_nonces(tx).await? >= max_kept {
+            return Ok(false);
+        }
+    }
     execute(
         tx,
         "INSERT INTO auth_nonces (nonce, created_at, expires_at) VALUES ($1, $2, $3)",
         &[&nonce, &now, &expires_at],
     )
     .await?;
-    Ok(())
+    Ok(true)
+}
+
+async fn count_nonces(tx: &impl GenericClient) -> Result<i64, StoreError> {
+    Ok(match query_opt(tx, "SELECT count(*) FROM auth_nonces", &[]).await? {
+        Some(row) => row.try_get(0)?,
+        None => 0,
+    })
 }
 
 /// Marks a nonce used if it is unused and unexpired, in one statement: two gateways cannot both accept it.

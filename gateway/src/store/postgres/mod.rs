@@ -675,10 +675,9 @@ impl ControlStore for PgStore {
         Ok(in_tx!(self, |tx| control::prune_audit(&tx, before_ms).await?))
     }
 
-    async fn insert_nonce(&self, nonce: &str, expires_at_ms: i64) -> Result<(), StoreError> {
+    async fn insert_nonce(&self, nonce: &str, expires_at_ms: i64, max_kept: u64) -> Result<bool, StoreError> {
         let now = self.clock.now_ms();
-        in_tx!(self, |tx| control::insert_nonce(&tx, nonce, now, expires_at_ms).await?);
-        Ok(())
+        Ok(in_tx!(self, |tx| control::insert_nonce(&tx, nonce, now, expires_at_ms, max_kept).await?))
     }
 
     async fn consume_nonce(&self, nonce: &str) -> Result<NonceCheck, StoreError> {

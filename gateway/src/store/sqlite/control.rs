@@ -8,7 +8,10 @@ use super::audit_files;
 use super::connection::{ReadPool, open_read_pool, open_writer};
 use super::migrate;
 use crate::audit::{AuditEntry, AuditKey, AuditReport, AuditRow, Checkpoint, GENESIS, Signed, row_hash, verify_log};
-use crate::store::{AuditPage, AuditQuery, EngineRecord, NonceCheck, RefreshCheck, RefreshTokenRecord, StoreError};
+use crate::store::{
+    AuditPage, AuditQuery, EngineRecord, NONCE_KEPT_AFTER_EXPIRY_MS, NonceCheck, RefreshCheck, RefreshTokenRecord,
+    StoreError,
+};
 
 /// The control database's connection pool (reads and the rare writes alike), and the audit log's key.
 pub struct ControlDb {
@@ -294,15 +297,28 @@ impl ControlDb {
         Ok(pruned as u64)
     }
 
-    pub fn insert_nonce(&self, nonce: &str, now: i64, expires_at: i64) -> Result<(), StoreError> {
-        let conn = self.pool.get()?;
-        // Expired nonces are cleared as new ones are issued, so the table stays small.
-        conn.execute("DELETE FROM auth_nonces WHERE expires_at < ?1", [now - 3_600_000])?;
-        conn.execute(
+    /// See `ControlStore::insert_nonce`; one immediate transaction, so concurrent issues cannot pass the bound.
+    pub fn insert_nonce(&self, nonce: &str, now: i64, expires_at: i64, max_kept: u64) -> Result<bool, StoreError> {
+        let mut conn = self.pool.get()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute("DELETE FROM auth_nonces WHERE expires_at < ?1", [now - NONCE_KEPT_AFTER_EXPIRY_MS])?;
+        let count = |tx: &rusqlite::Transaction<'_>| {
+            tx.query_row("SELECT count(*) FROM auth_nonces", [], |r| r.get::<_, i64>(0))
+        };
+        let max_kept = i64::try_from(max_kept).unwrap_or(i64::MAX);
+        if count(&tx)? >= max_kept {
+            // Full: the expired and used nonces go first, before a fresh one is refused.
+            tx.execute("DELETE FROM auth_nonces WHERE expires_at <= ?1 OR used_at IS NOT NULL", [now])?;
+            if count(&tx)? >= max_kept {
+                return Ok(false);
+            }
+        }
+        tx.execute(
             "INSERT INTO auth_nonces (nonce, created_at, expires_at) VALUES (?1, ?2, ?3)",
             params![nonce, now, expires_at],
         )?;
-        Ok(())
+        tx.commit()?;
+        Ok(true)
     }
 
     /// Marks a nonce used if it is ours, unused and unexpired, in one statement (so two requests with the same

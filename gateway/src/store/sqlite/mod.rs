@@ -644,9 +644,9 @@ impl ControlStore for SqliteStore {
         blocking(move || control.prune_audit(before_ms)).await
     }
 
-    async fn insert_nonce(&self, nonce: &str, expires_at_ms: i64) -> Result<(), StoreError> {
+    async fn insert_nonce(&self, nonce: &str, expires_at_ms: i64, max_kept: u64) -> Result<bool, StoreError> {
         let (control, nonce, now) = (self.control.clone(), nonce.to_string(), self.clock.now_ms());
-        blocking(move || control.insert_nonce(&nonce, now, expires_at_ms)).await
+        blocking(move || control.insert_nonce(&nonce, now, expires_at_ms, max_kept)).await
     }
 
     async fn consume_nonce(&self, nonce: &str) -> Result<NonceCheck, StoreError> {

@@ -1,0 +1,230 @@
+//! Serving the router on the listener (HTTP/1, HTTP/2, upgrades) with what `axum::serve` lacks: a deadline for a new
+//! connection's first request, an idle timeout, and a cap on open connections, so clients that never finish a
+//! request cannot hold the gateway's sockets.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::Service;
+
+/// The limits on each connection and on their number.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// How long a new connection may take to deliver its first request's headers.
+    pub header_read_timeout: Duration,
+    /// How long a connection may stay open with no request in flight, after its first request.
+    pub idle_timeout: Duration,
+    /// Connections open at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+/// Serves `app` on `listener` until `stop` completes (the requests keep being served while it runs: it is the
+/// drain), then stops accepting, asks every connection to close after its request in flight, and waits for them.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    stop: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let connections = TaskTracker::new();
+    let closing = CancellationToken::new();
+    // Our own watchdog bounds the wait for a request head (before the first request, and between requests by the
+    // idle timeout), so hyper's header timer, which would also cut keep-alive at the header deadline, is off.
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().header_read_timeout(None);
+    let builder = Arc::new(builder);
+    tokio::pin!(stop);
+    loop {
+        // A slot first: past the cap, new connections wait in the kernel's backlog instead of taking a descriptor.
+        let slot = tokio::select! {
+            () = &mut stop => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
+        let (tcp, peer) = tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    pause_after_accept_error(error).await;
+                    continue;
+                }
+            },
+        };
+        // Answers are small and latency matters (a woken long-poll claim): do not let Nagle hold them back.
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+        connections.spawn(serve_connection(builder.clone(), tcp, peer, app.clone(), limits, closing.clone(), slot));
+    }
+    drop(listener);
+    closing.cancel();
+    connections.close();
+    connections.wait().await;
+    Ok(())
+}
+
+/// Out of descriptors (or another accept failure that is not the peer's): wait a little for some to be freed
+/// rather than spin.
+async fn pause_after_accept_error(error: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(error.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset) {
+        return;
+    }
+    tracing::error!(%error, "accept failed");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+}
+
+/// One connection, until the peer closes it, it idles past its deadline, or the gateway stops.
+async fn serve_connection(
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    limits: ConnectionLimits,
+    closing: CancellationToken,
+    _slot: OwnedSemaphorePermit,
+) {
+    let activity = Arc::new(Activity::new());
+    let service = {
+        let activity = activity.clone();
+        hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            let busy = Busy::begin(&activity);
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let mut app = app.clone();
+            async move {
+                let response = app.call(request).await?;
+                // The request counts as in flight until its answer is written out.
+                Ok::<_, Infallible>(response.map(|body| Body::new(TrackedBody { inner: body, _busy: busy })))
+            }
+        })
+    };
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+    tokio::pin!(connection);
+    let mut asked_to_close = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, %peer, "connection ended with an error");
+                }
+                return;
+            }
+            () = closing.cancelled(), if !asked_to_close => {
+                asked_to_close = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            // Nothing in flight to lose: drop the socket.
+            () = activity.idled_out(limits) => {
+                tracing::debug!(%peer, "closing an idle connection");
+                return;
+            }
+        }
+    }
+}
+
+/// What a connection is doing, for its watchdog.
+struct Activity(Mutex<ActivityState>);
+
+struct ActivityState {
+    in_flight: usize,
+    /// When the connection last had no request in flight (its opening, or the end of its last answer).
+    idle_since: Instant,
+    /// Whether any request head has arrived yet.
+    had_request: bool,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self(Mutex::new(ActivityState { in_flight: 0, idle_since: Instant::now(), had_request: false }))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ActivityState> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Completes once the connection has had no request in flight for its deadline: the header-read timeout
+    /// before its first request, the idle timeout after.
+    async fn idled_out(&self, limits: ConnectionLimits) {
+        loop {
+            let wake_at = {
+                let state = self.state();
+                let deadline = if state.had_request { limits.idle_timeout } else { limits.header_read_timeout };
+                if state.in_flight > 0 {
+                    Instant::now() + deadline
+                } else if state.idle_since.elapsed() >= deadline {
+                    return;
+                } else {
+                    state.idle_since + deadline
+                }
+            };
+            tokio::time::sleep_until(wake_at).await;
+        }
+    }
+}
+
+/// A request in flight on its connection; dropped when its answer is written (or abandoned).
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn begin(activity: &Arc<Activity>) -> Self {
+        let mut state = activity.state();
+        state.in_flight += 1;
+        state.had_request = true;
+        drop(state);
+        Self(activity.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let mut state = self.0.state();
+        state.in_flight = state.in_flight.saturating_sub(1);
+        state.idle_since = Instant::now();
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it is dropped.
+struct TrackedBody {
+    inner: Body,
+    _busy: Busy,
+}
+
+impl HttpBody for TrackedBody {
+    type Data = <Body as HttpBody>::Data;
+    type Error = <Body as HttpBody>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
