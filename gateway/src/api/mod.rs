@@ -61,11 +61,7 @@ pub fn router(state: AppState, socket_io: LiveLayer, gui: Option<Router>) -> Rou
         .route("/admin/engines", get(admin::list_engines))
         .route("/admin/engines/{id}/users/{user}", put(admin::allow_user).delete(admin::disallow_user))
         .route("/admin/audit/verify", get(admin::verify_audit))
-        .route("/internal/whoami", get(internal::whoami))
-        .route("/internal/claim", post(internal::claim))
-        .route("/internal/jobs/{id}/heartbeat", post(internal::heartbeat))
-        .route("/internal/jobs/{id}/finish", post(internal::finish))
-        .route("/internal/finish", post(internal::finish_batch));
+        .merge(engine_api());
     let api = match gui {
         Some(gui) => api.fallback_service(gui),
         None => api.fallback(not_found),
@@ -84,6 +80,17 @@ pub fn router(state: AppState, socket_io: LiveLayer, gui: Option<Router>) -> Rou
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(cors)
         .with_state(state)
+}
+
+/// The engine protocol (`docs/engine-protocol.md`), behind its version check.
+fn engine_api() -> Router<AppState> {
+    Router::new()
+        .route("/internal/whoami", get(internal::whoami))
+        .route("/internal/claim", post(internal::claim))
+        .route("/internal/jobs/{id}/heartbeat", post(internal::heartbeat))
+        .route("/internal/jobs/{id}/finish", post(internal::finish))
+        .route("/internal/finish", post(internal::finish_batch))
+        .route_layer(middleware::from_fn(internal::check_protocol))
 }
 
 /// CORS for the GUI origins only (and none of the engine API's headers).
