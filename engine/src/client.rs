@@ -79,10 +79,8 @@ impl GatewayClient {
             Some(body) => self.http.post(url).json(body),
             None => self.http.get(url),
         };
-        let mut request = request
-            .header("x-engine-token", &self.token)
-            .header(PROTOCOL_HEADER, PROTOCOL_VERSION)
-            .timeout(timeout);
+        let mut request =
+            request.header("x-engine-token", &self.token).header(PROTOCOL_HEADER, PROTOCOL_VERSION).timeout(timeout);
         if let Some(traceparent) = job.and_then(|j| j.traceparent) {
             request = request.header("traceparent", traceparent);
         }

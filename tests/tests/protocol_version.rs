@@ -54,7 +54,8 @@ async fn the_gateway_serves_known_majors_and_refuses_unknown_ones() -> anyhow::R
     let (status, _, body) = claim_with(&stranger, Some("1")).await?;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     // The public API does not care about the header.
-    let reply = reqwest::Client::new().get(format!("{}/healthz", gw.base)).header("Flowork-Protocol", "9").send().await?;
+    let reply =
+        reqwest::Client::new().get(format!("{}/healthz", gw.base)).header("Flowork-Protocol", "9").send().await?;
     assert_eq!(reply.status(), StatusCode::OK);
     Ok(())
 }

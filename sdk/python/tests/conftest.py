@@ -145,9 +145,7 @@ class Setup:
             "MARKER_DIR": str(self.tmp),
         }
         with open(log, "wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, str(WORKER_APP)], stdout=out, stderr=subprocess.STDOUT, env=env
-            )
+            process = subprocess.Popen([sys.executable, str(WORKER_APP)], stdout=out, stderr=subprocess.STDOUT, env=env)
         worker = WorkerProcess(process, log)
         self.workers.append(worker)
         return worker

@@ -37,7 +37,9 @@ def test_a_batch_gives_one_result_per_item(setup: Setup) -> None:
     )
     assert [r["status"] for r in results] == [201, 201, 422]
     assert results[2]["error"] == "unknown_engine"
-    replay = setup.client.enqueue_batch([{"engine": "py", "kind": "upper", "payload": {"text": "b"}, "idempotency_key": "k-b"}])
+    replay = setup.client.enqueue_batch(
+        [{"engine": "py", "kind": "upper", "payload": {"text": "b"}, "idempotency_key": "k-b"}]
+    )
     assert replay[0]["status"] == 200 and replay[0]["job"]["id"] == results[1]["job"]["id"]
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import signal
 import sqlite3
 import subprocess
-import time
 
 import httpx
 import pytest
@@ -117,15 +116,21 @@ def test_a_worker_waits_for_a_gateway_that_is_away(setup: Setup) -> None:
     gateway.process.kill()
     gateway.process.wait()
     worker = setup.start_worker()
-    time.sleep(1.0)  # the worker is retrying now, with backoff
+    eventually(lambda: "retrying" in worker.log_text(), "the worker to find the gateway away")
     assert worker.process.poll() is None, worker.log_text()
     with open(gateway.log, "ab") as out:
         gateway.process = subprocess.Popen(
-            [str(binary("flowork-gateway")), "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(gateway.data_dir)],
+            [
+                str(binary("flowork-gateway")),
+                "serve",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--data-dir",
+                str(gateway.data_dir),
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
     done = setup.client.wait(job["id"], timeout=60)
     assert done["result"] == {"text": "LATER", "attempt": 1, "job_id": job["id"]}
-    assert "retrying" in worker.log_text()

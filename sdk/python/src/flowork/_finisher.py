@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -16,6 +17,8 @@ from ._http import is_transient
 from .errors import ApiError
 
 log = logging.getLogger("flowork.worker")
+
+T = TypeVar("T")
 
 #: The most outcomes in one call, and the tries of one call when the gateway is away or briefly unavailable.
 MAX_BATCH = 256
@@ -58,12 +61,9 @@ class Finisher:
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             if self._batches_supported and len(batch) > 1:
+                items = [{"job_id": p.job_id, "report": p.report} for p in batch]
                 try:
-                    results = await _with_retries(
-                        lambda: self._api.finish_many(
-                            [{"job_id": p.job_id, "report": p.report} for p in batch]
-                        )
-                    )
+                    results = await _with_retries(self._api.finish_many, items)
                 except ApiError as error:
                     if error.status in (404, 405) and error.code != "job_not_found":
                         log.info("the gateway has no batch finish; reporting one job per call")
@@ -81,20 +81,19 @@ class Finisher:
                     continue
             for pending in batch:
                 try:
-                    await _with_retries(
-                        lambda p=pending: self._api.finish(p.job_id, p.report, p.traceparent)  # type: ignore[misc]
-                    )
+                    await _with_retries(self._api.finish, pending.job_id, pending.report, pending.traceparent)
                 except Exception as error:
                     _settle(pending, error)
                 else:
                     _settle(pending, None)
 
 
-async def _with_retries(call: Any) -> Any:
+async def _with_retries(call: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """``call(*args)``, tried again after network trouble, 429 or 5xx, up to ``ATTEMPTS`` times."""
     delay = 0.1
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            return await call()
+            return await call(*args)
         except (ApiError, httpx.TransportError) as error:
             if not is_transient(error) or attempt == ATTEMPTS:
                 raise
@@ -114,9 +113,7 @@ def _settle(pending: _Pending, error: BaseException | None) -> None:
 
 
 def _fail_all(batch: list[_Pending], error: BaseException) -> None:
-    log.warning(
-        "could not report %d outcomes (%s); their leases will lapse and the jobs run again", len(batch), error
-    )
+    log.warning("could not report %d outcomes (%s); their leases will lapse and the jobs run again", len(batch), error)
     for pending in batch:
         _settle(pending, error)
 

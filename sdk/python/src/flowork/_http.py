@@ -53,7 +53,7 @@ def refusal(response: httpx.Response) -> ApiError:
 def full_jitter_delay(failures: int, base: float, cap: float, unit: float | None = None) -> float:
     """Seconds to wait after ``failures`` failures in a row: uniform in [0, min(cap, base * 2^(failures-1))]
     (AWS "full jitter", as the Rust engine's ``full_jitter_delay_ms``)."""
-    ceiling = min(cap, base * (2 ** max(0, min(failures, 32) - 1)))
+    ceiling: float = min(cap, base * 2.0 ** (max(0, min(failures, 32) - 1)))
     return ceiling * (random.random() if unit is None else unit)
 
 

@@ -121,9 +121,7 @@ class AsyncClient:
                 error: Exception = refusal(response)
             except httpx.TransportError as exc:
                 error = exc
-            retryable = is_transient(error) or (
-                isinstance(error, ConflictError) and error.retry_after is not None
-            )
+            retryable = is_transient(error) or (isinstance(error, ConflictError) and error.retry_after is not None)
             failures += 1
             delay = full_jitter_delay(failures, 0.2, 5.0)
             if isinstance(error, ApiError) and error.retry_after is not None:
@@ -264,9 +262,7 @@ class Client:
         self._loop = _LoopThread()
 
         async def build() -> AsyncClient:
-            return AsyncClient(
-                base_url, token, timeout=timeout, retry_deadline=retry_deadline, ca_file=ca_file
-            )
+            return AsyncClient(base_url, token, timeout=timeout, retry_deadline=retry_deadline, ca_file=ca_file)
 
         self._async = self._loop.run(build())
 

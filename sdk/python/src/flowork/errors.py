@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class FloworkError(Exception):
     """Base of every error this SDK raises."""
@@ -51,7 +53,7 @@ class TransportError(FloworkError):
 class WaitTimeout(FloworkError, TimeoutError):
     """``Client.wait`` gave up: the job was not final within the timeout. ``job`` is its last state seen."""
 
-    def __init__(self, message: str, job: dict | None = None) -> None:
+    def __init__(self, message: str, job: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.job = job
 

@@ -16,7 +16,7 @@ import socket
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, Union
+from typing import Any, TypeVar
 
 import httpx
 
@@ -30,7 +30,7 @@ log = logging.getLogger("flowork.worker")
 #: The most characters of an error message the gateway keeps.
 MAX_ERROR_CHARS = 8192
 
-Handler = Callable[[Any, "JobContext"], Union[Any, Awaitable[Any]]]
+Handler = Callable[[Any, "JobContext"], Any | Awaitable[Any]]
 """A function of ``(payload, ctx)``, sync or async, returning the job's result (anything JSON can hold)."""
 
 H = TypeVar("H", bound=Handler)
@@ -276,6 +276,8 @@ class Worker:
                     for _ in range(free):
                         slots.release()
                     break
+                failure: Exception | None = None
+                leases: list[dict[str, Any]] = []
                 try:
                     leases = claim.result()
                 except AuthenticationError:
@@ -283,17 +285,15 @@ class Worker:
                 except ApiError as error:
                     if error.code == "unsupported_protocol":
                         raise
-                    leases, failure = [], error
+                    failure = error
                 except httpx.TransportError as error:
-                    leases, failure = [], error
-                else:
-                    failure = None
+                    failure = error
                 for _ in range(free - len(leases)):
                     slots.release()
                 for lease in leases:
                     task = asyncio.create_task(self._run_job(api, finisher, threads, lease))
                     running.add(task)
-                    task.add_done_callback(lambda t: (running.discard(t), slots.release()))
+                    task.add_done_callback(lambda t: _free_slot(running, slots, t))
                 if failure is None:
                     failures = 0
                     continue
@@ -358,7 +358,11 @@ class Worker:
                 await finisher.report(ctx.job_id, {"lease_token": token, **outcome.report}, ctx.traceparent)
             except ApiError as error:
                 if is_lease_lost(error):
-                    log.warning("job %s: the gateway refused the outcome (%s); the job is no longer ours", ctx.job_id, error.code)
+                    log.warning(
+                        "job %s: the gateway refused the outcome (%s); the job is no longer ours",
+                        ctx.job_id,
+                        error.code,
+                    )
                 else:
                     log.warning("job %s: could not report the outcome (%s); the lease will lapse", ctx.job_id, error)
             except httpx.TransportError as error:
@@ -425,6 +429,11 @@ class Worker:
                 continue
             if answer.get("cancel_requested"):
                 return "cancel"
+
+
+def _free_slot(running: set[asyncio.Task[None]], slots: asyncio.Semaphore, task: asyncio.Task[None]) -> None:
+    running.discard(task)
+    slots.release()
 
 
 def _retry_delay(failures: int, error: BaseException) -> float:
