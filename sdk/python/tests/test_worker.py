@@ -64,6 +64,12 @@ def test_a_permanent_failure_ends_dead_without_retries(setup: Setup) -> None:
     retried = setup.client.wait(flaky["id"], timeout=30)
     assert (retried["status"], retried["result"]) == ("succeeded", {"attempt": 2}), retried
 
+    # A result the gateway refuses as too large fails the job for good: another attempt would not shrink it.
+    huge = setup.client.enqueue("py", "huge", {}, max_attempts=3)
+    refused = setup.client.wait(huge["id"], timeout=30)
+    assert (refused["status"], refused["attempts"]) == ("dead", 1), refused
+    assert "too large" in refused["error"]
+
 
 def lease_token(setup: Setup, job_id: str) -> str:
     """The job's current lease token, as the gateway's store holds it."""

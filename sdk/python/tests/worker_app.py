@@ -84,6 +84,12 @@ def fail_once(payload: Any, ctx: JobContext) -> Any:
     return {"attempt": ctx.attempt}
 
 
+@worker.handler("huge")
+def huge(payload: Any, ctx: JobContext) -> Any:
+    """A result over the gateway's 1 MiB limit."""
+    return "x" * (2 * 1024 * 1024)
+
+
 @worker.handler("slow")
 def slow(payload: Any, ctx: JobContext) -> Any:
     """Runs for payload["seconds"], announcing its start; used for SIGKILL and SIGTERM mid-job."""

@@ -354,19 +354,7 @@ class Worker:
                     return
                 outcome = _Outcome.cancelled()
             log.info("job %s (%s): %s", ctx.job_id, ctx.kind, outcome.report["outcome"])
-            try:
-                await finisher.report(ctx.job_id, {"lease_token": token, **outcome.report}, ctx.traceparent)
-            except ApiError as error:
-                if is_lease_lost(error):
-                    log.warning(
-                        "job %s: the gateway refused the outcome (%s); the job is no longer ours",
-                        ctx.job_id,
-                        error.code,
-                    )
-                else:
-                    log.warning("job %s: could not report the outcome (%s); the lease will lapse", ctx.job_id, error)
-            except httpx.TransportError as error:
-                log.warning("job %s: could not report the outcome (%s); the lease will lapse", ctx.job_id, error)
+            await self._deliver(finisher, ctx, token, outcome)
         finally:
             keeper.cancel()
             ctx.cancel_event.set()
@@ -376,6 +364,24 @@ class Worker:
             if ctx._thread is not None:
                 await asyncio.gather(ctx._thread, return_exceptions=True)
             self._busy -= 1
+
+    async def _deliver(self, finisher: Finisher, ctx: JobContext, token: str, outcome: _Outcome) -> None:
+        """Reports the outcome; a refusal means the job is no longer ours, or the lease lapses and it runs again.
+        A result too large for the gateway will not shrink on another attempt: the job fails for good."""
+        try:
+            await finisher.report(ctx.job_id, {"lease_token": token, **outcome.report}, ctx.traceparent)
+        except ApiError as error:
+            if error.code == "payload_too_large" and outcome.report["outcome"] == "succeeded":
+                too_large = _Outcome.failed(f"the result is too large for the gateway: {error.message}", False)
+                await self._deliver(finisher, ctx, token, too_large)
+            elif is_lease_lost(error):
+                log.warning(
+                    "job %s: the gateway refused the outcome (%s); the job is no longer ours", ctx.job_id, error.code
+                )
+            else:
+                log.warning("job %s: could not report the outcome (%s); the lease will lapse", ctx.job_id, error)
+        except httpx.TransportError as error:
+            log.warning("job %s: could not report the outcome (%s); the lease will lapse", ctx.job_id, error)
 
     async def _execute(
         self, threads: concurrent.futures.ThreadPoolExecutor, job: dict[str, Any], ctx: JobContext
