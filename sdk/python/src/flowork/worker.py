@@ -22,7 +22,7 @@ import httpx
 
 from ._engine_api import EngineApi, is_lease_lost
 from ._finisher import Finisher
-from ._http import full_jitter_delay
+from ._http import full_jitter_delay, is_transient
 from .errors import ApiError, AuthenticationError, FloworkError, PermanentError
 
 log = logging.getLogger("flowork.worker")
@@ -220,14 +220,15 @@ class Worker:
             return False
 
     async def _check_identity(self, api: EngineApi) -> bool:
-        """Checks that the token is this engine's, waiting for a gateway that is not up yet."""
+        """Checks that the token is this engine's, waiting for a gateway that is not up yet (or briefly
+        unavailable); any other refusal stops the worker."""
         failures = 0
         while True:
             try:
                 who = await api.whoami()
-            except AuthenticationError:
-                raise
             except (ApiError, httpx.TransportError) as error:
+                if not is_transient(error):
+                    raise  # a wrong token, an address the gateway refuses, a protocol it does not speak
                 failures += 1
                 delay = _retry_delay(failures, error)
                 log.warning("cannot check the engine token (%s); retrying in %.1f s", error, delay)
