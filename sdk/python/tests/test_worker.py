@@ -115,6 +115,17 @@ def test_a_sigterm_lets_the_running_job_finish_before_the_worker_exits(setup: Se
     assert setup.client.get(later["id"])["status"] != "succeeded"
 
 
+def test_after_the_grace_period_a_stuck_job_is_abandoned_and_the_worker_exits(setup: Setup) -> None:
+    worker = setup.start_worker(lease_ms=1500, grace=1.0)
+    job = setup.client.enqueue("py", "stuck", {}, max_attempts=2)
+    eventually(lambda: (setup.tmp / f"started-{job['id']}-1").exists(), "the job to start")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait_exit(within=60) == 0, worker.log_text()
+    assert "grace period over" in worker.log_text()
+    # Its lease lapses and the job is queued again for another worker.
+    eventually(lambda: setup.job(job["id"])["status"] == "queued", "the abandoned job to be queued again")
+
+
 def test_a_worker_waits_for_a_gateway_that_is_away(setup: Setup) -> None:
     gateway = setup.gateway
     port = gateway.base.rsplit(":", 1)[1]

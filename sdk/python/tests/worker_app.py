@@ -84,6 +84,13 @@ def fail_once(payload: Any, ctx: JobContext) -> Any:
     return {"attempt": ctx.attempt}
 
 
+@worker.handler("stuck")
+def stuck(payload: Any, ctx: JobContext) -> Any:
+    """Ignores every request to stop."""
+    mark(f"started-{ctx.job_id}-{ctx.attempt}")
+    time.sleep(3600)
+
+
 @worker.handler("huge")
 def huge(payload: Any, ctx: JobContext) -> Any:
     """A result over the gateway's 1 MiB limit."""

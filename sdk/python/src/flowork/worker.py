@@ -6,7 +6,7 @@ dropping the job, backoff while the gateway is away, and a graceful drain on SIG
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import functools
 import inspect
 import json
 import logging
@@ -103,7 +103,8 @@ class Worker:
     ``flowork-gateway engine add NAME``. ``lease_ms`` is how long a claimed job stays this worker's without a
     heartbeat (heartbeats go every third of it); ``wait_ms`` how long one claim waits at the gateway for work;
     ``grace`` how many seconds running jobs may take to finish after SIGTERM before the worker exits anyway.
-    Sync handlers run on a thread pool of ``concurrency`` threads, async ones on the worker's event loop.
+    Sync handlers run each on a thread of its own (a daemon, so one that never returns cannot keep the process
+    alive after the drain), async ones on the worker's event loop.
     """
 
     def __init__(
@@ -200,15 +201,13 @@ class Worker:
         if self._stop_requested:
             self._stop.set()
         api = EngineApi(self.gateway, self._token, ca_file=self._ca_file, max_connections=self.concurrency + 4)
-        threads = concurrent.futures.ThreadPoolExecutor(self.concurrency, thread_name_prefix="flowork-job")
         finisher = Finisher(api)
         try:
             if await self._check_identity(api):
-                await self._claim_loop(api, finisher, threads)
+                await self._claim_loop(api, finisher)
         finally:
             await finisher.aclose()
             await api.aclose()
-            threads.shutdown(wait=False, cancel_futures=True)
 
     async def _stopped(self, delay: float) -> bool:
         """Sleeps up to ``delay`` seconds; True if a stop was asked for meanwhile."""
@@ -239,9 +238,7 @@ class Worker:
                 raise FloworkError(f"the token belongs to engine {who!r}, not {self.engine_id!r}")
             return True
 
-    async def _claim_loop(
-        self, api: EngineApi, finisher: Finisher, threads: concurrent.futures.ThreadPoolExecutor
-    ) -> None:
+    async def _claim_loop(self, api: EngineApi, finisher: Finisher) -> None:
         assert self._stop is not None
         slots = asyncio.Semaphore(self.concurrency)
         running: set[asyncio.Task[None]] = set()
@@ -292,7 +289,7 @@ class Worker:
                 for _ in range(free - len(leases)):
                     slots.release()
                 for lease in leases:
-                    task = asyncio.create_task(self._run_job(api, finisher, threads, lease))
+                    task = asyncio.create_task(self._run_job(api, finisher, lease))
                     running.add(task)
                     task.add_done_callback(lambda t: _free_slot(running, slots, t))
                 if failure is None:
@@ -316,7 +313,8 @@ class Worker:
             log.warning("grace period over; %d jobs abandoned, their leases will lapse and they run again", len(late))
             for task in late:
                 task.cancel()
-            await asyncio.wait(late)
+            # A sync handler cannot be interrupted: do not wait for it (its thread is a daemon).
+            await asyncio.wait(late, timeout=1.0)
 
     def _report(self) -> dict[str, Any]:
         """The worker numbers the gateway shows in ``GET /status``."""
@@ -332,14 +330,13 @@ class Worker:
         self,
         api: EngineApi,
         finisher: Finisher,
-        threads: concurrent.futures.ThreadPoolExecutor,
         lease: dict[str, Any],
     ) -> None:
         job = lease["job"]
         token: str = lease["lease_token"]
         ctx = JobContext(job)
         self._busy += 1
-        execution = asyncio.ensure_future(self._execute(threads, job, ctx))
+        execution = asyncio.ensure_future(self._execute(job, ctx))
         keeper = asyncio.ensure_future(self._keep_lease(api, ctx, token))
         try:
             await asyncio.wait({execution, keeper}, return_when=asyncio.FIRST_COMPLETED)
@@ -384,9 +381,7 @@ class Worker:
         except httpx.TransportError as error:
             log.warning("job %s: could not report the outcome (%s); the lease will lapse", ctx.job_id, error)
 
-    async def _execute(
-        self, threads: concurrent.futures.ThreadPoolExecutor, job: dict[str, Any], ctx: JobContext
-    ) -> _Outcome:
+    async def _execute(self, job: dict[str, Any], ctx: JobContext) -> _Outcome:
         handler = self._handlers.get(job["kind"])
         if handler is None:
             return _Outcome.failed(f"this worker has no handler for the kind {job['kind']!r}", retryable=False)
@@ -395,8 +390,7 @@ class Worker:
             if inspect.iscoroutinefunction(handler):
                 result = await asyncio.wait_for(handler(job.get("payload"), ctx), timeout)
             else:
-                loop = asyncio.get_running_loop()
-                thread = loop.run_in_executor(threads, handler, job.get("payload"), ctx)
+                thread = _in_daemon_thread(handler, job.get("payload"), ctx)
                 ctx._thread = thread
                 result = await asyncio.wait_for(asyncio.shield(thread), timeout)
                 if inspect.isawaitable(result):
@@ -436,6 +430,29 @@ class Worker:
                 continue
             if answer.get("cancel_requested"):
                 return "cancel"
+
+
+def _in_daemon_thread(function: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+    """Runs ``function(*args)`` on a new daemon thread; its outcome settles the returned future."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not future.done():
+            outcome()
+
+    def work() -> None:
+        try:
+            outcome = functools.partial(future.set_result, function(*args))
+        except BaseException as error:  # handed to the event loop, which decides
+            outcome = functools.partial(future.set_exception, error)
+        try:
+            loop.call_soon_threadsafe(settle, outcome)
+        except RuntimeError:
+            pass  # the worker has exited meanwhile: nobody waits for this job any more
+
+    threading.Thread(target=work, name="flowork-job", daemon=True).start()
+    return future
 
 
 def _free_slot(running: set[asyncio.Task[None]], slots: asyncio.Semaphore, task: asyncio.Task[None]) -> None:
