@@ -260,6 +260,7 @@ class Client:
         ca_file: str | None = None,
     ) -> None:
         self._loop = _LoopThread()
+        self._closed = False
 
         async def build() -> AsyncClient:
             return AsyncClient(base_url, token, timeout=timeout, retry_deadline=retry_deadline, ca_file=ca_file)
@@ -273,6 +274,9 @@ class Client:
         self.close()
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self._loop.run(self._async.aclose())
         self._loop.stop()
 

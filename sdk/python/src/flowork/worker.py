@@ -284,8 +284,8 @@ class Worker:
                     if error.code == "unsupported_protocol":
                         raise
                     failure = error
-                except httpx.TransportError as error:
-                    failure = error
+                except (httpx.TransportError, ValueError, KeyError, TypeError) as error:
+                    failure = error  # unreachable, or an answer that is not a claim's (a proxy's error page)
                 for _ in range(free - len(leases)):
                     slots.release()
                 for lease in leases:
@@ -422,7 +422,7 @@ class Worker:
                 request["progress"] = progress
             try:
                 answer = await api.heartbeat(ctx.job_id, request, ctx.traceparent)
-            except (ApiError, httpx.TransportError) as error:
+            except (ApiError, httpx.TransportError, ValueError) as error:
                 if is_lease_lost(error):
                     return "lost"
                 # A missed heartbeat is not fatal: the next one may pass before the lease ends.
