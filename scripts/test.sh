@@ -15,6 +15,9 @@ command -v schemathesis >/dev/null 2>&1 \
 # opentelemetry-proto: decodes the real OTLP export requests in the loopback trace receiver.
 python3 -c "import opentelemetry.proto" 2>/dev/null \
   || python3 -m pip install --quiet --disable-pip-version-check opentelemetry-proto
+# The Python SDK (editable) with pytest: its tests drive the real binaries (sdk/python/tests).
+python3 -c "import flowork, httpx, pytest" 2>/dev/null \
+  || python3 -m pip install --quiet --disable-pip-version-check -e "sdk/python[test]"
 
 # From Debian: Chromium for the GUI tests (driven by playwright-core, which never downloads a browser), and nginx
 # for the canary proxy example in deploy/.
@@ -52,6 +55,9 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast -- --skip a_fleet_of_three_gateways --skip a_populated_data_directory_moves || status=$?
 fi
+# The Python SDK's Client and Worker against the real gateway binary (a gateway per test, workers as processes).
+echo "==> running the Python SDK's tests"
+python3 -m pytest sdk/python -q -p no:cacheprovider || status=$?
 # The same end-to-end tests on the PostgreSQL store, against a throw-away server (initdb into a temporary folder,
 # stopped at the end) and a Redis server for the fleet test (three gateways, two engines). Left out: what only the
 # SQLite data directory has (backup/restore files, a full disk and a damaged file under the shards) and the

@@ -116,6 +116,18 @@ pub struct ErrorBody {
     pub message: String,
 }
 
+/// The header an engine names the engine-protocol version it speaks with (`MAJOR` or `MAJOR.MINOR`), on every
+/// `/internal/*` request; the gateway answers with the version it speaks. A request without it is taken as major
+/// 1 (engines older than the header); an unknown major is refused with 400 `unsupported_protocol`.
+pub const PROTOCOL_HEADER: &str = "flowork-protocol";
+
+/// The engine-protocol version this build speaks. Minors add optional fields only; a new major may change or
+/// remove what older engines rely on.
+pub const PROTOCOL_VERSION: &str = "1.0";
+
+/// The engine-protocol majors this build accepts.
+pub const SUPPORTED_PROTOCOL_MAJORS: &[u32] = &[1];
+
 /// `POST /internal/claim`: wait up to `wait_ms` for up to `max` runnable jobs and lease them for `lease_ms`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -5,7 +5,7 @@ use std::time::Duration;
 use flowork_common::logging::REQUEST_TARGET;
 use flowork_common::wire::{
     ClaimRequest, ClaimResponse, ErrorBody, FinishBatchRequest, FinishBatchResponse, FinishRequest, FinishResponse,
-    HeartbeatRequest, HeartbeatResponse, WhoAmI,
+    HeartbeatRequest, HeartbeatResponse, PROTOCOL_HEADER, PROTOCOL_VERSION, WhoAmI,
 };
 use reqwest::StatusCode;
 use serde::Serialize;
@@ -79,7 +79,8 @@ impl GatewayClient {
             Some(body) => self.http.post(url).json(body),
             None => self.http.get(url),
         };
-        let mut request = request.header("x-engine-token", &self.token).timeout(timeout);
+        let mut request =
+            request.header("x-engine-token", &self.token).header(PROTOCOL_HEADER, PROTOCOL_VERSION).timeout(timeout);
         if let Some(traceparent) = job.and_then(|j| j.traceparent) {
             request = request.header("traceparent", traceparent);
         }

@@ -1,11 +1,15 @@
 //! The engine (internal) API: claim with long-poll, heartbeat and finish, authenticated by `X-Engine-Token`.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use flowork_common::timefmt::format_ms;
 use flowork_common::wire::{
     AttemptOutcome, ClaimRequest, ClaimResponse, FinishBatchRequest, FinishBatchResponse, FinishItemResult,
-    FinishRequest, FinishResponse, HeartbeatRequest, HeartbeatResponse, WhoAmI,
+    FinishRequest, FinishResponse, HeartbeatRequest, HeartbeatResponse, PROTOCOL_HEADER, PROTOCOL_VERSION,
+    SUPPORTED_PROTOCOL_MAJORS, WhoAmI,
 };
 
 use super::extract::JsonBody;
@@ -25,6 +29,39 @@ const MAX_CLAIM: u32 = 1_000;
 const MAX_WAIT_MS: u64 = 60_000;
 const LEASE_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
 const MAX_ERROR_CHARS: usize = 8_192;
+
+/// Middleware of every `/internal/*` route: refuses an engine-protocol major this gateway does not speak (before
+/// authentication, so an engine learns it is incompatible whatever its token) and names the gateway's own version
+/// on every answer.
+pub async fn check_protocol(request: Request, next: Next) -> Response {
+    let asked = request.headers().get(PROTOCOL_HEADER).map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    let mut response = match check_protocol_version(asked) {
+        Ok(()) => next.run(request).await,
+        Err(error) => error.into_response(),
+    };
+    response.headers_mut().insert(PROTOCOL_HEADER, HeaderValue::from_static(PROTOCOL_VERSION));
+    response
+}
+
+/// Accepts no header (engines from before it, which speak major 1) and `MAJOR` or `MAJOR.MINOR` with a major
+/// this gateway speaks; a newer minor of a known major only adds optional fields, so it is accepted too.
+pub fn check_protocol_version(asked: Option<&str>) -> Result<(), ApiError> {
+    let Some(asked) = asked else { return Ok(()) };
+    let major = asked.trim().split('.').next().and_then(|m| m.parse::<u32>().ok());
+    if major.is_some_and(|m| SUPPORTED_PROTOCOL_MAJORS.contains(&m)) {
+        return Ok(());
+    }
+    let supported: Vec<String> = SUPPORTED_PROTOCOL_MAJORS.iter().map(u32::to_string).collect();
+    let shown: String = asked.chars().take(32).collect();
+    Err(ApiError::bad_request(
+        "unsupported_protocol",
+        format!(
+            "this gateway speaks engine protocol major {} (now {PROTOCOL_VERSION}); the request asked for {shown:?} \
+             in its Flowork-Protocol header",
+            supported.join(", ")
+        ),
+    ))
+}
 
 fn check_lease_ms(lease_ms: u64) -> Result<(), ApiError> {
     if LEASE_MS.contains(&lease_ms) {
@@ -199,4 +236,21 @@ pub async fn finish_batch(
         }
     }
     Ok(Json(FinishBatchResponse { results: results.into_iter().flatten().collect() }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_versions_are_checked_by_their_major() {
+        for accepted in [None, Some("1"), Some("1.0"), Some("1.7"), Some(" 1 ")] {
+            assert!(check_protocol_version(accepted).is_ok(), "{accepted:?}");
+        }
+        for refused in ["2", "2.0", "0", "", "one", "\u{fffd}"] {
+            let (status, body) = check_protocol_version(Some(refused)).unwrap_err().status_and_body();
+            assert_eq!((status.as_u16(), body.error.as_str()), (400, "unsupported_protocol"), "{refused:?}");
+            assert!(body.message.contains("major 1"), "{}", body.message);
+        }
+    }
 }

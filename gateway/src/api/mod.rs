@@ -69,11 +69,7 @@ pub fn router(state: AppState, socket_io: LiveLayer, gui: Option<Router>) -> Rou
         .route("/admin/engines/{id}/users/{user}", put(admin::allow_user).delete(admin::disallow_user))
         .route("/admin/audit", get(audit::list))
         .route("/admin/audit/verify", get(admin::verify_audit))
-        .route("/internal/whoami", get(internal::whoami))
-        .route("/internal/claim", post(internal::claim))
-        .route("/internal/jobs/{id}/heartbeat", post(internal::heartbeat))
-        .route("/internal/jobs/{id}/finish", post(internal::finish))
-        .route("/internal/finish", post(internal::finish_batch));
+        .merge(engine_api());
     let api = match gui {
         Some(gui) => api.fallback_service(gui),
         None => api.fallback(not_found),
@@ -94,6 +90,17 @@ pub fn router(state: AppState, socket_io: LiveLayer, gui: Option<Router>) -> Rou
         // Every answer, errors and 404s included: a browser must not guess a JSON error is HTML or script.
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .with_state(state)
+}
+
+/// The engine protocol (`docs/engine-protocol.md`), behind its version check.
+fn engine_api() -> Router<AppState> {
+    Router::new()
+        .route("/internal/whoami", get(internal::whoami))
+        .route("/internal/claim", post(internal::claim))
+        .route("/internal/jobs/{id}/heartbeat", post(internal::heartbeat))
+        .route("/internal/jobs/{id}/finish", post(internal::finish))
+        .route("/internal/finish", post(internal::finish_batch))
+        .route_layer(middleware::from_fn(internal::check_protocol))
 }
 
 /// CORS for the GUI origins only (and none of the engine API's headers).
