@@ -164,23 +164,23 @@ export class Worker {
 
   /** Checks that the token is this engine's, waiting out a gateway that is not up yet. */
   async #checkIdentity(): Promise<void> {
-    for (let failures = 1; !this.#stopping.signal.aborted; failures++) {
+    let engineId: string | undefined;
+    for (let failures = 1; engineId === undefined && !this.#stopping.signal.aborted; failures++) {
       try {
-        const who = await this.#api.whoami();
-        if (who.engine_id !== this.engineId) {
-          throw new FloworkError(
-            "wrong_engine",
-            0,
-            `the token belongs to engine ${JSON.stringify(who.engine_id)}, not ${JSON.stringify(this.engineId)}`,
-          );
-        }
-        this.#log("info", "worker started", { engine_id: this.engineId, concurrency: this.#concurrency });
-        return;
+        engineId = (await this.#api.whoami()).engine_id;
       } catch (error) {
         if (!(error instanceof FloworkError && error.transient)) throw error;
         await this.#backoff(failures, error, "the gateway is not answering yet");
       }
     }
+    if (engineId !== undefined && engineId !== this.engineId) {
+      throw new FloworkError(
+        "wrong_engine",
+        0,
+        `the token belongs to engine ${JSON.stringify(engineId)}, not ${JSON.stringify(this.engineId)}`,
+      );
+    }
+    this.#log("info", "worker started", { engine_id: this.engineId, concurrency: this.#concurrency });
   }
 
   async #claimLoop(): Promise<void> {
