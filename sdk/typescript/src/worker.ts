@@ -57,7 +57,7 @@ export interface WorkerOptions {
   waitMs?: number;
   /** How long a stopping worker waits for running jobs before giving them up (their leases lapse). Default 30 s. */
   graceMs?: number;
-  /** Who holds the leases, in the gateway's records; default `ENGINE/HOST/pid-PID`. */
+  /** Who holds the leases, in the gateway's records; default `ENGINE/typescript/HOST/pid-PID`. */
   workerName?: string;
   /** Drain on SIGTERM and SIGINT while `run()` runs; default true. */
   handleSignals?: boolean;
@@ -69,6 +69,7 @@ export interface WorkerOptions {
 type Ending =
   | { kind: "finished"; report: Omit<FinishReport, "lease_token"> }
   | { kind: "cancelled" }
+  | { kind: "timed_out" }
   | { kind: "lease_lost"; error: FloworkError };
 
 /** Runs your handlers as the jobs of one engine. */
@@ -102,7 +103,7 @@ export class Worker {
     this.#leaseMs = options.leaseMs ?? 30_000;
     this.#waitMs = options.waitMs ?? 20_000;
     this.#graceMs = options.graceMs ?? 30_000;
-    this.#workerName = (options.workerName ?? `${options.engineId}/${hostname()}/pid-${process.pid}`).slice(0, 200);
+    this.#workerName = (options.workerName ?? `${options.engineId}/typescript/${hostname()}/pid-${process.pid}`).slice(0, 200);
     this.#handleSignals = options.handleSignals ?? true;
     this.#log = options.log ?? stderrLog;
   }
@@ -220,7 +221,8 @@ export class Worker {
         );
       } catch (error) {
         if (stop.aborted) return;
-        if (error instanceof FloworkError && error.status === 401) throw error;
+        // Retrying cannot help a refused token or a protocol this gateway does not speak.
+        if (error instanceof FloworkError && (error.status === 401 || error.code === "unsupported_protocol")) throw error;
         failures += 1;
         await this.#backoff(failures, error, "claim failed");
         continue;
@@ -252,8 +254,8 @@ export class Worker {
 
   /**
    * Runs a job to its end and reports it. A lost lease drops the job without a report: another worker may hold it
-   * by then, and the gateway would refuse the report anyway (fencing). A cancel request aborts the handler's signal
-   * and reports `cancelled` at once.
+   * by then, and the gateway would refuse the report anyway (fencing). A cancel request or the job's timeout aborts
+   * the handler's signal and reports at once. The slot stays taken until the handler has really returned.
    */
   async #runJob(lease: Lease, controller: AbortController): Promise<void> {
     const job = lease.job;
@@ -278,57 +280,68 @@ export class Worker {
       progress = undefined;
       return taken;
     });
-    const ending = await Promise.race([this.#execute(job, ctx, controller), keeper.ended]);
+    const handled = this.#execute(job, ctx);
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<Ending>((resolve) => {
+      timer = setTimeout(() => resolve({ kind: "timed_out" }), job.timeout_ms);
+    });
+    const ending = await Promise.race([handled, timedOut, keeper.ended]);
+    clearTimeout(timer);
     keeper.stop();
     const fields = { job_id: job.id, kind: job.kind, ms: Date.now() - started };
     if (ending.kind === "lease_lost") {
       controller.abort(ending.error);
       this.#log("warn", "lease lost while running; abandoning the job", { ...fields, error: ending.error.message });
-      return;
-    }
-    let report: FinishReport;
-    if (ending.kind === "cancelled") {
+    } else if (ending.kind === "cancelled") {
       controller.abort(new FloworkError("cancelled", 0, "the job was cancelled"));
-      report = { lease_token: lease.lease_token, outcome: "cancelled" };
       this.#log("info", "job cancelled", fields);
+      await this.#deliver(job, { lease_token: lease.lease_token, outcome: "cancelled" }, fields);
+    } else if (ending.kind === "timed_out") {
+      const error = `timed out after ${job.timeout_ms} ms`;
+      controller.abort(new FloworkError("timeout", 0, error));
+      this.#log("info", "job timed out", fields);
+      await this.#deliver(job, { lease_token: lease.lease_token, ...failure(error, true) }, fields);
     } else {
-      report = { lease_token: lease.lease_token, ...ending.report };
+      const report: FinishReport = { lease_token: lease.lease_token, ...ending.report };
       this.#log("info", `job ${report.outcome}`, report.error === undefined ? fields : { ...fields, error: report.error });
+      await this.#deliver(job, report, fields);
     }
+    await handled;
+  }
+
+  /**
+   * Reports an outcome. A refusal means the job is no longer ours (dropped), or the lease lapses and the job runs
+   * again; a result too large for the gateway will not shrink on another attempt, so the job fails for good.
+   */
+  async #deliver(job: Job, report: FinishReport, fields: Record<string, unknown>): Promise<void> {
     try {
       await this.#finisher.report(job.id, job.traceparent, report);
     } catch (error) {
-      const why = error instanceof FloworkError && error.leaseLost ? "the lease was lost; the job is dropped" : "could not report the outcome; the lease will lapse and the job run again";
+      if (error instanceof FloworkError && error.code === "payload_too_large" && report.outcome === "succeeded") {
+        const tooLarge = failure(`the result is too large for the gateway: ${error.message}`, false);
+        await this.#deliver(job, { lease_token: report.lease_token, ...tooLarge }, fields);
+        return;
+      }
+      const why =
+        error instanceof FloworkError && error.leaseLost
+          ? "the gateway refused the outcome: the lease was lost; the job is dropped"
+          : "could not report the outcome; the lease will lapse and the job run again";
       this.#log("warn", why, { ...fields, error: error instanceof Error ? error.message : String(error) });
     }
   }
 
-  /** The handler under the job's timeout, as an outcome (never rejects). */
-  async #execute(job: Job, ctx: JobContext, controller: AbortController): Promise<Ending> {
+  /** The handler's outcome (never rejects). */
+  async #execute(job: Job, ctx: JobContext): Promise<Ending> {
     const handler = this.#handlers.get(job.kind);
     if (handler === undefined) {
       return failed(`this worker has no handler for the kind ${JSON.stringify(job.kind)}`, false);
     }
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<Ending>((resolve) => {
-      timer = setTimeout(() => {
-        controller.abort(new FloworkError("timeout", 0, `timed out after ${job.timeout_ms} ms`));
-        resolve(failed(`timed out after ${job.timeout_ms} ms`, true));
-      }, job.timeout_ms);
-    });
-    const ran = (async (): Promise<Ending> => {
-      try {
-        const result: unknown = await handler(job.payload, ctx);
-        return succeeded(result);
-      } catch (error) {
-        if (error instanceof PermanentError) return failed(error.message, false);
-        return failed(error instanceof Error ? error.message || error.name : String(error), true);
-      }
-    })();
     try {
-      return await Promise.race([ran, timedOut]);
-    } finally {
-      clearTimeout(timer);
+      const result: unknown = await handler(job.payload, ctx);
+      return succeeded(result);
+    } catch (error) {
+      if (error instanceof PermanentError) return failed(error.message, false);
+      return failed(error instanceof Error ? error.message || error.name : String(error), true);
     }
   }
 
@@ -387,7 +400,11 @@ function succeeded(result: unknown): Ending {
 }
 
 function failed(error: string, retryable: boolean): Ending {
-  return { kind: "finished", report: { outcome: "failed", error, retryable } };
+  return { kind: "finished", report: failure(error, retryable) };
+}
+
+function failure(error: string, retryable: boolean): Omit<FinishReport, "lease_token"> {
+  return { outcome: "failed", error, retryable };
 }
 
 function stderrLog(level: "info" | "warn" | "error", message: string, fields: Record<string, unknown>): void {

@@ -40,7 +40,7 @@ describe("Worker", () => {
 
   before(async () => {
     ws = new Workspace();
-    for (const name of ["alpha", "beta", "gamma", "delta", "kappa", "omega"]) tokens[name] = ws.addEngine(name, "alice");
+    for (const name of ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "kappa", "omega"]) tokens[name] = ws.addEngine(name, "alice");
     // Retries come back after tens of milliseconds instead of seconds.
     base = await ws.startGateway(["--retry-base-ms", "20", "--retry-cap-ms", "100"]);
     client = new Client({ baseUrl: base, token: ws.mint("alice") });
@@ -146,6 +146,50 @@ describe("Worker", () => {
     assert.equal(noHandler.status, "dead");
     assert.equal(noHandler.attempts, 1);
     assert.match(noHandler.error, /no handler/);
+  });
+
+  test("a job past its timeout_ms fails retryably with its signal aborted; a result too large fails for good", async () => {
+    const { worker } = start("epsilon");
+    const reasons = [];
+    worker.handle("stuck", async (_payload, ctx) => {
+      await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve, { once: true }));
+      reasons.push(ctx.signal.reason.code);
+    });
+    worker.handle("huge", async () => "x".repeat(1_500_000));
+    const stuck = await client.enqueue("epsilon", "stuck", {}, { timeoutMs: 200, maxAttempts: 2 });
+    const huge = await client.enqueue("epsilon", "huge", {}, { maxAttempts: 3 });
+    const timedOut = await client.wait(stuck.id, { timeoutMs: 30_000 });
+    assert.equal(timedOut.status, "dead");
+    assert.equal(timedOut.attempts, 2, "a timeout is retried");
+    assert.equal(timedOut.error, "timed out after 200 ms");
+    assert.deepEqual(reasons, ["timeout", "timeout"]);
+    const tooLarge = await client.wait(huge.id, { timeoutMs: 30_000 });
+    assert.equal(tooLarge.status, "dead");
+    assert.equal(tooLarge.attempts, 1, "a result too large is not retried");
+    assert.match(tooLarge.error, /too large/);
+  });
+
+  test("every engine call names the protocol version; a gateway that does not speak it stops the worker", async () => {
+    let speaks = true;
+    const proxy = await startProxy(base, (request) =>
+      speaks
+        ? undefined
+        : { status: 400, body: { error: "unsupported_protocol", message: "this gateway speaks engine protocol major 2" } },
+    );
+    try {
+      const made = inProcessWorker(proxy.base, "zeta", tokens.zeta);
+      const running = made.worker.run();
+      made.worker.handle("echo", (payload) => payload);
+      const job = await client.enqueue("zeta", "echo", { v: 1 });
+      await client.wait(job.id, { timeoutMs: 30_000 });
+      const internal = proxy.exchanges.filter((e) => e.request.url.startsWith("/internal/"));
+      assert.ok(internal.length >= 3, "whoami, claim and finish went through the proxy");
+      assert.ok(internal.every((e) => e.request.headers["flowork-protocol"] === "1.0"));
+      speaks = false;
+      await assert.rejects(running, (error) => error.code === "unsupported_protocol" && error.status === 400);
+    } finally {
+      await proxy.close();
+    }
   });
 
   test("a worker whose finish is refused (409: its lease lapsed and another took the job) drops it and goes on", async () => {
