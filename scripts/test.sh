@@ -58,6 +58,9 @@ fi
 # The Python SDK's Client and Worker against the real gateway binary (a gateway per test, workers as processes).
 echo "==> running the Python SDK's tests"
 python3 -m pytest sdk/python -q -p no:cacheprovider || status=$?
+# The TypeScript SDK's Client and Worker the same way (node:test, type-checked with tsc --strict first).
+echo "==> running the TypeScript SDK's tests"
+(cd sdk/typescript && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build && npm test) || status=$?
 # The same end-to-end tests on the PostgreSQL store, against a throw-away server (initdb into a temporary folder,
 # stopped at the end) and a Redis server for the fleet test (three gateways, two engines). Left out: what only the
 # SQLite data directory has (backup/restore files, a full disk and a damaged file under the shards) and the

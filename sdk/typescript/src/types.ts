@@ -1,0 +1,115 @@
+/** The JSON shapes of the public and the engine API (common/src/wire.rs on the gateway side). */
+
+/** Any JSON value. */
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+/** A job's lifecycle; `succeeded`, `dead` and `cancelled` are final. */
+export type JobStatus = "queued" | "running" | "succeeded" | "dead" | "cancelled" | "waiting";
+
+/** The statuses after which a job never changes again. */
+export const FINAL_STATUSES: readonly JobStatus[] = ["succeeded", "dead", "cancelled"];
+
+/** How far a running job has come, as its handler last reported. */
+export interface Progress {
+  percent: number;
+  message?: string | null;
+}
+
+/** A job as every endpoint returns it. Times are RFC 3339 with milliseconds, in UTC. */
+export interface Job {
+  id: string;
+  engine: string;
+  user: string;
+  kind: string;
+  status: JobStatus;
+  payload: Json;
+  attempts: number;
+  max_attempts: number;
+  priority: number;
+  timeout_ms: number;
+  run_at: string;
+  enqueued_at: string;
+  claimed_at: string | null;
+  finished_at: string | null;
+  result: Json | null;
+  error: string | null;
+  traceparent?: string;
+  concurrency_key?: string;
+  queue_position?: number;
+  waiting_on?: string;
+  cancel_requested?: boolean;
+  progress?: Progress;
+  /** Fields added by newer gateways. */
+  [field: string]: unknown;
+}
+
+/** The optional fields of `POST /jobs`. */
+export interface EnqueueOptions {
+  /** A retry with the same key returns the same job; made with `crypto.randomUUID()` when not given. */
+  idempotencyKey?: string;
+  priority?: number;
+  /** When the job becomes runnable: a `Date` or RFC 3339 text. */
+  runAt?: Date | string;
+  maxAttempts?: number;
+  timeoutMs?: number;
+  concurrencyKey?: string;
+  /** W3C trace context of the caller. */
+  traceparent?: string;
+  /**
+   * How long the call may keep retrying a gateway that answers 429/503 (or cannot be reached) before it gives
+   * up with the last error; default 30 s. 0 sends once.
+   */
+  retryWithinMs?: number;
+}
+
+/** One item of `enqueueBatch`. */
+export interface BatchItem extends Omit<EnqueueOptions, "traceparent" | "retryWithinMs"> {
+  engine: string;
+  kind: string;
+  payload?: unknown;
+}
+
+/** One result of `enqueueBatch`, in the order of the items: the job, or why it was refused. */
+export type BatchResult =
+  | { status: 200 | 201; replayed?: boolean; job: Job }
+  | { status: number; error: string; message: string };
+
+/** `GET /jobs` filters. */
+export interface ListOptions {
+  status?: JobStatus | string;
+  engine?: string;
+  kind?: string;
+  limit?: number;
+  cursor?: string;
+}
+
+/** A page of `GET /jobs`, newest first. */
+export interface JobPage {
+  jobs: Job[];
+  next_cursor: string | null;
+}
+
+/** One leased job of `POST /internal/claim`. */
+export interface Lease {
+  job: Job;
+  lease_token: string;
+  lease_expires_at: string;
+}
+
+/** `POST /internal/jobs/{id}/finish` body. */
+export interface FinishReport {
+  lease_token: string;
+  outcome: "succeeded" | "failed" | "cancelled";
+  result?: unknown;
+  error?: string;
+  retryable?: boolean;
+}
+
+/** One result of `POST /internal/finish`. */
+export interface FinishItemResult {
+  job_id: string;
+  status?: JobStatus;
+  run_at?: string | null;
+  error?: string;
+  message?: string;
+}
