@@ -1,4 +1,20 @@
 //! The Flowork engine as a library: claim jobs from a gateway and run them with built-in or custom handlers.
+//!
+//! ```no_run
+//! use clap::Parser;
+//! use flowork_engine::{Engine, JobFailure, config::EngineArgs};
+//! use serde_json::{Value, json};
+//!
+//! # async fn example() -> anyhow::Result<()> {
+//! Engine::new(EngineArgs::parse()) // the flags and environment of `flowork-engine`
+//!     .handle("upper", |payload: Value, _progress| async move {
+//!         let text = payload["text"].as_str().ok_or_else(|| JobFailure::permanent("no text"))?;
+//!         Ok(json!({ "text": text.to_uppercase() }))
+//!     })
+//!     .run()
+//!     .await
+//! # }
+//! ```
 
 pub mod autoscale;
 pub mod claim;
@@ -11,6 +27,7 @@ pub mod pool;
 pub mod runner;
 pub mod shutdown;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,18 +38,86 @@ use crate::claim::ClaimSettings;
 use crate::client::GatewayClient;
 use crate::config::{EngineArgs, FileConfig};
 use crate::handlers::Registry;
+use crate::handlers::function::FunctionHandler;
+pub use crate::handlers::{JobFailure, JobHandler, ProgressSink};
 use crate::metrics::{DirectionLabels, EngineMetrics};
 use crate::pool::WorkerPool;
 use crate::runner::JobRunner;
 
-/// Runs an engine until SIGTERM/SIGINT (then drains) or a fatal error.
+/// Runs `flowork-engine`: the built-in kinds only, until SIGTERM/SIGINT (then drains) or a fatal error.
 pub async fn run(args: EngineArgs) -> anyhow::Result<()> {
+    Engine::new(args).run().await
+}
+
+/// An engine to run: its settings, the built-in kinds unless left out, and your own handlers, which take
+/// precedence over a built-in kind of the same name.
+pub struct Engine {
+    args: EngineArgs,
+    builtins: bool,
+    custom: Registry,
+}
+
+impl Engine {
+    /// An engine with the settings of `flowork-engine`'s command line (`EngineArgs::parse()` reads the same flags
+    /// and environment variables) and the built-in kinds.
+    pub fn new(args: EngineArgs) -> Self {
+        Self { args, builtins: true, custom: Registry::default() }
+    }
+
+    /// Runs `handler` for jobs of `kind`.
+    pub fn handler(mut self, kind: &str, handler: impl JobHandler + 'static) -> Self {
+        self.custom.insert(kind, Arc::new(handler));
+        self
+    }
+
+    /// Runs an async function for jobs of `kind`: it gets the payload and a progress sink; its value is the job's
+    /// result, its `JobFailure` the job's error (retried unless permanent).
+    pub fn handle<F, Fut>(self, kind: &str, function: F) -> Self
+    where
+        F: Fn(serde_json::Value, ProgressSink) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<serde_json::Value, JobFailure>> + Send + 'static,
+    {
+        self.handler(kind, FunctionHandler::new(kind, function))
+    }
+
+    /// Leaves the built-in kinds (`echo`, `sleep`, `http`, `exec`, `llm`) out: only your handlers run.
+    pub fn without_builtins(mut self) -> Self {
+        self.builtins = false;
+        self
+    }
+
+    /// The kinds this engine will run (the built-in ones configured by its config file, and yours).
+    fn registry(&self) -> anyhow::Result<Registry> {
+        let mut handlers = if self.builtins {
+            let config = match &self.args.config {
+                Some(path) => FileConfig::load(path)?,
+                None => FileConfig::default(),
+            };
+            Registry::builtin(&config)?
+        } else {
+            Registry::default()
+        };
+        for kind in self.custom.kinds() {
+            if let Some(handler) = self.custom.get(kind) {
+                handlers.insert(kind, handler);
+            }
+        }
+        if handlers.kinds().is_empty() {
+            bail!("this engine has no handlers: add one with Engine::handle or keep the built-in kinds");
+        }
+        Ok(handlers)
+    }
+
+    /// Runs until SIGTERM/SIGINT (then drains: running jobs finish within `--grace-ms`) or a fatal error.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let handlers = self.registry()?;
+        serve(self.args, handlers).await
+    }
+}
+
+/// Claims and runs jobs of `args.engine_id` with `handlers`.
+async fn serve(args: EngineArgs, handlers: Registry) -> anyhow::Result<()> {
     let token = args.read_token()?;
-    let config = match &args.config {
-        Some(path) => FileConfig::load(path)?,
-        None => FileConfig::default(),
-    };
-    let handlers = Registry::builtin(&config)?;
     let client = GatewayClient::new(&args.gateway, token, &args.engine_id)?;
     let who = client.whoami().await.with_context(|| format!("checking the engine token with {}", args.gateway))?;
     if who.engine_id != args.engine_id {
@@ -48,7 +133,13 @@ pub async fn run(args: EngineArgs) -> anyhow::Result<()> {
         grace: Duration::from_millis(args.grace_ms),
         worker_name: format!("{}/pid-{}", args.engine_id, std::process::id()),
     };
-    tracing::info!(engine_id = %args.engine_id, gateway = %args.gateway, workers = args.workers, "engine started");
+    tracing::info!(
+        engine_id = %args.engine_id,
+        gateway = %args.gateway,
+        workers = args.workers,
+        kinds = ?handlers.kinds(),
+        "engine started"
+    );
     let metrics = Arc::new(EngineMetrics::default());
     if let Some(addr) = args.metrics_listen {
         let (metrics, pool) = (metrics.clone(), pool.clone());
@@ -107,5 +198,38 @@ async fn autoscale(
                 metrics.autoscale_decisions.get_or_create(&DirectionLabels { direction: direction.into() }).inc();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use serde_json::json;
+
+    use super::*;
+
+    fn args() -> EngineArgs {
+        EngineArgs::parse_from(["flowork-engine", "--engine-id", "mine", "--token", "fwe_x"])
+    }
+
+    #[test]
+    fn your_handlers_join_the_built_in_kinds_and_replace_one_of_the_same_name() {
+        let engine = Engine::new(args())
+            .handle("echo", |_, _| async { Ok(json!("mine")) })
+            .handle("upper", |v, _| async { Ok(v) });
+        assert_eq!(engine.registry().unwrap().kinds(), ["echo", "exec", "http", "sleep", "upper"]);
+        let only = Engine::new(args()).without_builtins().handle("upper", |v, _| async { Ok(v) });
+        assert_eq!(only.registry().unwrap().kinds(), ["upper"]);
+        let none = Engine::new(args()).without_builtins().registry().err().map(|e| e.to_string());
+        assert!(none.is_some_and(|e| e.contains("no handlers")));
+    }
+
+    #[tokio::test]
+    async fn a_replaced_built_in_kind_runs_your_handler() {
+        let engine = Engine::new(args()).handle("echo", |_, _| async { Ok(json!("mine")) });
+        let handler = engine.registry().unwrap().get("echo").unwrap();
+        let payload = serde_json::value::RawValue::from_string("{}".into()).unwrap();
+        let result = handler.run(&payload, &ProgressSink::default()).await.unwrap();
+        assert_eq!(result.get(), r#""mine""#);
     }
 }

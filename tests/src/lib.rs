@@ -345,8 +345,21 @@ impl Engine {
         extra: &[&str],
         envs: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        Self::start_binary("flowork-engine", ws, gateway, engine, workers, extra, envs)
+    }
+
+    /// Starts `binary`, an engine built on the `flowork-engine` library (same flags), for `engine`.
+    pub fn start_binary(
+        binary: &str,
+        ws: &Workspace,
+        gateway: &Gateway,
+        engine: &str,
+        workers: u32,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let log = ws.path(&format!("engine-{engine}-{}.log", unique()));
-        let mut command = Command::new(bin("flowork-engine"));
+        let mut command = Command::new(bin(binary));
         command
             .arg("--gateway")
             .arg(&gateway.base)

@@ -2,6 +2,7 @@
 
 pub mod echo;
 pub mod exec;
+pub mod function;
 pub mod http;
 pub mod llm;
 pub mod sleep;
@@ -102,8 +103,16 @@ impl Registry {
         Ok(registry)
     }
 
+    /// Adds (or replaces) the handler of `kind`.
     pub fn insert(&mut self, kind: &str, handler: Arc<dyn JobHandler>) {
         self.0.insert(kind.to_string(), handler);
+    }
+
+    /// The kinds this registry runs, sorted.
+    pub fn kinds(&self) -> Vec<&str> {
+        let mut kinds: Vec<&str> = self.0.keys().map(String::as_str).collect();
+        kinds.sort_unstable();
+        kinds
     }
 
     pub fn get(&self, kind: &str) -> Option<Arc<dyn JobHandler>> {
