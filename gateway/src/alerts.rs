@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// A firing alert resolves at this fraction of its threshold.
 pub const RESOLVE_RATIO: f64 = 0.8;

@@ -14,7 +14,7 @@ use axum::http::request::Parts;
 use ipnet::IpNet;
 
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// The client's address as far as the gateway can trust it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -35,4 +35,5 @@ pub mod retention;
 pub mod scheduler;
 pub mod secure_fs;
 pub mod server;
+pub mod state;
 pub mod store;

@@ -10,7 +10,7 @@ use ipnet::IpNet;
 
 use crate::client_ip::{ClientIp, ProxyTrust};
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// An allow list and a deny list. Deny wins; an empty allow list allows everyone not denied.
 #[derive(Debug, Clone, Default)]

@@ -23,7 +23,7 @@ use ipnet::Ipv6Net;
 
 use crate::client_ip::ClientIp;
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// A rate like `100/s`, `6000/m` or `100` (per second); `0` switches the limit off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use flowork_common::wire::ErrorBody;
 use tracing::Instrument;
 
 use crate::metrics::{HttpLabels, RefusalLabels, UNMATCHED_ROUTE, method_label};
-use crate::server::AppState;
+use crate::state::AppState;
 
 #[derive(Debug, Default)]
 struct Subjects {

@@ -1,6 +1,8 @@
 //! The writer's multi-row statements — many enqueues in one INSERT, many successes in one UPDATE — answer each
 //! job exactly as the one-by-one path would, and keep the counters the triggers maintain equal to a recount.
 
+mod support;
+
 use flowork_gateway::admission::AdmissionLimits;
 use flowork_gateway::store::breakers::HeldBack;
 use flowork_gateway::store::sqlite::{connection, fair, migrate, queries};
@@ -10,21 +12,8 @@ use rusqlite::{Connection, TransactionBehavior};
 const NOW: i64 = 1_800_000_000_000;
 
 fn job(user: &str, key: &str, payload: &str) -> NewJob {
-    NewJob {
-        id: uuid::Uuid::now_v7().to_string(),
-        engine: "e1".into(),
-        user: user.into(),
-        kind: "echo".into(),
-        payload: payload.into(),
-        priority: 0,
-        run_at_ms: NOW,
-        max_attempts: 3,
-        timeout_ms: 1_000,
-        idempotency_key: key.into(),
-        fingerprint: format!("fp-{payload}"),
-        traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
-        concurrency_key: None,
-    }
+    let traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
+    NewJob { traceparent, ..support::new_job(user, key, payload, NOW) }
 }
 
 fn shard(dir: &std::path::Path) -> Connection {

@@ -1,6 +1,8 @@
 //! The fair claim order, per-key limits, queue positions and cron ticks, through the `JobStore` interface on real
 //! SQLite files with an injected clock.
 
+mod support;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -27,21 +29,7 @@ async fn store(dir: &std::path::Path, clock: Arc<ManualClock>) -> SqliteStore {
 }
 
 fn job(user: &str, key: &str, now: i64) -> NewJob {
-    NewJob {
-        id: uuid::Uuid::now_v7().to_string(),
-        engine: "e1".into(),
-        user: user.into(),
-        kind: "echo".into(),
-        payload: "{}".into(),
-        priority: 0,
-        run_at_ms: now,
-        max_attempts: 3,
-        timeout_ms: 1_000,
-        idempotency_key: key.into(),
-        fingerprint: format!("fp-{key}"),
-        traceparent: None,
-        concurrency_key: None,
-    }
+    support::new_job(user, key, "{}", now)
 }
 
 async fn enqueue(store: &SqliteStore, job: NewJob) -> Job {

@@ -2,6 +2,8 @@
 //! retryable failure, final failure), cancel, lease expiry (an injected clock) and reopening the database, with
 //! the store checked after every step. Shrunk failures are kept in `proptest-regressions/` as regression cases.
 
+mod support;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -98,19 +100,9 @@ struct Model {
 
 fn new_job(user: &str, key: u8, run_at_ms: i64, group: Option<u8>) -> NewJob {
     NewJob {
-        id: uuid::Uuid::now_v7().to_string(),
-        engine: "e1".into(),
-        user: user.into(),
-        kind: "echo".into(),
-        payload: format!("{{\"key\":{key}}}"),
-        priority: 0,
-        run_at_ms,
         max_attempts: MAX_ATTEMPTS,
-        timeout_ms: 1_000,
-        idempotency_key: format!("k{key}"),
-        fingerprint: format!("f{key}"),
-        traceparent: None,
         concurrency_key: group.map(|g| format!("group-{g}")),
+        ..support::new_job(user, &format!("k{key}"), &format!("{{\"key\":{key}}}"), run_at_ms)
     }
 }
 

@@ -1,6 +1,8 @@
 //! Retention on real SQLite files with an injected clock: under steady load with pruning, a shard's file stops
 //! growing; without it, it keeps growing.
 
+mod support;
+
 use std::sync::Arc;
 
 use flowork_common::clock::{Clock, ManualClock};
@@ -12,21 +14,8 @@ const START: i64 = 1_800_000_000_000;
 const HOUR: i64 = 3_600_000;
 
 fn job(n: usize, now: i64) -> NewJob {
-    NewJob {
-        id: uuid::Uuid::now_v7().to_string(),
-        engine: "e1".into(),
-        user: "alice".into(),
-        kind: "echo".into(),
-        payload: format!(r#"{{"n":{n},"pad":"{}"}}"#, "x".repeat(400)),
-        priority: 0,
-        run_at_ms: now,
-        max_attempts: 1,
-        timeout_ms: 1_000,
-        idempotency_key: format!("k{n}"),
-        fingerprint: format!("f{n}"),
-        traceparent: None,
-        concurrency_key: None,
-    }
+    let payload = format!(r#"{{"n":{n},"pad":"{}"}}"#, "x".repeat(400));
+    NewJob { max_attempts: 1, ..support::new_job("alice", &format!("k{n}"), &payload, now) }
 }
 
 /// One hour of steady load: 1,000 jobs enqueued, run and finished.

@@ -1,5 +1,7 @@
 //! The SQLite store through its `JobStore` interface, on real files, with an injected clock.
 
+mod support;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -22,21 +24,7 @@ async fn store(dir: &std::path::Path, clock: Arc<ManualClock>) -> SqliteStore {
 }
 
 fn job(key: &str, payload: &str, now: i64) -> NewJob {
-    NewJob {
-        id: uuid::Uuid::now_v7().to_string(),
-        engine: "e1".into(),
-        user: "alice".into(),
-        kind: "echo".into(),
-        payload: payload.into(),
-        priority: 0,
-        run_at_ms: now,
-        max_attempts: 3,
-        timeout_ms: 1_000,
-        idempotency_key: key.into(),
-        fingerprint: format!("fp-{payload}"),
-        traceparent: None,
-        concurrency_key: None,
-    }
+    support::new_job("alice", key, payload, now)
 }
 
 fn claim(max: u32, lease_ms: u64) -> ClaimParams {

@@ -10,7 +10,7 @@ use crate::audit::{AuditEntry, ChainBreak};
 use crate::auth::extract::AuthAdmin;
 use crate::client_ip::ClientIp;
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::state::AppState;
 
 async fn audited(state: &AppState, admin: &AuthAdmin, ip: ClientIp, action: &str, target: &str) {
     state.audit(AuditEntry::new(admin.actor(), action, "ok").target(target).ip(Some(ip.0.to_string()))).await;

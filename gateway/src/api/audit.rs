@@ -11,7 +11,7 @@ use crate::audit::{AuditEntry, AuditRow, parse_since};
 use crate::auth::extract::AuthAdmin;
 use crate::client_ip::ClientIp;
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::{AuditPage, AuditQuery};
 
 /// Rows per page unless `limit` says otherwise.

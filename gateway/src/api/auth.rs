@@ -15,7 +15,7 @@ use crate::auth::AuthError;
 use crate::auth::signin::check_sign_in;
 use crate::client_ip::ClientIp;
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::{NonceCheck, RefreshCheck, RefreshTokenRecord};
 
 fn refusal(code: &'static str, message: impl Into<String>) -> ApiError {

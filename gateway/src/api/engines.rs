@@ -12,7 +12,7 @@ use crate::audit::AuditEntry;
 use crate::auth::extract::{AuthAdmin, AuthUser};
 use crate::client_ip::ClientIp;
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::AllowedUser;
 
 /// The JSON of a whitelist.

@@ -18,7 +18,7 @@ use crate::enqueue::JobLimits;
 use crate::error::ApiError;
 use crate::metrics::EngineLabels;
 use crate::request_log::{RequestLog, note_job};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::{ClaimParams, Finish};
 use axum::Extension;
 use flowork_common::timefmt::parse_ms;

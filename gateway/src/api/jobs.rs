@@ -14,7 +14,7 @@ use crate::drain::DRAIN_RETRY_AFTER_S;
 use crate::enqueue::{build_new_job, parse_traceparent, validate_idempotency_key};
 use crate::error::ApiError;
 use crate::request_log::{RequestLog, note_job};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::{CancelOutcome, EnqueueOutcome, ListQuery, NewJob};
 use axum::Extension;
 

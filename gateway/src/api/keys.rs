@@ -17,7 +17,7 @@ use crate::auth::extract::AuthUser;
 use crate::auth::scope::parse_key_scopes;
 use crate::client_ip::ClientIp;
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::tokens::{ApiKey, NewKeyOutcome};
 
 /// The most keys a user may have at once.

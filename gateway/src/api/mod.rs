@@ -27,7 +27,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::{network, rate_limit, request_log};
 
 /// Request bodies above this are refused with 413 before they are read in full.

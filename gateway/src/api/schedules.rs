@@ -13,7 +13,7 @@ use super::jobs::require_active_engine;
 use crate::cron::CronSchedule;
 use crate::enqueue::build_new_job;
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::{MissedTicks, Schedule, ScheduleOutcome};
 use crate::{auth::extract::AuthUser, store::sqlite::schedules::MAX_PER_USER};
 

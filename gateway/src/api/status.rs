@@ -9,7 +9,7 @@ use crate::engine_presence::ONLINE_WITHIN_MS;
 use crate::error::ApiError;
 use crate::kind_labels::KindLabels;
 use crate::metrics::{DecisionLabels, EngineLabels};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::{EngineRecord, KindBreaker, StoreError};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};

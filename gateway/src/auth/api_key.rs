@@ -5,7 +5,7 @@ use flowork_common::secret::{self, API_KEY_PREFIX, TokenShape};
 
 use super::AuthError;
 use super::engine_token;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::tokens::ApiKey;
 
 /// A fresh API key: `fwk_`, 43 URL-safe characters, an 8-digit checksum.

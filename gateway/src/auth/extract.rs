@@ -8,7 +8,7 @@ use super::scope::key_scope_for;
 use super::{AuthError, api_key, engine_token};
 use crate::error::ApiError;
 use crate::request_log::RequestLog;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// The user making the request: signed in (an access JWT, which may do everything the user may), or by one of
 /// their API keys (which may do only what its scopes name; checked here, by route).

@@ -26,7 +26,7 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::AuthError;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::changes::JobChange;
 use fleet::{Heartbeat, PeerWatch, ResetReason};
 use journal::Journal;
