@@ -129,7 +129,7 @@ pub const PROTOCOL_VERSION: &str = "1.0";
 pub const SUPPORTED_PROTOCOL_MAJORS: &[u32] = &[1];
 
 /// `POST /internal/claim`: wait up to `wait_ms` for up to `max` runnable jobs and lease them for `lease_ms`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimRequest {
     pub max: u32,
@@ -144,7 +144,7 @@ pub struct ClaimRequest {
 }
 
 /// What an engine reports about its workers with each claim.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerReport {
     /// Workers now.
@@ -163,7 +163,7 @@ pub struct WorkerReport {
 }
 
 /// One leased job: only the holder of `lease_token` may heartbeat or finish it, and only until it expires.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Lease {
     pub job: Job,
     pub lease_token: String,
@@ -171,13 +171,13 @@ pub struct Lease {
 }
 
 /// `POST /internal/claim` answer; empty when nothing became runnable within `wait_ms`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClaimResponse {
     pub leases: Vec<Lease>,
 }
 
 /// `POST /internal/jobs/{id}/heartbeat`: extend the lease by `lease_ms` from now.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
     pub lease_token: String,
@@ -188,7 +188,7 @@ pub struct HeartbeatRequest {
 }
 
 /// How far a running job has come.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Progress {
     /// 0-100.
@@ -198,7 +198,7 @@ pub struct Progress {
 }
 
 /// `POST /internal/jobs/{id}/heartbeat` answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HeartbeatResponse {
     pub lease_expires_at: String,
     /// The user cancelled the job: stop it and finish with the `cancelled` outcome.
@@ -207,7 +207,7 @@ pub struct HeartbeatResponse {
 }
 
 /// Whether an attempt worked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AttemptOutcome {
     Succeeded,
@@ -218,13 +218,14 @@ pub enum AttemptOutcome {
 
 /// `POST /internal/jobs/{id}/finish`: the outcome of one attempt. A flat struct rather than a tagged enum
 /// because serde cannot buffer a `RawValue` inside an internally tagged enum.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FinishRequest {
     pub lease_token: String,
     pub outcome: AttemptOutcome,
-    /// The result of a succeeded attempt.
+    /// The result of a succeeded attempt (any JSON value).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Value>)]
     pub result: Option<Box<RawValue>>,
     /// What went wrong in a failed attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -236,14 +237,14 @@ pub struct FinishRequest {
 
 /// `POST /internal/finish`: the outcomes of several attempts in one call (an engine sends what finished while its
 /// previous call was in flight), each as for `POST /internal/jobs/{id}/finish`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FinishBatchRequest {
     pub finishes: Vec<FinishItem>,
 }
 
 /// One outcome of a `FinishBatchRequest`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FinishItem {
     pub job_id: String,
@@ -251,13 +252,13 @@ pub struct FinishItem {
 }
 
 /// `POST /internal/finish` answer: one result per item, in order.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FinishBatchResponse {
     pub results: Vec<FinishItemResult>,
 }
 
 /// Where one job went, or why its report was refused (`error` is the code a single finish would answer).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FinishItemResult {
     pub job_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -271,7 +272,7 @@ pub struct FinishItemResult {
 }
 
 /// `POST /internal/jobs/{id}/finish` answer: where the job went.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FinishResponse {
     pub status: JobStatus,
     /// When a retried job becomes runnable again.
@@ -279,7 +280,7 @@ pub struct FinishResponse {
 }
 
 /// `GET /internal/whoami` answer: the engine the token belongs to.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WhoAmI {
     pub engine_id: String,
 }

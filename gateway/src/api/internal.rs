@@ -75,11 +75,16 @@ fn check_lease_ms(lease_ms: u64) -> Result<(), ApiError> {
 }
 
 /// `GET /internal/whoami`: which engine this token belongs to (engines check their `--engine-id` at start).
+#[utoipa::path(get, path = "/internal/whoami", tag = "engine", security(("engine" = [])), params(("Flowork-Protocol" = Option<String>, Header, description = "the engine protocol version the caller speaks, `MAJOR.MINOR`; an unknown major is refused with 400 `unsupported_protocol`")),
+    responses((status = 200, description = "the engine this token belongs to", body = WhoAmI)))]
 pub async fn whoami(engine: AuthEngine) -> Json<WhoAmI> {
     Json(WhoAmI { engine_id: engine.id })
 }
 
 /// `POST /internal/claim`: leases up to `max` jobs, waiting up to `wait_ms` for one to become runnable.
+#[utoipa::path(post, path = "/internal/claim", tag = "engine", security(("engine" = [])), params(("Flowork-Protocol" = Option<String>, Header, description = "the engine protocol version the caller speaks, `MAJOR.MINOR`; an unknown major is refused with 400 `unsupported_protocol`")),
+    request_body = ClaimRequest,
+    responses((status = 200, description = "the leased jobs; none when nothing became runnable within `wait_ms` (at most 60 s) or the gateway is stopping", body = ClaimResponse)))]
 pub async fn claim(
     State(state): State<AppState>,
     engine: AuthEngine,
@@ -131,6 +136,10 @@ pub fn check_heartbeat(request: &HeartbeatRequest) -> Result<Option<String>, Api
 }
 
 /// `POST /internal/jobs/{id}/heartbeat`: extends the lease; 409 `lease_lost` if it is no longer this holder's.
+#[utoipa::path(post, path = "/internal/jobs/{id}/heartbeat", tag = "engine", security(("engine" = [])),
+    params(("id" = String, Path, description = "the leased job's id"), ("Flowork-Protocol" = Option<String>, Header, description = "the engine protocol version the caller speaks, `MAJOR.MINOR`; an unknown major is refused with 400 `unsupported_protocol`")),
+    request_body = HeartbeatRequest,
+    responses((status = 200, description = "the lease, extended; `cancel_requested` when the user cancelled the job", body = HeartbeatResponse)))]
 pub async fn heartbeat(
     State(state): State<AppState>,
     log: Option<Extension<RequestLog>>,
@@ -147,6 +156,10 @@ pub async fn heartbeat(
 }
 
 /// `POST /internal/jobs/{id}/finish`: records the attempt's outcome; a stale lease token is refused (fencing).
+#[utoipa::path(post, path = "/internal/jobs/{id}/finish", tag = "engine", security(("engine" = [])),
+    params(("id" = String, Path, description = "the leased job's id"), ("Flowork-Protocol" = Option<String>, Header, description = "the engine protocol version the caller speaks, `MAJOR.MINOR`; an unknown major is refused with 400 `unsupported_protocol`")),
+    request_body = FinishRequest,
+    responses((status = 200, description = "where the job went: succeeded, queued again for a retry (with `run_at`), dead or cancelled", body = FinishResponse)))]
 pub async fn finish(
     State(state): State<AppState>,
     log: Option<Extension<RequestLog>>,
@@ -188,6 +201,9 @@ const MAX_FINISH_BATCH: usize = 1_000;
 
 /// `POST /internal/finish`: several outcomes committed together; one result per item, in order, each what
 /// `POST /internal/jobs/{id}/finish` would have answered (a lost lease refuses only its own item).
+#[utoipa::path(post, path = "/internal/finish", tag = "engine", security(("engine" = [])), params(("Flowork-Protocol" = Option<String>, Header, description = "the engine protocol version the caller speaks, `MAJOR.MINOR`; an unknown major is refused with 400 `unsupported_protocol`")),
+    request_body = FinishBatchRequest,
+    responses((status = 200, description = "one result per outcome, in order; a refused item carries the error code a single finish would answer", body = FinishBatchResponse)))]
 pub async fn finish_batch(
     State(state): State<AppState>,
     engine: AuthEngine,

@@ -4,12 +4,12 @@
 use axum::Json;
 use flowork_common::wire::{EnqueueRequest, ErrorBody, Job, JobPage, JobStatus};
 use utoipa::openapi::path::Operation;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::keys::{ApiKeyInfo, ApiKeyList, CreatedApiKey, DeletedApiKey};
-use super::{admin, audit, auth, engines, jobs, keys, schedules, status};
+use super::{admin, audit, auth, engines, internal, jobs, keys, schedules, status};
 
 /// Error answers every operation may give, with what they mean.
 const ERRORS: &[(&str, &str)] = &[
@@ -40,6 +40,7 @@ const ERRORS: &[(&str, &str)] = &[
         engines::allow_user, engines::disallow_user,
         admin::start_drain, admin::stop_drain, admin::list_engines, admin::allow_user, admin::disallow_user,
         admin::verify_audit, audit::list,
+        internal::whoami, internal::claim, internal::heartbeat, internal::finish, internal::finish_batch,
         openapi_json,
     ),
     components(schemas(EnqueueRequest, Job, JobPage, JobStatus, ErrorBody, ApiKeyInfo, ApiKeyList, CreatedApiKey, DeletedApiKey)),
@@ -70,6 +71,13 @@ impl Modify for CommonAnswers {
             ),
         );
         components.add_security_scheme("admin", bearer("an admin token `fwa_…` (`admin token --scope ...`)"));
+        components.add_security_scheme(
+            "engine",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Engine-Token",
+                "an engine token `fwe_…` (`engine add`); the engine protocol (docs/engine-protocol.md)",
+            ))),
+        );
         for item in openapi.paths.paths.values_mut() {
             for operation in [&mut item.get, &mut item.post, &mut item.put, &mut item.delete].into_iter().flatten() {
                 add_errors(operation);
