@@ -36,7 +36,7 @@ async function start() {
   let view = null;
   const table = new JobTable($('#jobs'), $('#jobs-empty'), (id) => view.open(id));
   view = new JobView($('#job-view'), { api, table, notice });
-  new SubmitForm($('#submit-form'), { api, notice, session });
+  new SubmitForm($('#submit-form'), { api, notice, session, table });
   const drainBanner = $('#drain-banner');
   const showDrain = (draining) => {
     drainBanner.hidden = !draining;
