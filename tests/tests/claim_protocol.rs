@@ -547,3 +547,39 @@ async fn a_finish_batch_commits_each_outcome_and_refuses_only_the_bad_items() ->
     assert_eq!(as_user.status, StatusCode::UNAUTHORIZED, "a user token is no engine token");
     Ok(())
 }
+
+#[tokio::test]
+async fn ids_and_tokens_no_store_could_hold_are_refused_as_unknown_not_as_a_store_failure() -> anyhow::Result<()> {
+    let s = setup(&[]).await?;
+    let id = enqueue(&s.api, "n1", json!({})).await?;
+    let lease = s.engine.claim(1, 0, 60_000).await?;
+    let (claimed, token) = lease_of(&lease[0]);
+    assert_eq!(claimed, id);
+    // A NUL byte in the job id or the lease token (PostgreSQL text cannot hold one), or an id that is no UUID.
+    for path in ["/internal/jobs/a%00b/finish", "/internal/jobs/not-a-uuid/finish", "/internal/jobs/a%00b/heartbeat"] {
+        let body = if path.ends_with("heartbeat") {
+            json!({"lease_token": token, "lease_ms": 1_000})
+        } else {
+            json!({"lease_token": token, "outcome": "succeeded"})
+        };
+        let reply = s.engine.post(path, &body).await?;
+        assert_eq!((reply.status, reply.code()), (StatusCode::NOT_FOUND, "job_not_found"), "{path}: {}", reply.body);
+    }
+    let nul_token = json!({"lease_token": "tok\u{0}en", "outcome": "succeeded"});
+    let reply = s.engine.post(&format!("/internal/jobs/{id}/finish"), &nul_token).await?;
+    assert_eq!((reply.status, reply.code()), (StatusCode::CONFLICT, "lease_lost"), "{}", reply.body);
+    let batch = json!({"finishes": [
+        {"job_id": "x\u{0}y", "report": {"lease_token": token, "outcome": "succeeded"}},
+        {"job_id": id, "report": {"lease_token": "t\u{0}", "outcome": "succeeded"}},
+        {"job_id": id, "report": {"lease_token": token, "outcome": "succeeded"}},
+    ]});
+    let reply = s.engine.post("/internal/finish", &batch).await?;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let errors: Vec<&str> =
+        reply.body["results"].as_array().into_iter().flatten().map(|r| r["error"].as_str().unwrap_or("ok")).collect();
+    assert_eq!(errors, ["job_not_found", "lease_lost", "ok"], "{}", reply.body);
+    // A worker name with a NUL is kept, the NUL replaced.
+    let claim = json!({"max": 1, "wait_ms": 0, "lease_ms": 1_000, "worker": "w\u{0}1"});
+    assert_eq!(s.engine.post("/internal/claim", &claim).await?.status, StatusCode::OK);
+    Ok(())
+}

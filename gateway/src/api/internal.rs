@@ -117,7 +117,18 @@ pub fn check_claim(request: &ClaimRequest) -> Result<String, ApiError> {
         return Err(ApiError::unprocessable("invalid_max", format!("max must be between 1 and {MAX_CLAIM}")));
     }
     check_lease_ms(request.lease_ms)?;
-    Ok(request.worker.chars().take(200).collect())
+    // A NUL cannot be stored in a PostgreSQL text column; the name is for operators' eyes only.
+    Ok(request.worker.chars().take(200).map(|c| if c == '\0' { '\u{fffd}' } else { c }).collect())
+}
+
+/// Checks what names a lease before any store sees it: the job id is a UUID (else 404 `job_not_found`), and a
+/// lease token with a NUL byte cannot be one the gateway issued (409 `lease_lost`).
+fn check_lease_names(id: &str, lease_token: &str) -> Result<(), ApiError> {
+    super::jobs::check_job_id(id)?;
+    if lease_token.contains('\0') {
+        return Err(ApiError::from(crate::store::StoreError::LeaseLost(id.to_string())));
+    }
+    Ok(())
 }
 
 /// Checks a heartbeat request; returns the progress to store (JSON text), if any.
@@ -147,6 +158,7 @@ pub async fn heartbeat(
     Path(id): Path<String>,
     JsonBody(request): JsonBody<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
+    check_lease_names(&id, &request.lease_token)?;
     let progress = check_heartbeat(&request)?;
     state.presence.seen(&engine.id, state.clock.now_ms(), None);
     note_job(log.as_ref().map(|l| &l.0), &id);
@@ -168,6 +180,7 @@ pub async fn finish(
     JsonBody(request): JsonBody<FinishRequest>,
 ) -> Result<Json<FinishResponse>, ApiError> {
     state.presence.seen(&engine.id, state.clock.now_ms(), None);
+    check_lease_names(&id, &request.lease_token)?;
     let lease_token = request.lease_token.clone();
     let finish = to_finish(&state.limits, request)?;
     note_job(log.as_ref().map(|l| &l.0), &id);
@@ -224,6 +237,10 @@ pub async fn finish_batch(
     let (mut indexes, mut items) = (Vec::new(), Vec::new());
     for (index, item) in request.finishes.into_iter().enumerate() {
         let token = item.report.lease_token.clone();
+        if let Err(error) = check_lease_names(&item.job_id, &token) {
+            results[index] = Some(refused(item.job_id, error));
+            continue;
+        }
         match to_finish(&state.limits, item.report) {
             Ok(finish) => {
                 indexes.push(index);

@@ -172,7 +172,8 @@ async fn engine_retry_after(state: &AppState, engine: &str, cap: u64, current: u
     retry_after_s(slots_needed(cap, current, refused), rate)
 }
 
-fn check_job_id(id: &str) -> Result<(), ApiError> {
+/// A job id is a UUID; anything else is a job that does not exist (checked before any store sees it).
+pub(crate) fn check_job_id(id: &str) -> Result<(), ApiError> {
     uuid::Uuid::parse_str(id)
         .map(|_| ())
         .map_err(|_| ApiError::not_found("job_not_found", format!("no job with id {id:?}")))

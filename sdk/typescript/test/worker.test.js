@@ -309,7 +309,9 @@ describe("Worker processes", () => {
       assert.equal((await late.json()).error, "lease_lost");
       const now = await client.get(job.id);
       assert.equal(now.status, "running");
-      assert.equal(now.attempts, 2);
+      // 2, or 3 when the killed worker's own long poll (still open at the gateway for up to its wait) was handed
+      // the job as its lease lapsed: that lease lapses too, and the rescuer's attempt is the third.
+      assert.ok(now.attempts >= 2 && now.attempts <= 3, `attempts ${now.attempts}`);
       rescuer.kill("SIGKILL");
     } finally {
       await proxy.close();
