@@ -90,7 +90,10 @@ def test_a_killed_workers_job_runs_again_and_its_late_finish_is_refused(setup: S
     # Once the lease lapses the job is queued again and another worker runs it as attempt 2.
     setup.start_worker(lease_ms=1500)
     done = setup.client.wait(job["id"], timeout=60)
-    assert (done["status"], done["attempts"], done["result"]["attempt"]) == ("succeeded", 2, 2), done
+    # 2, or 3 when the killed worker's own long poll (still open at the gateway) was handed the job as its lease
+    # lapsed: that lease lapses too, and the new worker's attempt is the third.
+    assert done["status"] == "succeeded" and done["attempts"] in (2, 3), done
+    assert done["result"]["attempt"] == done["attempts"], done
     # The killed worker's finish, arriving late with its old lease token, is refused (fencing).
     late = httpx.post(
         f"{setup.gateway.base}/internal/jobs/{job['id']}/finish",
