@@ -100,10 +100,13 @@ test('sign in, submit a job and watch it go queued → running → succeeded liv
   const seen = [];
   await page.exposeFunction('reportStatus', (status) => seen.push(status));
   await page.evaluate(() => {
+    // Each state a job's row shows, once: the table redraws rows, so the last status is kept per job, not per badge.
+    const shown = new Map();
     const observer = new MutationObserver(() => {
       for (const badge of document.querySelectorAll('#jobs .status')) {
-        if (badge.dataset.reported !== badge.dataset.status) {
-          badge.dataset.reported = badge.dataset.status;
+        const id = badge.closest('tr').dataset.jobId;
+        if (shown.get(id) !== badge.dataset.status) {
+          shown.set(id, badge.dataset.status);
           window.reportStatus(badge.dataset.status);
         }
       }
