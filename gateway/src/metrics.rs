@@ -91,12 +91,12 @@ impl Default for GatewayMetrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("flowork");
         let build_info = Family::<BuildLabels, Gauge>::default();
+        let schema = crate::store::SchemaVersions::of_this_build();
         build_info
             .get_or_create(&BuildLabels {
                 version: env!("CARGO_PKG_VERSION").into(),
-                schema_control: crate::store::sqlite::migrate::latest(crate::store::sqlite::migrate::CONTROL)
-                    .to_string(),
-                schema_shard: crate::store::sqlite::migrate::latest(crate::store::sqlite::migrate::SHARD).to_string(),
+                schema_control: schema.control.to_string(),
+                schema_shard: schema.shard.to_string(),
             })
             .set(1);
         registry.register(

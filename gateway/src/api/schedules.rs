@@ -15,7 +15,7 @@ use crate::enqueue::build_new_job;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::{MissedTicks, Schedule, ScheduleOutcome};
-use crate::{auth::extract::AuthUser, store::sqlite::schedules::MAX_PER_USER};
+use crate::{auth::extract::AuthUser, store::core::schedule::MAX_PER_USER};
 
 /// `POST /schedules` body: a job template (as for `POST /jobs`, without `run_at`) plus when to run it.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

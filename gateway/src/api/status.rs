@@ -44,13 +44,14 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     for engine in state.control.list_engines().await? {
         engines.push(engine_status(&state, &engine).await?.public);
     }
+    let schema = crate::store::SchemaVersions::of_this_build();
     Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "store": state.jobs.backend(),
         "schema": {
-            "control": crate::store::sqlite::migrate::latest(crate::store::sqlite::migrate::CONTROL),
-            "shard": crate::store::sqlite::migrate::latest(crate::store::sqlite::migrate::SHARD),
-            "postgres": crate::store::sqlite::migrate::latest(crate::store::postgres::migrate::POSTGRES),
+            "control": schema.control,
+            "shard": schema.shard,
+            "postgres": schema.postgres,
         },
         "uptime_s": state.started.elapsed().as_secs(),
         "draining": state.drain.is_draining(),

@@ -7,6 +7,7 @@
 
 pub mod breakers;
 pub mod changes;
+pub mod core;
 pub mod open;
 pub mod postgres;
 pub mod sqlite;
@@ -19,6 +20,28 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::{AuditEntry, AuditReport, AuditRow};
 use crate::queue_metrics::QueueWindow;
+
+/// The newest schema version of each migration set this build carries, for `/status` and `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaVersions {
+    /// The SQLite control database (engines, users, audit).
+    pub control: u32,
+    /// Each SQLite shard (one engine's jobs).
+    pub shard: u32,
+    /// The PostgreSQL store of a fleet.
+    pub postgres: u32,
+}
+
+impl SchemaVersions {
+    pub fn of_this_build() -> Self {
+        use core::migration::latest;
+        Self {
+            control: latest(sqlite::migrate::CONTROL),
+            shard: latest(sqlite::migrate::SHARD),
+            postgres: latest(postgres::migrate::POSTGRES),
+        }
+    }
+}
 
 /// A validated job ready to be written, with its id and idempotency data already decided.
 #[derive(Debug, Clone)]

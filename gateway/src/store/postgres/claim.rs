@@ -14,9 +14,9 @@ use flowork_common::wire::Lease;
 
 use super::jobs::{JOB_COLUMN_COUNT, JOB_COLUMNS, execute, job_from_row, query, query_opt};
 use crate::store::breakers::HeldBack;
-pub use crate::store::sqlite::fair::{ClaimBy, Claimed};
-use crate::store::sqlite::fair::{Share, turn_length};
-use crate::store::sqlite::parking::{HOLD_BREAKER, HOLD_KEY};
+pub use crate::store::core::fair::{ClaimBy, Claimed};
+use crate::store::core::fair::{Share, turn_length};
+use crate::store::core::hold::{HOLD_BREAKER, HOLD_KEY};
 use crate::store::{ShareSettings, StoreError};
 
 /// The most jobs one claim parks; the rest are parked by the next claims.

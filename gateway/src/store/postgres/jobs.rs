@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 
 use deadpool_postgres::GenericClient;
-use flowork_common::backoff::full_jitter_delay_ms;
 use flowork_common::timefmt::format_ms;
 use flowork_common::wire::{Job, JobStatus};
 use serde_json::value::RawValue;
@@ -16,8 +15,9 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use crate::admission::{AdmissionLimits, over};
-use crate::store::sqlite::parking::hold_for_run_at;
-use crate::store::sqlite::queries::created_job;
+use crate::store::core::attempt::after_attempt;
+use crate::store::core::created::created_job;
+use crate::store::core::hold::hold_for_run_at;
 use crate::store::{
     AllowedUser, CancelOutcome, EnqueueOutcome, Finish, FinishOutcome, NewJob, RetryPolicy, StoreError,
 };
@@ -323,8 +323,8 @@ pub async fn engine_exists(tx: &impl GenericClient, engine: &str) -> Result<(), 
 
 const CLEAR_LEASE: &str = "lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL";
 
-/// Records an attempt's outcome if `lease_token` still holds a live lease (fencing); the caller holds the
-/// engine's lock. Returns the outcome and the job as it is now.
+/// Records an attempt's outcome if `lease_token` still holds a live lease (fencing), as `after_attempt` decides;
+/// the caller holds the engine's lock. Returns the outcome and the job as it is now.
 pub async fn finish(
     tx: &impl GenericClient,
     engine: &str,
@@ -344,48 +344,19 @@ pub async fn finish(
     .await?;
     let Some(held) = held else { return Err(lease_failure(tx, engine, job_id).await?) };
     let (attempts, max_attempts, kind): (i32, i32, String) = (held.try_get(0)?, held.try_get(1)?, held.try_get(2)?);
-    let returning = format!("RETURNING {JOB_COLUMNS}");
+    let next = after_attempt(outcome, attempts.max(0) as u32, max_attempts.max(0) as u32, now, policy, rand::random());
     // PostgreSQL text cannot hold a NUL character; an engine's error message may.
-    let clean = |error: &str| error.replace('\0', "\u{fffd}");
-    let (status, run_at, row) = match outcome {
-        Finish::Succeeded { result } => {
-            let sql = format!(
-                "UPDATE jobs SET status = 'succeeded', result = $1, error = NULL, finished_at = $2, {CLEAR_LEASE}
-                 WHERE engine_id = $3 AND id = $4 {returning}"
-            );
-            let result = result.as_deref().unwrap_or("null");
-            (JobStatus::Succeeded, None, query_opt(tx, &sql, &[&result, &now, &engine, &job_id]).await?)
-        }
-        Finish::Failed { error, retryable } if *retryable && attempts < max_attempts => {
-            let unit: f64 = rand::random();
-            let delay = full_jitter_delay_ms(attempts.max(0) as u32, policy.base_ms, policy.cap_ms, unit);
-            let run_at = now.saturating_add(delay.min(i64::MAX as u64) as i64);
-            let sql = format!(
-                "UPDATE jobs SET status = 'queued', run_at = $1, error = $2, hold = $3, {CLEAR_LEASE}
-                 WHERE engine_id = $4 AND id = $5 {returning}"
-            );
-            let hold = hold_for_run_at(run_at, now) as i16;
-            let error = clean(error);
-            (JobStatus::Queued, Some(run_at), query_opt(tx, &sql, &[&run_at, &error, &hold, &engine, &job_id]).await?)
-        }
-        Finish::Cancelled => {
-            let sql = format!(
-                "UPDATE jobs SET status = 'cancelled', error = 'cancelled while running', finished_at = $1,
-                        {CLEAR_LEASE}
-                 WHERE engine_id = $2 AND id = $3 {returning}"
-            );
-            (JobStatus::Cancelled, None, query_opt(tx, &sql, &[&now, &engine, &job_id]).await?)
-        }
-        Finish::Failed { error, .. } => {
-            let sql = format!(
-                "UPDATE jobs SET status = 'dead', error = $1, finished_at = $2, {CLEAR_LEASE}
-                 WHERE engine_id = $3 AND id = $4 {returning}"
-            );
-            (JobStatus::Dead, None, query_opt(tx, &sql, &[&clean(error), &now, &engine, &job_id]).await?)
-        }
-    };
-    let row = row.ok_or_else(|| StoreError::LeaseLost(job_id.to_string()))?;
-    Ok((FinishOutcome { status, run_at_ms: run_at, kind }, job_from_row(&row, engine)?))
+    let error = next.error.as_deref().map(|error| error.replace('\0', "\u{fffd}"));
+    let hold = next.hold.map(|hold| hold as i16);
+    let sql = format!(
+        "UPDATE jobs SET status = $1, result = coalesce($2, result), error = $3, finished_at = $4,
+                run_at = coalesce($5, run_at), hold = coalesce($6, hold), {CLEAR_LEASE}
+         WHERE engine_id = $7 AND id = $8 RETURNING {JOB_COLUMNS}"
+    );
+    let params: [&(dyn ToSql + Sync); 8] =
+        [&next.status.as_str(), &next.result, &error, &next.finished_at_ms, &next.run_at_ms, &hold, &engine, &job_id];
+    let row = query_opt(tx, &sql, &params).await?.ok_or_else(|| StoreError::LeaseLost(job_id.to_string()))?;
+    Ok((FinishOutcome { status: next.status, run_at_ms: next.run_at_ms, kind }, job_from_row(&row, engine)?))
 }
 
 /// Records many successes with one statement: each item is (job id, lease token, result JSON). Returns, by id,

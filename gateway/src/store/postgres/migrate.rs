@@ -4,7 +4,7 @@
 use deadpool_postgres::Client;
 
 use crate::store::StoreError;
-use crate::store::sqlite::migrate::{BUILD, Compat, Migration, latest};
+use crate::store::core::migration::{BUILD, Compat, Migration, latest};
 
 /// The PostgreSQL schema.
 pub const POSTGRES: &[Migration] = &[

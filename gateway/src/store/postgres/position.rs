@@ -8,8 +8,8 @@ use flowork_common::wire::{Job, JobStatus};
 
 use super::jobs::{query, query_opt};
 use crate::store::StoreError;
-use crate::store::sqlite::parking::{HOLD_KEY, HOLD_NONE, HOLD_RUN_AT};
-use crate::store::sqlite::position::Shares;
+use crate::store::core::fair::Shares;
+use crate::store::core::hold::{HOLD_KEY, HOLD_NONE, HOLD_RUN_AT};
 
 /// Fills in where each queued job of `jobs` stands: its `queue_position`, or what it is `waiting_on`.
 pub async fn place_in_queue(tx: &impl GenericClient, jobs: &mut [Job]) -> Result<(), StoreError> {

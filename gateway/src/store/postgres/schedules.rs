@@ -8,7 +8,7 @@ use tokio_postgres::Row;
 use super::jobs::{enqueue_all, execute, query, query_opt};
 use crate::admission::AdmissionLimits;
 use crate::cron::CronSchedule;
-use crate::store::sqlite::schedules::{FIRE_BATCH, MAX_PER_USER, plan_ticks, refusal, tick_job};
+use crate::store::core::schedule::{FIRE_BATCH, MAX_PER_USER, plan_ticks, refusal, tick_job};
 use crate::store::{EnqueueOutcome, MissedTicks, Schedule, ScheduleOutcome, StoreError};
 
 const COLUMNS: &str = "id, user_id, kind, payload, cron, timezone, missed, priority, max_attempts, timeout_ms, \

@@ -23,6 +23,8 @@ use super::parking::{
 use super::queries::{JOB_COLUMNS, job_from_row};
 use crate::store::StoreError;
 use crate::store::breakers::HeldBack;
+pub use crate::store::core::fair::{ClaimBy, Claimed};
+use crate::store::core::fair::{Share, turn_length};
 
 /// The most jobs one claim parks; the rest are parked by the next claims, so one transaction stays short.
 const MAX_PARKS_PER_CLAIM: usize = 1_000;
@@ -35,28 +37,6 @@ const READY_JOBS_SQL: &str = "SELECT id, kind, concurrency_key FROM jobs
 /// Statements run on every claim: each must seek an index, never scan the jobs.
 pub const CLAIM_SQL: &[&str] =
     &[PROMOTE_DUE_SQL, NEXT_SHARES_SQL, READY_JOBS_SQL, KEYS_WITH_PARKED_SQL, RELEASE_KEY_SQL];
-
-/// Passes are sums of 1/weight steps; this absorbs their rounding when two turns fall on the same pass.
-pub(super) const EPSILON: f64 = 1e-9;
-
-/// A user's place in the fair order.
-#[derive(Debug, Clone)]
-pub(crate) struct Share {
-    pub(crate) user: String,
-    pub(crate) pass: f64,
-    pub(crate) weight: i64,
-}
-
-/// How many jobs the first user in the fair order gets this turn: until their pass reaches the next user's (at
-/// least one), at most `remaining`.
-pub(crate) fn turn_length(first: &Share, second: Option<&Share>, remaining: usize) -> usize {
-    match second {
-        Some(second) => {
-            (((second.pass - first.pass) * first.weight as f64 - EPSILON).ceil().max(0.0) as usize).clamp(1, remaining)
-        }
-        None => remaining,
-    }
-}
 
 /// One runnable job considered by a claim.
 struct Candidate {
@@ -156,22 +136,6 @@ fn lease_jobs(
 
 /// How many columns `JOB_COLUMNS` names.
 const JOB_COLUMN_COUNT: usize = super::queries::JOB_COLUMN_COUNT;
-
-/// What a claim hands out: the leases in claim order, and how long each job waited since it became runnable.
-#[derive(Debug, Default)]
-pub struct Claimed {
-    pub leases: Vec<Lease>,
-    pub waited_ms: Vec<i64>,
-}
-
-/// Who claims, for how long, and how many.
-pub struct ClaimBy<'a> {
-    pub engine: &'a str,
-    pub worker: &'a str,
-    pub max: u32,
-    pub lease_ms: u64,
-    pub now: i64,
-}
 
 /// Leases up to `max` runnable jobs in the fair order.
 pub fn claim(conn: &Connection, by: &ClaimBy<'_>, held: &HeldBack) -> Result<Claimed, StoreError> {

@@ -7,12 +7,7 @@ use std::collections::{HashMap, HashSet};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::store::StoreError;
-
-/// Why a queued job is not claimable now (the `hold` column).
-pub const HOLD_NONE: i64 = 0;
-pub const HOLD_RUN_AT: i64 = 1;
-pub const HOLD_KEY: i64 = 2;
-pub const HOLD_BREAKER: i64 = 3;
+pub use crate::store::core::hold::{HOLD_BREAKER, HOLD_KEY, HOLD_NONE, HOLD_RUN_AT, hold_for_run_at};
 
 pub(super) const PROMOTE_DUE_SQL: &str =
     "UPDATE jobs SET hold = 0 WHERE status = 'queued' AND hold = 1 AND run_at <= ?1";
@@ -31,11 +26,6 @@ pub(super) const RELEASE_KEY_SQL: &str = "UPDATE jobs SET hold = 0 WHERE id IN (
 pub fn promote_due(conn: &Connection, now: i64) -> Result<u64, StoreError> {
     let promoted = conn.prepare_cached(PROMOTE_DUE_SQL)?.execute([now])?;
     Ok(promoted as u64)
-}
-
-/// The hold a job gets when it is (re)queued with this `run_at`.
-pub fn hold_for_run_at(run_at: i64, now: i64) -> i64 {
-    if run_at > now { HOLD_RUN_AT } else { HOLD_NONE }
 }
 
 /// Sets a queued job aside with a hold, so claims stop reading it.

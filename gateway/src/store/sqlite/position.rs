@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use flowork_common::wire::{Job, JobStatus};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::fair::EPSILON;
 use super::parking::{HOLD_KEY, HOLD_NONE, HOLD_RUN_AT};
 use crate::store::StoreError;
+use crate::store::core::fair::Shares;
 
 /// A user's runnable jobs before (priority, run_at, id) in their claim order.
 pub(super) const OWN_AHEAD_SQL: &str =
@@ -101,37 +101,11 @@ fn between(conn: &Connection, a: &OrderKey, b: &OrderKey) -> Result<i64, StoreEr
         .query_row(params![a.user, a.priority, a.run_at, a.id, b.priority, b.run_at, b.id], |r| r.get(0))?)
 }
 
-/// Users with runnable jobs: pass, weight and how many they have.
-pub(crate) struct Shares(pub(crate) HashMap<String, (f64, i64, i64)>);
-
-impl Shares {
-    fn load(conn: &Connection) -> Result<Self, StoreError> {
-        let mut stmt =
-            conn.prepare_cached("SELECT user_id, pass, weight, runnable FROM user_share WHERE runnable > 0")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?, r.get(3)?))))?;
-        Ok(Self(rows.collect::<rusqlite::Result<HashMap<_, _>>>()?))
-    }
-
-    /// Jobs of other users claimed before the job of `user` that has `own_ahead` of its own jobs ahead of it.
-    pub(crate) fn others_before(&self, user: &str, own_ahead: i64) -> i64 {
-        let Some((my_pass, my_weight, _)) = self.0.get(user) else { return 0 };
-        // The job's turn comes when its user's pass reaches `turn`; on a tie the lower user id goes first, as
-        // the claim orders them.
-        let turn = my_pass + own_ahead as f64 / (*my_weight).max(1) as f64;
-        self.0
-            .iter()
-            .filter(|(other, _)| other.as_str() != user)
-            .map(|(other, (pass, weight, runnable))| {
-                let span = (turn - pass) * (*weight).max(1) as f64;
-                let before = if other.as_str() < user {
-                    (span + EPSILON).floor() as i64 + 1
-                } else {
-                    (span - EPSILON).ceil() as i64
-                };
-                before.clamp(0, *runnable)
-            })
-            .sum()
-    }
+/// The users with runnable jobs in this shard.
+fn load_shares(conn: &Connection) -> Result<Shares, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT user_id, pass, weight, runnable FROM user_share WHERE runnable > 0")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?, r.get(3)?))))?;
+    Ok(Shares(rows.collect::<rusqlite::Result<HashMap<_, _>>>()?))
 }
 
 /// The standing of one queued job, or `None` if it is not queued.
@@ -141,7 +115,7 @@ pub fn standing(conn: &Connection, job_id: &str) -> Result<Option<Standing>, Sto
         return Ok(Some(Standing::Held(key.hold)));
     }
     let ahead = own_ahead(conn, &key)?;
-    Ok(Some(Standing::Behind((ahead + Shares::load(conn)?.others_before(&key.user, ahead)).max(0) as u64)))
+    Ok(Some(Standing::Behind((ahead + load_shares(conn)?.others_before(&key.user, ahead)).max(0) as u64)))
 }
 
 /// Fills in where each queued job of `jobs` stands: its `queue_position`, or what it is `waiting_on`.
@@ -156,7 +130,7 @@ pub fn place_in_queue(conn: &Connection, jobs: &mut [Job]) -> Result<(), StoreEr
         return Ok(());
     }
     let paused = super::queries::is_paused(conn)?;
-    let shares = Shares::load(conn)?;
+    let shares = load_shares(conn)?;
     let (mut ready, held): (Vec<_>, Vec<_>) = keys.into_iter().partition(|(_, key)| key.hold == HOLD_NONE);
     for (index, key) in held {
         let reason = match key.hold {

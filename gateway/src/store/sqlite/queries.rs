@@ -6,7 +6,6 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
-use flowork_common::backoff::full_jitter_delay_ms;
 use flowork_common::timefmt::format_ms;
 use flowork_common::wire::{Job, JobStatus};
 use rusqlite::types::Type;
@@ -16,6 +15,8 @@ use serde_json::value::RawValue;
 use super::counters;
 use super::parking::hold_for_run_at;
 use crate::admission::{AdmissionLimits, over};
+use crate::store::core::attempt::after_attempt;
+pub use crate::store::core::created::created_job;
 use crate::store::{
     AllowedUser, CancelOutcome, EnqueueOutcome, Finish, FinishOutcome, NewJob, QueueCounts, RetryPolicy, StoreError,
 };
@@ -275,34 +276,6 @@ fn not_inserted(conn: &Connection, job: &NewJob) -> Result<EnqueueOutcome, Store
     existing_for_key(conn, job)?.ok_or_else(|| StoreError::Task("an idempotency conflict without a row".into()))
 }
 
-/// The API's view of a job just stored.
-pub fn created_job(job: &NewJob, now: i64) -> Result<Job, StoreError> {
-    Ok(Job {
-        id: job.id.clone(),
-        engine: job.engine.clone(),
-        user: job.user.clone(),
-        kind: job.kind.clone(),
-        status: JobStatus::Queued,
-        payload: raw_json(job.payload.clone(), 4)?,
-        attempts: 0,
-        max_attempts: job.max_attempts,
-        priority: job.priority,
-        timeout_ms: job.timeout_ms,
-        run_at: format_ms(job.run_at_ms),
-        enqueued_at: format_ms(now),
-        claimed_at: None,
-        finished_at: None,
-        result: None,
-        error: None,
-        traceparent: job.traceparent.clone(),
-        concurrency_key: job.concurrency_key.clone(),
-        queue_position: None,
-        waiting_on: None,
-        cancel_requested: false,
-        progress: None,
-    })
-}
-
 /// The answer for a key already used by this user: the original job, or a conflict.
 pub fn existing_for_key(conn: &Connection, job: &NewJob) -> Result<Option<EnqueueOutcome>, StoreError> {
     let sql =
@@ -370,10 +343,7 @@ pub fn heartbeat(
     }
 }
 
-/// Records an attempt's outcome, if `lease_token` still holds a live lease (fencing).
-///
-/// A retryable failure with attempts left goes back to `queued` after a full-jitter backoff; any other
-/// failure is final (`dead`).
+/// Records an attempt's outcome, if `lease_token` still holds a live lease (fencing), as `after_attempt` decides.
 pub fn finish(
     conn: &Connection,
     job_id: &str,
@@ -393,41 +363,23 @@ pub fn finish(
     let Some((attempts, max_attempts, kind)) = held else {
         return Err(lease_failure(conn, job_id)?);
     };
-    const CLEAR_LEASE: &str = "lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL";
-    match outcome {
-        Finish::Succeeded { result } => {
-            conn.prepare_cached(&format!(
-                "UPDATE jobs SET status = 'succeeded', result = ?1, error = NULL, finished_at = ?2, {CLEAR_LEASE}
-                 WHERE id = ?3"
-            ))?
-            .execute(params![result.as_deref().unwrap_or("null"), now, job_id])?;
-            Ok(FinishOutcome { status: JobStatus::Succeeded, run_at_ms: None, kind })
-        }
-        Finish::Failed { error, retryable } if *retryable && attempts < max_attempts => {
-            let delay = full_jitter_delay_ms(attempts, policy.base_ms, policy.cap_ms, jitter_unit);
-            let run_at = now.saturating_add(delay as i64);
-            conn.prepare_cached(&format!(
-                "UPDATE jobs SET status = 'queued', run_at = ?1, error = ?2, hold = ?4, {CLEAR_LEASE} WHERE id = ?3"
-            ))?
-            .execute(params![run_at, error, job_id, hold_for_run_at(run_at, now)])?;
-            Ok(FinishOutcome { status: JobStatus::Queued, run_at_ms: Some(run_at), kind })
-        }
-        Finish::Cancelled => {
-            conn.prepare_cached(&format!(
-                "UPDATE jobs SET status = 'cancelled', error = 'cancelled while running', finished_at = ?1, {CLEAR_LEASE}
-                 WHERE id = ?2"
-            ))?
-            .execute(params![now, job_id])?;
-            Ok(FinishOutcome { status: JobStatus::Cancelled, run_at_ms: None, kind })
-        }
-        Finish::Failed { error, .. } => {
-            conn.prepare_cached(&format!(
-                "UPDATE jobs SET status = 'dead', error = ?1, finished_at = ?2, {CLEAR_LEASE} WHERE id = ?3"
-            ))?
-            .execute(params![error, now, job_id])?;
-            Ok(FinishOutcome { status: JobStatus::Dead, run_at_ms: None, kind })
-        }
-    }
+    let next = after_attempt(outcome, attempts, max_attempts, now, policy, jitter_unit);
+    conn.prepare_cached(
+        "UPDATE jobs SET status = ?1, result = coalesce(?2, result), error = ?3, finished_at = ?4,
+                run_at = coalesce(?5, run_at), hold = coalesce(?6, hold),
+                lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+         WHERE id = ?7",
+    )?
+    .execute(params![
+        next.status.as_str(),
+        next.result,
+        next.error,
+        next.finished_at_ms,
+        next.run_at_ms,
+        next.hold,
+        job_id
+    ])?;
+    Ok(FinishOutcome { status: next.status, run_at_ms: next.run_at_ms, kind })
 }
 
 /// Records many successes in one statement (one statement journal for the batch, not one per job) and counts
