@@ -197,21 +197,19 @@ impl From<QueryRejection> for ApiError {
 mod tests {
     use super::*;
 
-    fn sqlite(code: std::os::raw::c_int) -> ApiError {
-        ApiError::Store(StoreError::Sqlite(rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)))
-    }
-
     #[test]
     fn storage_faults_are_503s_that_say_what_is_wrong_without_detail() {
-        for (code, expected) in [
-            (rusqlite::ffi::SQLITE_FULL, "storage_full"),
-            (rusqlite::ffi::SQLITE_READONLY, "storage_read_only"),
-            (rusqlite::ffi::SQLITE_IOERR, "storage_io_error"),
-            (rusqlite::ffi::SQLITE_BUSY, "store_unavailable"),
+        let detail = || "SQLite: disk I/O error at /data/shards/e1.sqlite3".to_string();
+        for (error, expected) in [
+            (StoreError::StorageFull(detail()), "storage_full"),
+            (StoreError::ReadOnly(detail()), "storage_read_only"),
+            (StoreError::StorageIo(detail()), "storage_io_error"),
+            (StoreError::Unavailable(detail()), "store_unavailable"),
+            (StoreError::Database(detail()), "store_unavailable"),
         ] {
-            let (status, body) = sqlite(code).status_and_body();
+            let (status, body) = ApiError::Store(error).status_and_body();
             assert_eq!((status, body.error.as_str()), (StatusCode::SERVICE_UNAVAILABLE, expected));
-            assert!(!body.message.contains("sqlite"), "{}", body.message);
+            assert!(!body.message.contains("SQLite") && !body.message.contains("/data"), "{}", body.message);
         }
         let quarantined =
             ApiError::Store(StoreError::Quarantined { engine: "e1".into(), moved_to: "/data/quarantine/x".into() });

@@ -372,14 +372,27 @@ pub enum StoreError {
          restore a backup)"
     )]
     NewerSchema { path: String, found: u32, supported: u32, oldest: String },
+    /// The disk under the database is full.
+    #[error("storage full: {0}")]
+    StorageFull(String),
+    /// The database (or the directory holding it) cannot be written.
+    #[error("storage read-only: {0}")]
+    ReadOnly(String),
+    /// The operating system failed to read or write the database.
+    #[error("storage I/O failure: {0}")]
+    StorageIo(String),
+    /// The database's contents are damaged (not a database, a corrupt page or index, a key of the wrong size).
+    #[error("database damaged: {0}")]
+    Corrupt(String),
+    /// The database cannot be reached now (no connection, pool exhausted, server shutting down).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A `--store` setting that names no store this build can open, or a store that cannot be adopted.
+    #[error("{0}")]
+    Config(String),
+    /// Any other failure the database reported, with the driver's message (for the log).
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("connection pool error: {0}")]
-    Pool(#[from] r2d2::Error),
-    #[error("PostgreSQL error: {}", postgres_message(.0))]
-    Postgres(#[from] tokio_postgres::Error),
-    #[error("PostgreSQL connection: {0}")]
-    PostgresPool(String),
+    Database(String),
     #[error("I/O error on {path}: {source}")]
     Io { path: String, source: std::io::Error },
     #[error("the shard writer for engine {0:?} has stopped")]
@@ -388,14 +401,6 @@ pub enum StoreError {
     Task(String),
     #[error("the shard of engine {engine:?} was found corrupt and moved to {moved_to}")]
     Quarantined { engine: String, moved_to: String },
-}
-
-/// A PostgreSQL error with the server's own message when there is one.
-fn postgres_message(error: &tokio_postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => error.to_string(),
-    }
 }
 
 impl StoreError {
@@ -410,16 +415,15 @@ impl StoreError {
                 ),
             ));
         }
-        let Self::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) = self else { return None };
-        match failure.code {
-            rusqlite::ErrorCode::DiskFull => {
+        match self {
+            Self::StorageFull(_) => {
                 Some(("storage_full", "the gateway's disk is full; jobs are safe, retry once space is freed".into()))
             }
-            rusqlite::ErrorCode::ReadOnly => Some((
+            Self::ReadOnly(_) => Some((
                 "storage_read_only",
                 "the gateway's data directory is read-only; retry once it is writable".into(),
             )),
-            rusqlite::ErrorCode::SystemIoFailure => {
+            Self::StorageIo(_) => {
                 Some(("storage_io_error", "the gateway could not read or write its data; retry shortly".into()))
             }
             _ => None,
@@ -428,8 +432,21 @@ impl StoreError {
 
     /// The database file is damaged (not a database, or corrupt).
     pub fn is_corruption(&self) -> bool {
-        matches!(self, Self::Sqlite(rusqlite::Error::SqliteFailure(failure, _))
-            if matches!(failure.code, rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase))
+        matches!(self, Self::Corrupt(_))
+    }
+
+    /// A failure of the database itself, which breaks the transaction it happened in (where a refusal, such as a
+    /// lost lease, concerns one item of a batch only).
+    pub fn breaks_transaction(&self) -> bool {
+        matches!(
+            self,
+            Self::StorageFull(_)
+                | Self::ReadOnly(_)
+                | Self::StorageIo(_)
+                | Self::Corrupt(_)
+                | Self::Unavailable(_)
+                | Self::Database(_)
+        )
     }
 }
 

@@ -60,7 +60,7 @@ pub async fn open(data: &DataArgs, clock: Arc<dyn Clock>, policies: StorePolicie
                 backend: Backend::Postgres(store),
             })
         }
-        Some(other) => Err(StoreError::PostgresPool(format!(
+        Some(other) => Err(StoreError::Config(format!(
             "--store must be a PostgreSQL URL (postgres://USER@HOST:PORT/DB), not {:?}; leave it out for the \
              SQLite shards under --data-dir",
             crate::connection_string::redact(other)

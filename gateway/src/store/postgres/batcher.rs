@@ -111,7 +111,7 @@ async fn run(context: Arc<BatchContext>, engine: String, mut receiver: mpsc::Rec
 /// One transaction: every job of the batch, and the wake-up of waiting claims if any was created.
 async fn commit(context: &BatchContext, engine: &str, jobs: &[NewJob]) -> Result<Vec<EnqueueOutcome>, StoreError> {
     let now = context.clock.now_ms();
-    let mut client = context.pool.get().await.map_err(|e| StoreError::PostgresPool(e.to_string()))?;
+    let mut client = context.pool.get().await?;
     let tx = client.transaction().await?;
     let outcomes = enqueue_all(&tx, engine, jobs, now, context.caps).await?;
     if outcomes.iter().any(|o| matches!(o, EnqueueOutcome::Created(_))) {

@@ -144,10 +144,10 @@ pub async fn ensure_audit_key(client: &impl GenericClient) -> Result<(), StoreEr
 /// The audit key and the signed head, kept together in `audit_key` (made when the store is opened).
 async fn audit_key(tx: &impl GenericClient) -> Result<(AuditKey, Option<Checkpoint>), StoreError> {
     let row = query(tx, "SELECT secret, head_id, head_hash, head_mac FROM audit_key", &[]).await?;
-    let row = row.first().ok_or_else(|| StoreError::PostgresPool("the audit key could not be created".into()))?;
+    let row = row.first().ok_or_else(|| StoreError::Database("the audit key could not be created".into()))?;
     let secret: Vec<u8> = row.try_get(0)?;
     let key = AuditKey::from_bytes(&secret)
-        .ok_or_else(|| StoreError::PostgresPool("the audit key in audit_key is not 32 bytes".into()))?;
+        .ok_or_else(|| StoreError::Corrupt("the audit key in audit_key is not 32 bytes".into()))?;
     let head = match (row.try_get::<_, Option<i64>>(1)?, row.try_get::<_, Option<String>>(2)?) {
         (Some(id), Some(hash)) => Some(Checkpoint { id, hash, mac: row.try_get(3)? }),
         _ => None,
@@ -266,7 +266,7 @@ pub async fn adopt_audit_key(tx: &impl GenericClient, key: &AuditKey) -> Result<
         let signed_here =
             rows.iter().any(|r| r.mac.as_deref().is_some_and(|mac| current.verify(Signed::Row, r.id, &r.hash, mac)));
         if signed_here {
-            return Err(StoreError::PostgresPool(
+            return Err(StoreError::Config(
                 "this PostgreSQL store already holds audit rows signed with a key of its own".into(),
             ));
         }

@@ -6,6 +6,7 @@ pub mod batcher;
 pub mod breakers;
 pub mod claim;
 pub mod control;
+pub mod error;
 pub mod jobs;
 pub mod migrate;
 pub mod position;
@@ -82,9 +83,8 @@ impl PgStore {
     /// Connects, and brings the schema up to date (under an advisory lock, so gateways started together do not
     /// race).
     pub async fn open(url: &str, clock: Arc<dyn Clock>, retry: RetryPolicy) -> Result<Self, StoreError> {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| StoreError::PostgresPool(format!("{}: {e}", crate::connection_string::redact(url))))?;
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|e| StoreError::Config(format!("{}: {e}", crate::connection_string::redact(url))))?;
         if config.get_connect_timeout().is_none() {
             // An unreachable server answers 503 within seconds instead of holding requests open.
             config.connect_timeout(Duration::from_secs(5));
@@ -96,7 +96,7 @@ impl PgStore {
             .wait_timeout(Some(Duration::from_secs(10)))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
-            .map_err(|e| StoreError::PostgresPool(e.to_string()))?;
+            .map_err(|e| StoreError::Config(format!("PostgreSQL connection pool: {e}")))?;
         let store = Self {
             pool,
             config,
@@ -130,7 +130,7 @@ impl PgStore {
     }
 
     async fn client(&self) -> Result<Object, StoreError> {
-        self.pool.get().await.map_err(|e| StoreError::PostgresPool(e.to_string()))
+        Ok(self.pool.get().await?)
     }
 
     /// Starts listening for other gateways' wake-ups (once).

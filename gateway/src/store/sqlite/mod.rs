@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod connection;
 pub mod control;
 pub mod counters;
+mod error;
 pub mod fair;
 pub mod migrate;
 pub mod parking;

@@ -123,7 +123,7 @@ pub fn enqueue_many(
         return jobs
             .iter()
             .map(|job| match enqueue(conn, job, now, caps) {
-                Err(StoreError::Sqlite(error)) => Err(StoreError::Sqlite(error)),
+                Err(error) if error.breaks_transaction() => Err(error),
                 outcome => Ok(outcome),
             })
             .collect();
@@ -157,7 +157,7 @@ pub fn enqueue_many(
                 not_inserted(conn, job)
             };
             match outcome {
-                Err(StoreError::Sqlite(error)) => Err(StoreError::Sqlite(error)),
+                Err(error) if error.breaks_transaction() => Err(error),
                 outcome => Ok(outcome),
             }
         })

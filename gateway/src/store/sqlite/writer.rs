@@ -301,10 +301,10 @@ fn commit_batch(
         if let (Some(touched), Some(mark), WriteOp::Heartbeat { progress: None, .. }) = (touched, mark, &request.op) {
             touched.forget_since(mark);
         }
-        if let Err(StoreError::Sqlite(error)) = result {
-            return Err(StoreError::Sqlite(error));
+        match result {
+            Err(error) if error.breaks_transaction() => return Err(error),
+            result => results.push(result),
         }
-        results.push(result);
     }
     // Keys that got room in this batch (a job finished, was cancelled or was retried later) release parked jobs.
     let released = parking::release_parked_keys(&tx)?;
@@ -408,7 +408,7 @@ fn apply(
                 }
                 match finish_one(conn, job_id, lease_token, finish, now, context) {
                     // A database failure breaks the transaction; only refusals are per item.
-                    Err(StoreError::Sqlite(error)) => return Err(StoreError::Sqlite(error)),
+                    Err(error) if error.breaks_transaction() => return Err(error),
                     outcome => outcomes.push(outcome),
                 }
             }
