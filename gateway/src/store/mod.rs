@@ -403,6 +403,36 @@ pub enum StoreError {
     Quarantined { engine: String, moved_to: String },
 }
 
+impl Clone for StoreError {
+    /// The same error for another waiter of a failed group commit (an I/O error keeps its kind and message).
+    fn clone(&self) -> Self {
+        match self {
+            Self::EngineNotFound(e) => Self::EngineNotFound(e.clone()),
+            Self::EngineExists(e) => Self::EngineExists(e.clone()),
+            Self::JobNotFound(j) => Self::JobNotFound(j.clone()),
+            Self::LeaseLost(j) => Self::LeaseLost(j.clone()),
+            Self::NewerSchema { path, found, supported, oldest } => {
+                Self::NewerSchema { path: path.clone(), found: *found, supported: *supported, oldest: oldest.clone() }
+            }
+            Self::StorageFull(d) => Self::StorageFull(d.clone()),
+            Self::ReadOnly(d) => Self::ReadOnly(d.clone()),
+            Self::StorageIo(d) => Self::StorageIo(d.clone()),
+            Self::Corrupt(d) => Self::Corrupt(d.clone()),
+            Self::Unavailable(d) => Self::Unavailable(d.clone()),
+            Self::Config(d) => Self::Config(d.clone()),
+            Self::Database(d) => Self::Database(d.clone()),
+            Self::Io { path, source } => {
+                Self::Io { path: path.clone(), source: std::io::Error::new(source.kind(), source.to_string()) }
+            }
+            Self::WriterStopped(e) => Self::WriterStopped(e.clone()),
+            Self::Task(d) => Self::Task(d.clone()),
+            Self::Quarantined { engine, moved_to } => {
+                Self::Quarantined { engine: engine.clone(), moved_to: moved_to.clone() }
+            }
+        }
+    }
+}
+
 impl StoreError {
     /// A storage condition the client may be told about (no paths, no internal detail), with its error code.
     pub fn storage_condition(&self) -> Option<(&'static str, String)> {
@@ -419,10 +449,9 @@ impl StoreError {
             Self::StorageFull(_) => {
                 Some(("storage_full", "the gateway's disk is full; jobs are safe, retry once space is freed".into()))
             }
-            Self::ReadOnly(_) => Some((
-                "storage_read_only",
-                "the gateway's data directory is read-only; retry once it is writable".into(),
-            )),
+            Self::ReadOnly(_) => {
+                Some(("storage_read_only", "the gateway's storage is read-only; retry once it is writable".into()))
+            }
             Self::StorageIo(_) => {
                 Some(("storage_io_error", "the gateway could not read or write its data; retry shortly".into()))
             }

@@ -101,7 +101,7 @@ async fn run(context: Arc<BatchContext>, engine: String, mut receiver: mpsc::Rec
             }
             Err(error) => {
                 for request in batch {
-                    let _ = request.reply.send(Err(StoreError::Task(error.to_string())));
+                    let _ = request.reply.send(Err(error.clone()));
                 }
             }
         }
