@@ -61,7 +61,8 @@ python3 -m pytest sdk/python -q -p no:cacheprovider || status=$?
 # The TypeScript SDK's Client and Worker the same way (node:test, type-checked with tsc --strict first).
 echo "==> running the TypeScript SDK's tests"
 (cd sdk/typescript && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build && npm test) || status=$?
-# The same end-to-end tests on the PostgreSQL store, against a throw-away server (initdb into a temporary folder,
+# The same end-to-end tests, and the store conformance suite (the store, fairness and model tests, which hold both
+# drivers to the same promises), on the PostgreSQL store, against a throw-away server (initdb into a temporary folder,
 # stopped at the end) and a Redis server for the fleet test (three gateways, two engines). Left out: what only the
 # SQLite data directory has (backup/restore files, a full disk and a damaged file under the shards) and the
 # loadtest smoke test (it starts its own gateway on a data directory).
@@ -70,7 +71,8 @@ echo "==> running the TypeScript SDK's tests"
 echo "==> running the end-to-end tests again on PostgreSQL"
 FLOWORK_TEST_STORE=postgres "${CARGO_TARGET_DIR:-target}/debug/with-services" --redis -- \
   cargo nextest run --workspace --no-fail-fast \
-  -E 'package(flowork-tests) & not (binary(backup) | binary(storage) | binary(loadtest))' \
+  -E '(package(flowork-tests) & not (binary(backup) | binary(storage) | binary(loadtest)))
+       | (package(flowork-gateway) & (binary(store) | binary(fair) | binary(model)))' \
   || status=$?
 # Fuzzing: briefly with cargo-fuzz where a nightly toolchain is installed; the stable run over the corpus
 # (gateway/tests/fuzz_corpus.rs) is part of the tests above either way.

@@ -3,22 +3,22 @@
 
 mod support;
 
+use support::{AnyStore, StorePlace};
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use flowork_common::clock::{Clock, ManualClock};
 use flowork_common::wire::{Job, JobStatus, Lease};
-use flowork_gateway::store::sqlite::SqliteStore;
 use flowork_gateway::store::{
-    ClaimParams, ControlStore, EnqueueOutcome, Finish, JobStore, MissedTicks, NewJob, RetryPolicy, Schedule,
-    ScheduleOutcome,
+    ClaimParams, EnqueueOutcome, Finish, MissedTicks, NewJob, RetryPolicy, Schedule, ScheduleOutcome,
 };
 use tokio_util::sync::CancellationToken;
 
 const START: i64 = 1_800_000_000_000; // a whole minute
 
-async fn store(dir: &std::path::Path, clock: Arc<ManualClock>) -> SqliteStore {
-    let store = SqliteStore::open(dir, clock, RetryPolicy::default()).await.unwrap();
+async fn store(place: &StorePlace, clock: Arc<ManualClock>) -> Arc<dyn AnyStore> {
+    let store = place.open(clock, RetryPolicy::default()).await;
     if store.engine("e1").await.unwrap().is_none() {
         store.add_engine("e1", Some("alice"), "hash-e1").await.unwrap();
         for user in ["bob", "carol"] {
@@ -32,14 +32,14 @@ fn job(user: &str, key: &str, now: i64) -> NewJob {
     support::new_job(user, key, "{}", now)
 }
 
-async fn enqueue(store: &SqliteStore, job: NewJob) -> Job {
+async fn enqueue(store: &Arc<dyn AnyStore>, job: NewJob) -> Job {
     match store.enqueue(job).await.unwrap() {
         EnqueueOutcome::Created(job) => job,
         other => panic!("not created: {other:?}"),
     }
 }
 
-async fn enqueue_many(store: &SqliteStore, user: &str, count: usize, now: i64) -> Vec<Job> {
+async fn enqueue_many(store: &Arc<dyn AnyStore>, user: &str, count: usize, now: i64) -> Vec<Job> {
     let jobs = (0..count).map(|i| job(user, &format!("{user}-{i}"), now)).collect();
     let outcomes = store.enqueue_many("e1", jobs).await.unwrap();
     outcomes
@@ -51,7 +51,7 @@ async fn enqueue_many(store: &SqliteStore, user: &str, count: usize, now: i64) -
         .collect()
 }
 
-async fn claim(store: &SqliteStore, max: u32) -> Vec<Lease> {
+async fn claim(store: &Arc<dyn AnyStore>, max: u32) -> Vec<Lease> {
     let params = ClaimParams { max, wait_ms: 0, lease_ms: 60_000, worker: "test".into() };
     store.claim("e1", params, CancellationToken::new()).await.unwrap()
 }
@@ -62,9 +62,9 @@ fn users(leases: &[Lease]) -> Vec<&str> {
 
 #[tokio::test]
 async fn a_flood_does_not_hold_up_a_small_user() {
-    let dir = tempfile::tempdir().unwrap();
+    let place = StorePlace::new();
     let clock = Arc::new(ManualClock::new(START));
-    let store = store(dir.path(), clock.clone()).await;
+    let store = store(&place, clock.clone()).await;
     enqueue_many(&store, "alice", 1_000, START).await;
     enqueue_many(&store, "bob", 5, START).await;
     // One at a time: alice and bob alternate while both have work.
@@ -81,9 +81,9 @@ async fn a_flood_does_not_hold_up_a_small_user() {
 
 #[tokio::test]
 async fn weights_share_the_engine_in_proportion_and_priority_orders_a_users_own_jobs() {
-    let dir = tempfile::tempdir().unwrap();
+    let place = StorePlace::new();
     let clock = Arc::new(ManualClock::new(START));
-    let store = store(dir.path(), clock.clone()).await;
+    let store = store(&place, clock.clone()).await;
     assert!(store.set_weight("e1", "alice", 3).await.unwrap());
     enqueue_many(&store, "alice", 100, START).await;
     enqueue_many(&store, "bob", 100, START).await;
@@ -97,9 +97,9 @@ async fn weights_share_the_engine_in_proportion_and_priority_orders_a_users_own_
 
 #[tokio::test]
 async fn a_full_concurrency_key_holds_only_its_own_jobs() {
-    let dir = tempfile::tempdir().unwrap();
+    let place = StorePlace::new();
     let clock = Arc::new(ManualClock::new(START));
-    let store = store(dir.path(), clock.clone()).await;
+    let store = store(&place, clock.clone()).await;
     store.set_key_limit("e1", "repo-a", Some(2)).await.unwrap();
     let keyed = |i: usize| NewJob { concurrency_key: Some("repo-a".into()), ..job("alice", &format!("k{i}"), START) };
     for i in 0..6 {
@@ -140,9 +140,9 @@ async fn a_full_concurrency_key_holds_only_its_own_jobs() {
 
 #[tokio::test]
 async fn queue_positions_match_the_order_claims_then_take() {
-    let dir = tempfile::tempdir().unwrap();
+    let place = StorePlace::new();
     let clock = Arc::new(ManualClock::new(START));
-    let store = store(dir.path(), clock.clone()).await;
+    let store = store(&place, clock.clone()).await;
     store.set_weight("e1", "carol", 2).await.unwrap();
     let mut jobs = enqueue_many(&store, "alice", 30, START).await;
     // Others arrive after alice has been served a little, with a mix of priorities.
@@ -181,9 +181,9 @@ async fn queue_positions_match_the_order_claims_then_take() {
 
 #[tokio::test]
 async fn delayed_and_paused_jobs_say_what_they_wait_on() {
-    let dir = tempfile::tempdir().unwrap();
+    let place = StorePlace::new();
     let clock = Arc::new(ManualClock::new(START));
-    let store = store(dir.path(), clock.clone()).await;
+    let store = store(&place, clock.clone()).await;
     let later = enqueue(&store, job("alice", "later", START + 10_000)).await;
     let now = enqueue(&store, job("alice", "now", START)).await;
     let later = store.get_job("alice", &later.id).await.unwrap().unwrap();
@@ -221,18 +221,18 @@ fn schedule(id: &str, cron: &str, missed: MissedTicks, next_run_at_ms: i64) -> S
     }
 }
 
-async fn queued_of(store: &SqliteStore, user: &str) -> usize {
+async fn queued_of(store: &Arc<dyn AnyStore>, user: &str) -> usize {
     let query = flowork_gateway::store::ListQuery { limit: 500, ..Default::default() };
     store.list_jobs(user, query).await.unwrap().jobs.len()
 }
 
 #[tokio::test]
 async fn each_cron_tick_enqueues_one_job_across_restarts_and_missed_ticks_follow_the_policy() {
-    let dir = tempfile::tempdir().unwrap();
+    let place = StorePlace::new();
     let clock = Arc::new(ManualClock::new(START));
     let grace = 5_000;
     {
-        let store = store(dir.path(), clock.clone()).await;
+        let store = store(&place, clock.clone()).await;
         let every_second = schedule(&uuid::Uuid::now_v7().to_string(), "* * * * * *", MissedTicks::Skip, START + 1_000);
         assert!(matches!(store.create_schedule(every_second).await.unwrap(), ScheduleOutcome::Created(_)));
         let carol = Schedule { user: "mallory".into(), ..schedule("x", "* * * * * *", MissedTicks::Skip, START) };
@@ -242,7 +242,7 @@ async fn each_cron_tick_enqueues_one_job_across_restarts_and_missed_ticks_follow
         assert_eq!(store.fire_schedules(grace).await.unwrap(), 0, "no tick twice");
     }
     // A restarted gateway fires nothing already fired, then the next tick once.
-    let store = store(dir.path(), clock.clone()).await;
+    let store = store(&place, clock.clone()).await;
     assert_eq!(store.fire_schedules(grace).await.unwrap(), 0);
     clock.advance_ms(1_000);
     assert_eq!(store.fire_schedules(grace).await.unwrap(), 1);

@@ -4,15 +4,14 @@
 
 mod support;
 
+use support::{AnyStore, StorePlace};
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use flowork_common::clock::{Clock, ManualClock};
 use flowork_common::wire::JobStatus;
-use flowork_gateway::store::sqlite::SqliteStore;
-use flowork_gateway::store::{
-    CancelOutcome, ClaimParams, ControlStore, EnqueueOutcome, Finish, JobStore, NewJob, RetryPolicy, StoreError,
-};
+use flowork_gateway::store::{CancelOutcome, ClaimParams, EnqueueOutcome, Finish, NewJob, RetryPolicy, StoreError};
 use proptest::prelude::*;
 use tokio_util::sync::CancellationToken;
 
@@ -106,8 +105,8 @@ fn new_job(user: &str, key: u8, run_at_ms: i64, group: Option<u8>) -> NewJob {
     }
 }
 
-async fn open(dir: &std::path::Path, clock: Arc<ManualClock>) -> SqliteStore {
-    let store = SqliteStore::open(dir, clock, RetryPolicy { base_ms: 100, cap_ms: 400 }).await.expect("open");
+async fn open(place: &StorePlace, clock: Arc<ManualClock>) -> Arc<dyn AnyStore> {
+    let store = place.open(clock, RetryPolicy { base_ms: 100, cap_ms: 400 }).await;
     if store.engine("e1").await.expect("engine").is_none() {
         store.add_engine("e1", Some("u0"), "hash").await.expect("add");
         store.allow_user("e1", "u1", false).await.expect("allow");
@@ -117,7 +116,7 @@ async fn open(dir: &std::path::Path, clock: Arc<ManualClock>) -> SqliteStore {
 
 /// Checks every job the model knows against the store. The one final state the store may reach on its own is
 /// `dead` when the lease of the last attempt expired; the model learns it here.
-async fn check(store: &SqliteStore, model: &mut Model, now: i64) -> Result<(), TestCaseError> {
+async fn check(store: &Arc<dyn AnyStore>, model: &mut Model, now: i64) -> Result<(), TestCaseError> {
     for (id, known) in model.jobs.iter_mut() {
         let job = store
             .get_job(&known.user, id)
@@ -147,17 +146,9 @@ async fn check(store: &SqliteStore, model: &mut Model, now: i64) -> Result<(), T
     Ok(())
 }
 
-/// The shard's counters (queue depth, each user's jobs in flight and runnable, each concurrency key's running,
-/// ready and parked jobs) against a recount of its jobs: whether a trigger or the writer kept them, they must agree.
-fn check_counters(dir: &std::path::Path) -> Result<(), TestCaseError> {
-    let conn = rusqlite::Connection::open(dir.join("shards").join("e1.sqlite3")).expect("read the shard");
-    let rows = |sql: &str| -> Vec<(String, i64)> {
-        let mut stmt = conn.prepare(sql).expect("prepare");
-        let found = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).expect("query");
-        let mut rows: Vec<(String, i64)> = found.map(|r| r.expect("row")).filter(|(_, n)| *n != 0).collect();
-        rows.sort();
-        rows
-    };
+/// The store's counters (queue depth, each user's jobs in flight and runnable, each concurrency key's running,
+/// ready and parked jobs) against a recount of its jobs: whether a trigger or the driver kept them, they must agree.
+async fn check_counters(place: &StorePlace) -> Result<(), TestCaseError> {
     let pairs = [
         (
             "SELECT 'queued', queued FROM queue_stats UNION ALL SELECT 'running', running FROM queue_stats",
@@ -183,7 +174,12 @@ fn check_counters(dir: &std::path::Path) -> Result<(), TestCaseError> {
         ),
     ];
     for (counters, recount) in pairs {
-        prop_assert_eq!(rows(counters), rows(recount), "counters disagree with a recount: {}", counters);
+        prop_assert_eq!(
+            place.pairs(counters).await,
+            place.pairs(recount).await,
+            "counters disagree with a recount: {}",
+            counters
+        );
     }
     Ok(())
 }
@@ -205,9 +201,9 @@ fn learn_enqueue(model: &mut Model, user: &str, key: u8, outcome: EnqueueOutcome
 }
 
 async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let place = StorePlace::new();
     let clock = Arc::new(ManualClock::new(START));
-    let mut store = open(dir.path(), clock.clone()).await;
+    let mut store = open(&place, clock.clone()).await;
     let mut model = Model::default();
     for op in ops {
         let now = clock.now_ms();
@@ -302,12 +298,12 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Advance { ms } => clock.advance_ms(i64::from(ms)),
             Op::Reopen => {
                 drop(store);
-                store = open(dir.path(), clock.clone()).await;
+                store = open(&place, clock.clone()).await;
             }
             _ => {}
         }
         check(&store, &mut model, clock.now_ms()).await?;
-        check_counters(dir.path())?;
+        check_counters(&place).await?;
     }
     // Drain: with time moving on, every job reaches exactly one final state.
     for _ in 0..(MAX_ATTEMPTS as usize * 4 + 4) {
@@ -336,7 +332,11 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    // Fewer cases on PostgreSQL: each opens a database of its own over the network.
+    #![proptest_config(ProptestConfig {
+        cases: if support::on_postgres() { 16 } else { 48 },
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn the_store_keeps_its_promises_under_any_sequence(ops in proptest::collection::vec(op(), 1..60)) {

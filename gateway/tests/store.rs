@@ -2,21 +2,20 @@
 
 mod support;
 
+use support::{AnyStore, StorePlace};
+
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use flowork_common::clock::{Clock, ManualClock};
 use flowork_common::wire::JobStatus;
-use flowork_gateway::store::sqlite::SqliteStore;
-use flowork_gateway::store::{
-    ClaimParams, ControlStore, EnqueueOutcome, Finish, JobStore, ListQuery, NewJob, RetryPolicy, StoreError,
-};
+use flowork_gateway::store::{ClaimParams, EnqueueOutcome, Finish, ListQuery, NewJob, RetryPolicy, StoreError};
 use tokio_util::sync::CancellationToken;
 
 const START: i64 = 1_800_000_000_000;
 
-async fn store(dir: &std::path::Path, clock: Arc<ManualClock>) -> SqliteStore {
-    let store = SqliteStore::open(dir, clock, RetryPolicy { base_ms: 1_000, cap_ms: 60_000 }).await.unwrap();
+async fn store(place: &StorePlace, clock: Arc<ManualClock>) -> Arc<dyn AnyStore> {
+    let store = place.open(clock, RetryPolicy { base_ms: 1_000, cap_ms: 60_000 }).await;
     if store.engine("e1").await.unwrap().is_none() {
         store.add_engine("e1", Some("alice"), "hash-e1").await.unwrap();
     }
@@ -33,9 +32,9 @@ fn claim(max: u32, lease_ms: u64) -> ClaimParams {
 
 #[tokio::test]
 async fn concurrent_enqueues_with_one_key_store_one_job() {
-    let dir = tempfile::tempdir().unwrap();
+    let place = StorePlace::new();
     let clock = Arc::new(ManualClock::new(START));
-    let store = Arc::new(store(dir.path(), clock).await);
+    let store = store(&place, clock).await;
     let mut tasks = Vec::new();
     for _ in 0..64 {
         let store = store.clone();
@@ -62,9 +61,9 @@ async fn concurrent_enqueues_with_one_key_store_one_job() {
 
 #[tokio::test]
 async fn concurrent_claims_never_share_a_job_and_group_commit_keeps_every_write() {
-    let dir = tempfile::tempdir().unwrap();
+    let place = StorePlace::new();
     let clock = Arc::new(ManualClock::new(START));
-    let store = Arc::new(store(dir.path(), clock).await);
+    let store = store(&place, clock).await;
     let mut writes = Vec::new();
     for i in 0..500 {
         let store = store.clone();
@@ -100,9 +99,9 @@ async fn concurrent_claims_never_share_a_job_and_group_commit_keeps_every_write(
 
 #[tokio::test]
 async fn expired_leases_requeue_and_fence_the_old_holder() {
-    let dir = tempfile::tempdir().unwrap();
+    let place = StorePlace::new();
     let clock = Arc::new(ManualClock::new(START));
-    let store = store(dir.path(), clock.clone()).await;
+    let store = store(&place, clock.clone()).await;
     store.enqueue(job("a", "{}", START)).await.unwrap();
     let first = store.claim("e1", claim(1, 10_000), CancellationToken::new()).await.unwrap().remove(0);
 
@@ -140,10 +139,10 @@ async fn expired_leases_requeue_and_fence_the_old_holder() {
 
 #[tokio::test]
 async fn retry_backoff_keeps_within_bounds_and_data_survives_reopen() {
-    let dir = tempfile::tempdir().unwrap();
+    let place = StorePlace::new();
     let clock = Arc::new(ManualClock::new(START));
     {
-        let store = store(dir.path(), clock.clone()).await;
+        let store = store(&place, clock.clone()).await;
         store.enqueue(job("r", r#"{"x":1}"#, START)).await.unwrap();
         for attempt in 1..=2u32 {
             let lease = loop {
@@ -164,7 +163,7 @@ async fn retry_backoff_keeps_within_bounds_and_data_survives_reopen() {
         }
     }
     // Reopen the same files: the job and its history are still there.
-    let store = store(dir.path(), clock.clone()).await;
+    let store = store(&place, clock.clone()).await;
     let page = store.list_jobs("alice", ListQuery { limit: 10, ..ListQuery::default() }).await.unwrap();
     assert_eq!(page.jobs.len(), 1);
     assert_eq!((page.jobs[0].status, page.jobs[0].attempts), (JobStatus::Queued, 2));
@@ -173,9 +172,9 @@ async fn retry_backoff_keeps_within_bounds_and_data_survives_reopen() {
 
 #[tokio::test]
 async fn only_the_owner_and_whitelisted_users_can_enqueue_and_changes_apply_at_once() {
-    let dir = tempfile::tempdir().unwrap();
+    let place = StorePlace::new();
     let clock = Arc::new(ManualClock::new(START));
-    let store = store(dir.path(), clock).await;
+    let store = store(&place, clock).await;
     let as_bob = |key: &str| NewJob { user: "bob".into(), ..job(key, "{}", START) };
     assert!(matches!(store.enqueue(as_bob("b1")).await.unwrap(), EnqueueOutcome::NotAllowed));
     assert!(store.allow_user("e1", "bob", false).await.unwrap());
@@ -192,9 +191,9 @@ async fn only_the_owner_and_whitelisted_users_can_enqueue_and_changes_apply_at_o
 #[tokio::test]
 async fn pruning_the_audit_log_keeps_the_rest_of_the_chain_verifiable() {
     use flowork_gateway::audit::AuditEntry;
-    let dir = tempfile::tempdir().unwrap();
+    let place = StorePlace::new();
     let clock = Arc::new(ManualClock::new(START));
-    let store = store(dir.path(), clock.clone()).await;
+    let store = store(&place, clock.clone()).await;
     for i in 0..5 {
         store.append_audit(AuditEntry::new("cli", "test", "ok").target(format!("old-{i}"))).await.unwrap();
         clock.advance_ms(1_000);
