@@ -7,8 +7,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 
-use crate::client_ip::ClientIpHeader;
-use crate::rate_limit::Rate;
+use crate::http::client_ip::ClientIpHeader;
+use crate::http::rate_limit::Rate;
 use flowork_common::logging::LogFormat;
 
 /// Flowork gateway: authenticates users, stores jobs in per-engine SQLite shards and hands them to engines.

@@ -6,8 +6,8 @@
 use flowork_common::siwe::SiweMessage;
 use flowork_common::wire::{ClaimRequest, EnqueueRequest, FinishBatchRequest, FinishRequest, HeartbeatRequest};
 
+use crate::admission::enqueue::{JobLimits, build_new_job, parse_traceparent, validate_idempotency_key};
 use crate::api::internal::{check_claim, check_heartbeat, to_finish};
-use crate::enqueue::{JobLimits, build_new_job, parse_traceparent, validate_idempotency_key};
 use crate::store::Finish;
 
 /// One fuzz entry point.
@@ -37,7 +37,7 @@ pub fn job_body(data: &[u8]) {
         assert_eq!(job.fingerprint.len(), 64);
         assert!(job.fingerprint.bytes().all(|b| b.is_ascii_hexdigit()));
         // The same request gives the same fingerprint (idempotency depends on it).
-        let again = serde_json::from_slice::<EnqueueRequest>(data).map(|r| crate::enqueue::fingerprint(&r));
+        let again = serde_json::from_slice::<EnqueueRequest>(data).map(|r| crate::admission::enqueue::fingerprint(&r));
         assert_eq!(again.ok().as_deref(), Some(job.fingerprint.as_str()));
     }
 }

@@ -3,7 +3,8 @@
 use clap::Parser;
 use flowork_common::logging;
 use flowork_gateway::config::{Cli, Command};
-use flowork_gateway::{commands, server};
+use flowork_gateway::ops::commands;
+use flowork_gateway::server;
 
 /// mimalloc: the request path allocates a lot of small, short-lived objects, where glibc malloc was a third of
 /// the gateway's CPU under load (perf).

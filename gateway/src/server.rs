@@ -6,19 +6,19 @@ use std::time::Duration;
 use flowork_common::clock::{Clock, SystemClock};
 use tokio_util::sync::CancellationToken;
 
-use crate::periodic::Ticker;
+use crate::background::periodic::Ticker;
 
 use crate::admission::AdmissionLimits;
-use crate::alerts::AlertRules;
+use crate::admission::enqueue::JobLimits;
 use crate::audit::AuditEntry;
+use crate::auth::engine_cache::EngineCache;
 use crate::auth::signin::{SignInPolicy, normalize_origin};
-use crate::client_ip::ProxyTrust;
+use crate::background::alerts::AlertRules;
 use crate::config::ServeArgs;
-use crate::connections::ConnectionLimits;
-use crate::engine_cache::EngineCache;
-use crate::enqueue::JobLimits;
-use crate::network::{CidrRules, NetworkPolicy};
-use crate::rate_limit::{Limit, RateLimits};
+use crate::http::client_ip::ProxyTrust;
+use crate::http::connections::ConnectionLimits;
+use crate::http::network::{CidrRules, NetworkPolicy};
+use crate::http::rate_limit::{Limit, RateLimits};
 use crate::state::{AppInner, AppState};
 use crate::store::open::{Backend, StorePolicies};
 use crate::store::{BreakerPolicy, ControlStore, JobStore, RetryPolicy};
@@ -26,8 +26,8 @@ use crate::store::{BreakerPolicy, ControlStore, JobStore, RetryPolicy};
 /// Runs `flowork-gateway serve` until SIGINT/SIGTERM.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // First, before the databases take descriptors.
-    let open_files = crate::open_files::raise_open_file_limit();
-    crate::retention::check(args.retention).map_err(anyhow::Error::msg)?;
+    let open_files = crate::http::open_files::raise_open_file_limit();
+    crate::background::retention::check(args.retention).map_err(anyhow::Error::msg)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let retry = RetryPolicy { base_ms: args.retry_base_ms, cap_ms: args.retry_cap_ms };
     let caps = AdmissionLimits {
@@ -54,7 +54,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let connection_limits = ConnectionLimits {
         header_read_timeout: args.header_read_timeout,
         idle_timeout: args.idle_timeout,
-        max_connections: crate::open_files::connection_cap(args.max_connections, open_files.map(|(_, now)| now)),
+        max_connections: crate::http::open_files::connection_cap(args.max_connections, open_files.map(|(_, now)| now)),
     };
     match open_files {
         Some((before, now)) => {
@@ -67,7 +67,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => tracing::info!(max_connections = connection_limits.max_connections, "open-file limit"),
     }
-    let listener = crate::listener::bind(args.listen, args.reuse_port)?;
+    let listener = crate::http::listener::bind(args.listen, args.reuse_port)?;
     let addr = listener.local_addr()?;
     match &args.data.store {
         Some(url) => tracing::info!(addr = %addr, store = %crate::connection_string::redact(url), "listening"),
@@ -122,7 +122,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         error_window: args.alert_error_window,
         interval: args.alert_interval,
     };
-    tokio::spawn(crate::alerts::run(state.clone(), Arc::new(rules), shutdown.clone()));
+    tokio::spawn(crate::background::alerts::run(state.clone(), Arc::new(rules), shutdown.clone()));
 
     stores.refresh_shared_keys(state.keys.clone(), shutdown.clone());
     stores.watch_revocations(state.keys.clone(), shutdown.clone()).await?;
@@ -142,14 +142,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
 
-    tokio::spawn(crate::retention::run(
+    tokio::spawn(crate::background::retention::run(
         store.clone(),
         state.clock.clone(),
         args.retention,
         args.retention_interval.max(Duration::from_secs(1)),
         shutdown.clone(),
     ));
-    tokio::spawn(crate::scheduler::run(
+    tokio::spawn(crate::background::scheduler::run(
         store.clone(),
         state.drain.clone(),
         Duration::from_millis(args.schedule_interval_ms.max(10)),
@@ -157,13 +157,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
 
-    let gui = args.gui_dir.as_deref().map(crate::gui::service).transpose()?;
+    let gui = args.gui_dir.as_deref().map(crate::http::gui::service).transpose()?;
     let (socket_io, live) = crate::live::Live::start(&state, args.redis.as_deref()).await?;
     let stopping = state.clone();
     let grace = args.drain_grace;
     let control = state.control.clone();
     let app = crate::api::router(state, socket_io, gui);
-    let served = crate::connections::serve(listener, app, connection_limits, async move {
+    let served = crate::http::connections::serve(listener, app, connection_limits, async move {
         flowork_common::signal::stop_requested().await;
         drain_then_stop(&stopping, grace).await;
         // Open Socket.IO connections would hold the server open.

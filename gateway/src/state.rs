@@ -7,17 +7,17 @@ use flowork_common::clock::Clock;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::AdmissionLimits;
+use crate::admission::drain::DrainState;
+use crate::admission::enqueue::JobLimits;
+use crate::admission::inflight::InflightKeys;
 use crate::audit::AuditEntry;
+use crate::auth::engine_cache::EngineCache;
 use crate::auth::jwt::KeyRing;
 use crate::auth::signin::SignInPolicy;
-use crate::drain::DrainState;
-use crate::engine_cache::EngineCache;
-use crate::engine_presence::EnginePresence;
-use crate::enqueue::JobLimits;
-use crate::inflight::InflightKeys;
-use crate::metrics::GatewayMetrics;
-use crate::network::NetworkPolicy;
-use crate::rate_limit::RateLimits;
+use crate::http::network::NetworkPolicy;
+use crate::http::rate_limit::RateLimits;
+use crate::observability::engine_presence::EnginePresence;
+use crate::observability::metrics::GatewayMetrics;
 use crate::store::tokens::TokenStore;
 use crate::store::{ControlStore, JobStore};
 

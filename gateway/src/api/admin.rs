@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use super::engines::edit_whitelist;
 use crate::audit::{AuditEntry, ChainBreak};
 use crate::auth::extract::AuthAdmin;
-use crate::client_ip::ClientIp;
-use crate::error::ApiError;
+use crate::http::client_ip::ClientIp;
+use crate::http::error::ApiError;
 use crate::state::AppState;
 
 async fn audited(state: &AppState, admin: &AuthAdmin, ip: ClientIp, action: &str, target: &str) {

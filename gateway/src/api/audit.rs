@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::extract::QueryParams;
 use crate::audit::{AuditEntry, AuditRow, parse_since};
 use crate::auth::extract::AuthAdmin;
-use crate::client_ip::ClientIp;
-use crate::error::ApiError;
+use crate::http::client_ip::ClientIp;
+use crate::http::error::ApiError;
 use crate::state::AppState;
 use crate::store::{AuditPage, AuditQuery};
 

@@ -13,8 +13,8 @@ use super::extract::JsonBody;
 use crate::audit::AuditEntry;
 use crate::auth::AuthError;
 use crate::auth::signin::check_sign_in;
-use crate::client_ip::ClientIp;
-use crate::error::ApiError;
+use crate::http::client_ip::ClientIp;
+use crate::http::error::ApiError;
 use crate::state::AppState;
 use crate::store::{NonceCheck, RefreshCheck, RefreshTokenRecord};
 
@@ -31,7 +31,7 @@ fn refresh_hash(token: &str) -> String {
 #[utoipa::path(get, path = "/auth/nonce", tag = "auth", security(()), responses((status = 200, description = "a single-use nonce for the sign-in message", body = serde_json::Value), (status = 429, description = "too many nonces asked for (`rate_limited`) or outstanding (`too_many_nonces`)", body = serde_json::Value)))]
 pub async fn nonce(State(state): State<AppState>, ip: ClientIp) -> Result<Json<Value>, ApiError> {
     if let Some(limit) = &state.rate_limits.nonce_per_ip {
-        limit.check(&crate::rate_limit::ip_bucket(ip.0, state.rate_limits.ipv6_prefix))?;
+        limit.check(&crate::http::rate_limit::ip_bucket(ip.0, state.rate_limits.ipv6_prefix))?;
     }
     let nonce = hex::encode(rand::random::<[u8; 16]>());
     let ttl = state.sign_in.nonce_ttl;

@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use super::extract::JsonBody;
 use crate::audit::AuditEntry;
 use crate::auth::extract::{AuthAdmin, AuthUser};
-use crate::client_ip::ClientIp;
-use crate::error::ApiError;
+use crate::http::client_ip::ClientIp;
+use crate::http::error::ApiError;
 use crate::state::AppState;
 use crate::store::AllowedUser;
 
@@ -306,7 +306,7 @@ async fn edit_key_limit(
     actor: String,
     ip: ClientIp,
 ) -> Result<Json<Value>, ApiError> {
-    crate::enqueue::validate_concurrency_key(key)?;
+    crate::admission::enqueue::validate_concurrency_key(key)?;
     if let Some(limit) = limit {
         check_limit(limit)?;
     }

@@ -2,7 +2,7 @@
 
 use axum::extract::{FromRequest, FromRequestParts};
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// `axum::Json`, rejecting with 400/413/415/422 `ApiError`s.
 #[derive(Debug, FromRequest)]

@@ -13,11 +13,11 @@ use flowork_common::wire::{
 };
 
 use super::extract::JsonBody;
+use crate::admission::enqueue::JobLimits;
 use crate::auth::extract::AuthEngine;
-use crate::enqueue::JobLimits;
-use crate::error::ApiError;
-use crate::metrics::EngineLabels;
-use crate::request_log::{RequestLog, note_job};
+use crate::http::error::ApiError;
+use crate::http::request_log::{RequestLog, note_job};
+use crate::observability::metrics::EngineLabels;
 use crate::state::AppState;
 use crate::store::{ClaimParams, Finish};
 use axum::Extension;

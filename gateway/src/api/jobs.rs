@@ -8,12 +8,12 @@ use flowork_common::wire::{EnqueueRequest, Job, JobPage, JobStatus};
 use serde::Deserialize;
 
 use super::extract::{JsonBody, QueryParams};
+use crate::admission::drain::DRAIN_RETRY_AFTER_S;
+use crate::admission::enqueue::{build_new_job, parse_traceparent, validate_idempotency_key};
 use crate::admission::{admit, retry_after_s, slots_needed};
 use crate::auth::extract::AuthUser;
-use crate::drain::DRAIN_RETRY_AFTER_S;
-use crate::enqueue::{build_new_job, parse_traceparent, validate_idempotency_key};
-use crate::error::ApiError;
-use crate::request_log::{RequestLog, note_job};
+use crate::http::error::ApiError;
+use crate::http::request_log::{RequestLog, note_job};
 use crate::state::AppState;
 use crate::store::{CancelOutcome, EnqueueOutcome, ListQuery, NewJob};
 use axum::Extension;

@@ -15,8 +15,8 @@ use crate::audit::AuditEntry;
 use crate::auth::api_key;
 use crate::auth::extract::AuthUser;
 use crate::auth::scope::parse_key_scopes;
-use crate::client_ip::ClientIp;
-use crate::error::ApiError;
+use crate::http::client_ip::ClientIp;
+use crate::http::error::ApiError;
 use crate::state::AppState;
 use crate::store::tokens::{ApiKey, NewKeyOutcome};
 

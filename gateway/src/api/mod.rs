@@ -26,9 +26,9 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
+use crate::http::{network, rate_limit, request_log};
 use crate::state::AppState;
-use crate::{network, rate_limit, request_log};
 
 /// Request bodies above this are refused with 413 before they are read in full.
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;

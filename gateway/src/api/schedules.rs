@@ -10,9 +10,9 @@ use serde_json::{Value, json};
 
 use super::extract::JsonBody;
 use super::jobs::require_active_engine;
+use crate::admission::enqueue::build_new_job;
 use crate::cron::CronSchedule;
-use crate::enqueue::build_new_job;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::state::AppState;
 use crate::store::{MissedTicks, Schedule, ScheduleOutcome};
 use crate::{auth::extract::AuthUser, store::core::schedule::MAX_PER_USER};

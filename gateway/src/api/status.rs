@@ -5,10 +5,10 @@ use axum::extract::State;
 use serde_json::{Value, json};
 
 use crate::admission::retry_after_s;
-use crate::engine_presence::ONLINE_WITHIN_MS;
-use crate::error::ApiError;
-use crate::kind_labels::KindLabels;
-use crate::metrics::{DecisionLabels, EngineLabels};
+use crate::http::error::ApiError;
+use crate::observability::engine_presence::ONLINE_WITHIN_MS;
+use crate::observability::kind_labels::KindLabels;
+use crate::observability::metrics::{DecisionLabels, EngineLabels};
 use crate::state::AppState;
 use crate::store::{EngineRecord, KindBreaker, StoreError};
 use axum::http::header;
@@ -28,7 +28,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
         return Err(ApiError::Unavailable {
             code: "draining",
             message: "this gateway is draining; send new work elsewhere".into(),
-            retry_after_s: crate::drain::DRAIN_RETRY_AFTER_S,
+            retry_after_s: crate::admission::drain::DRAIN_RETRY_AFTER_S,
         });
     }
     state.control.ping().await?;

@@ -6,8 +6,8 @@ use axum::http::request::Parts;
 use super::jwt::ADMIN_AUDIENCE;
 use super::scope::key_scope_for;
 use super::{AuthError, api_key, engine_token};
-use crate::error::ApiError;
-use crate::request_log::RequestLog;
+use crate::http::error::ApiError;
+use crate::http::request_log::RequestLog;
 use crate::state::AppState;
 
 /// The user making the request: signed in (an access JWT, which may do everything the user may), or by one of

@@ -1,6 +1,7 @@
 //! Who is calling: users by access JWT, engines by engine token.
 
 pub mod api_key;
+pub mod engine_cache;
 pub mod engine_token;
 pub mod extract;
 pub mod jwt;

@@ -19,7 +19,7 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::{AuditEntry, AuditReport, AuditRow};
-use crate::queue_metrics::QueueWindow;
+use crate::observability::queue_metrics::QueueWindow;
 
 /// The newest schema version of each migration set this build carries, for `/status` and `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -104,7 +104,7 @@ impl Stores {
         let Backend::Postgres(store) = &self.backend else { return };
         let store = store.clone();
         tokio::spawn(async move {
-            let mut ticker = crate::periodic::Ticker::new(Duration::from_secs(1), stop);
+            let mut ticker = crate::background::periodic::Ticker::new(Duration::from_secs(1), stop);
             while ticker.next().await {
                 match store.signing_keys().await {
                     Ok(keys) => {
@@ -126,7 +126,7 @@ impl Stores {
         ring.revocations().replace(self.tokens.revocations().await?);
         let tokens = self.tokens.clone();
         tokio::spawn(async move {
-            let mut ticker = crate::periodic::Ticker::new(REVOCATION_POLL, stop);
+            let mut ticker = crate::background::periodic::Ticker::new(REVOCATION_POLL, stop);
             while ticker.next().await {
                 let fresh = match tokens.revocation_generation().await {
                     Ok(generation) if Some(generation) == ring.revocations().generation() => continue,

@@ -29,7 +29,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use self::jobs::{JOB_COLUMN_COUNT, JOB_COLUMNS, job_from_row, lock_engine, notify_claimable, query, query_opt};
 use crate::admission::AdmissionLimits;
 use crate::audit::{AuditEntry, AuditReport};
-use crate::queue_metrics::QueueMetrics;
+use crate::observability::queue_metrics::QueueMetrics;
 use crate::store::breakers::{Signal, probes_to_claim};
 use crate::store::changes::{ChangeFeed, JobChange};
 use crate::store::{

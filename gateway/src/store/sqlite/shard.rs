@@ -11,7 +11,7 @@ use super::connection::{ReadPool, open_existing_writer, open_read_pool, open_wri
 use super::migrate;
 use super::writer::{ShardWriter, WriterContext};
 use crate::admission::AdmissionLimits;
-use crate::queue_metrics::QueueMetrics;
+use crate::observability::queue_metrics::QueueMetrics;
 use crate::store::changes::ChangeFeed;
 use crate::store::{BreakerPolicy, RetryPolicy, StoreError};
 

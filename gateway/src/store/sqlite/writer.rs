@@ -16,7 +16,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use super::touched::{self, Touched};
 use super::{breakers, fair, parking, queries, schedules};
 use crate::admission::AdmissionLimits;
-use crate::queue_metrics::QueueMetrics;
+use crate::observability::queue_metrics::QueueMetrics;
 use crate::store::breakers::{Signal, probes_to_claim};
 use crate::store::changes::ChangeFeed;
 use crate::store::{

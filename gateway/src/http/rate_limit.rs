@@ -21,8 +21,8 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{Quota, RateLimiter};
 use ipnet::Ipv6Net;
 
-use crate::client_ip::ClientIp;
-use crate::error::ApiError;
+use crate::http::client_ip::ClientIp;
+use crate::http::error::ApiError;
 use crate::state::AppState;
 
 /// A rate like `100/s`, `6000/m` or `100` (per second); `0` switches the limit off.

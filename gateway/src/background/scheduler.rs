@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::periodic::Ticker;
+use crate::background::periodic::Ticker;
 
-use crate::drain::DrainState;
+use crate::admission::drain::DrainState;
 use crate::store::JobStore;
 
 /// Fires due ticks until `shutdown`; a draining gateway leaves them to the next one (they fire late, within the

@@ -7,7 +7,7 @@ use flowork_common::timefmt::parse_ms;
 use flowork_common::wire::EnqueueRequest;
 use sha2::{Digest, Sha256};
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::store::NewJob;
 
 /// Limits and defaults applied to new jobs.

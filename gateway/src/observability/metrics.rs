@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::kind_labels::KindLabels;
+use crate::observability::kind_labels::KindLabels;
 
 /// The `route` label of a request no route template matched (unknown paths, the GUI's files, Socket.IO).
 pub const UNMATCHED_ROUTE: &str = "unmatched";

@@ -14,7 +14,7 @@ use flowork_common::logging::REQUEST_TARGET;
 use flowork_common::wire::ErrorBody;
 use tracing::Instrument;
 
-use crate::metrics::{HttpLabels, RefusalLabels, UNMATCHED_ROUTE, method_label};
+use crate::observability::metrics::{HttpLabels, RefusalLabels, UNMATCHED_ROUTE, method_label};
 use crate::state::AppState;
 
 #[derive(Debug, Default)]
@@ -58,7 +58,7 @@ pub fn note_job(log: Option<&RequestLog>, id: &str) {
 /// The trace id of a W3C `traceparent` header.
 fn trace_id(request: &Request) -> Option<String> {
     let header = request.headers().get("traceparent")?.to_str().ok()?;
-    crate::enqueue::parse_traceparent(Some(header)).and_then(|t| t.split('-').nth(1).map(str::to_string))
+    crate::admission::enqueue::parse_traceparent(Some(header)).and_then(|t| t.split('-').nth(1).map(str::to_string))
 }
 
 /// Middleware: logs and counts every request.
@@ -78,7 +78,7 @@ pub async fn log_requests(State(state): State<AppState>, mut request: Request, n
     let sent_method = request.method().to_string();
     let trace_id = trace_id(&request);
     let ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| {
-        crate::client_ip::resolve(addr.ip(), request.headers(), &state.network.proxy).to_string()
+        crate::http::client_ip::resolve(addr.ip(), request.headers(), &state.network.proxy).to_string()
     });
     // The request's span: a child of the caller's traceparent, so a trace runs from the client on.
     let span = tracing::info_span!(

@@ -275,7 +275,7 @@ pub async fn audit(command: AuditCommand) -> anyhow::Result<()> {
 pub async fn backup(data: &DataArgs, to: &Path) -> anyhow::Result<()> {
     sqlite_only(data, "backup", "pg_dump")?;
     let (dir, target) = (data.data_dir.clone(), to.to_path_buf());
-    let report = tokio::task::spawn_blocking(move || crate::backup::backup(&dir, &target)).await??;
+    let report = tokio::task::spawn_blocking(move || crate::ops::backup::backup(&dir, &target)).await??;
     println!(
         "backed up {} databases ({} jobs, {} bytes) and the signing keys to {} in {} ms",
         report.databases,
@@ -291,7 +291,8 @@ pub async fn backup(data: &DataArgs, to: &Path) -> anyhow::Result<()> {
 pub async fn restore(data: &DataArgs, from: &Path, force: bool) -> anyhow::Result<()> {
     sqlite_only(data, "restore", "pg_restore")?;
     let (dir, source) = (data.data_dir.clone(), from.to_path_buf());
-    let (report, aside) = tokio::task::spawn_blocking(move || crate::backup::restore(&source, &dir, force)).await??;
+    let (report, aside) =
+        tokio::task::spawn_blocking(move || crate::ops::backup::restore(&source, &dir, force)).await??;
     if let Some(aside) = aside {
         println!("moved the previous data directory aside to {}", aside.display());
     }
@@ -371,7 +372,7 @@ fn sqlite_only(data: &DataArgs, command: &str, instead: &str) -> anyhow::Result<
 
 /// `migrate-store --data-dir DIR --to postgres://...`: moves the SQLite data into PostgreSQL, checked.
 pub async fn migrate_store(data_dir: &Path, to: &str) -> anyhow::Result<()> {
-    let report = crate::migrate_store::migrate(data_dir, to).await?;
+    let report = crate::ops::migrate_store::migrate(data_dir, to).await?;
     let target = DataArgs { data_dir: data_dir.to_path_buf(), store: Some(to.to_string()) };
     audit_cli(&open_store(&target).await?, "store.migrate", &data_dir.display().to_string()).await?;
     println!(

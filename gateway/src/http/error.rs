@@ -159,7 +159,7 @@ impl IntoResponse for ApiError {
         // The request log and metrics read the code from here.
         response.extensions_mut().insert(body);
         if let Self::RateLimited { policy, limit, window_s, retry_after_s } = &self {
-            for (name, value) in crate::rate_limit::headers(policy, *limit, *window_s, *retry_after_s) {
+            for (name, value) in crate::http::rate_limit::headers(policy, *limit, *window_s, *retry_after_s) {
                 response.headers_mut().insert(name, value);
             }
         }

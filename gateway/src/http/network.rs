@@ -8,8 +8,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
 
-use crate::client_ip::{ClientIp, ProxyTrust};
-use crate::error::ApiError;
+use crate::http::client_ip::{ClientIp, ProxyTrust};
+use crate::http::error::ApiError;
 use crate::state::AppState;
 
 /// An allow list and a deny list. Deny wins; an empty allow list allows everyone not denied.

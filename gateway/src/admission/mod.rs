@@ -4,6 +4,10 @@
 //! numbers come from the stores (exact depth, kept by triggers) and from the recent drain rate measured in
 //! memory.
 
+pub mod drain;
+pub mod enqueue;
+pub mod inflight;
+
 /// The caps of a gateway (0 = no cap).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AdmissionLimits {

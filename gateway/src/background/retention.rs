@@ -7,7 +7,7 @@ use std::time::Duration;
 use flowork_common::clock::Clock;
 use tokio_util::sync::CancellationToken;
 
-use crate::periodic::Ticker;
+use crate::background::periodic::Ticker;
 
 use crate::store::JobStore;
 

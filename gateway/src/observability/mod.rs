@@ -1,0 +1,7 @@
+//! What the gateway tells operators: Prometheus metrics, each queue's recent behaviour, which job kinds may be
+//! named publicly, and what each engine last reported.
+
+pub mod engine_presence;
+pub mod kind_labels;
+pub mod metrics;
+pub mod queue_metrics;
