@@ -25,9 +25,9 @@ use flowork_common::timefmt::parse_ms;
 use tracing::Instrument;
 
 /// Bounds of what an engine may ask for.
-const MAX_CLAIM: u32 = 1_000;
+pub(crate) const MAX_CLAIM: u32 = 1_000;
 const MAX_WAIT_MS: u64 = 60_000;
-const LEASE_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
+pub(crate) const LEASE_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
 const MAX_ERROR_CHARS: usize = 8_192;
 
 /// Middleware of every `/internal/*` route: refuses an engine-protocol major this gateway does not speak (before
@@ -223,7 +223,7 @@ pub fn to_finish(limits: &JobLimits, request: FinishRequest) -> Result<Finish, A
 }
 
 /// Most outcomes in one `POST /internal/finish`.
-const MAX_FINISH_BATCH: usize = 1_000;
+pub(crate) const MAX_FINISH_BATCH: usize = 1_000;
 
 /// `POST /internal/finish`: several outcomes committed together; one result per item, in order, each what
 /// `POST /internal/jobs/{id}/finish` would have answered (a lost lease refuses only its own item).

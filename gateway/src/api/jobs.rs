@@ -21,7 +21,7 @@ use crate::state::AppState;
 use crate::store::{CancelOutcome, EnqueueOutcome, ListQuery, NewJob};
 use axum::Extension;
 
-const MAX_PAGE: usize = 500;
+pub(crate) const MAX_PAGE: usize = 500;
 const DEFAULT_PAGE: usize = 100;
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
@@ -333,7 +333,7 @@ pub async fn cancel(
 }
 
 /// Most jobs in one `POST /jobs/batch`.
-const MAX_BATCH: usize = 1_000;
+pub(crate) const MAX_BATCH: usize = 1_000;
 
 /// `POST /jobs/batch` body: jobs as for `POST /jobs`, each with its own `idempotency_key`. Items are read one
 /// by one, so a bad item is refused in its own result rather than failing the batch.

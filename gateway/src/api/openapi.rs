@@ -268,3 +268,85 @@ fn string_header(description: &str) -> utoipa::openapi::Header {
 pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+    use crate::enqueue::JobLimits;
+
+    fn document() -> Value {
+        serde_json::to_value(ApiDoc::openapi()).expect("the document serialises")
+    }
+
+    fn number(value: &Value) -> f64 {
+        value.as_f64().unwrap_or_else(|| panic!("not a number: {value}"))
+    }
+
+    /// `(minimum, maximum)` of a property of a schema.
+    fn bounds(document: &Value, schema: &str, property: &str) -> (f64, f64) {
+        let property = &document["components"]["schemas"][schema]["properties"][property];
+        (number(&property["minimum"]), number(&property["maximum"]))
+    }
+
+    /// `(minimum, maximum)` of a query parameter of an operation.
+    fn query_bounds(document: &Value, path: &str, name: &str) -> (f64, f64) {
+        let parameters = document["paths"][path]["get"]["parameters"].as_array().expect("parameters");
+        let parameter = parameters.iter().find(|p| p["name"] == name).expect("the parameter");
+        (number(&parameter["schema"]["minimum"]), number(&parameter["schema"]["maximum"]))
+    }
+
+    #[test]
+    fn documented_bounds_are_the_ones_the_handlers_enforce() {
+        let document = document();
+        let limits = JobLimits::default();
+        for schema in ["EnqueueRequest", "ScheduleRequest", "BatchJob"] {
+            assert_eq!(bounds(&document, schema, "max_attempts"), (1.0, f64::from(limits.max_attempts_limit)));
+            assert_eq!(bounds(&document, schema, "timeout_ms"), (1.0, limits.max_timeout_ms as f64));
+        }
+        assert_eq!(query_bounds(&document, "/jobs", "limit"), (1.0, super::jobs::MAX_PAGE as f64));
+        assert_eq!(query_bounds(&document, "/admin/audit", "limit"), (1.0, super::audit::MAX_PAGE as f64));
+        let lease = (*internal::LEASE_MS.start() as f64, *internal::LEASE_MS.end() as f64);
+        assert_eq!(bounds(&document, "ClaimRequest", "lease_ms"), lease);
+        assert_eq!(bounds(&document, "HeartbeatRequest", "lease_ms"), lease);
+        assert_eq!(bounds(&document, "ClaimRequest", "max"), (1.0, f64::from(internal::MAX_CLAIM)));
+        let schemas = &document["components"]["schemas"];
+        assert_eq!(number(&schemas["BatchBody"]["properties"]["jobs"]["maxItems"]), jobs::MAX_BATCH as f64);
+        let finishes = &schemas["FinishBatchRequest"]["properties"]["finishes"];
+        assert_eq!(number(&finishes["maxItems"]), internal::MAX_FINISH_BATCH as f64);
+        // A batch item is a `POST /jobs` body and its key, whatever fields that body gains.
+        let fields = |schema: &str| -> std::collections::BTreeSet<String> {
+            schemas[schema]["properties"].as_object().expect("fields").keys().cloned().collect()
+        };
+        let mut expected = fields("EnqueueRequest");
+        expected.insert("idempotency_key".into());
+        assert_eq!(fields("BatchJob"), expected);
+    }
+
+    #[test]
+    fn every_operation_has_its_own_id_and_answers_with_typed_bodies() {
+        let document = document();
+        let mut ids = std::collections::BTreeSet::new();
+        for (path, item) in document["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("operations") {
+                let id = operation["operationId"].as_str().expect("an operationId");
+                assert!(ids.insert(id.to_string()), "{method} {path}: operationId {id} is used twice");
+                for (status, response) in operation["responses"].as_object().expect("responses") {
+                    let Some(json) = response["content"].get("application/json") else { continue };
+                    assert_ne!(json["schema"], serde_json::json!({}), "{method} {path} {status}: an empty schema");
+                    if status.starts_with('4') || status.starts_with('5') {
+                        assert_eq!(
+                            json["schema"]["$ref"], "#/components/schemas/ErrorBody",
+                            "{method} {path} {status}"
+                        );
+                    }
+                }
+            }
+        }
+        let health = &document["paths"]["/healthz"]["get"]["responses"];
+        assert_eq!(health.as_object().map(|r| r.keys().collect::<Vec<_>>()), Some(vec![&"200".to_string()]));
+        let admin = &document["components"]["securitySchemes"]["admin"];
+        assert_ne!(admin["bearerFormat"], "JWT", "an admin token is fwa_…, no JWT to its holder");
+    }
+}
