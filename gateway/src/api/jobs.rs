@@ -395,7 +395,7 @@ pub struct BatchItemAccepted {
     /// `true` for a replay.
     #[serde(skip_serializing_if = "Option::is_none")]
     replayed: Option<bool>,
-    job: Job,
+    job: Box<Job>,
 }
 
 /// A refused item: the status, code and message `POST /jobs` would have answered.
@@ -415,7 +415,7 @@ impl BatchItemResult {
     /// The job of an accepted item on `engine`.
     fn job_on(&mut self, engine: &str) -> Option<&mut Job> {
         match self {
-            Self::Accepted(accepted) if accepted.job.engine == engine => Some(&mut accepted.job),
+            Self::Accepted(accepted) if accepted.job.engine == engine => Some(&mut *accepted.job),
             _ => None,
         }
     }
@@ -426,10 +426,14 @@ impl BatchItemResult {
 fn item_result(outcome: Result<EnqueueOutcome, ApiError>, engine: &str) -> BatchItemResult {
     let refusal = match outcome {
         Ok(EnqueueOutcome::Created(job)) => {
-            return BatchItemResult::Accepted(BatchItemAccepted { status: 201, replayed: None, job });
+            return BatchItemResult::Accepted(BatchItemAccepted { status: 201, replayed: None, job: Box::new(job) });
         }
         Ok(EnqueueOutcome::Replayed(job)) => {
-            return BatchItemResult::Accepted(BatchItemAccepted { status: 200, replayed: Some(true), job });
+            return BatchItemResult::Accepted(BatchItemAccepted {
+                status: 200,
+                replayed: Some(true),
+                job: Box::new(job),
+            });
         }
         Ok(EnqueueOutcome::NotAllowed) => {
             ApiError::forbidden("not_whitelisted", format!("you are not on the whitelist of engine {engine:?}"))
