@@ -33,6 +33,16 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # The GUI's npm packages, exactly as locked.
 (cd gui && npm ci --no-audit --no-fund --loglevel=error)
+# The contract tools (tests/tests/openapi_clients.rs), pinned in tests/contract: Redocly CLI, openapi-typescript,
+# openapi-fetch and TypeScript from npm; openapi-spec-validator and openapi-python-client in their own virtual
+# environment (the generator pins an httpx older than the SDK's).
+(cd tests/contract && npm ci --no-audit --no-fund --loglevel=error)
+if ! cmp -s tests/contract/requirements.txt tests/contract/.venv/requirements.txt 2>/dev/null; then
+  rm -rf tests/contract/.venv
+  python3 -m venv tests/contract/.venv
+  tests/contract/.venv/bin/pip install --quiet --disable-pip-version-check -r tests/contract/requirements.txt
+  cp tests/contract/requirements.txt tests/contract/.venv/requirements.txt
+fi
 
 echo "==> scanning the tree and its history for secrets"
 python3 scripts/secret-scan.py .

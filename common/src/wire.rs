@@ -43,43 +43,68 @@ impl JobStatus {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnqueueRequest {
+    /// The engine's id: 1-63 lowercase letters, digits and `-`, not starting with `-`.
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,62}$", min_length = 1, max_length = 63, example = "local")]
     pub engine: String,
+    /// What the engine runs: 1-64 lowercase letters, digits and `-`, `_`, `.`.
+    #[schema(pattern = "^[a-z0-9._-]{1,64}$", min_length = 1, max_length = 64, example = "echo")]
     pub kind: String,
+    /// Any JSON value, handed to the engine as it is (`null` when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<serde_json::Value>,
+    /// Higher runs first among the caller's jobs (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
+    /// Not before this time (RFC 3339); now when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub run_at: Option<String>,
+    /// Attempts before the job is `dead` (default 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
+    /// How long one attempt may run, in milliseconds (default 30000, at most 24 hours).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 86_400_000)]
     pub timeout_ms: Option<u64>,
-    /// Jobs sharing a key run at most the key's limit at once on the engine (set by its owner).
+    /// Jobs sharing a key run at most the key's limit at once on the engine (set by its owner): 1-200 visible
+    /// ASCII characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[!-~]{1,200}$", min_length = 1, max_length = 200)]
     pub concurrency_key: Option<String>,
 }
 
 /// A job as every endpoint returns it. Times are RFC 3339 with milliseconds, in UTC.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Job {
+    #[schema(format = "uuid")]
     pub id: String,
     pub engine: String,
+    /// The user who submitted it: a lowercase `0x` address for wallet users.
     pub user: String,
     pub kind: String,
     pub status: JobStatus,
+    /// The payload as submitted (any JSON value).
     #[schema(value_type = Value)]
     pub payload: Box<RawValue>,
+    /// Attempts started so far.
     pub attempts: u32,
     pub max_attempts: u32,
     pub priority: i32,
     pub timeout_ms: u64,
+    #[schema(format = DateTime)]
     pub run_at: String,
+    #[schema(format = DateTime)]
     pub enqueued_at: String,
+    /// When the latest attempt started.
+    #[schema(format = DateTime)]
     pub claimed_at: Option<String>,
+    #[schema(format = DateTime)]
     pub finished_at: Option<String>,
+    /// The result of a succeeded job (any JSON value).
     #[schema(value_type = Option<Value>)]
     pub result: Option<Box<RawValue>>,
+    /// What went wrong in the latest failed attempt.
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
@@ -98,7 +123,7 @@ pub struct Job {
     pub cancel_requested: bool,
     /// The latest progress a running job reported: `{"percent", "message"}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Value>)]
+    #[schema(value_type = Option<Progress>)]
     pub progress: Option<Box<RawValue>>,
 }
 
@@ -106,13 +131,18 @@ pub struct Job {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobPage {
     pub jobs: Vec<Job>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    #[schema(format = "uuid")]
     pub next_cursor: Option<String>,
 }
 
 /// The error body of every failed request.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
+    /// A machine-readable code, e.g. `job_not_found`.
+    #[schema(example = "job_not_found")]
     pub error: String,
+    /// What went wrong, for humans.
     pub message: String,
 }
 
@@ -132,9 +162,14 @@ pub const SUPPORTED_PROTOCOL_MAJORS: &[u32] = &[1];
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimRequest {
+    /// The most jobs to lease: 1-1000.
+    #[schema(minimum = 1, maximum = 1000)]
     pub max: u32,
+    /// How long to wait for a runnable job, in milliseconds (at most 60000 is used).
     #[serde(default)]
     pub wait_ms: u64,
+    /// How long each lease lasts unless extended: 100 ms to 1 hour.
+    #[schema(minimum = 100, maximum = 3_600_000)]
     pub lease_ms: u64,
     /// Who holds the leases (host and process), for operators reading the store.
     pub worker: String,
@@ -167,6 +202,7 @@ pub struct WorkerReport {
 pub struct Lease {
     pub job: Job,
     pub lease_token: String,
+    #[schema(format = DateTime)]
     pub lease_expires_at: String,
 }
 
@@ -181,6 +217,8 @@ pub struct ClaimResponse {
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
     pub lease_token: String,
+    /// The new lease, from now: 100 ms to 1 hour.
+    #[schema(minimum = 100, maximum = 3_600_000)]
     pub lease_ms: u64,
     /// The job's progress, shown on `GET /jobs/{id}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -192,6 +230,7 @@ pub struct HeartbeatRequest {
 #[serde(deny_unknown_fields)]
 pub struct Progress {
     /// 0-100.
+    #[schema(minimum = 0, maximum = 100)]
     pub percent: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -200,6 +239,7 @@ pub struct Progress {
 /// `POST /internal/jobs/{id}/heartbeat` answer.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HeartbeatResponse {
+    #[schema(format = DateTime)]
     pub lease_expires_at: String,
     /// The user cancelled the job: stop it and finish with the `cancelled` outcome.
     #[serde(default)]
@@ -240,6 +280,8 @@ pub struct FinishRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FinishBatchRequest {
+    /// 1-1000 outcomes.
+    #[schema(min_items = 1, max_items = 1000)]
     pub finishes: Vec<FinishItem>,
 }
 
@@ -264,6 +306,7 @@ pub struct FinishItemResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<JobStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub run_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -276,6 +319,7 @@ pub struct FinishItemResult {
 pub struct FinishResponse {
     pub status: JobStatus,
     /// When a retried job becomes runnable again.
+    #[schema(format = DateTime)]
     pub run_at: Option<String>,
 }
 

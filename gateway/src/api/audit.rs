@@ -25,6 +25,7 @@ pub struct AuditRecord {
     /// Consecutive row number.
     pub id: i64,
     /// When it was recorded (RFC 3339, milliseconds).
+    #[schema(format = DateTime)]
     pub at: String,
     /// Who: a user id, `admin:<token id>`, `engine:<id>`, `cli:<OS user>`, `signal` or `anonymous`.
     pub actor: String,
@@ -70,14 +71,19 @@ pub struct AuditParams {
     /// Only rows recorded from this time on: RFC 3339, or a duration back from now (`1h`, `7d`).
     since: Option<String>,
     /// Rows per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// The `next_cursor` of the previous page.
+    #[param(pattern = "^[0-9]{1,18}$")]
     cursor: Option<String>,
 }
 
 /// `GET /admin/audit` (scope `audit:read`): the audit log, oldest first, with cursor paging.
-#[utoipa::path(get, path = "/admin/audit", tag = "admin", security(("admin" = [])), params(AuditParams),
-    responses((status = 200, description = "a page of the audit log, oldest first", body = AuditLogPage)))]
+#[utoipa::path(get, path = "/admin/audit", tag = "admin", operation_id = "admin_list_audit", security(("admin" = [])), params(AuditParams),
+    responses(
+        (status = 200, description = "a page of the audit log, oldest first", body = AuditLogPage),
+        (status = 400, description = "`invalid_limit`, `invalid_cursor`, `invalid_since`", body = flowork_common::wire::ErrorBody),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     admin: AuthAdmin,

@@ -3,9 +3,13 @@
 //! Changes are written to the engine's shard, where every enqueue checks them in its own transaction, so they
 //! apply to the very next request on every gateway process, without a restart.
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::extract::{Path, State};
-use serde_json::{Value, json};
+use flowork_common::wire::ErrorBody;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::extract::JsonBody;
 use crate::audit::AuditEntry;
@@ -15,14 +19,41 @@ use crate::http::error::ApiError;
 use crate::state::AppState;
 use crate::store::AllowedUser;
 
-/// The JSON of a whitelist.
-pub fn users_json(engine: &str, users: &[AllowedUser]) -> Value {
-    let users: Vec<Value> = users
-        .iter()
-        .map(|u| json!({"user": u.user, "owner": u.is_owner, "added_at": flowork_common::timefmt::format_ms(u.added_at_ms)}))
-        .collect();
-    json!({ "engine": engine, "users": users })
+/// An engine's whitelist: who may submit jobs to it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Whitelist {
+    engine: String,
+    users: Vec<WhitelistEntry>,
 }
+
+/// A user on a whitelist.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WhitelistEntry {
+    user: String,
+    /// The engine's owner (never removed).
+    owner: bool,
+    #[schema(format = DateTime)]
+    added_at: String,
+}
+
+impl Whitelist {
+    pub fn new(engine: &str, users: &[AllowedUser]) -> Self {
+        let users = users
+            .iter()
+            .map(|u| WhitelistEntry {
+                user: u.user.clone(),
+                owner: u.is_owner,
+                added_at: flowork_common::timefmt::format_ms(u.added_at_ms),
+            })
+            .collect();
+        Self { engine: engine.to_string(), users }
+    }
+}
+
+/// The 404 of an unknown engine.
+const ENGINE_NOT_FOUND: &str = "`engine_not_found`: no engine with this id";
+/// The 403 of a caller who neither owns the engine nor has an admin token with the scope.
+const NOT_MANAGER: &str = "`not_owner`: only the engine's owner or an operator may do this";
 
 /// Audits a successful change to an engine's settings (or an operator's read of its users' job text) by `actor`
 /// from `ip`.
@@ -49,14 +80,20 @@ fn check_user_id(user: &str) -> Result<(), ApiError> {
 }
 
 /// `GET /engines/{id}/users`: the owner sees the whitelist.
-#[utoipa::path(get, path = "/engines/{id}/users", tag = "engines", params(("id" = String, Path, description = "the engine id")), responses((status = 200, description = "the owner and whitelist of the engine", body = serde_json::Value)))]
+#[utoipa::path(get, path = "/engines/{id}/users", tag = "engines", operation_id = "engine_list_users",
+    params(("id" = String, Path, pattern = "^[a-z0-9][a-z0-9-]{0,62}$", description = "the engine id")),
+    responses(
+        (status = 200, description = "the owner and whitelist of the engine", body = Whitelist),
+        (status = 403, description = "`not_owner`: only the engine's owner sees its whitelist", body = ErrorBody),
+        (status = 404, description = ENGINE_NOT_FOUND, body = ErrorBody),
+    ))]
 pub async fn list_users(
     State(state): State<AppState>,
     user: AuthUser,
     Path(engine): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Whitelist>, ApiError> {
     require_owner(&state, &engine, &user.id).await?;
-    Ok(Json(users_json(&engine, &state.jobs.allowed_users(&engine).await?)))
+    Ok(Json(Whitelist::new(&engine, &state.jobs.allowed_users(&engine).await?)))
 }
 
 /// Adds (`allow`) or removes a user on an engine's whitelist, audits it as `actor`, and answers with the
@@ -68,7 +105,7 @@ pub async fn edit_whitelist(
     allow: bool,
     actor: String,
     ip: ClientIp,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Whitelist>, ApiError> {
     let user = user.to_string().to_lowercase_if_address();
     let action = if allow {
         check_user_id(&user)?;
@@ -79,29 +116,42 @@ pub async fn edit_whitelist(
         "engine.disallow"
     };
     audit_change(state, actor, action, format!("{engine}/{user}"), ip).await;
-    Ok(Json(users_json(engine, &state.jobs.allowed_users(engine).await?)))
+    Ok(Json(Whitelist::new(engine, &state.jobs.allowed_users(engine).await?)))
 }
 
 /// `PUT /engines/{id}/users/{user}`: the owner allows a user.
-#[utoipa::path(put, path = "/engines/{id}/users/{user}", tag = "engines", params(("id" = String, Path, description = "the engine id"), ("user" = String, Path, description = "a user id")), responses((status = 200, description = "allowed", body = serde_json::Value)))]
+#[utoipa::path(put, path = "/engines/{id}/users/{user}", tag = "engines", operation_id = "engine_allow_user",
+    params(("id" = String, Path, pattern = "^[a-z0-9][a-z0-9-]{0,62}$", description = "the engine id"), ("user" = String, Path, pattern = "^[A-Za-z0-9._@-]{1,128}$", description = "a user id")),
+    responses(
+        (status = 200, description = "allowed: the whitelist", body = Whitelist),
+        (status = 403, description = "`not_owner`: only the engine's owner edits its whitelist", body = ErrorBody),
+        (status = 404, description = ENGINE_NOT_FOUND, body = ErrorBody),
+        (status = 422, description = "`invalid_user`: not a user id", body = ErrorBody),
+    ))]
 pub async fn allow_user(
     State(state): State<AppState>,
     owner: AuthUser,
     ip: ClientIp,
     Path((engine, user)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Whitelist>, ApiError> {
     require_owner(&state, &engine, &owner.id).await?;
     edit_whitelist(&state, &engine, &user, true, owner.id, ip).await
 }
 
 /// `DELETE /engines/{id}/users/{user}`: the owner removes a user (never themselves).
-#[utoipa::path(delete, path = "/engines/{id}/users/{user}", tag = "engines", params(("id" = String, Path, description = "the engine id"), ("user" = String, Path, description = "a user id")), responses((status = 200, description = "removed from the whitelist", body = serde_json::Value)))]
+#[utoipa::path(delete, path = "/engines/{id}/users/{user}", tag = "engines", operation_id = "engine_disallow_user",
+    params(("id" = String, Path, pattern = "^[a-z0-9][a-z0-9-]{0,62}$", description = "the engine id"), ("user" = String, Path, description = "a user id")),
+    responses(
+        (status = 200, description = "removed from the whitelist (if it was on it): the whitelist", body = Whitelist),
+        (status = 403, description = "`not_owner`: only the engine's owner edits its whitelist", body = ErrorBody),
+        (status = 404, description = ENGINE_NOT_FOUND, body = ErrorBody),
+    ))]
 pub async fn disallow_user(
     State(state): State<AppState>,
     owner: AuthUser,
     ip: ClientIp,
     Path((engine, user)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Whitelist>, ApiError> {
     require_owner(&state, &engine, &owner.id).await?;
     edit_whitelist(&state, &engine, &user, false, owner.id, ip).await
 }
@@ -144,35 +194,54 @@ async fn set_paused(
     admin: Result<AuthAdmin, ApiError>,
     ip: ClientIp,
     paused: bool,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PauseState>, ApiError> {
     let actor = authorize_manager(&state, &engine, user, admin).await?;
     state.jobs.set_paused(&engine, paused).await?;
     let action = if paused { "engine.pause" } else { "engine.resume" };
     audit_change(&state, actor, action, engine.clone(), ip).await;
-    Ok(Json(json!({ "engine": engine, "paused": paused })))
+    Ok(Json(PauseState { engine, paused }))
+}
+
+/// Whether an engine's claims hand out jobs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PauseState {
+    engine: String,
+    paused: bool,
 }
 
 /// `POST /engines/{id}/pause`: claims hand out nothing until resumed; enqueues are still accepted.
-#[utoipa::path(post, path = "/engines/{id}/pause", tag = "engines", params(("id" = String, Path, description = "the engine id")), responses((status = 200, description = "paused", body = serde_json::Value)))]
+#[utoipa::path(post, path = "/engines/{id}/pause", tag = "engines", operation_id = "pause_engine",
+    security(("user" = []), ("admin" = [])), params(("id" = String, Path, pattern = "^[a-z0-9][a-z0-9-]{0,62}$", description = "the engine id")),
+    responses(
+        (status = 200, description = "paused", body = PauseState),
+        (status = 403, description = NOT_MANAGER, body = ErrorBody),
+        (status = 404, description = ENGINE_NOT_FOUND, body = ErrorBody),
+    ))]
 pub async fn pause(
     State(state): State<AppState>,
     ip: ClientIp,
     user: Result<AuthUser, ApiError>,
     admin: Result<AuthAdmin, ApiError>,
     Path(engine): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PauseState>, ApiError> {
     set_paused(state, engine, user, admin, ip, true).await
 }
 
 /// `POST /engines/{id}/resume`.
-#[utoipa::path(post, path = "/engines/{id}/resume", tag = "engines", params(("id" = String, Path, description = "the engine id")), responses((status = 200, description = "resumed", body = serde_json::Value)))]
+#[utoipa::path(post, path = "/engines/{id}/resume", tag = "engines", operation_id = "resume_engine",
+    security(("user" = []), ("admin" = [])), params(("id" = String, Path, pattern = "^[a-z0-9][a-z0-9-]{0,62}$", description = "the engine id")),
+    responses(
+        (status = 200, description = "resumed", body = PauseState),
+        (status = 403, description = NOT_MANAGER, body = ErrorBody),
+        (status = 404, description = ENGINE_NOT_FOUND, body = ErrorBody),
+    ))]
 pub async fn resume(
     State(state): State<AppState>,
     ip: ClientIp,
     user: Result<AuthUser, ApiError>,
     admin: Result<AuthAdmin, ApiError>,
     Path(engine): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PauseState>, ApiError> {
     set_paused(state, engine, user, admin, ip, false).await
 }
 
@@ -205,64 +274,112 @@ async fn authorize(
 /// `GET /engines/{id}/breakers`: the engine's open and half-open breakers with the last error of each, which
 /// quotes a failing job (owner or operator with `engines:read`, whose read of users' job text is audited;
 /// `/status` shows the breakers without it).
-#[utoipa::path(get, path = "/engines/{id}/breakers", tag = "engines", params(("id" = String, Path, description = "the engine id")), responses((status = 200, description = "the breakers with their last errors", body = serde_json::Value)))]
+#[utoipa::path(get, path = "/engines/{id}/breakers", tag = "engines", operation_id = "engine_breakers",
+    security(("user" = []), ("admin" = [])), params(("id" = String, Path, pattern = "^[a-z0-9][a-z0-9-]{0,62}$", description = "the engine id")),
+    responses(
+        (status = 200, description = "the breakers with their last errors", body = EngineBreakers),
+        (status = 403, description = NOT_MANAGER, body = ErrorBody),
+        (status = 404, description = ENGINE_NOT_FOUND, body = ErrorBody),
+    ))]
 pub async fn breakers(
     State(state): State<AppState>,
     ip: ClientIp,
     user: Result<AuthUser, ApiError>,
     admin: Result<AuthAdmin, ApiError>,
     Path(engine): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EngineBreakers>, ApiError> {
     let by_operator = admin.is_ok();
     let actor = authorize(&state, &engine, user, admin, "engines:read").await?;
     if by_operator {
         audit_change(&state, actor, "admin.engine_breakers", engine.clone(), ip).await;
     }
     let breakers = state.jobs.breakers(&engine).await?;
-    Ok(Json(json!({ "engine": engine, "breakers": super::status::operator_breakers(&breakers) })))
+    Ok(Json(EngineBreakers { engine, breakers: super::status::operator_breakers(&breakers) }))
 }
 
-/// The JSON of an engine's scheduling settings.
-async fn scheduling_json(state: &AppState, engine: &str) -> Result<Json<Value>, ApiError> {
+/// An engine's breakers as its operators see them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EngineBreakers {
+    engine: String,
+    breakers: Vec<super::status::OperatorBreaker>,
+}
+
+/// An engine's scheduling settings.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Scheduling {
+    engine: String,
+    paused: bool,
+    /// The weight of users without their own: 1.
+    default_weight: i64,
+    /// Users whose weight is not the default, by user id.
+    weights: BTreeMap<String, i64>,
+    /// The limit of concurrency keys without their own; `null`: unlimited.
+    default_key_limit: Option<i64>,
+    key_limits: Vec<KeyLimit>,
+}
+
+/// A concurrency key with its own limit.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyLimit {
+    key: String,
+    limit: i64,
+    /// Jobs with this key running now.
+    running: i64,
+}
+
+/// An engine's scheduling settings, as every scheduling endpoint answers.
+async fn scheduling_json(state: &AppState, engine: &str) -> Result<Json<Scheduling>, ApiError> {
     let settings = state.jobs.share_settings(engine).await?;
-    let weights: serde_json::Map<String, Value> =
-        settings.weights.into_iter().map(|(user, weight)| (user, json!(weight))).collect();
-    let keys: Vec<Value> = settings
-        .key_limits
-        .into_iter()
-        .map(|(key, limit, running)| json!({"key": key, "limit": limit, "running": running}))
-        .collect();
-    Ok(Json(json!({
-        "engine": engine,
-        "paused": state.jobs.is_paused(engine).await?,
-        "default_weight": 1,
-        "weights": weights,
-        "default_key_limit": settings.default_key_limit,
-        "key_limits": keys,
-    })))
+    let key_limits =
+        settings.key_limits.into_iter().map(|(key, limit, running)| KeyLimit { key, limit, running }).collect();
+    Ok(Json(Scheduling {
+        engine: engine.to_string(),
+        paused: state.jobs.is_paused(engine).await?,
+        default_weight: 1,
+        weights: settings.weights.into_iter().collect(),
+        default_key_limit: settings.default_key_limit,
+        key_limits,
+    }))
 }
 
 /// `GET /engines/{id}/scheduling`: pause state, user weights and concurrency-key limits (owner or operator).
-#[utoipa::path(get, path = "/engines/{id}/scheduling", tag = "engines", params(("id" = String, Path, description = "the engine id")), responses((status = 200, description = "weights and concurrency limits", body = serde_json::Value)))]
+#[utoipa::path(get, path = "/engines/{id}/scheduling", tag = "engines", operation_id = "engine_scheduling",
+    security(("user" = []), ("admin" = [])), params(("id" = String, Path, pattern = "^[a-z0-9][a-z0-9-]{0,62}$", description = "the engine id")),
+    responses(
+        (status = 200, description = "weights and concurrency limits", body = Scheduling),
+        (status = 403, description = NOT_MANAGER, body = ErrorBody),
+        (status = 404, description = ENGINE_NOT_FOUND, body = ErrorBody),
+    ))]
 pub async fn scheduling(
     State(state): State<AppState>,
     user: Result<AuthUser, ApiError>,
     admin: Result<AuthAdmin, ApiError>,
     Path(engine): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Scheduling>, ApiError> {
     authorize_manager(&state, &engine, user, admin).await?;
     scheduling_json(&state, &engine).await
 }
 
 /// `PUT /engines/{id}/weights/{user}` body.
-#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, serde::Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WeightBody {
+    /// 1-1000.
+    #[schema(minimum = 1, maximum = 1000)]
     weight: i64,
 }
 
 /// `PUT /engines/{id}/weights/{user}`: a user's share of the engine relative to others (1-1000, default 1).
-#[utoipa::path(put, path = "/engines/{id}/weights/{user}", tag = "engines", params(("id" = String, Path, description = "the engine id"), ("user" = String, Path, description = "a user id")), request_body = WeightBody, responses((status = 200, description = "the weight", body = serde_json::Value)))]
+#[utoipa::path(put, path = "/engines/{id}/weights/{user}", tag = "engines", operation_id = "engine_set_weight",
+    security(("user" = []), ("admin" = [])),
+    params(("id" = String, Path, pattern = "^[a-z0-9][a-z0-9-]{0,62}$", description = "the engine id"), ("user" = String, Path, pattern = "^[A-Za-z0-9._@-]{1,128}$", description = "a user id")),
+    request_body = WeightBody,
+    responses(
+        (status = 200, description = "the engine's scheduling settings", body = Scheduling),
+        (status = 403, description = NOT_MANAGER, body = ErrorBody),
+        (status = 404, description = ENGINE_NOT_FOUND, body = ErrorBody),
+        (status = 422, description = "`invalid_user`, `invalid_weight`", body = ErrorBody),
+    ))]
 pub async fn set_weight(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -270,7 +387,7 @@ pub async fn set_weight(
     admin: Result<AuthAdmin, ApiError>,
     Path((engine, target)): Path<(String, String)>,
     JsonBody(body): JsonBody<WeightBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Scheduling>, ApiError> {
     let actor = authorize_manager(&state, &engine, user, admin).await?;
     let target = target.to_lowercase_if_address();
     check_user_id(&target)?;
@@ -283,9 +400,11 @@ pub async fn set_weight(
 }
 
 /// `PUT /engines/{id}/concurrency/{key}` body.
-#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, serde::Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyLimitBody {
+    /// Jobs with the key that may run at once: 0 (none) to 1000000.
+    #[schema(minimum = 0, maximum = 1_000_000)]
     limit: i64,
 }
 
@@ -305,7 +424,7 @@ async fn edit_key_limit(
     limit: Option<i64>,
     actor: String,
     ip: ClientIp,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Scheduling>, ApiError> {
     crate::admission::enqueue::validate_concurrency_key(key)?;
     if let Some(limit) = limit {
         check_limit(limit)?;
@@ -317,7 +436,16 @@ async fn edit_key_limit(
 }
 
 /// `PUT /engines/{id}/concurrency/{key}`: at most `limit` jobs with this key run at once on the engine.
-#[utoipa::path(put, path = "/engines/{id}/concurrency/{key}", tag = "engines", params(("id" = String, Path, description = "the engine id"), ("key" = String, Path, description = "a concurrency key")), request_body = KeyLimitBody, responses((status = 200, description = "the limit", body = serde_json::Value)))]
+#[utoipa::path(put, path = "/engines/{id}/concurrency/{key}", tag = "engines", operation_id = "engine_set_key_limit",
+    security(("user" = []), ("admin" = [])),
+    params(("id" = String, Path, pattern = "^[a-z0-9][a-z0-9-]{0,62}$", description = "the engine id"), ("key" = String, Path, pattern = "^[!-~]{1,200}$", description = "a concurrency key")),
+    request_body = KeyLimitBody,
+    responses(
+        (status = 200, description = "the engine's scheduling settings", body = Scheduling),
+        (status = 403, description = NOT_MANAGER, body = ErrorBody),
+        (status = 404, description = ENGINE_NOT_FOUND, body = ErrorBody),
+        (status = 422, description = "`invalid_concurrency_key`, `invalid_limit`", body = ErrorBody),
+    ))]
 pub async fn set_key_limit(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -325,33 +453,52 @@ pub async fn set_key_limit(
     admin: Result<AuthAdmin, ApiError>,
     Path((engine, key)): Path<(String, String)>,
     JsonBody(body): JsonBody<KeyLimitBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Scheduling>, ApiError> {
     let actor = authorize_manager(&state, &engine, user, admin).await?;
     edit_key_limit(&state, &engine, &key, Some(body.limit), actor, ip).await
 }
 
 /// `DELETE /engines/{id}/concurrency/{key}`: the key falls back to the engine's default limit.
-#[utoipa::path(delete, path = "/engines/{id}/concurrency/{key}", tag = "engines", params(("id" = String, Path, description = "the engine id"), ("key" = String, Path, description = "a concurrency key")), responses((status = 200, description = "removed", body = serde_json::Value)))]
+#[utoipa::path(delete, path = "/engines/{id}/concurrency/{key}", tag = "engines", operation_id = "engine_remove_key_limit",
+    security(("user" = []), ("admin" = [])),
+    params(("id" = String, Path, pattern = "^[a-z0-9][a-z0-9-]{0,62}$", description = "the engine id"), ("key" = String, Path, pattern = "^[!-~]{1,200}$", description = "a concurrency key")),
+    responses(
+        (status = 200, description = "the engine's scheduling settings", body = Scheduling),
+        (status = 403, description = NOT_MANAGER, body = ErrorBody),
+        (status = 404, description = ENGINE_NOT_FOUND, body = ErrorBody),
+        (status = 422, description = "`invalid_concurrency_key`", body = ErrorBody),
+    ))]
 pub async fn remove_key_limit(
     State(state): State<AppState>,
     ip: ClientIp,
     user: Result<AuthUser, ApiError>,
     admin: Result<AuthAdmin, ApiError>,
     Path((engine, key)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Scheduling>, ApiError> {
     let actor = authorize_manager(&state, &engine, user, admin).await?;
     edit_key_limit(&state, &engine, &key, None, actor, ip).await
 }
 
 /// `PUT /engines/{id}/concurrency` body: the limit of keys without their own (`null` = unlimited).
-#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, serde::Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DefaultLimitBody {
+    /// 0 to 1000000, or `null`: unlimited.
+    #[schema(minimum = 0, maximum = 1_000_000)]
     default_limit: Option<i64>,
 }
 
 /// `PUT /engines/{id}/concurrency`: the default limit of concurrency keys.
-#[utoipa::path(put, path = "/engines/{id}/concurrency", tag = "engines", params(("id" = String, Path, description = "the engine id")), request_body = DefaultLimitBody, responses((status = 200, description = "the default limit", body = serde_json::Value)))]
+#[utoipa::path(put, path = "/engines/{id}/concurrency", tag = "engines", operation_id = "engine_set_default_key_limit",
+    security(("user" = []), ("admin" = [])),
+    params(("id" = String, Path, pattern = "^[a-z0-9][a-z0-9-]{0,62}$", description = "the engine id")),
+    request_body = DefaultLimitBody,
+    responses(
+        (status = 200, description = "the engine's scheduling settings", body = Scheduling),
+        (status = 403, description = NOT_MANAGER, body = ErrorBody),
+        (status = 404, description = ENGINE_NOT_FOUND, body = ErrorBody),
+        (status = 422, description = "`invalid_limit`", body = ErrorBody),
+    ))]
 pub async fn set_default_key_limit(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -359,7 +506,7 @@ pub async fn set_default_key_limit(
     admin: Result<AuthAdmin, ApiError>,
     Path(engine): Path<String>,
     JsonBody(body): JsonBody<DefaultLimitBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Scheduling>, ApiError> {
     let actor = authorize_manager(&state, &engine, user, admin).await?;
     if let Some(limit) = body.default_limit {
         check_limit(limit)?;

@@ -7,7 +7,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use flowork_common::timefmt::format_ms;
 use flowork_common::wire::{
-    AttemptOutcome, ClaimRequest, ClaimResponse, FinishBatchRequest, FinishBatchResponse, FinishItemResult,
+    AttemptOutcome, ClaimRequest, ClaimResponse, ErrorBody, FinishBatchRequest, FinishBatchResponse, FinishItemResult,
     FinishRequest, FinishResponse, HeartbeatRequest, HeartbeatResponse, PROTOCOL_HEADER, PROTOCOL_VERSION,
     SUPPORTED_PROTOCOL_MAJORS, WhoAmI,
 };
@@ -25,9 +25,9 @@ use flowork_common::timefmt::parse_ms;
 use tracing::Instrument;
 
 /// Bounds of what an engine may ask for.
-const MAX_CLAIM: u32 = 1_000;
+pub(crate) const MAX_CLAIM: u32 = 1_000;
 const MAX_WAIT_MS: u64 = 60_000;
-const LEASE_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
+pub(crate) const LEASE_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
 const MAX_ERROR_CHARS: usize = 8_192;
 
 /// Middleware of every `/internal/*` route: refuses an engine-protocol major this gateway does not speak (before
@@ -75,16 +75,19 @@ fn check_lease_ms(lease_ms: u64) -> Result<(), ApiError> {
 }
 
 /// `GET /internal/whoami`: which engine this token belongs to (engines check their `--engine-id` at start).
-#[utoipa::path(get, path = "/internal/whoami", tag = "engine", security(("engine" = [])), params(("Flowork-Protocol" = Option<String>, Header, description = "the engine protocol version the caller speaks, `MAJOR.MINOR`; an unknown major is refused with 400 `unsupported_protocol`")),
+#[utoipa::path(get, path = "/internal/whoami", tag = "engine", operation_id = "engine_whoami", security(("engine" = [])), params(("Flowork-Protocol" = Option<String>, Header, description = "the engine protocol version the caller speaks, `MAJOR.MINOR`; an unknown major is refused with 400 `unsupported_protocol`")),
     responses((status = 200, description = "the engine this token belongs to", body = WhoAmI)))]
 pub async fn whoami(engine: AuthEngine) -> Json<WhoAmI> {
     Json(WhoAmI { engine_id: engine.id })
 }
 
 /// `POST /internal/claim`: leases up to `max` jobs, waiting up to `wait_ms` for one to become runnable.
-#[utoipa::path(post, path = "/internal/claim", tag = "engine", security(("engine" = [])), params(("Flowork-Protocol" = Option<String>, Header, description = "the engine protocol version the caller speaks, `MAJOR.MINOR`; an unknown major is refused with 400 `unsupported_protocol`")),
+#[utoipa::path(post, path = "/internal/claim", tag = "engine", operation_id = "engine_claim", security(("engine" = [])), params(("Flowork-Protocol" = Option<String>, Header, description = "the engine protocol version the caller speaks, `MAJOR.MINOR`; an unknown major is refused with 400 `unsupported_protocol`")),
     request_body = ClaimRequest,
-    responses((status = 200, description = "the leased jobs; none when nothing became runnable within `wait_ms` (at most 60 s) or the gateway is stopping", body = ClaimResponse)))]
+    responses(
+        (status = 200, description = "the leased jobs; none when nothing became runnable within `wait_ms` (at most 60 s) or the gateway is stopping", body = ClaimResponse),
+        (status = 422, description = "`invalid_max`, `invalid_lease`", body = ErrorBody),
+    ))]
 pub async fn claim(
     State(state): State<AppState>,
     engine: AuthEngine,
@@ -147,10 +150,15 @@ pub fn check_heartbeat(request: &HeartbeatRequest) -> Result<Option<String>, Api
 }
 
 /// `POST /internal/jobs/{id}/heartbeat`: extends the lease; 409 `lease_lost` if it is no longer this holder's.
-#[utoipa::path(post, path = "/internal/jobs/{id}/heartbeat", tag = "engine", security(("engine" = [])),
-    params(("id" = String, Path, description = "the leased job's id"), ("Flowork-Protocol" = Option<String>, Header, description = "the engine protocol version the caller speaks, `MAJOR.MINOR`; an unknown major is refused with 400 `unsupported_protocol`")),
+#[utoipa::path(post, path = "/internal/jobs/{id}/heartbeat", tag = "engine", operation_id = "engine_heartbeat", security(("engine" = [])),
+    params(("id" = String, Path, format = "uuid", description = "the leased job's id"), ("Flowork-Protocol" = Option<String>, Header, description = "the engine protocol version the caller speaks, `MAJOR.MINOR`; an unknown major is refused with 400 `unsupported_protocol`")),
     request_body = HeartbeatRequest,
-    responses((status = 200, description = "the lease, extended; `cancel_requested` when the user cancelled the job", body = HeartbeatResponse)))]
+    responses(
+        (status = 200, description = "the lease, extended; `cancel_requested` when the user cancelled the job", body = HeartbeatResponse),
+        (status = 404, description = "`job_not_found`: no such job on this engine", body = ErrorBody),
+        (status = 409, description = "`lease_lost`: the lease expired or is another worker's now", body = ErrorBody),
+        (status = 422, description = "`invalid_lease`, `invalid_progress`", body = ErrorBody),
+    ))]
 pub async fn heartbeat(
     State(state): State<AppState>,
     log: Option<Extension<RequestLog>>,
@@ -168,10 +176,15 @@ pub async fn heartbeat(
 }
 
 /// `POST /internal/jobs/{id}/finish`: records the attempt's outcome; a stale lease token is refused (fencing).
-#[utoipa::path(post, path = "/internal/jobs/{id}/finish", tag = "engine", security(("engine" = [])),
-    params(("id" = String, Path, description = "the leased job's id"), ("Flowork-Protocol" = Option<String>, Header, description = "the engine protocol version the caller speaks, `MAJOR.MINOR`; an unknown major is refused with 400 `unsupported_protocol`")),
+#[utoipa::path(post, path = "/internal/jobs/{id}/finish", tag = "engine", operation_id = "engine_finish", security(("engine" = [])),
+    params(("id" = String, Path, format = "uuid", description = "the leased job's id"), ("Flowork-Protocol" = Option<String>, Header, description = "the engine protocol version the caller speaks, `MAJOR.MINOR`; an unknown major is refused with 400 `unsupported_protocol`")),
     request_body = FinishRequest,
-    responses((status = 200, description = "where the job went: succeeded, queued again for a retry (with `run_at`), dead or cancelled", body = FinishResponse)))]
+    responses(
+        (status = 200, description = "where the job went: succeeded, queued again for a retry (with `run_at`), dead or cancelled", body = FinishResponse),
+        (status = 404, description = "`job_not_found`: no such job on this engine", body = ErrorBody),
+        (status = 409, description = "`lease_lost`: the lease expired or is another worker's now", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the result is larger than the gateway's limit", body = ErrorBody),
+    ))]
 pub async fn finish(
     State(state): State<AppState>,
     log: Option<Extension<RequestLog>>,
@@ -210,13 +223,16 @@ pub fn to_finish(limits: &JobLimits, request: FinishRequest) -> Result<Finish, A
 }
 
 /// Most outcomes in one `POST /internal/finish`.
-const MAX_FINISH_BATCH: usize = 1_000;
+pub(crate) const MAX_FINISH_BATCH: usize = 1_000;
 
 /// `POST /internal/finish`: several outcomes committed together; one result per item, in order, each what
 /// `POST /internal/jobs/{id}/finish` would have answered (a lost lease refuses only its own item).
-#[utoipa::path(post, path = "/internal/finish", tag = "engine", security(("engine" = [])), params(("Flowork-Protocol" = Option<String>, Header, description = "the engine protocol version the caller speaks, `MAJOR.MINOR`; an unknown major is refused with 400 `unsupported_protocol`")),
+#[utoipa::path(post, path = "/internal/finish", tag = "engine", operation_id = "engine_finish_batch", security(("engine" = [])), params(("Flowork-Protocol" = Option<String>, Header, description = "the engine protocol version the caller speaks, `MAJOR.MINOR`; an unknown major is refused with 400 `unsupported_protocol`")),
     request_body = FinishBatchRequest,
-    responses((status = 200, description = "one result per outcome, in order; a refused item carries the error code a single finish would answer", body = FinishBatchResponse)))]
+    responses(
+        (status = 200, description = "one result per outcome, in order; a refused item carries the error code a single finish would answer", body = FinishBatchResponse),
+        (status = 422, description = "`invalid_batch`: not 1 to 1000 outcomes", body = ErrorBody),
+    ))]
 pub async fn finish_batch(
     State(state): State<AppState>,
     engine: AuthEngine,

@@ -4,8 +4,11 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use flowork_common::wire::{EnqueueRequest, Job, JobPage, JobStatus};
-use serde::Deserialize;
+use flowork_common::wire::{EnqueueRequest, ErrorBody, Job, JobPage, JobStatus};
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{ObjectBuilder, Schema};
+use utoipa::openapi::{RefOr, Type};
+use utoipa::{PartialSchema, ToSchema};
 
 use super::extract::{JsonBody, QueryParams};
 use crate::admission::drain::DRAIN_RETRY_AFTER_S;
@@ -18,7 +21,7 @@ use crate::state::AppState;
 use crate::store::{CancelOutcome, EnqueueOutcome, ListQuery, NewJob};
 use axum::Extension;
 
-const MAX_PAGE: usize = 500;
+pub(crate) const MAX_PAGE: usize = 500;
 const DEFAULT_PAGE: usize = 100;
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
@@ -30,14 +33,30 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>,
 
 /// `POST /jobs`: 201 for a new job, 200 with `Idempotent-Replayed: true` for a replay of the same request,
 /// 422 when the key was used with a different request, 409 while the first request is still in progress.
-#[utoipa::path(post, path = "/jobs", tag = "jobs", request_body = EnqueueRequest,
+#[utoipa::path(post, path = "/jobs", tag = "jobs", operation_id = "create_job", request_body = EnqueueRequest,
     params(
-        ("Idempotency-Key" = String, Header, description = "1-255 visible ASCII characters; a retry with the same key returns the same job"),
-        ("traceparent" = Option<String>, Header, description = "W3C trace context"),
+        ("Idempotency-Key" = String, Header, pattern = "^[!-~]{1,255}$", min_length = 1, max_length = 255,
+            description = "1-255 visible ASCII characters; a retry with the same key returns the same job"),
+        ("traceparent" = Option<String>, Header, description = "W3C trace context (ignored unless well-formed)"),
     ),
     responses(
-        (status = 201, description = "the job was created", body = Job),
-        (status = 200, description = "a replay of an earlier request with this key", body = Job),
+        (status = 201, description = "the job was created", body = Job,
+            headers(("Location" = String, description = "the job's URL, `/jobs/{id}`"))),
+        (status = 200, description = "a replay of an earlier request with this key: the job it created", body = Job,
+            headers(
+                ("Location" = String, description = "the job's URL, `/jobs/{id}`"),
+                ("Idempotent-Replayed" = String, description = "`true`: this answer replays an earlier one"),
+            )),
+        (status = 400, description = "`missing_idempotency_key`, `invalid_idempotency_key`, `invalid_header`", body = ErrorBody),
+        (status = 403, description = "`not_whitelisted`: the caller is not on the engine's whitelist", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_in_progress`: a request with this key is still being processed; see `Retry-After`", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "seconds to wait before retrying"))),
+        (status = 413, description = "`payload_too_large`: the payload is larger than the gateway's limit", body = ErrorBody),
+        (status = 422, description = "`invalid_engine`, `invalid_kind`, `invalid_run_at`, `invalid_max_attempts`, `invalid_timeout`, \
+            `invalid_concurrency_key`, `invalid_payload`: a field out of its range; `unknown_engine`, `engine_revoked`; \
+            `idempotency_key_reused`: the key was used with a different request", body = ErrorBody),
+        (status = 429, description = "`queue_full`, `user_inflight_limit`, `total_queue_full`: an admission cap; see `Retry-After`", body = ErrorBody),
+        (status = 503, description = "`draining`: this gateway accepts no new jobs now", body = ErrorBody),
     ))]
 pub async fn create(
     State(state): State<AppState>,
@@ -92,13 +111,15 @@ async fn respond(
     let location =
         |job: &Job| HeaderValue::from_str(&format!("/jobs/{}", job.id)).map_err(|e| ApiError::Internal(e.to_string()));
     match outcome {
-        EnqueueOutcome::Created(job) => {
+        EnqueueOutcome::Created(mut job) => {
             note_job(log, &job.id);
             state.created_since_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            place_in_queue(state, engine, &mut [&mut job]).await;
             Ok((StatusCode::CREATED, [(header::LOCATION, location(&job)?)], Json(job)).into_response())
         }
-        EnqueueOutcome::Replayed(job) => {
+        EnqueueOutcome::Replayed(mut job) => {
             note_job(log, &job.id);
+            place_in_queue(state, engine, &mut [&mut job]).await;
             let replayed = HeaderValue::from_static("true");
             Ok((
                 StatusCode::OK,
@@ -120,6 +141,34 @@ async fn respond(
         )),
         EnqueueOutcome::QueueFull { depth } => Err(queue_full(state, engine, depth, 1).await),
         EnqueueOutcome::UserLimit { inflight } => Err(user_limit(state, engine, inflight, 1).await),
+    }
+}
+
+/// Fills in the `queue_position` of just-enqueued queued jobs of one user on `engine`, as `GET /jobs/{id}` shows
+/// it (the store answers an enqueue without it). Best effort, after the jobs are stored: a job this read misses
+/// (claimed already) keeps none, and a failed read only logs.
+async fn place_in_queue(state: &AppState, engine: &str, jobs: &mut [&mut Job]) {
+    let queued = || jobs.iter().filter(|job| job.status == JobStatus::Queued);
+    let (Some(user), Some(newest)) = (queued().next().map(|job| job.user.clone()), queued().map(|job| &job.id).max())
+    else {
+        return;
+    };
+    // Job ids are UUIDs of one length, so `<newest>g` sorts right after the newest and before any later id.
+    let query = ListQuery {
+        status: None,
+        engine: Some(engine.to_string()),
+        limit: queued().count(),
+        before_id: Some(format!("{newest}g")),
+    };
+    match state.jobs.list_jobs(&user, query).await {
+        Ok(page) => {
+            for job in jobs.iter_mut() {
+                if let Some(found) = page.jobs.iter().find(|found| found.id == job.id) {
+                    job.queue_position = found.queue_position;
+                }
+            }
+        }
+        Err(error) => tracing::debug!(engine, %error, "no queue position for the enqueued jobs"),
     }
 }
 
@@ -180,8 +229,12 @@ pub(crate) fn check_job_id(id: &str) -> Result<(), ApiError> {
 }
 
 /// `GET /jobs/{id}`: one of the caller's jobs; another user's job is 404, exactly like a missing one.
-#[utoipa::path(get, path = "/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "the job's id")),
-    responses((status = 200, description = "the job", body = Job)))]
+#[utoipa::path(get, path = "/jobs/{id}", tag = "jobs", operation_id = "get_job",
+    params(("id" = String, Path, format = "uuid", description = "the job's id")),
+    responses(
+        (status = 200, description = "the job", body = Job),
+        (status = 404, description = "`job_not_found`: no such job, or another user's", body = ErrorBody),
+    ))]
 pub async fn get(
     State(state): State<AppState>,
     log: Option<Extension<RequestLog>>,
@@ -202,15 +255,26 @@ pub async fn get(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// Only jobs in this state.
+    #[param(value_type = Option<JobStatus>)]
     status: Option<String>,
+    /// Only jobs of this engine.
+    #[param(pattern = "^[a-z0-9][a-z0-9-]{0,62}$")]
     engine: Option<String>,
+    /// Jobs per page, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    #[param(format = "uuid")]
     cursor: Option<String>,
 }
 
 /// `GET /jobs`: the caller's jobs, newest first, with cursor pagination.
-#[utoipa::path(get, path = "/jobs", tag = "jobs", params(ListParams),
-    responses((status = 200, description = "a page of the caller's jobs, newest first", body = JobPage)))]
+#[utoipa::path(get, path = "/jobs", tag = "jobs", operation_id = "list_jobs", params(ListParams),
+    responses(
+        (status = 200, description = "a page of the caller's jobs, newest first", body = JobPage),
+        (status = 400, description = "`invalid_status`, `invalid_limit`, `invalid_cursor`, `invalid_engine`", body = ErrorBody),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     user: AuthUser,
@@ -243,10 +307,13 @@ pub async fn list(
 
 /// `POST /jobs/{id}/cancel`: cancels a queued job at once (200); asks the engine to stop a running one (202,
 /// `cancel_requested`); 409 once the job has finished.
-#[utoipa::path(post, path = "/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path, description = "the job's id")),
+#[utoipa::path(post, path = "/jobs/{id}/cancel", tag = "jobs", operation_id = "cancel_job",
+    params(("id" = String, Path, format = "uuid", description = "the job's id")),
     responses(
         (status = 200, description = "a queued job, now cancelled", body = Job),
         (status = 202, description = "a running job; the engine stops it at its next heartbeat", body = Job),
+        (status = 404, description = "`job_not_found`: no such job, or another user's", body = ErrorBody),
+        (status = 409, description = "`not_cancellable`: the job has finished", body = ErrorBody),
     ))]
 pub async fn cancel(
     State(state): State<AppState>,
@@ -266,21 +333,108 @@ pub async fn cancel(
 }
 
 /// Most jobs in one `POST /jobs/batch`.
-const MAX_BATCH: usize = 1_000;
+pub(crate) const MAX_BATCH: usize = 1_000;
 
-/// `POST /jobs/batch` body: jobs as for `POST /jobs`, each with its own `idempotency_key`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+/// `POST /jobs/batch` body: jobs as for `POST /jobs`, each with its own `idempotency_key`. Items are read one
+/// by one, so a bad item is refused in its own result rather than failing the batch.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchBody {
+    /// 1 to 1000 jobs.
+    #[schema(value_type = Vec<BatchJob>, min_items = 1, max_items = 1000)]
     jobs: Vec<serde_json::Value>,
+}
+
+/// A job of `POST /jobs/batch`: the body of `POST /jobs` and its `Idempotency-Key` (described only: items are
+/// read as JSON values, one by one).
+pub struct BatchJob;
+
+impl PartialSchema for BatchJob {
+    fn schema() -> RefOr<Schema> {
+        let mut item = EnqueueRequest::schema();
+        if let RefOr::T(Schema::Object(object)) = &mut item {
+            let key = ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[!-~]{1,255}$"))
+                .min_length(Some(1))
+                .max_length(Some(255))
+                .description(Some(
+                    "as the `Idempotency-Key` header of `POST /jobs`: a retry with the same key returns the same job",
+                ));
+            object.properties.insert("idempotency_key".into(), key.into());
+            object.required.push("idempotency_key".into());
+            object.description = Some("a job as for `POST /jobs`, with its idempotency key".into());
+        }
+        item
+    }
+}
+
+impl ToSchema for BatchJob {}
+
+/// `POST /jobs/batch` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchAnswer {
+    /// One per item, in order.
+    results: Vec<BatchItemResult>,
+}
+
+/// One item's answer: its job, or why it was refused.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum BatchItemResult {
+    Accepted(BatchItemAccepted),
+    Refused(BatchItemRefused),
+}
+
+/// An item stored (201) or replayed (200), with the status `POST /jobs` would have given it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchItemAccepted {
+    /// 201: created; 200: a replay of an earlier request with this key.
+    #[schema(minimum = 200, maximum = 201)]
+    status: u16,
+    /// `true` for a replay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replayed: Option<bool>,
+    job: Box<Job>,
+}
+
+/// A refused item: the status, code and message `POST /jobs` would have answered.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchItemRefused {
+    #[schema(minimum = 400, maximum = 599)]
+    status: u16,
+    /// The error code, as in `ErrorBody`.
+    error: String,
+    message: String,
+    /// For a cap's refusal (429): seconds to wait, as the `Retry-After` header `POST /jobs` would have sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after: Option<u64>,
+}
+
+impl BatchItemResult {
+    /// The job of an accepted item on `engine`.
+    fn job_on(&mut self, engine: &str) -> Option<&mut Job> {
+        match self {
+            Self::Accepted(accepted) if accepted.job.engine == engine => Some(&mut *accepted.job),
+            _ => None,
+        }
+    }
 }
 
 /// One item's answer, with the status `POST /jobs` would have given it; a cap's refusal (made by the caller,
 /// which knows how many items it refused) comes as an error.
-fn item_result(outcome: Result<EnqueueOutcome, ApiError>, engine: &str) -> serde_json::Value {
+fn item_result(outcome: Result<EnqueueOutcome, ApiError>, engine: &str) -> BatchItemResult {
     let refusal = match outcome {
-        Ok(EnqueueOutcome::Created(job)) => return serde_json::json!({"status": 201, "job": job}),
-        Ok(EnqueueOutcome::Replayed(job)) => return serde_json::json!({"status": 200, "replayed": true, "job": job}),
+        Ok(EnqueueOutcome::Created(job)) => {
+            return BatchItemResult::Accepted(BatchItemAccepted { status: 201, replayed: None, job: Box::new(job) });
+        }
+        Ok(EnqueueOutcome::Replayed(job)) => {
+            return BatchItemResult::Accepted(BatchItemAccepted {
+                status: 200,
+                replayed: Some(true),
+                job: Box::new(job),
+            });
+        }
         Ok(EnqueueOutcome::NotAllowed) => {
             ApiError::forbidden("not_whitelisted", format!("you are not on the whitelist of engine {engine:?}"))
         }
@@ -297,13 +451,18 @@ fn item_result(outcome: Result<EnqueueOutcome, ApiError>, engine: &str) -> serde
 
 /// A refused item: its status, code and message, and for a cap (429) `retry_after` in seconds, as the
 /// `Retry-After` header `POST /jobs` would have sent.
-fn refused_item(error: &ApiError) -> serde_json::Value {
+fn refused_item(error: &ApiError) -> BatchItemResult {
     let (status, body) = error.status_and_body();
-    let mut item = serde_json::json!({"status": status.as_u16(), "error": body.error, "message": body.message});
-    if let ApiError::Overloaded { retry_after_s, .. } = error {
-        item["retry_after"] = (*retry_after_s).into();
-    }
-    item
+    let retry_after = match error {
+        ApiError::Overloaded { retry_after_s, .. } => Some(*retry_after_s),
+        _ => None,
+    };
+    BatchItemResult::Refused(BatchItemRefused {
+        status: status.as_u16(),
+        error: body.error,
+        message: body.message,
+        retry_after,
+    })
 }
 
 /// The 429s for the items of one engine's enqueue its caps refused (queue, user): each with the `Retry-After` of
@@ -355,16 +514,18 @@ pub async fn require_active_engine(state: &AppState, engine: &str) -> Result<(),
 
 /// `POST /jobs/batch`: up to 1,000 jobs; those of one engine are committed in one transaction. The answer has
 /// one result per item, in order, with the status `POST /jobs` would have given it.
-#[utoipa::path(post, path = "/jobs/batch", tag = "jobs", request_body = BatchBody,
+#[utoipa::path(post, path = "/jobs/batch", tag = "jobs", operation_id = "create_job_batch", request_body = BatchBody,
     responses(
-        (status = 200, description = "`{\"results\": [...]}`, one per item, in order", body = serde_json::Value),
-        (status = 429, description = "`total_queue_full`: the gateway-wide cap admits none of the jobs; see `Retry-After`"),
+        (status = 200, description = "one result per item, in order", body = BatchAnswer),
+        (status = 422, description = "`invalid_batch`: not 1 to 1000 jobs", body = ErrorBody),
+        (status = 429, description = "`total_queue_full`: the gateway-wide cap admits none of the jobs; see `Retry-After`", body = ErrorBody),
+        (status = 503, description = "`draining`: this gateway accepts no new jobs now", body = ErrorBody),
     ))]
 pub async fn create_batch(
     State(state): State<AppState>,
     user: AuthUser,
     JsonBody(body): JsonBody<BatchBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<BatchAnswer>, ApiError> {
     if body.jobs.is_empty() || body.jobs.len() > MAX_BATCH {
         return Err(ApiError::unprocessable("invalid_batch", format!("a batch holds 1 to {MAX_BATCH} jobs")));
     }
@@ -375,7 +536,7 @@ pub async fn create_batch(
             retry_after_s: DRAIN_RETRY_AFTER_S,
         });
     }
-    let mut results: Vec<Option<serde_json::Value>> = vec![None; body.jobs.len()];
+    let mut results: Vec<Option<BatchItemResult>> = body.jobs.iter().map(|_| None).collect();
     let mut valid: Vec<(usize, NewJob)> = Vec::with_capacity(body.jobs.len());
     for (index, item) in body.jobs.into_iter().enumerate() {
         match batch_item(&state, &user.id, item).await {
@@ -429,8 +590,11 @@ pub async fn create_batch(
                 for index in indexes {
                     results[index] = Some(refused_item(&error));
                 }
+                continue;
             }
         }
+        let mut jobs: Vec<&mut Job> = results.iter_mut().flatten().filter_map(|r| r.job_on(&engine)).collect();
+        place_in_queue(&state, &engine, &mut jobs).await;
     }
-    Ok(Json(serde_json::json!({ "results": results })))
+    Ok(Json(BatchAnswer { results: results.into_iter().flatten().collect() }))
 }

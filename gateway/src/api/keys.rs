@@ -8,6 +8,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use flowork_common::timefmt::format_ms;
+use flowork_common::wire::ErrorBody;
 use serde::{Deserialize, Serialize};
 
 use super::extract::JsonBody;
@@ -31,25 +32,49 @@ const MAX_NAME_LEN: usize = 64;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
-    /// What the key is for: 1-64 letters, digits, spaces and `.`, `_`, `-`.
+    /// What the key is for: 1-64 letters, digits, spaces and `.`, `_`, `-`, not only spaces.
+    #[schema(pattern = "^[A-Za-z0-9 ._-]*[A-Za-z0-9._-][A-Za-z0-9 ._-]*$", min_length = 1, max_length = 64)]
     name: String,
-    /// What the key may do: `jobs:read`, `jobs:write`, `schedules:read`, `schedules:write`, `engines:read`,
-    /// `engines:write`.
+    /// What the key may do (at least one scope).
+    #[schema(value_type = Vec<KeyScope>, min_items = 1)]
     scopes: Vec<String>,
-    /// How long the key lives (`90d`, `12h`; at most 365 days); absent: it does not expire.
+    /// How long the key lives (`90d`, `12h`; from 1 second to 365 days); absent: it does not expire.
     #[serde(default)]
+    #[schema(example = "90d")]
     ttl: Option<String>,
+}
+
+/// A scope of an API key: `<resource>:read` for `GET` on the resource's routes, `<resource>:write` for the others
+/// (`crate::auth::scope::KEY_SCOPES`).
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub enum KeyScope {
+    #[serde(rename = "jobs:read")]
+    JobsRead,
+    #[serde(rename = "jobs:write")]
+    JobsWrite,
+    #[serde(rename = "schedules:read")]
+    SchedulesRead,
+    #[serde(rename = "schedules:write")]
+    SchedulesWrite,
+    #[serde(rename = "engines:read")]
+    EnginesRead,
+    #[serde(rename = "engines:write")]
+    EnginesWrite,
 }
 
 /// An API key as listed (never the key itself).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ApiKeyInfo {
+    #[schema(format = "uuid")]
     id: String,
     name: String,
+    #[schema(value_type = Vec<KeyScope>)]
     scopes: Vec<String>,
-    /// RFC 3339.
+    #[schema(format = DateTime)]
     created_at: String,
-    /// RFC 3339; null: it does not expire.
+    /// `null`: it does not expire.
+    #[schema(format = DateTime)]
     expires_at: Option<String>,
 }
 
@@ -71,7 +96,9 @@ pub struct ApiKeyList {
 /// `DELETE /auth/keys/{id}` answer.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DeletedApiKey {
+    #[schema(format = "uuid")]
     id: String,
+    /// Always `true`.
     deleted: bool,
 }
 
@@ -122,7 +149,12 @@ fn parse_ttl(ttl: Option<&str>) -> Result<Option<Duration>, ApiError> {
 
 /// `POST /auth/keys`: 201 with the new key (shown only now); 422 names the field that is wrong; 409 when the
 /// user already has the most keys allowed.
-#[utoipa::path(post, path = "/auth/keys", tag = "auth", operation_id = "create_api_key", request_body = CreateKeyRequest, responses((status = 201, description = "the key, shown only now", body = CreatedApiKey)))]
+#[utoipa::path(post, path = "/auth/keys", tag = "auth", operation_id = "create_api_key", request_body = CreateKeyRequest,
+    responses(
+        (status = 201, description = "the key, shown only now", body = CreatedApiKey),
+        (status = 409, description = "`too_many_keys`: the caller has 20 keys, the most allowed", body = ErrorBody),
+        (status = 422, description = "`invalid_name`, `invalid_scopes`, `invalid_ttl`", body = ErrorBody),
+    ))]
 pub async fn create(
     State(state): State<AppState>,
     user: AuthUser,
@@ -158,7 +190,8 @@ pub async fn create(
 }
 
 /// `GET /auth/keys`: the caller's keys, newest first, without the keys themselves.
-#[utoipa::path(get, path = "/auth/keys", tag = "auth", operation_id = "list_api_keys", responses((status = 200, description = "the caller's API keys", body = ApiKeyList)))]
+#[utoipa::path(get, path = "/auth/keys", tag = "auth", operation_id = "list_api_keys",
+    responses((status = 200, description = "the caller's API keys, newest first", body = ApiKeyList)))]
 pub async fn list(State(state): State<AppState>, user: AuthUser) -> Result<Json<ApiKeyList>, ApiError> {
     signed_in(&user)?;
     let keys = state.tokens.list_api_keys(&user.id).await?;
@@ -166,7 +199,12 @@ pub async fn list(State(state): State<AppState>, user: AuthUser) -> Result<Json<
 }
 
 /// `DELETE /auth/keys/{id}`: the key stops working at once; 404 for an unknown id or another user's key.
-#[utoipa::path(delete, path = "/auth/keys/{id}", tag = "auth", operation_id = "delete_api_key", params(("id" = String, Path, description = "the key id")), responses((status = 200, description = "deleted", body = DeletedApiKey)))]
+#[utoipa::path(delete, path = "/auth/keys/{id}", tag = "auth", operation_id = "delete_api_key",
+    params(("id" = String, Path, format = "uuid", description = "the key id")),
+    responses(
+        (status = 200, description = "deleted", body = DeletedApiKey),
+        (status = 404, description = "`key_not_found`: no such key, or another user's", body = ErrorBody),
+    ))]
 pub async fn delete(
     State(state): State<AppState>,
     user: AuthUser,
