@@ -77,6 +77,8 @@ struct ModelJob {
     user: String,
     /// Set once the job is final; it must never change afterwards.
     final_status: Option<JobStatus>,
+    /// Its cancellation was asked while it ran: it must not run again.
+    cancel_requested: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -128,8 +130,12 @@ async fn check(store: &Arc<dyn AnyStore>, model: &mut Model, now: i64) -> Result
             Some(final_status) => prop_assert_eq!(job.status, final_status, "job {} left its final state", id),
             None if job.status.is_final() => {
                 let leases_lapsed = model.leases.iter().filter(|l| &l.job == id).all(|l| l.spent || l.expires <= now);
+                // On its own, a job ends `dead` when its last attempt's lease lapsed, or `cancelled` when a lease of
+                // a job whose cancellation was asked lapsed.
+                let lapsed_into = if known.cancel_requested { JobStatus::Cancelled } else { JobStatus::Dead };
+                let out_of_attempts = known.cancel_requested || job.attempts == job.max_attempts;
                 prop_assert!(
-                    job.status == JobStatus::Dead && job.attempts == job.max_attempts && leases_lapsed,
+                    job.status == lapsed_into && out_of_attempts && leases_lapsed,
                     "job {} became {:?} without a report",
                     id,
                     job.status
@@ -190,7 +196,7 @@ fn learn_enqueue(model: &mut Model, user: &str, key: u8, outcome: EnqueueOutcome
         EnqueueOutcome::Created(job) => {
             prop_assert!(model.keys.insert((user.to_string(), key), job.id.clone()).is_none(), "key reused");
             model.ids.push(job.id.clone());
-            model.jobs.insert(job.id, ModelJob { user: user.to_string(), final_status: None });
+            model.jobs.insert(job.id, ModelJob { user: user.to_string(), final_status: None, cancel_requested: false });
         }
         EnqueueOutcome::Replayed(job) => {
             prop_assert_eq!(model.keys.get(&(user.to_string(), key)), Some(&job.id), "a replay returns the original");
@@ -290,7 +296,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         prop_assert!(job.final_status.is_none(), "cancelled a final job");
                         job.final_status = Some(done.status);
                     }
-                    CancelOutcome::Requested(_) => {}
+                    CancelOutcome::Requested(_) => model.jobs.get_mut(&id).expect("known job").cancel_requested = true,
                     CancelOutcome::NotCancellable(status) => prop_assert!(status.is_final()),
                     CancelOutcome::NotFound => prop_assert!(false, "job {} not found", id),
                 }

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use flowork_common::clock::{Clock, ManualClock};
 use flowork_common::wire::JobStatus;
-use flowork_gateway::store::{ClaimParams, EnqueueOutcome, Finish, ListQuery, NewJob, RetryPolicy, StoreError};
+use flowork_gateway::store::{
+    CancelOutcome, ClaimParams, EnqueueOutcome, Finish, ListQuery, NewJob, RetryPolicy, StoreError,
+};
 use tokio_util::sync::CancellationToken;
 
 const START: i64 = 1_800_000_000_000;
@@ -135,6 +137,41 @@ async fn expired_leases_requeue_and_fence_the_old_holder() {
     let job = store.get_job("alice", &first.job.id).await.unwrap().unwrap();
     assert_eq!(job.status, JobStatus::Dead);
     assert!(job.error.unwrap().contains("lease expired"));
+}
+
+#[tokio::test]
+async fn a_job_whose_cancel_was_asked_never_runs_again() {
+    let place = StorePlace::new();
+    let clock = Arc::new(ManualClock::new(START));
+    let store = store(&place, clock.clone()).await;
+    let cancel_asked = |store: Arc<dyn AnyStore>, id: String| async move {
+        assert!(matches!(store.cancel("alice", &id).await.unwrap(), CancelOutcome::Requested(_)));
+    };
+
+    // The engine goes quiet after the cancel was asked: when the lease lapses the job is cancelled, not requeued.
+    let quiet = store.enqueue(job("quiet", "{}", START)).await.unwrap();
+    let EnqueueOutcome::Created(quiet) = quiet else { panic!("created") };
+    store.claim("e1", claim(1, 10_000), CancellationToken::new()).await.unwrap();
+    cancel_asked(store.clone(), quiet.id.clone()).await;
+    clock.advance_ms(10_001);
+    assert_eq!(store.reap_expired_leases().await.unwrap(), 1);
+    let job_now = store.get_job("alice", &quiet.id).await.unwrap().unwrap();
+    assert_eq!((job_now.status, job_now.attempts), (JobStatus::Cancelled, 1));
+    assert!(job_now.error.unwrap().starts_with("cancelled while running: lease expired"));
+    assert!(store.claim("e1", claim(1, 10_000), CancellationToken::new()).await.unwrap().is_empty());
+
+    // The engine reports a retryable failure after the cancel was asked: the job ends cancelled, attempts left.
+    let EnqueueOutcome::Created(failing) = store.enqueue(job("failing", "{}", START)).await.unwrap() else {
+        panic!("created")
+    };
+    let lease = store.claim("e1", claim(1, 10_000), CancellationToken::new()).await.unwrap().remove(0);
+    cancel_asked(store.clone(), failing.id.clone()).await;
+    let failed = Finish::Failed { error: "interrupted".into(), retryable: true };
+    let outcome = store.finish("e1", &lease.job.id, &lease.lease_token, failed).await.unwrap();
+    assert_eq!(outcome.status, JobStatus::Cancelled);
+    let job_now = store.get_job("alice", &failing.id).await.unwrap().unwrap();
+    assert_eq!(job_now.error.as_deref(), Some("cancelled while running: interrupted"));
+    assert!(store.claim("e1", claim(1, 10_000), CancellationToken::new()).await.unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -27,11 +27,13 @@ pub struct Transition {
 
 /// Decides where attempt number `attempts` (of `max_attempts`) leaves its job: a success or a cancellation is
 /// final; a retryable failure with attempts left goes back to `queued` after a full-jitter backoff drawn with
-/// `jitter_unit` (in 0..1); any other failure is final (`dead`).
+/// `jitter_unit` (in 0..1), unless the job's cancellation was asked (then it ends `cancelled`); any other failure
+/// is final (`dead`).
 pub fn after_attempt(
     finish: &Finish,
     attempts: u32,
     max_attempts: u32,
+    cancel_requested: bool,
     now: i64,
     policy: RetryPolicy,
     jitter_unit: f64,
@@ -49,6 +51,9 @@ pub fn after_attempt(
             result: Some(result.clone().unwrap_or_else(|| "null".into())),
             ..last(JobStatus::Succeeded, None)
         },
+        Finish::Failed { error, retryable } if *retryable && attempts < max_attempts && cancel_requested => {
+            last(JobStatus::Cancelled, Some(format!("{CANCELLED_WHILE_RUNNING}: {error}")))
+        }
         Finish::Failed { error, retryable } if *retryable && attempts < max_attempts => {
             let delay = full_jitter_delay_ms(attempts, policy.base_ms, policy.cap_ms, jitter_unit);
             let run_at = now.saturating_add(delay.min(i64::MAX as u64) as i64);
@@ -79,18 +84,18 @@ mod tests {
 
     #[test]
     fn a_success_is_final_with_its_result_and_no_error() {
-        let done = after_attempt(&Finish::Succeeded { result: None }, 1, 3, 500, POLICY, 0.5);
+        let done = after_attempt(&Finish::Succeeded { result: None }, 1, 3, false, 500, POLICY, 0.5);
         assert_eq!(done.status, JobStatus::Succeeded);
         assert_eq!(done.result.as_deref(), Some("null"));
         assert_eq!((done.error, done.finished_at_ms, done.run_at_ms), (None, Some(500), None));
-        let done = after_attempt(&Finish::Succeeded { result: Some("[1]".into()) }, 3, 3, 500, POLICY, 0.5);
+        let done = after_attempt(&Finish::Succeeded { result: Some("[1]".into()) }, 3, 3, false, 500, POLICY, 0.5);
         assert_eq!(done.result.as_deref(), Some("[1]"));
     }
 
     #[test]
     fn a_retryable_failure_with_attempts_left_is_queued_again_after_a_backoff_within_bounds() {
         for unit in [0.0, 0.3, 0.999] {
-            let next = after_attempt(&failed(true), 2, 3, 10_000, POLICY, unit);
+            let next = after_attempt(&failed(true), 2, 3, false, 10_000, POLICY, unit);
             assert_eq!(next.status, JobStatus::Queued);
             assert_eq!((next.error.as_deref(), next.finished_at_ms), (Some("boom"), None));
             let run_at = next.run_at_ms.expect("a retry has a run_at");
@@ -103,13 +108,17 @@ mod tests {
     #[test]
     fn the_last_attempt_or_a_permanent_failure_is_dead_and_a_cancel_is_cancelled() {
         for (finish, attempts) in [(failed(true), 3), (failed(false), 1)] {
-            let dead = after_attempt(&finish, attempts, 3, 700, POLICY, 0.5);
+            let dead = after_attempt(&finish, attempts, 3, false, 700, POLICY, 0.5);
             assert_eq!((dead.status, dead.error.as_deref()), (JobStatus::Dead, Some("boom")));
             assert_eq!((dead.finished_at_ms, dead.run_at_ms, dead.hold), (Some(700), None, None));
         }
-        let cancelled = after_attempt(&Finish::Cancelled, 1, 3, 700, POLICY, 0.5);
+        let cancelled = after_attempt(&Finish::Cancelled, 1, 3, true, 700, POLICY, 0.5);
         assert_eq!(cancelled.status, JobStatus::Cancelled);
         assert_eq!(cancelled.error.as_deref(), Some(CANCELLED_WHILE_RUNNING));
         assert_eq!(cancelled.result, None);
+        // A failure after the cancel was asked does not run the job again.
+        let stopped = after_attempt(&failed(true), 1, 3, true, 700, POLICY, 0.5);
+        assert_eq!((stopped.status, stopped.finished_at_ms), (JobStatus::Cancelled, Some(700)));
+        assert_eq!(stopped.error.as_deref(), Some("cancelled while running: boom"));
     }
 }

@@ -336,15 +336,17 @@ pub async fn finish(
 ) -> Result<(FinishOutcome, Job), StoreError> {
     let held = query_opt(
         tx,
-        "SELECT attempts, max_attempts, kind FROM jobs
+        "SELECT attempts, max_attempts, cancel_requested, kind FROM jobs
          WHERE engine_id = $1 AND id = $2 AND status = 'running' AND lease_token = $3 AND lease_expires_at > $4
          FOR UPDATE",
         &[&engine, &job_id, &lease_token, &now],
     )
     .await?;
     let Some(held) = held else { return Err(lease_failure(tx, engine, job_id).await?) };
-    let (attempts, max_attempts, kind): (i32, i32, String) = (held.try_get(0)?, held.try_get(1)?, held.try_get(2)?);
-    let next = after_attempt(outcome, attempts.max(0) as u32, max_attempts.max(0) as u32, now, policy, rand::random());
+    let (attempts, max_attempts): (i32, i32) = (held.try_get(0)?, held.try_get(1)?);
+    let (cancel_requested, kind): (bool, String) = (held.try_get(2)?, held.try_get(3)?);
+    let (attempts, max_attempts) = (attempts.max(0) as u32, max_attempts.max(0) as u32);
+    let next = after_attempt(outcome, attempts, max_attempts, cancel_requested, now, policy, rand::random());
     // PostgreSQL text cannot hold a NUL character; an engine's error message may.
     let error = next.error.as_deref().map(|error| error.replace('\0', "\u{fffd}"));
     let hold = next.hold.map(|hold| hold as i16);
@@ -425,9 +427,10 @@ pub async fn cancel(
 pub async fn reap_expired(tx: &impl GenericClient, engine: &str, now: i64) -> Result<Vec<Job>, StoreError> {
     let sql = format!(
         "UPDATE jobs SET
-             status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
-             finished_at = CASE WHEN attempts >= max_attempts THEN $1 ELSE NULL END,
-             error = 'lease expired on attempt ' || attempts || ' of ' || max_attempts
+             status = CASE WHEN cancel_requested THEN 'cancelled' WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
+             finished_at = CASE WHEN cancel_requested OR attempts >= max_attempts THEN $1 ELSE NULL END,
+             error = CASE WHEN cancel_requested THEN 'cancelled while running: ' ELSE '' END
+                     || 'lease expired on attempt ' || attempts || ' of ' || max_attempts
                      || ': the engine stopped heartbeating',
              run_at = $1, hold = 0, {CLEAR_LEASE}
          WHERE engine_id = $2 AND status = 'running' AND lease_expires_at <= $1

@@ -353,17 +353,17 @@ pub fn finish(
     policy: RetryPolicy,
     jitter_unit: f64,
 ) -> Result<FinishOutcome, StoreError> {
-    let held: Option<(u32, u32, String)> = conn
+    let held: Option<(u32, u32, bool, String)> = conn
         .prepare_cached(
-            "SELECT attempts, max_attempts, kind FROM jobs
+            "SELECT attempts, max_attempts, cancel_requested, kind FROM jobs
              WHERE id = ?1 AND status = 'running' AND lease_token = ?2 AND lease_expires_at > ?3",
         )?
-        .query_row(params![job_id, lease_token, now], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .query_row(params![job_id, lease_token, now], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))
         .optional()?;
-    let Some((attempts, max_attempts, kind)) = held else {
+    let Some((attempts, max_attempts, cancel_requested, kind)) = held else {
         return Err(lease_failure(conn, job_id)?);
     };
-    let next = after_attempt(outcome, attempts, max_attempts, now, policy, jitter_unit);
+    let next = after_attempt(outcome, attempts, max_attempts, cancel_requested, now, policy, jitter_unit);
     conn.prepare_cached(
         "UPDATE jobs SET status = ?1, result = coalesce(?2, result), error = ?3, finished_at = ?4,
                 run_at = coalesce(?5, run_at), hold = coalesce(?6, hold),
@@ -484,9 +484,10 @@ pub fn release(conn: &Connection, leases: &[(String, String)]) -> Result<u64, St
 pub fn reap_expired(conn: &Connection, now: i64) -> Result<Vec<(String, String)>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "UPDATE jobs SET
-                 status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
-                 finished_at = CASE WHEN attempts >= max_attempts THEN ?1 ELSE NULL END,
-                 error = 'lease expired on attempt ' || attempts || ' of ' || max_attempts
+                 status = CASE WHEN cancel_requested = 1 THEN 'cancelled' WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
+                 finished_at = CASE WHEN cancel_requested = 1 OR attempts >= max_attempts THEN ?1 ELSE NULL END,
+                 error = CASE WHEN cancel_requested = 1 THEN 'cancelled while running: ' ELSE '' END
+                     || 'lease expired on attempt ' || attempts || ' of ' || max_attempts
                          || ': the engine stopped heartbeating',
                  run_at = ?1, hold = 0, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
              WHERE status = 'running' AND lease_expires_at <= ?1
