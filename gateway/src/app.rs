@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::AdmissionLimits;
 use crate::admission::enqueue::JobLimits;
 use crate::auth::engine_cache::EngineCache;
+use crate::auth::jwt::KeyRing;
 use crate::auth::signin::{SignInPolicy, normalize_origin};
 use crate::background::alerts::AlertRules;
 use crate::background::periodic::Ticker;
@@ -25,18 +26,16 @@ use crate::state::{AppInner, AppState};
 use crate::store::open::{Backend, StorePolicies, Stores};
 use crate::store::{BreakerPolicy, ControlStore, JobStore, RetryPolicy};
 
-/// A gateway ready to serve: its state, its router (every route, Socket.IO and the GUI) and its stores.
-pub struct App {
-    pub state: AppState,
-    pub router: Router,
-    pub live: Arc<Live>,
-    pub stores: Stores,
+/// The store of a `serve` configuration, open and migrated, with its signing keys.
+pub struct OpenedStores {
+    stores: Stores,
+    keys: KeyRing,
+    clock: Arc<dyn Clock>,
+    caps: AdmissionLimits,
 }
 
-impl App {
-    /// Opens the store and builds the state and the router for a gateway listening on `addr` (its own origin is
-    /// the default GUI origin). Nothing runs in the background until `start_background`.
-    pub async fn build(args: &ServeArgs, addr: SocketAddr) -> anyhow::Result<Self> {
+impl OpenedStores {
+    pub async fn open(args: &ServeArgs) -> anyhow::Result<Self> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let retry = RetryPolicy { base_ms: args.retry_base_ms, cap_ms: args.retry_cap_ms };
         let caps = AdmissionLimits {
@@ -51,8 +50,31 @@ impl App {
         };
         let stores =
             crate::store::open::open(&args.data, clock.clone(), StorePolicies { retry, caps, breaker }).await?;
+        let keys = stores.key_ring(&args.data).await?;
+        Ok(Self { stores, keys, clock, caps })
+    }
+}
+
+/// A gateway ready to serve: its state, its router (every route, Socket.IO and the GUI) and its stores.
+pub struct App {
+    pub state: AppState,
+    pub router: Router,
+    pub live: Arc<Live>,
+    pub stores: Stores,
+}
+
+impl App {
+    /// Opens the store and builds the state and the router for a gateway listening on `addr` (its own origin is
+    /// the default GUI origin). Nothing runs in the background until `start_background`.
+    pub async fn build(args: &ServeArgs, addr: SocketAddr) -> anyhow::Result<Self> {
+        Self::assemble(args, OpenedStores::open(args).await?, addr).await
+    }
+
+    /// Builds the state and the router on stores already open (`serve` opens them before it listens, so a store
+    /// it cannot run on is refused before anything is served).
+    pub async fn assemble(args: &ServeArgs, opened: OpenedStores, addr: SocketAddr) -> anyhow::Result<Self> {
+        let OpenedStores { stores, keys, clock, caps } = opened;
         let started = std::time::Instant::now();
-        let keys = Arc::new(stores.key_ring(&args.data).await?);
         let limits = JobLimits {
             max_payload_bytes: args.max_payload_bytes,
             default_max_attempts: args.default_max_attempts,
@@ -64,7 +86,7 @@ impl App {
             control: stores.control.clone(),
             tokens: stores.tokens.clone(),
             engines: Arc::new(EngineCache::new(stores.control.clone(), Duration::from_secs(1))),
-            keys,
+            keys: Arc::new(keys),
             limits: Arc::new(limits),
             inflight: Arc::default(),
             clock,

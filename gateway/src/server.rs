@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::app::App;
+use crate::app::{App, OpenedStores};
 use crate::audit::AuditEntry;
 use crate::config::ServeArgs;
 use crate::http::connections::ConnectionLimits;
@@ -29,13 +29,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => tracing::info!(max_connections = connection_limits.max_connections, "open-file limit"),
     }
+    // The store first: one this build cannot run on is refused before anything listens.
+    let opened = OpenedStores::open(&args).await?;
     let listener = crate::http::listener::bind(args.listen, args.reuse_port)?;
     let addr = listener.local_addr()?;
     match &args.data.store {
         Some(url) => tracing::info!(addr = %addr, store = %crate::connection_string::redact(url), "listening"),
         None => tracing::info!(addr = %addr, data_dir = %args.data.data_dir.display(), "listening"),
     }
-    let app = App::build(&args, addr).await?;
+    let app = App::assemble(&args, opened, addr).await?;
     app.start_background(&args);
     let App { state, router, live, .. } = app;
     let stopping = state.clone();

@@ -4,7 +4,7 @@
 //! compatibility window (additive steps of a newer build are served, a breaking one is refused by name).
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flowork_tests::{Api, Engine, EngineApi, Gateway, Workspace, eventually, free_port};
 use reqwest::StatusCode;
@@ -226,14 +226,13 @@ async fn a_build_serves_additive_steps_of_a_newer_build_and_refuses_a_breaking_o
     drop(gw);
 
     newer_steps(&ws, "breaking", "9.2.0", false)?;
-    let started = Instant::now();
     let refused = Gateway::start(&ws, &[]).await;
     let message = match refused {
         Ok(_) => anyhow::bail!("a gateway started on a schema with a breaking step it does not know"),
         Err(error) => error.to_string(),
     };
     assert!(message.contains("the oldest build that can run on it is 9.2.0"), "{message}");
-    assert!(started.elapsed() < Duration::from_secs(20), "it refuses at start, not after a timeout");
+    assert!(!message.contains("\"listening\""), "it refuses before it listens: {message}");
     Ok(())
 }
 

@@ -7,3 +7,4 @@ pub mod fair;
 pub mod hold;
 pub mod migration;
 pub mod schedule;
+pub mod wait;

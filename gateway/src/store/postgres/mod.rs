@@ -22,7 +22,6 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use flowork_common::clock::Clock;
 use flowork_common::wire::{Job, JobPage, JobStatus, Lease};
-use tokio::time::Instant;
 use tokio_postgres::NoTls;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -32,6 +31,7 @@ use crate::audit::{AuditEntry, AuditReport};
 use crate::observability::queue_metrics::QueueMetrics;
 use crate::store::breakers::{Signal, probes_to_claim};
 use crate::store::changes::{ChangeFeed, JobChange};
+use crate::store::core::wait::wait_for_work;
 use crate::store::{
     AllowedUser, AuditPage, AuditQuery, BreakerPolicy, CancelOutcome, ClaimParams, ControlStore, EngineRecord,
     EnqueueOutcome, Finish, FinishOutcome, JobStore, KindBreaker, ListQuery, NewJob, NonceCheck, QueueCounts,
@@ -339,29 +339,13 @@ impl JobStore for PgStore {
     ) -> Result<Vec<Lease>, StoreError> {
         self.ensure_listener();
         let wake = self.wakers.of(engine);
-        let deadline = Instant::now() + Duration::from_millis(params.wait_ms);
-        loop {
-            // Registered before looking, so a commit in between is not missed.
-            let woken = wake.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
+        wait_for_work(&wake, self.clock.as_ref(), params.wait_ms, &stop, || async {
             let (leases, reaped, next_due_ms) = self.claim_once(engine, &params).await?;
             self.publish(reaped.into_iter().map(|job| (false, job)));
             self.publish(leases.iter().map(|lease| (false, lease.job.clone())));
-            if !leases.is_empty() || Instant::now() >= deadline {
-                return Ok(leases);
-            }
-            let mut wake_at = deadline;
-            if let Some(due) = next_due_ms {
-                let in_ms = (due - self.clock.now_ms()).max(1) as u64;
-                wake_at = wake_at.min(Instant::now() + Duration::from_millis(in_ms));
-            }
-            tokio::select! {
-                _ = woken => {}
-                _ = tokio::time::sleep_until(wake_at) => {}
-                _ = stop.cancelled() => return Ok(Vec::new()),
-            }
-        }
+            Ok((leases, next_due_ms))
+        })
+        .await
     }
 
     async fn heartbeat(

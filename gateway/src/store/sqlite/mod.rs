@@ -25,12 +25,10 @@ pub mod writer;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use flowork_common::clock::Clock;
 use flowork_common::wire::{Job, JobPage, Lease};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use self::control::ControlDb;
@@ -40,6 +38,7 @@ use crate::admission::AdmissionLimits;
 use crate::audit::{AuditEntry, AuditReport};
 use crate::secure_fs::create_private_dir;
 use crate::store::changes::ChangeFeed;
+use crate::store::core::wait::wait_for_work;
 use crate::store::{
     AllowedUser, AuditPage, AuditQuery, BreakerPolicy, CancelOutcome, ClaimParams, ControlStore, EngineRecord,
     EnqueueOutcome, Finish, FinishOutcome, JobStore, KindBreaker, ListQuery, NewJob, NonceCheck, QueueCounts,
@@ -360,31 +359,14 @@ impl JobStore for SqliteStore {
         stop: CancellationToken,
     ) -> Result<Vec<Lease>, StoreError> {
         let shard = self.shard(engine).await?;
-        let deadline = Instant::now() + Duration::from_millis(params.wait_ms);
-        loop {
-            // Register for the wake-up before looking, so an enqueue committed in between is not missed.
-            let woken = shard.wake.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
+        wait_for_work(&shard.wake, self.clock.as_ref(), params.wait_ms, &stop, || async {
             let op = WriteOp::Claim { max: params.max, lease_ms: params.lease_ms, worker: params.worker.clone() };
-            let (leases, next_due_ms) = match shard.writer.write(op).await? {
-                WriteDone::Claimed { leases, next_due_ms } => (leases, next_due_ms),
-                other => return Err(unexpected(other)),
-            };
-            if !leases.is_empty() || Instant::now() >= deadline {
-                return Ok(leases);
+            match shard.writer.write(op).await? {
+                WriteDone::Claimed { leases, next_due_ms } => Ok((leases, next_due_ms)),
+                other => Err(unexpected(other)),
             }
-            let mut wake_at = deadline;
-            if let Some(due) = next_due_ms {
-                let in_ms = (due - self.clock.now_ms()).max(1) as u64;
-                wake_at = wake_at.min(Instant::now() + Duration::from_millis(in_ms));
-            }
-            tokio::select! {
-                _ = woken => {}
-                _ = tokio::time::sleep_until(wake_at) => {}
-                _ = stop.cancelled() => return Ok(Vec::new()),
-            }
-        }
+        })
+        .await
     }
 
     async fn heartbeat(
