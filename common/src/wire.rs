@@ -110,7 +110,8 @@ pub struct Job {
     pub traceparent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency_key: Option<String>,
-    /// For a queued job: how many jobs on its engine will be claimed before it under the fair order.
+    /// For a queued job, in `GET /jobs` and `GET /jobs/{id}`: how many jobs on its engine will be claimed before it
+    /// under the fair order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_position: Option<u64>,
     /// For a queued job that cannot be claimed yet: `paused` (the engine), `run_at` (not due yet),

@@ -111,15 +111,13 @@ async fn respond(
     let location =
         |job: &Job| HeaderValue::from_str(&format!("/jobs/{}", job.id)).map_err(|e| ApiError::Internal(e.to_string()));
     match outcome {
-        EnqueueOutcome::Created(mut job) => {
+        EnqueueOutcome::Created(job) => {
             note_job(log, &job.id);
             state.created_since_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            place_in_queue(state, engine, &mut [&mut job]).await;
             Ok((StatusCode::CREATED, [(header::LOCATION, location(&job)?)], Json(job)).into_response())
         }
-        EnqueueOutcome::Replayed(mut job) => {
+        EnqueueOutcome::Replayed(job) => {
             note_job(log, &job.id);
-            place_in_queue(state, engine, &mut [&mut job]).await;
             let replayed = HeaderValue::from_static("true");
             Ok((
                 StatusCode::OK,
@@ -141,34 +139,6 @@ async fn respond(
         )),
         EnqueueOutcome::QueueFull { depth } => Err(queue_full(state, engine, depth, 1).await),
         EnqueueOutcome::UserLimit { inflight } => Err(user_limit(state, engine, inflight, 1).await),
-    }
-}
-
-/// Fills in the `queue_position` of just-enqueued queued jobs of one user on `engine`, as `GET /jobs/{id}` shows
-/// it (the store answers an enqueue without it). Best effort, after the jobs are stored: a job this read misses
-/// (claimed already) keeps none, and a failed read only logs.
-async fn place_in_queue(state: &AppState, engine: &str, jobs: &mut [&mut Job]) {
-    let queued = || jobs.iter().filter(|job| job.status == JobStatus::Queued);
-    let (Some(user), Some(newest)) = (queued().next().map(|job| job.user.clone()), queued().map(|job| &job.id).max())
-    else {
-        return;
-    };
-    // Job ids are UUIDs of one length, so `<newest>g` sorts right after the newest and before any later id.
-    let query = ListQuery {
-        status: None,
-        engine: Some(engine.to_string()),
-        limit: queued().count(),
-        before_id: Some(format!("{newest}g")),
-    };
-    match state.jobs.list_jobs(&user, query).await {
-        Ok(page) => {
-            for job in jobs.iter_mut() {
-                if let Some(found) = page.jobs.iter().find(|found| found.id == job.id) {
-                    job.queue_position = found.queue_position;
-                }
-            }
-        }
-        Err(error) => tracing::debug!(engine, %error, "no queue position for the enqueued jobs"),
     }
 }
 
@@ -411,16 +381,6 @@ pub struct BatchItemRefused {
     retry_after: Option<u64>,
 }
 
-impl BatchItemResult {
-    /// The job of an accepted item on `engine`.
-    fn job_on(&mut self, engine: &str) -> Option<&mut Job> {
-        match self {
-            Self::Accepted(accepted) if accepted.job.engine == engine => Some(&mut *accepted.job),
-            _ => None,
-        }
-    }
-}
-
 /// One item's answer, with the status `POST /jobs` would have given it; a cap's refusal (made by the caller,
 /// which knows how many items it refused) comes as an error.
 fn item_result(outcome: Result<EnqueueOutcome, ApiError>, engine: &str) -> BatchItemResult {
@@ -593,8 +553,6 @@ pub async fn create_batch(
                 continue;
             }
         }
-        let mut jobs: Vec<&mut Job> = results.iter_mut().flatten().filter_map(|r| r.job_on(&engine)).collect();
-        place_in_queue(&state, &engine, &mut jobs).await;
     }
     Ok(Json(BatchAnswer { results: results.into_iter().flatten().collect() }))
 }
