@@ -34,7 +34,7 @@ pub struct SchemaVersions {
 
 impl SchemaVersions {
     pub fn of_this_build() -> Self {
-        use core::migration::latest;
+        use crate::store::core::migration::latest;
         Self {
             control: latest(sqlite::migrate::CONTROL),
             shard: latest(sqlite::migrate::SHARD),
