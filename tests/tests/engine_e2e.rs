@@ -198,7 +198,9 @@ async fn a_running_job_reports_progress_and_can_be_cancelled() -> anyhow::Result
     })
     .await?;
     assert_eq!(cancelled["attempts"], 1);
-    assert_eq!(cancelled["error"], "cancelled while running");
+    // Stopped by the engine, or (a busy machine's late heartbeat) ended by its lapsed lease: cancelled either way.
+    let error = cancelled["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("cancelled while running"), "{error}");
     let again = api.post(&format!("/jobs/{id}/cancel"), &json!({})).await?;
     assert_eq!((again.status, again.code()), (StatusCode::CONFLICT, "not_cancellable"));
     // The worker is free again.
