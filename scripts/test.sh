@@ -82,7 +82,7 @@ echo "==> running the end-to-end tests again on PostgreSQL"
 FLOWORK_TEST_STORE=postgres "${CARGO_TARGET_DIR:-target}/debug/with-services" --redis -- \
   cargo nextest run --workspace --no-fail-fast \
   -E '(package(flowork-tests) & not (binary(backup) | binary(storage) | binary(loadtest)))
-       | (package(flowork-gateway) & (binary(store) | binary(fair) | binary(model)))' \
+       | (package(flowork-gateway) & (binary(store) | binary(fair) | binary(model) | binary(operations)))' \
   || status=$?
 # Fuzzing: briefly with cargo-fuzz where a nightly toolchain is installed; the stable run over the corpus
 # (gateway/tests/fuzz_corpus.rs) is part of the tests above either way.

@@ -137,6 +137,95 @@ pub struct JobPage {
     pub next_cursor: Option<String>,
 }
 
+/// How one attempt of a job ended, in `GET /jobs/{id}/attempts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptEnd {
+    Succeeded,
+    /// The handler failed (retried while attempts are left and the failure is retryable).
+    Failed,
+    /// The handler ran past the job's `timeout_ms`.
+    TimedOut,
+    /// The engine stopped heartbeating and the lease lapsed.
+    LeaseExpired,
+    /// The engine stopped the job after its cancellation was asked.
+    Cancelled,
+}
+
+impl AttemptEnd {
+    pub const ALL: [AttemptEnd; 5] =
+        [Self::Succeeded, Self::Failed, Self::TimedOut, Self::LeaseExpired, Self::Cancelled];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::TimedOut => "timed_out",
+            Self::LeaseExpired => "lease_expired",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|end| end.as_str() == text)
+    }
+}
+
+/// One attempt of a job: who ran it, when, and how it ended (`outcome` and `finished_at` are `null` while it runs).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JobAttempt {
+    /// 1 for the first attempt; counts on across retries of the job.
+    pub number: u32,
+    /// The worker that claimed it, as its claim named itself (host and process for the Rust engine).
+    pub worker: Option<String>,
+    #[schema(format = DateTime)]
+    pub started_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub finished_at: Option<String>,
+    pub outcome: Option<AttemptEnd>,
+    pub error: Option<String>,
+}
+
+/// `GET /jobs/{id}/attempts` answer: every attempt, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JobAttempts {
+    pub attempts: Vec<JobAttempt>,
+}
+
+/// `GET /jobs/counts` answer: how many of the caller's jobs are in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JobCounts {
+    pub queued: u64,
+    pub running: u64,
+    pub succeeded: u64,
+    pub dead: u64,
+    pub cancelled: u64,
+}
+
+impl JobCounts {
+    /// How many jobs are in `status`.
+    pub fn of(&self, status: JobStatus) -> u64 {
+        match status {
+            JobStatus::Queued => self.queued,
+            JobStatus::Running => self.running,
+            JobStatus::Succeeded => self.succeeded,
+            JobStatus::Dead => self.dead,
+            JobStatus::Cancelled => self.cancelled,
+        }
+    }
+
+    /// Adds `n` jobs of `status`.
+    pub fn add(&mut self, status: JobStatus, n: u64) {
+        match status {
+            JobStatus::Queued => self.queued += n,
+            JobStatus::Running => self.running += n,
+            JobStatus::Succeeded => self.succeeded += n,
+            JobStatus::Dead => self.dead += n,
+            JobStatus::Cancelled => self.cancelled += n,
+        }
+    }
+}
+
 /// The error body of every failed request.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
@@ -154,7 +243,7 @@ pub const PROTOCOL_HEADER: &str = "flowork-protocol";
 
 /// The engine-protocol version this build speaks. Minors add optional fields only; a new major may change or
 /// remove what older engines rely on.
-pub const PROTOCOL_VERSION: &str = "1.0";
+pub const PROTOCOL_VERSION: &str = "1.1";
 
 /// The engine-protocol majors this build accepts.
 pub const SUPPORTED_PROTOCOL_MAJORS: &[u32] = &[1];
@@ -249,12 +338,14 @@ pub struct HeartbeatResponse {
 
 /// Whether an attempt worked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum AttemptOutcome {
     Succeeded,
     Failed,
     /// Stopped because the user cancelled it.
     Cancelled,
+    /// The handler ran past the job's `timeout_ms`: a retryable failure (protocol 1.1; `error` says so).
+    TimedOut,
 }
 
 /// `POST /internal/jobs/{id}/finish`: the outcome of one attempt. A flat struct rather than a tagged enum

@@ -16,6 +16,8 @@ use crate::pool::WorkerPool;
 /// How an attempt ended on this engine.
 enum Attempt {
     Finished(Result<Box<RawValue>, JobFailure>),
+    /// The handler ran past the job's timeout (the message says how long that was).
+    TimedOut(String),
     Cancelled,
 }
 
@@ -49,7 +51,7 @@ impl JobRunner {
             tracing::info_span!("job.execute", otel.name = %format!("execute {kind}"), job_id = %job_id, kind = %kind);
         flowork_common::telemetry::set_parent(&span, lease.job.traceparent.as_deref());
         let outcome = tokio::select! {
-            outcome = self.execute(&lease, &progress).instrument(span) => Attempt::Finished(outcome),
+            outcome = self.execute(&lease, &progress).instrument(span) => outcome,
             end = self.keep_lease(job_ref(&lease), &lease.lease_token, &progress) => match end {
                 LeaseEnd::Lost(error) => {
                     tracing::warn!(job_id, kind, %error, "lease lost while running; abandoning the job");
@@ -62,6 +64,7 @@ impl JobRunner {
         let outcome_label = match &outcome {
             Attempt::Finished(Ok(_)) => "succeeded",
             Attempt::Finished(Err(_)) => "failed",
+            Attempt::TimedOut(_) => "timed_out",
             Attempt::Cancelled => "cancelled",
         };
         // Users choose kinds: only those this engine has a handler for become labels, so its metrics stay bounded.
@@ -76,21 +79,22 @@ impl JobRunner {
             Attempt::Finished(Err(failure)) => {
                 tracing::info!(job_id, kind, ms, error = %failure, retryable = failure.retryable, "job failed")
             }
+            Attempt::TimedOut(error) => tracing::info!(job_id, kind, ms, %error, "job timed out"),
             Attempt::Cancelled => tracing::info!(job_id, kind, ms, "job cancelled"),
         }
         self.report(job_ref(&lease), &lease.lease_token, outcome).await;
     }
 
-    async fn execute(&self, lease: &Lease, progress: &ProgressSink) -> Result<Box<RawValue>, JobFailure> {
+    async fn execute(&self, lease: &Lease, progress: &ProgressSink) -> Attempt {
         let job = &lease.job;
-        let handler = self
-            .handlers
-            .get(&job.kind)
-            .ok_or_else(|| JobFailure::permanent(format!("this engine has no handler for the kind {:?}", job.kind)))?;
+        let Some(handler) = self.handlers.get(&job.kind) else {
+            let missing = format!("this engine has no handler for the kind {:?}", job.kind);
+            return Attempt::Finished(Err(JobFailure::permanent(missing)));
+        };
         let timeout = Duration::from_millis(job.timeout_ms);
         match tokio::time::timeout(timeout, handler.run(&job.payload, progress)).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(JobFailure::retryable(format!("timed out after {} ms", job.timeout_ms))),
+            Ok(outcome) => Attempt::Finished(outcome),
+            Err(_) => Attempt::TimedOut(format!("timed out after {} ms", job.timeout_ms)),
         }
     }
 
@@ -140,6 +144,13 @@ impl JobRunner {
                 result: None,
                 error: Some(failure.message),
                 retryable: failure.retryable,
+            },
+            Attempt::TimedOut(error) => FinishRequest {
+                lease_token: lease_token.to_string(),
+                outcome: AttemptOutcome::TimedOut,
+                result: None,
+                error: Some(error),
+                retryable: true,
             },
         };
         if let Err(error) = self.finisher.report(job, request).await {

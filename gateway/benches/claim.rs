@@ -10,8 +10,9 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use flowork_common::wire::JobStatus;
+use flowork_gateway::store::JobFilter;
 use flowork_gateway::store::breakers::HeldBack;
-use flowork_gateway::store::sqlite::{connection, fair, migrate, position, queries};
+use flowork_gateway::store::sqlite::{connection, fair, migrate, operate, position};
 use rusqlite::{Connection, params};
 
 const NOW: i64 = 1_800_000_000_000;
@@ -89,7 +90,8 @@ fn bench(c: &mut Criterion) {
             });
             // `GET /jobs?status=queued` of the user of the newest job: a page of 100, newest first.
             let user = format!("user-{}", (jobs - 1) % users);
-            let mut page = queries::list(&conn, "bench", &user, Some(JobStatus::Queued), None, 100).expect("list");
+            let queued = JobFilter { statuses: vec![JobStatus::Queued], ..JobFilter::default() };
+            let mut page = operate::list(&conn, "bench", &user, &queued, None, 100).expect("list");
             group.bench_function(BenchmarkId::new("positions_of_a_page_of_100", &label), |b| {
                 b.iter(|| position::place_in_queue(&conn, black_box(&mut page)).expect("place"))
             });

@@ -111,13 +111,7 @@ async fn a_full_concurrency_key_holds_only_its_own_jobs() {
     assert_eq!(running_keyed.len(), 2, "the key's limit");
     assert_eq!(first.len(), 5, "the unkeyed jobs behind the key's jobs still run");
     // The parked jobs say why they wait.
-    let page = store
-        .list_jobs(
-            "alice",
-            flowork_gateway::store::ListQuery { status: Some(JobStatus::Queued), limit: 50, ..Default::default() },
-        )
-        .await
-        .unwrap();
+    let page = store.list_jobs("alice", queued_page(50)).await.unwrap();
     assert_eq!(page.jobs.len(), 4);
     assert!(page.jobs.iter().all(|j| j.waiting_on.as_deref() == Some("concurrency_key")), "{:?}", page.jobs);
     assert!(claim(&store, 10).await.is_empty(), "nothing more while the key is full");
@@ -162,8 +156,7 @@ async fn queue_positions_match_the_order_claims_then_take() {
     // A listing page computes positions by walking the gaps between its jobs: the same numbers.
     for user in ["alice", "bob", "carol"] {
         for limit in [3, 500] {
-            let query =
-                flowork_gateway::store::ListQuery { status: Some(JobStatus::Queued), limit, ..Default::default() };
+            let query = queued_page(limit);
             for listed in store.list_jobs(user, query).await.unwrap().jobs {
                 assert_eq!(listed.queue_position, expected.get(&listed.id).copied(), "listed {}", listed.id);
             }
@@ -264,4 +257,10 @@ async fn each_cron_tick_enqueues_one_job_across_restarts_and_missed_ticks_follow
     assert!(store.delete_schedule("bob", &id).await.unwrap());
     assert!(!store.delete_schedule("bob", &id).await.unwrap());
     assert_eq!(store.list_schedules("bob").await.unwrap().len(), 1);
+}
+
+/// A listing of queued jobs, `limit` a page.
+fn queued_page(limit: usize) -> flowork_gateway::store::ListQuery {
+    let filter = flowork_gateway::store::JobFilter { statuses: vec![JobStatus::Queued], ..Default::default() };
+    flowork_gateway::store::ListQuery { filter, limit, ..Default::default() }
 }

@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use flowork_common::clock::{Clock, ManualClock};
 use flowork_common::wire::JobStatus;
-use flowork_gateway::store::{CancelOutcome, ClaimParams, EnqueueOutcome, Finish, NewJob, RetryPolicy, StoreError};
+use flowork_gateway::store::{
+    ActOutcome, ClaimParams, EnqueueOutcome, Finish, JobAction, NewJob, RetryPolicy, StoreError,
+};
 use proptest::prelude::*;
 use tokio_util::sync::CancellationToken;
 
@@ -290,15 +292,15 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Cancel { job } if !model.ids.is_empty() => {
                 let id = model.ids[usize::from(job) % model.ids.len()].clone();
                 let user = model.jobs[&id].user.clone();
-                match store.cancel(&user, &id).await.expect("cancel") {
-                    CancelOutcome::Cancelled(done) => {
+                match store.act(&user, &id, JobAction::Cancel).await.expect("cancel") {
+                    ActOutcome::Done(done) => {
                         let job = model.jobs.get_mut(&id).expect("known job");
                         prop_assert!(job.final_status.is_none(), "cancelled a final job");
                         job.final_status = Some(done.status);
                     }
-                    CancelOutcome::Requested(_) => model.jobs.get_mut(&id).expect("known job").cancel_requested = true,
-                    CancelOutcome::NotCancellable(status) => prop_assert!(status.is_final()),
-                    CancelOutcome::NotFound => prop_assert!(false, "job {} not found", id),
+                    ActOutcome::Requested(_) => model.jobs.get_mut(&id).expect("known job").cancel_requested = true,
+                    ActOutcome::NotApplicable(status) => prop_assert!(status.is_final()),
+                    ActOutcome::NotAllowed | ActOutcome::NotFound => prop_assert!(false, "job {} not found", id),
                 }
             }
             Op::Advance { ms } => clock.advance_ms(i64::from(ms)),

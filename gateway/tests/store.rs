@@ -10,7 +10,7 @@ use std::sync::Arc;
 use flowork_common::clock::{Clock, ManualClock};
 use flowork_common::wire::JobStatus;
 use flowork_gateway::store::{
-    CancelOutcome, ClaimParams, EnqueueOutcome, Finish, ListQuery, NewJob, RetryPolicy, StoreError,
+    ActOutcome, ClaimParams, EnqueueOutcome, Finish, JobAction, ListQuery, NewJob, RetryPolicy, StoreError,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -145,7 +145,7 @@ async fn a_job_whose_cancel_was_asked_never_runs_again() {
     let clock = Arc::new(ManualClock::new(START));
     let store = store(&place, clock.clone()).await;
     let cancel_asked = |store: Arc<dyn AnyStore>, id: String| async move {
-        assert!(matches!(store.cancel("alice", &id).await.unwrap(), CancelOutcome::Requested(_)));
+        assert!(matches!(store.act("alice", &id, JobAction::Cancel).await.unwrap(), ActOutcome::Requested(_)));
     };
 
     // The engine goes quiet after the cancel was asked: when the lease lapses the job is cancelled, not requeued.

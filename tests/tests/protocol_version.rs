@@ -35,7 +35,7 @@ async fn the_gateway_serves_known_majors_and_refuses_unknown_ones() -> anyhow::R
     for version in [None, Some("1"), Some("1.0"), Some("1.9")] {
         let (status, spoken, body) = claim_with(&engine, version).await?;
         assert_eq!(status, StatusCode::OK, "{version:?}: {body}");
-        assert_eq!(spoken.as_deref(), Some("1.0"), "{version:?}");
+        assert_eq!(spoken.as_deref(), Some(flowork_common::wire::PROTOCOL_VERSION), "{version:?}");
         assert_eq!(body["leases"], json!([]));
     }
     // An unknown major or a header that is no version: a clear refusal naming what the gateway speaks.
@@ -45,7 +45,7 @@ async fn the_gateway_serves_known_majors_and_refuses_unknown_ones() -> anyhow::R
         assert_eq!(body["error"], "unsupported_protocol", "{body}");
         let message = body["message"].as_str().unwrap_or_default();
         assert!(message.contains("major 1") && message.contains(version), "{message}");
-        assert_eq!(spoken.as_deref(), Some("1.0"));
+        assert_eq!(spoken.as_deref(), Some(flowork_common::wire::PROTOCOL_VERSION));
     }
     // The version is checked before the token: an incompatible engine learns that first.
     let stranger = EngineApi::new(&gw, "not-a-token");

@@ -219,6 +219,10 @@ pub fn to_finish(limits: &JobLimits, request: FinishRequest) -> Result<Finish, A
             let error = request.error.unwrap_or_else(|| "the engine reported a failure without a message".into());
             Finish::Failed { error: error.chars().take(MAX_ERROR_CHARS).collect(), retryable: request.retryable }
         }
+        AttemptOutcome::TimedOut => {
+            let error = request.error.unwrap_or_else(|| "the handler ran past the job's timeout".into());
+            Finish::TimedOut { error: error.chars().take(MAX_ERROR_CHARS).collect() }
+        }
     })
 }
 

@@ -1,16 +1,18 @@
-//! The jobs resource: `POST /jobs` (idempotent), `GET /jobs`, `GET /jobs/{id}`, `POST /jobs/{id}/cancel`.
+//! The jobs resource: `POST /jobs` (idempotent), `POST /jobs/batch`, `GET /jobs`, `GET /jobs/{id}`,
+//! `POST /jobs/{id}/cancel` (operating jobs is in `job_ops`).
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use flowork_common::wire::{EnqueueRequest, ErrorBody, Job, JobPage, JobStatus};
+use flowork_common::wire::{EnqueueRequest, ErrorBody, Job, JobPage};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{ObjectBuilder, Schema};
 use utoipa::openapi::{RefOr, Type};
 use utoipa::{PartialSchema, ToSchema};
 
 use super::extract::{JsonBody, QueryParams};
+use super::job_filter::FilterFields;
 use crate::admission::drain::DRAIN_RETRY_AFTER_S;
 use crate::admission::enqueue::{build_new_job, parse_traceparent, validate_idempotency_key};
 use crate::admission::{admit, retry_after_s, slots_needed};
@@ -18,7 +20,7 @@ use crate::auth::extract::AuthUser;
 use crate::http::error::ApiError;
 use crate::http::request_log::{RequestLog, note_job};
 use crate::state::AppState;
-use crate::store::{CancelOutcome, EnqueueOutcome, ListQuery, NewJob};
+use crate::store::{ActOutcome, EnqueueOutcome, JobAction, ListQuery, NewJob};
 use axum::Extension;
 
 pub(crate) const MAX_PAGE: usize = 500;
@@ -225,12 +227,24 @@ pub async fn get(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
-    /// Only jobs in this state.
-    #[param(value_type = Option<JobStatus>)]
+    /// Only jobs in these states, comma-separated: `dead,cancelled`.
+    #[param(example = "dead,cancelled")]
     status: Option<String>,
     /// Only jobs of this engine.
     #[param(pattern = "^[a-z0-9][a-z0-9-]{0,62}$")]
     engine: Option<String>,
+    /// Only jobs of this kind.
+    #[param(pattern = "^[a-z0-9._-]{1,64}$")]
+    kind: Option<String>,
+    /// Only jobs enqueued at or after this time (RFC 3339).
+    #[param(format = DateTime)]
+    after: Option<String>,
+    /// Only jobs enqueued before this time (RFC 3339).
+    #[param(format = DateTime)]
+    before: Option<String>,
+    /// Only jobs whose id starts with this (1-36 characters of a UUID).
+    #[param(pattern = "^[0-9a-f-]{1,36}$")]
+    id_prefix: Option<String>,
     /// Jobs per page, 1 to 500 (default 100).
     #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
@@ -239,26 +253,27 @@ pub struct ListParams {
     cursor: Option<String>,
 }
 
-/// `GET /jobs`: the caller's jobs, newest first, with cursor pagination.
+/// `GET /jobs`: the caller's jobs, newest first, filtered, with cursor pagination.
 #[utoipa::path(get, path = "/jobs", tag = "jobs", operation_id = "list_jobs", params(ListParams),
     responses(
         (status = 200, description = "a page of the caller's jobs, newest first", body = JobPage),
-        (status = 400, description = "`invalid_status`, `invalid_limit`, `invalid_cursor`, `invalid_engine`", body = ErrorBody),
+        (status = 400, description = "`invalid_status`, `invalid_limit`, `invalid_cursor`, `invalid_engine`, `invalid_kind`, \
+            `invalid_after`, `invalid_before`, `invalid_id_prefix`: the parameter named", body = ErrorBody),
     ))]
 pub async fn list(
     State(state): State<AppState>,
     user: AuthUser,
     QueryParams(params): QueryParams<ListParams>,
 ) -> Result<Json<JobPage>, ApiError> {
-    let status = params
-        .status
-        .as_deref()
-        .map(|s| {
-            JobStatus::parse(s).ok_or_else(|| {
-                ApiError::bad_request("invalid_status", "status must be queued, running, succeeded, dead or cancelled")
-            })
-        })
-        .transpose()?;
+    let filter = FilterFields {
+        status: params.status,
+        engine: params.engine,
+        kind: params.kind,
+        after: params.after,
+        before: params.before,
+        id_prefix: params.id_prefix,
+    }
+    .to_filter()?;
     let limit = params.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::bad_request("invalid_limit", format!("limit must be between 1 and {MAX_PAGE}")));
@@ -267,11 +282,7 @@ pub async fn list(
         uuid::Uuid::parse_str(cursor)
             .map_err(|_| ApiError::bad_request("invalid_cursor", "cursor is not one this API returned"))?;
     }
-    if let Some(engine) = &params.engine {
-        flowork_common::ids::validate_engine_id(engine)
-            .map_err(|e| ApiError::bad_request("invalid_engine", e.to_string()))?;
-    }
-    let query = ListQuery { status, engine: params.engine, limit, before_id: params.cursor };
+    let query = ListQuery { filter, limit, before_id: params.cursor };
     Ok(Json(state.jobs.list_jobs(&user.id, query).await?))
 }
 
@@ -291,14 +302,16 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
     check_job_id(&id)?;
-    match state.jobs.cancel(&user.id, &id).await? {
-        CancelOutcome::Cancelled(job) => Ok((StatusCode::OK, Json(*job))),
-        CancelOutcome::Requested(job) => Ok((StatusCode::ACCEPTED, Json(*job))),
-        CancelOutcome::NotCancellable(status) => Err(ApiError::conflict(
+    match state.jobs.act(&user.id, &id, JobAction::Cancel).await? {
+        ActOutcome::Done(job) => Ok((StatusCode::OK, Json(*job))),
+        ActOutcome::Requested(job) => Ok((StatusCode::ACCEPTED, Json(*job))),
+        ActOutcome::NotApplicable(status) => Err(ApiError::conflict(
             "not_cancellable",
             format!("the job is {} and can no longer be cancelled", status.as_str()),
         )),
-        CancelOutcome::NotFound => Err(ApiError::not_found("job_not_found", format!("no job with id {id:?}"))),
+        ActOutcome::NotAllowed | ActOutcome::NotFound => {
+            Err(ApiError::not_found("job_not_found", format!("no job with id {id:?}")))
+        }
     }
 }
 

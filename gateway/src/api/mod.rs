@@ -7,6 +7,8 @@ pub mod engines;
 pub mod extract;
 pub mod input_error;
 pub mod internal;
+pub mod job_filter;
+pub mod job_ops;
 pub mod jobs;
 pub mod keys;
 pub mod openapi;
@@ -43,8 +45,12 @@ pub fn router(state: AppState, socket_io: LiveLayer, gui: Option<Router>) -> Rou
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/jobs", post(jobs::create).get(jobs::list))
         .route("/jobs/batch", post(jobs::create_batch))
-        .route("/jobs/{id}", get(jobs::get))
+        .route("/jobs/bulk", post(job_ops::bulk))
+        .route("/jobs/counts", get(job_ops::counts))
+        .route("/jobs/{id}", get(jobs::get).delete(job_ops::delete))
         .route("/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/jobs/{id}/retry", post(job_ops::retry))
+        .route("/jobs/{id}/attempts", get(job_ops::attempts))
         .route("/auth/nonce", get(auth::nonce))
         .route("/auth/verify", post(auth::verify))
         .route("/auth/refresh", post(auth::refresh))

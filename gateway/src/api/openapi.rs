@@ -11,7 +11,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ContentBuilder, HeaderBuilder, ObjectBuilder, RefOr, ResponseBuilder, Type};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{admin, audit, auth, engines, internal, jobs, keys, schedules, status};
+use super::{admin, audit, auth, engines, internal, job_ops, jobs, keys, schedules, status};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,6 +19,7 @@ use super::{admin, audit, auth, engines, internal, jobs, keys, schedules, status
     servers((url = "/", description = "this gateway")),
     paths(
         jobs::create, jobs::list, jobs::get, jobs::cancel, jobs::create_batch,
+        job_ops::retry, job_ops::delete, job_ops::attempts, job_ops::counts, job_ops::bulk,
         auth::nonce, auth::verify, auth::refresh, auth::logout,
         keys::create, keys::list, keys::delete,
         status::healthz, status::readyz, status::status, status::drain, status::metrics,
@@ -35,7 +36,7 @@ use super::{admin, audit, auth, engines, internal, jobs, keys, schedules, status
     modifiers(&SharedAnswers),
     security(("user" = [])),
     tags(
-        (name = "jobs", description = "Submit, list, follow and cancel your jobs."),
+        (name = "jobs", description = "Submit, list, follow, cancel, retry and delete your jobs, one or many at a time."),
         (name = "auth", description = "Wallet sign-in (EIP-4361), access and refresh tokens, and API keys for scripts."),
         (name = "schedules", description = "Cron schedules that submit a job at each tick."),
         (name = "engines", description = "An engine's settings, for its owner (or an operator with an admin token)."),

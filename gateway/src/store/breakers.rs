@@ -36,7 +36,7 @@ impl Finish {
     pub fn breaker_signal(&self) -> Option<Signal<'_>> {
         match self {
             Self::Succeeded { .. } => Some(Signal::Worked),
-            Self::Failed { error, retryable: true } => Some(Signal::Failed(error)),
+            Self::Failed { error, retryable: true } | Self::TimedOut { error } => Some(Signal::Failed(error)),
             Self::Failed { retryable: false, .. } | Self::Cancelled => None,
         }
     }

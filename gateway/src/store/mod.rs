@@ -14,7 +14,7 @@ pub mod sqlite;
 pub mod tokens;
 
 use async_trait::async_trait;
-use flowork_common::wire::{Job, JobPage, JobStatus, Lease};
+use flowork_common::wire::{Job, JobAttempt, JobCounts, JobPage, JobStatus, Lease};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
@@ -79,24 +79,57 @@ pub enum EnqueueOutcome {
     UserLimit { inflight: u64 },
 }
 
-/// Filters of a job listing, newest first.
+/// Which of a user's jobs a listing, a count or a bulk action looks at.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    /// Any of these states; empty = every state.
+    pub statuses: Vec<JobStatus>,
+    pub engine: Option<String>,
+    pub kind: Option<String>,
+    /// Enqueued at or after this time (Unix ms).
+    pub enqueued_from_ms: Option<i64>,
+    /// Enqueued before this time (Unix ms).
+    pub enqueued_before_ms: Option<i64>,
+    /// Ids that start with this (lowercase hex and `-`).
+    pub id_prefix: Option<String>,
+}
+
+impl JobFilter {
+    /// The statuses as their names, for a driver's `status = ANY(...)` / `IN (...)`.
+    pub fn status_names(&self) -> Vec<&'static str> {
+        self.statuses.iter().map(|s| s.as_str()).collect()
+    }
+}
+
+/// A page of a job listing, newest first.
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
-    pub status: Option<JobStatus>,
-    pub engine: Option<String>,
+    pub filter: JobFilter,
     pub limit: usize,
     /// Only jobs older than this job id (the previous page's cursor).
     pub before_id: Option<String>,
 }
 
-/// What a cancel did.
+/// What an operator action does to a job: retry a `dead` or `cancelled` one, cancel a queued or running one,
+/// delete a final one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobAction {
+    Retry,
+    Cancel,
+    Delete,
+}
+
+/// What an action on one job did.
 #[derive(Debug)]
-pub enum CancelOutcome {
-    Cancelled(Box<Job>),
-    /// The job runs: its engine is asked to stop it.
+pub enum ActOutcome {
+    /// Done: the job as it is now (as it was, for a deletion).
+    Done(Box<Job>),
+    /// A running job whose engine is asked to stop it (cancel only).
     Requested(Box<Job>),
-    /// The job exists but is past the point where it can be cancelled.
-    NotCancellable(JobStatus),
+    /// The job exists but the action does not apply to its state.
+    NotApplicable(JobStatus),
+    /// A retry by a user no longer on the engine's whitelist.
+    NotAllowed,
     NotFound,
 }
 
@@ -121,6 +154,10 @@ pub enum Finish {
     },
     /// The engine stopped the job after its cancellation was requested.
     Cancelled,
+    /// The handler ran past the job's timeout: a retryable failure, recorded as a timeout in its attempt.
+    TimedOut {
+        error: String,
+    },
 }
 
 impl Finish {
@@ -493,7 +530,25 @@ pub trait JobStore: Send + Sync + 'static {
     async fn replay(&self, job: &NewJob) -> Result<Option<EnqueueOutcome>, StoreError>;
     async fn get_job(&self, user: &str, id: &str) -> Result<Option<Job>, StoreError>;
     async fn list_jobs(&self, user: &str, query: ListQuery) -> Result<JobPage, StoreError>;
-    async fn cancel(&self, user: &str, id: &str) -> Result<CancelOutcome, StoreError>;
+    /// Retries, cancels or deletes one of `user`'s jobs, when the action applies to its state.
+    async fn act(&self, user: &str, id: &str, action: JobAction) -> Result<ActOutcome, StoreError>;
+    /// Applies an action to those of `ids` (at most a few hundred, all on `engine`) that belong to `user` and are in
+    /// a state it applies to, in one short transaction; returns how many changed.
+    async fn act_on_many(&self, engine: &str, user: &str, ids: &[String], action: JobAction)
+    -> Result<u64, StoreError>;
+    /// Up to `limit` of `user`'s jobs matching `filter` (its engine, or every engine), newest first, older than
+    /// `before_id`: as (engine, id), the pages a bulk action walks.
+    async fn job_ids(
+        &self,
+        user: &str,
+        filter: &JobFilter,
+        before_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError>;
+    /// Every attempt of one of `user`'s jobs, oldest first (the running one last); `None` if there is no such job.
+    async fn attempts(&self, user: &str, id: &str) -> Result<Option<Vec<JobAttempt>>, StoreError>;
+    /// How many of `user`'s jobs are in each state, on one engine or on all.
+    async fn count_jobs(&self, user: &str, engine: Option<&str>) -> Result<JobCounts, StoreError>;
     /// Leases runnable jobs, waiting up to `wait_ms` (woken by enqueues, not by polling) unless `stop` fires.
     async fn claim(&self, engine: &str, params: ClaimParams, stop: CancellationToken)
     -> Result<Vec<Lease>, StoreError>;

@@ -59,7 +59,7 @@ def test_a_worker_names_its_protocol_and_stops_on_a_refusal_it_cannot_fix(
         worker.run()
     assert stopped.value.code == code
     assert len(_Refusing.seen) == 1, "a refusal that cannot change must not be retried"
-    assert _Refusing.seen[0]["flowork-protocol"] == "1.0"
+    assert _Refusing.seen[0]["flowork-protocol"] == "1.1"
     assert _Refusing.seen[0]["x-engine-token"] == "fwe_wrong"
 
 

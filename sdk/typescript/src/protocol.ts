@@ -1,7 +1,7 @@
 /** What every request names about the engine protocol and this SDK (docs/engine-protocol.md). */
 
 /** The engine protocol version this SDK speaks (`MAJOR.MINOR`); the gateway refuses a major it does not know. */
-export const PROTOCOL_VERSION = "1.0";
+export const PROTOCOL_VERSION = "1.1";
 
 /** The header that carries `PROTOCOL_VERSION` on every `/internal/*` call. */
 export const PROTOCOL_HEADER = "Flowork-Protocol";

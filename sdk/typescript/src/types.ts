@@ -99,7 +99,7 @@ export interface Lease {
 /** `POST /internal/jobs/{id}/finish` body. */
 export interface FinishReport {
   lease_token: string;
-  outcome: "succeeded" | "failed" | "cancelled";
+  outcome: "succeeded" | "failed" | "timed_out" | "cancelled";
   result?: unknown;
   error?: string;
   retryable?: boolean;

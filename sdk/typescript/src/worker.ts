@@ -300,7 +300,7 @@ export class Worker {
       const error = `timed out after ${job.timeout_ms} ms`;
       controller.abort(new FloworkError("timeout", 0, error));
       this.#log("info", "job timed out", fields);
-      await this.#deliver(job, { lease_token: lease.lease_token, ...failure(error, true) }, fields);
+      await this.#deliver(job, { lease_token: lease.lease_token, outcome: "timed_out", error, retryable: true }, fields);
     } else {
       const report: FinishReport = { lease_token: lease.lease_token, ...ending.report };
       this.#log("info", `job ${report.outcome}`, report.error === undefined ? fields : { ...fields, error: report.error });

@@ -1,7 +1,7 @@
 //! What an attempt's outcome does to its job: the one finish rule both drivers execute.
 
 use flowork_common::backoff::full_jitter_delay_ms;
-use flowork_common::wire::JobStatus;
+use flowork_common::wire::{AttemptEnd, JobStatus};
 
 use super::hold::hold_for_run_at;
 use crate::store::{Finish, RetryPolicy};
@@ -46,6 +46,15 @@ pub fn after_attempt(
         run_at_ms: None,
         hold: None,
     };
+    // A timeout is a retryable failure; only its attempt's record tells them apart.
+    let timed_out;
+    let finish = match finish {
+        Finish::TimedOut { error } => {
+            timed_out = Finish::Failed { error: error.clone(), retryable: true };
+            &timed_out
+        }
+        other => other,
+    };
     match finish {
         Finish::Succeeded { result } => Transition {
             result: Some(result.clone().unwrap_or_else(|| "null".into())),
@@ -67,7 +76,18 @@ pub fn after_attempt(
             }
         }
         Finish::Cancelled => last(JobStatus::Cancelled, Some(CANCELLED_WHILE_RUNNING.into())),
-        Finish::Failed { error, .. } => last(JobStatus::Dead, Some(error.clone())),
+        Finish::Failed { error, .. } | Finish::TimedOut { error } => last(JobStatus::Dead, Some(error.clone())),
+    }
+}
+
+/// How an attempt reported with `finish` ended, and the error its record keeps: what both drivers append to the
+/// job's attempt log.
+pub fn attempt_end(finish: &Finish) -> (AttemptEnd, Option<&str>) {
+    match finish {
+        Finish::Succeeded { .. } => (AttemptEnd::Succeeded, None),
+        Finish::Failed { error, .. } => (AttemptEnd::Failed, Some(error)),
+        Finish::TimedOut { error } => (AttemptEnd::TimedOut, Some(error)),
+        Finish::Cancelled => (AttemptEnd::Cancelled, None),
     }
 }
 

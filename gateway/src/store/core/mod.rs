@@ -6,5 +6,6 @@ pub mod created;
 pub mod fair;
 pub mod hold;
 pub mod migration;
+pub mod operate;
 pub mod schedule;
 pub mod wait;

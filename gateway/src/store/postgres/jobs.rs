@@ -15,12 +15,10 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use crate::admission::{AdmissionLimits, over};
-use crate::store::core::attempt::after_attempt;
+use crate::store::core::attempt::{after_attempt, attempt_end};
 use crate::store::core::created::created_job;
 use crate::store::core::hold::hold_for_run_at;
-use crate::store::{
-    AllowedUser, CancelOutcome, EnqueueOutcome, Finish, FinishOutcome, NewJob, RetryPolicy, StoreError,
-};
+use crate::store::{AllowedUser, EnqueueOutcome, Finish, FinishOutcome, NewJob, RetryPolicy, StoreError};
 
 /// The columns `job_from_row` reads, in order.
 pub const JOB_COLUMNS: &str = "id, user_id, kind, status, payload, attempts, max_attempts, priority, timeout_ms, \
@@ -350,13 +348,31 @@ pub async fn finish(
     // PostgreSQL text cannot hold a NUL character; an engine's error message may.
     let error = next.error.as_deref().map(|error| error.replace('\0', "\u{fffd}"));
     let hold = next.hold.map(|hold| hold as i16);
+    let (end, attempt_error) = attempt_end(outcome);
+    let attempt_error = attempt_error.map(|error| error.replace('\0', "\u{fffd}"));
     let sql = format!(
         "UPDATE jobs SET status = $1, result = coalesce($2, result), error = $3, finished_at = $4,
-                run_at = coalesce($5, run_at), hold = coalesce($6, hold), {CLEAR_LEASE}
+                run_at = coalesce($5, run_at), hold = coalesce($6, hold),
+                attempt_log = coalesce(attempt_log, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
+                    'worker', lease_owner, 'started_at', claimed_at, 'finished_at', $9::BIGINT,
+                    'outcome', $10::TEXT, 'error', $11::TEXT)),
+                {CLEAR_LEASE}
          WHERE engine_id = $7 AND id = $8 RETURNING {JOB_COLUMNS}"
     );
-    let params: [&(dyn ToSql + Sync); 8] =
-        [&next.status.as_str(), &next.result, &error, &next.finished_at_ms, &next.run_at_ms, &hold, &engine, &job_id];
+    let end = end.as_str();
+    let params: [&(dyn ToSql + Sync); 11] = [
+        &next.status.as_str(),
+        &next.result,
+        &error,
+        &next.finished_at_ms,
+        &next.run_at_ms,
+        &hold,
+        &engine,
+        &job_id,
+        &now,
+        &end,
+        &attempt_error,
+    ];
     let row = query_opt(tx, &sql, &params).await?.ok_or_else(|| StoreError::LeaseLost(job_id.to_string()))?;
     Ok((FinishOutcome { status: next.status, run_at_ms: next.run_at_ms, kind }, job_from_row(&row, engine)?))
 }
@@ -376,7 +392,11 @@ pub async fn finish_succeeded_many(
     let tokens: Vec<&str> = items.iter().map(|(_, token, _)| *token).collect();
     let results: Vec<&str> = items.iter().map(|(_, _, result)| result.unwrap_or("null")).collect();
     let sql = format!(
-        "UPDATE jobs SET status = 'succeeded', result = item.result, error = NULL, finished_at = $2, {CLEAR_LEASE}
+        "UPDATE jobs SET status = 'succeeded', result = item.result, error = NULL, finished_at = $2,
+                attempt_log = coalesce(jobs.attempt_log, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
+                    'worker', jobs.lease_owner, 'started_at', jobs.claimed_at, 'finished_at', $2::BIGINT,
+                    'outcome', 'succeeded', 'error', NULL)),
+                {CLEAR_LEASE}
          FROM (SELECT DISTINCT ON (id) id, token, result
                FROM unnest($3::TEXT[], $4::TEXT[], $5::TEXT[]) AS u(id, token, result)) AS item
          WHERE jobs.engine_id = $1 AND jobs.id = item.id AND jobs.lease_token = item.token
@@ -386,40 +406,6 @@ pub async fn finish_succeeded_many(
     );
     let rows = query(tx, &sql, &[&engine, &now, &ids, &tokens, &results]).await?;
     rows.iter().map(|row| job_from_row(row, engine).map(|job| (job.id.clone(), job))).collect()
-}
-
-/// Cancels a queued job of `user`, or asks the engine to stop a running one; the caller holds the engine's lock.
-pub async fn cancel(
-    tx: &impl GenericClient,
-    engine: &str,
-    user: &str,
-    job_id: &str,
-    now: i64,
-) -> Result<CancelOutcome, StoreError> {
-    let sql = format!(
-        "UPDATE jobs SET status = 'cancelled', finished_at = $1
-         WHERE engine_id = $2 AND id = $3 AND user_id = $4 AND status = 'queued' RETURNING {JOB_COLUMNS}"
-    );
-    if let Some(row) = query_opt(tx, &sql, &[&now, &engine, &job_id, &user]).await? {
-        return Ok(CancelOutcome::Cancelled(Box::new(job_from_row(&row, engine)?)));
-    }
-    let sql = format!(
-        "UPDATE jobs SET cancel_requested = true
-         WHERE engine_id = $1 AND id = $2 AND user_id = $3 AND status = 'running' RETURNING {JOB_COLUMNS}"
-    );
-    if let Some(row) = query_opt(tx, &sql, &[&engine, &job_id, &user]).await? {
-        return Ok(CancelOutcome::Requested(Box::new(job_from_row(&row, engine)?)));
-    }
-    let row = query_opt(
-        tx,
-        "SELECT status FROM jobs WHERE engine_id = $1 AND id = $2 AND user_id = $3",
-        &[&engine, &job_id, &user],
-    )
-    .await?;
-    Ok(match row.map(|r| r.get::<_, String>(0)).as_deref().and_then(JobStatus::parse) {
-        Some(status) => CancelOutcome::NotCancellable(status),
-        None => CancelOutcome::NotFound,
-    })
 }
 
 /// Requeues the engine's jobs whose lease expired (the attempt counts), or marks them `dead` when no attempt is
@@ -432,6 +418,9 @@ pub async fn reap_expired(tx: &impl GenericClient, engine: &str, now: i64) -> Re
              error = CASE WHEN cancel_requested THEN 'cancelled while running: ' ELSE '' END
                      || 'lease expired on attempt ' || attempts || ' of ' || max_attempts
                      || ': the engine stopped heartbeating',
+             attempt_log = coalesce(attempt_log, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
+                 'worker', lease_owner, 'started_at', claimed_at, 'finished_at', $1::BIGINT,
+                 'outcome', 'lease_expired', 'error', 'the engine stopped heartbeating')),
              run_at = $1, hold = 0, {CLEAR_LEASE}
          WHERE engine_id = $2 AND status = 'running' AND lease_expires_at <= $1
          RETURNING {JOB_COLUMNS}"

@@ -24,6 +24,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "0004_audit_signatures",
         sql: include_str!("../../../../migrations/postgres/0004_audit_signatures.sql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_attempt_log",
+        sql: include_str!("../../../../migrations/postgres/0005_attempt_log.sql"),
+    },
 ];
 
 /// The advisory lock every gateway takes while it migrates ("flowork" in ASCII, as a number).

@@ -9,6 +9,7 @@ pub mod control;
 pub mod error;
 pub mod jobs;
 pub mod migrate;
+pub mod operate;
 pub mod position;
 pub mod schedules;
 pub mod tokens;
@@ -21,11 +22,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use flowork_common::clock::Clock;
-use flowork_common::wire::{Job, JobPage, JobStatus, Lease};
+use flowork_common::wire::{Job, JobAttempt, JobCounts, JobPage, JobStatus, Lease};
 use tokio_postgres::NoTls;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use self::jobs::{JOB_COLUMN_COUNT, JOB_COLUMNS, job_from_row, lock_engine, notify_claimable, query, query_opt};
+use self::jobs::{JOB_COLUMN_COUNT, JOB_COLUMNS, job_from_row, lock_engine, notify_claimable, query_opt};
 use crate::admission::AdmissionLimits;
 use crate::audit::{AuditEntry, AuditReport};
 use crate::observability::queue_metrics::QueueMetrics;
@@ -33,9 +34,9 @@ use crate::store::breakers::{Signal, probes_to_claim};
 use crate::store::changes::{ChangeFeed, JobChange};
 use crate::store::core::wait::wait_for_work;
 use crate::store::{
-    AllowedUser, AuditPage, AuditQuery, BreakerPolicy, CancelOutcome, ClaimParams, ControlStore, EngineRecord,
-    EnqueueOutcome, Finish, FinishOutcome, JobStore, KindBreaker, ListQuery, NewJob, NonceCheck, QueueCounts,
-    RefreshCheck, RefreshTokenRecord, RetryPolicy, Schedule, ScheduleOutcome, ShareSettings, StoreError,
+    ActOutcome, AllowedUser, AuditPage, AuditQuery, BreakerPolicy, ClaimParams, ControlStore, EngineRecord,
+    EnqueueOutcome, Finish, FinishOutcome, JobAction, JobFilter, JobStore, KindBreaker, ListQuery, NewJob, NonceCheck,
+    QueueCounts, RefreshCheck, RefreshTokenRecord, RetryPolicy, Schedule, ScheduleOutcome, ShareSettings, StoreError,
 };
 
 /// Connections per gateway process.
@@ -127,6 +128,33 @@ impl PgStore {
     pub fn with_breaker(mut self, breaker: BreakerPolicy) -> Self {
         self.breaker = breaker;
         self
+    }
+
+    /// Applies an action to jobs of one engine in one transaction under its lock; publishes what changed and
+    /// wakes claimers when jobs became runnable.
+    async fn act_on_engine(
+        &self,
+        engine: &str,
+        user: &str,
+        ids: &[String],
+        action: JobAction,
+    ) -> Result<operate::Acted, StoreError> {
+        let now = self.clock.now_ms();
+        let acted = in_tx!(self, |tx| {
+            lock_engine(&tx, engine).await?;
+            let acted = operate::act(&tx, engine, user, ids, action, now).await?;
+            if !acted.done.is_empty() && action != JobAction::Delete {
+                claim::release_parked_keys(&tx, engine).await?;
+                if action == JobAction::Retry {
+                    notify_claimable(&tx, engine).await?;
+                }
+            }
+            acted
+        });
+        if action != JobAction::Delete {
+            self.publish(acted.done.iter().chain(&acted.requested).map(|job| (false, job.clone())));
+        }
+        Ok(acted)
     }
 
     async fn client(&self) -> Result<Object, StoreError> {
@@ -289,46 +317,68 @@ impl JobStore for PgStore {
     }
 
     async fn list_jobs(&self, user: &str, query_by: ListQuery) -> Result<JobPage, StoreError> {
-        let sql = format!(
-            "SELECT {JOB_COLUMNS}, engine_id FROM jobs
-             WHERE user_id = $1 AND ($2::TEXT IS NULL OR status = $2) AND ($3::TEXT IS NULL OR engine_id = $3)
-               AND ($4::TEXT IS NULL OR id < $4)
-             ORDER BY id DESC LIMIT $5"
-        );
-        let status = query_by.status.map(JobStatus::as_str);
-        let limit = query_by.limit as i64 + 1;
-        let jobs = in_tx!(self, |tx| {
-            let rows = query(&tx, &sql, &[&user, &status, &query_by.engine, &query_by.before_id, &limit]).await?;
-            let mut jobs = rows
-                .iter()
-                .map(|row| job_from_row(row, &row.try_get::<_, String>(JOB_COLUMN_COUNT)?))
-                .collect::<Result<Vec<_>, StoreError>>()?;
-            jobs.truncate(query_by.limit + 1);
+        let mut jobs = in_tx!(self, |tx| {
+            let mut jobs =
+                operate::list(&tx, user, &query_by.filter, query_by.before_id.as_deref(), query_by.limit + 1).await?;
             position::place_in_queue(&tx, &mut jobs).await?;
             jobs
         });
-        let mut jobs = jobs;
         let more = jobs.len() > query_by.limit;
         jobs.truncate(query_by.limit);
         let next_cursor = if more { jobs.last().map(|j| j.id.clone()) } else { None };
         Ok(JobPage { jobs, next_cursor })
     }
 
-    async fn cancel(&self, user: &str, id: &str) -> Result<CancelOutcome, StoreError> {
-        let Some(job) = self.get_job(user, id).await? else { return Ok(CancelOutcome::NotFound) };
-        let now = self.clock.now_ms();
-        let outcome = in_tx!(self, |tx| {
-            lock_engine(&tx, &job.engine).await?;
-            let outcome = jobs::cancel(&tx, &job.engine, user, id, now).await?;
-            if matches!(outcome, CancelOutcome::Cancelled(_)) {
-                claim::release_parked_keys(&tx, &job.engine).await?;
-            }
-            outcome
-        });
-        if let CancelOutcome::Cancelled(job) | CancelOutcome::Requested(job) = &outcome {
-            self.publish([(false, (**job).clone())]);
+    async fn act(&self, user: &str, id: &str, action: JobAction) -> Result<ActOutcome, StoreError> {
+        let found = read!(self, |client| operate::find(client, user, id).await?);
+        let Some((engine, status)) = found else { return Ok(ActOutcome::NotFound) };
+        if !action.applies_to().contains(&status) {
+            return Ok(ActOutcome::NotApplicable(status));
         }
-        Ok(outcome)
+        let acted = self.act_on_engine(&engine, user, &[id.to_string()], action).await?;
+        if let Some(job) = acted.done.into_iter().next() {
+            return Ok(ActOutcome::Done(Box::new(job)));
+        }
+        if let Some(job) = acted.requested.into_iter().next() {
+            return Ok(ActOutcome::Requested(Box::new(job)));
+        }
+        // Nothing changed: the job moved on meanwhile, or a retry by a user no longer on the whitelist.
+        Ok(match read!(self, |client| operate::find(client, user, id).await?) {
+            None => ActOutcome::NotFound,
+            Some((_, status)) if action == JobAction::Retry && action.applies_to().contains(&status) => {
+                ActOutcome::NotAllowed
+            }
+            Some((_, status)) => ActOutcome::NotApplicable(status),
+        })
+    }
+
+    async fn act_on_many(
+        &self,
+        engine: &str,
+        user: &str,
+        ids: &[String],
+        action: JobAction,
+    ) -> Result<u64, StoreError> {
+        let acted = self.act_on_engine(engine, user, ids, action).await?;
+        Ok((acted.done.len() + acted.requested.len()) as u64)
+    }
+
+    async fn job_ids(
+        &self,
+        user: &str,
+        filter: &JobFilter,
+        before_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(read!(self, |client| operate::ids(client, user, filter, before_id, limit).await?))
+    }
+
+    async fn attempts(&self, user: &str, id: &str) -> Result<Option<Vec<JobAttempt>>, StoreError> {
+        Ok(read!(self, |client| operate::attempts(client, user, id).await?))
+    }
+
+    async fn count_jobs(&self, user: &str, engine: Option<&str>) -> Result<JobCounts, StoreError> {
+        Ok(read!(self, |client| operate::counts(client, user, engine).await?))
     }
 
     async fn claim(

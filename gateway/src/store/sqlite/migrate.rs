@@ -90,6 +90,11 @@ pub const SHARD: &[Migration] = &[
         name: "0012_user_breakers",
         sql: include_str!("../../../../migrations/shard/0012_user_breakers.sql"),
     },
+    Migration {
+        version: 13,
+        name: "0013_attempt_log",
+        sql: include_str!("../../../../migrations/shard/0013_attempt_log.sql"),
+    },
 ];
 
 /// Brings the database up to the newest schema; refuses a database written by a newer build.

@@ -12,6 +12,7 @@ pub mod counters;
 mod error;
 pub mod fair;
 pub mod migrate;
+pub mod operate;
 pub mod parking;
 pub mod position;
 pub mod queries;
@@ -28,7 +29,7 @@ use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use flowork_common::clock::Clock;
-use flowork_common::wire::{Job, JobPage, Lease};
+use flowork_common::wire::{Job, JobAttempt, JobCounts, JobPage, JobStatus, Lease};
 use tokio_util::sync::CancellationToken;
 
 use self::control::ControlDb;
@@ -40,9 +41,9 @@ use crate::secure_fs::create_private_dir;
 use crate::store::changes::ChangeFeed;
 use crate::store::core::wait::wait_for_work;
 use crate::store::{
-    AllowedUser, AuditPage, AuditQuery, BreakerPolicy, CancelOutcome, ClaimParams, ControlStore, EngineRecord,
-    EnqueueOutcome, Finish, FinishOutcome, JobStore, KindBreaker, ListQuery, NewJob, NonceCheck, QueueCounts,
-    RefreshCheck, RefreshTokenRecord, RetryPolicy, Schedule, ScheduleOutcome, ShareSettings, StoreError,
+    ActOutcome, AllowedUser, AuditPage, AuditQuery, BreakerPolicy, ClaimParams, ControlStore, EngineRecord,
+    EnqueueOutcome, Finish, FinishOutcome, JobAction, JobFilter, JobStore, KindBreaker, ListQuery, NewJob, NonceCheck,
+    QueueCounts, RefreshCheck, RefreshTokenRecord, RetryPolicy, Schedule, ScheduleOutcome, ShareSettings, StoreError,
 };
 
 /// The SQLite-backed store.
@@ -246,6 +247,43 @@ impl SqliteStore {
         Ok(healthy)
     }
 
+    /// The shards a filter looks at: its engine's (none if it is not registered), or every one.
+    async fn shards_of(&self, filter: &JobFilter) -> Result<Vec<Arc<Shard>>, StoreError> {
+        match &filter.engine {
+            Some(engine) => match self.shard(engine).await {
+                Ok(shard) => Ok(vec![shard]),
+                Err(StoreError::EngineNotFound(_)) => Ok(Vec::new()),
+                Err(e) => Err(e),
+            },
+            None => self.all_shards().await,
+        }
+    }
+
+    /// The shard holding one of `user`'s jobs, and the job's state.
+    async fn find_job(&self, user: &str, id: &str) -> Result<Option<(Arc<Shard>, JobStatus)>, StoreError> {
+        for shard in self.all_shards().await? {
+            let (user, id) = (user.to_string(), id.to_string());
+            if let Some(status) = self.read(&shard, move |conn, _| operate::status_of(conn, &user, &id)).await? {
+                return Ok(Some((shard, status)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Applies an action to jobs of one shard, through its writer.
+    async fn act_on_shard(
+        &self,
+        shard: &Shard,
+        user: &str,
+        ids: Vec<String>,
+        action: JobAction,
+    ) -> Result<operate::Acted, StoreError> {
+        match shard.writer.write(WriteOp::Act { user: user.to_string(), ids, action }).await? {
+            WriteDone::Acted(acted) => Ok(acted),
+            other => Err(unexpected(other)),
+        }
+    }
+
     async fn read<T, F>(&self, shard: &Arc<Shard>, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -310,23 +348,15 @@ impl JobStore for SqliteStore {
     }
 
     async fn list_jobs(&self, user: &str, query: ListQuery) -> Result<JobPage, StoreError> {
-        let shards = match &query.engine {
-            Some(engine) => match self.shard(engine).await {
-                Ok(shard) => vec![shard],
-                Err(StoreError::EngineNotFound(_)) => Vec::new(),
-                Err(e) => return Err(e),
-            },
-            None => self.all_shards().await?,
-        };
         // Each shard returns its newest `limit + 1`; UUIDv7 ids sort by time, so a merge by id gives the
         // newest across shards and tells whether another page exists.
         let mut jobs = Vec::new();
-        for shard in shards {
-            let (user, status, before, limit) =
-                (user.to_string(), query.status, query.before_id.clone(), query.limit + 1);
+        for shard in self.shards_of(&query.filter).await? {
+            let (user, filter, before, limit) =
+                (user.to_string(), query.filter.clone(), query.before_id.clone(), query.limit + 1);
             jobs.extend(
                 self.read(&shard, move |conn, engine| {
-                    let mut jobs = queries::list(conn, engine, &user, status, before.as_deref(), limit)?;
+                    let mut jobs = operate::list(conn, engine, &user, &filter, before.as_deref(), limit)?;
                     position::place_in_queue(conn, &mut jobs)?;
                     Ok(jobs)
                 })
@@ -340,16 +370,85 @@ impl JobStore for SqliteStore {
         Ok(JobPage { jobs, next_cursor })
     }
 
-    async fn cancel(&self, user: &str, id: &str) -> Result<CancelOutcome, StoreError> {
-        let Some(job) = self.get_job(user, id).await? else {
-            return Ok(CancelOutcome::NotFound);
-        };
-        let shard = self.shard(&job.engine).await?;
-        let op = WriteOp::Cancel { user: user.to_string(), job_id: id.to_string() };
-        match shard.writer.write(op).await? {
-            WriteDone::Cancelled(outcome) => Ok(outcome),
-            other => Err(unexpected(other)),
+    async fn act(&self, user: &str, id: &str, action: JobAction) -> Result<ActOutcome, StoreError> {
+        let Some((shard, status)) = self.find_job(user, id).await? else { return Ok(ActOutcome::NotFound) };
+        if !action.applies_to().contains(&status) {
+            return Ok(ActOutcome::NotApplicable(status));
         }
+        let acted = self.act_on_shard(&shard, user, vec![id.to_string()], action).await?;
+        if let Some(job) = acted.done.into_iter().next() {
+            return Ok(ActOutcome::Done(Box::new(job)));
+        }
+        if let Some(job) = acted.requested.into_iter().next() {
+            return Ok(ActOutcome::Requested(Box::new(job)));
+        }
+        // Nothing changed: the job moved on meanwhile, or a retry by a user no longer on the whitelist.
+        Ok(match self.find_job(user, id).await? {
+            None => ActOutcome::NotFound,
+            Some((_, status)) if action == JobAction::Retry && action.applies_to().contains(&status) => {
+                ActOutcome::NotAllowed
+            }
+            Some((_, status)) => ActOutcome::NotApplicable(status),
+        })
+    }
+
+    async fn act_on_many(
+        &self,
+        engine: &str,
+        user: &str,
+        ids: &[String],
+        action: JobAction,
+    ) -> Result<u64, StoreError> {
+        let shard = self.shard(engine).await?;
+        let acted = self.act_on_shard(&shard, user, ids.to_vec(), action).await?;
+        Ok((acted.done.len() + acted.requested.len()) as u64)
+    }
+
+    async fn job_ids(
+        &self,
+        user: &str,
+        filter: &JobFilter,
+        before_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let mut found = Vec::new();
+        for shard in self.shards_of(filter).await? {
+            let (user, filter, before) = (user.to_string(), filter.clone(), before_id.map(str::to_string));
+            found.extend(
+                self.read(&shard, move |conn, engine| {
+                    let ids = operate::ids(conn, &user, &filter, before.as_deref(), limit)?;
+                    Ok(ids.into_iter().map(|id| (engine.to_string(), id)).collect::<Vec<_>>())
+                })
+                .await?,
+            );
+        }
+        found.sort_by(|a, b| b.1.cmp(&a.1));
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    async fn attempts(&self, user: &str, id: &str) -> Result<Option<Vec<JobAttempt>>, StoreError> {
+        for shard in self.all_shards().await? {
+            let (user, id) = (user.to_string(), id.to_string());
+            let found = self.read(&shard, move |conn, _| operate::attempts(conn, &user, &id)).await?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
+    }
+
+    async fn count_jobs(&self, user: &str, engine: Option<&str>) -> Result<JobCounts, StoreError> {
+        let filter = JobFilter { engine: engine.map(str::to_string), ..JobFilter::default() };
+        let mut total = JobCounts::default();
+        for shard in self.shards_of(&filter).await? {
+            let user = user.to_string();
+            let counts = self.read(&shard, move |conn, _| operate::counts(conn, &user)).await?;
+            for status in JobStatus::ALL {
+                total.add(status, counts.of(status));
+            }
+        }
+        Ok(total)
     }
 
     async fn claim(

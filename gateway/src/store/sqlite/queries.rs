@@ -15,11 +15,9 @@ use serde_json::value::RawValue;
 use super::counters;
 use super::parking::hold_for_run_at;
 use crate::admission::{AdmissionLimits, over};
-use crate::store::core::attempt::after_attempt;
+use crate::store::core::attempt::{after_attempt, attempt_end};
 pub use crate::store::core::created::created_job;
-use crate::store::{
-    AllowedUser, CancelOutcome, EnqueueOutcome, Finish, FinishOutcome, NewJob, QueueCounts, RetryPolicy, StoreError,
-};
+use crate::store::{AllowedUser, EnqueueOutcome, Finish, FinishOutcome, NewJob, QueueCounts, RetryPolicy, StoreError};
 
 /// The columns `job_from_row` reads, in order.
 pub const JOB_COLUMNS: &str = "id, user_id, kind, status, payload, attempts, max_attempts, priority, timeout_ms, \
@@ -263,7 +261,8 @@ fn room_for_all(conn: &Connection, jobs: &[&NewJob], caps: AdmissionLimits) -> R
     Ok(true)
 }
 
-fn is_allowed(conn: &Connection, user: &str) -> Result<bool, StoreError> {
+/// Whether `user` may submit to this engine (its owner or on its whitelist).
+pub fn is_allowed(conn: &Connection, user: &str) -> Result<bool, StoreError> {
     let allowed = conn
         .prepare_cached("SELECT 1 FROM allowed_users WHERE user_id = ?1")?
         .query_row([user], |_| Ok(()))
@@ -364,9 +363,13 @@ pub fn finish(
         return Err(lease_failure(conn, job_id)?);
     };
     let next = after_attempt(outcome, attempts, max_attempts, cancel_requested, now, policy, jitter_unit);
+    let (end, attempt_error) = attempt_end(outcome);
     conn.prepare_cached(
         "UPDATE jobs SET status = ?1, result = coalesce(?2, result), error = ?3, finished_at = ?4,
                 run_at = coalesce(?5, run_at), hold = coalesce(?6, hold),
+                attempt_log = json_insert(coalesce(attempt_log, '[]'), '$[#]',
+                    json_object('worker', lease_owner, 'started_at', claimed_at, 'finished_at', ?8,
+                                'outcome', ?9, 'error', ?10)),
                 lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
          WHERE id = ?7",
     )?
@@ -377,7 +380,10 @@ pub fn finish(
         next.finished_at_ms,
         next.run_at_ms,
         next.hold,
-        job_id
+        job_id,
+        now,
+        end.as_str(),
+        attempt_error,
     ])?;
     Ok(FinishOutcome { status: next.status, run_at_ms: next.run_at_ms, kind })
 }
@@ -403,6 +409,9 @@ pub fn finish_succeeded_many(
             let values = vec!["(?, ?, ?)"; rows].join(", ");
             format!(
                 "UPDATE jobs SET status = 'succeeded', result = item.column3, error = NULL, finished_at = ?1,
+                        attempt_log = json_insert(coalesce(attempt_log, '[]'), '$[#]',
+                            json_object('worker', lease_owner, 'started_at', claimed_at, 'finished_at', ?1,
+                                        'outcome', 'succeeded', 'error', NULL)),
                         lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, counted = counted + 1
                  FROM (VALUES {values}) AS item
                  WHERE jobs.id = item.column1 AND jobs.lease_token = item.column2
@@ -426,43 +435,6 @@ pub fn finish_succeeded_many(
     }
     counters::count_succeeded(conn, moved.iter().map(|(user, key)| (user.as_str(), key.as_deref())))?;
     Ok(finished)
-}
-
-/// Cancels a queued job of `user`.
-pub fn cancel(
-    conn: &Connection,
-    engine: &str,
-    user: &str,
-    job_id: &str,
-    now: i64,
-) -> Result<CancelOutcome, StoreError> {
-    let sql = format!(
-        "UPDATE jobs SET status = 'cancelled', finished_at = ?1
-         WHERE id = ?2 AND user_id = ?3 AND status = 'queued' RETURNING {JOB_COLUMNS}"
-    );
-    let cancelled =
-        conn.prepare_cached(&sql)?.query_row(params![now, job_id, user], |row| job_from_row(row, engine)).optional()?;
-    if let Some(job) = cancelled {
-        return Ok(CancelOutcome::Cancelled(Box::new(job)));
-    }
-    // A running job: ask its engine to stop it (it learns at its next heartbeat).
-    let sql = format!(
-        "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1 AND user_id = ?2 AND status = 'running'
-         RETURNING {JOB_COLUMNS}"
-    );
-    let requested =
-        conn.prepare_cached(&sql)?.query_row(params![job_id, user], |row| job_from_row(row, engine)).optional()?;
-    if let Some(job) = requested {
-        return Ok(CancelOutcome::Requested(Box::new(job)));
-    }
-    let status: Option<String> = conn
-        .prepare_cached("SELECT status FROM jobs WHERE id = ?1 AND user_id = ?2")?
-        .query_row(params![job_id, user], |row| row.get(0))
-        .optional()?;
-    Ok(match status.as_deref().and_then(JobStatus::parse) {
-        Some(status) => CancelOutcome::NotCancellable(status),
-        None => CancelOutcome::NotFound,
-    })
 }
 
 /// Puts back leases whose claim answer never reached the engine, without counting the attempt.
@@ -489,6 +461,9 @@ pub fn reap_expired(conn: &Connection, now: i64) -> Result<Vec<(String, String)>
                  error = CASE WHEN cancel_requested = 1 THEN 'cancelled while running: ' ELSE '' END
                      || 'lease expired on attempt ' || attempts || ' of ' || max_attempts
                          || ': the engine stopped heartbeating',
+                 attempt_log = json_insert(coalesce(attempt_log, '[]'), '$[#]',
+                     json_object('worker', lease_owner, 'started_at', claimed_at, 'finished_at', ?1,
+                                 'outcome', 'lease_expired', 'error', 'the engine stopped heartbeating')),
                  run_at = ?1, hold = 0, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
              WHERE status = 'running' AND lease_expires_at <= ?1
              RETURNING id, kind",
@@ -539,26 +514,6 @@ pub fn is_paused(conn: &Connection) -> Result<bool, StoreError> {
 pub fn get(conn: &Connection, engine: &str, user: &str, job_id: &str) -> Result<Option<Job>, StoreError> {
     let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1 AND user_id = ?2");
     Ok(conn.prepare_cached(&sql)?.query_row(params![job_id, user], |row| job_from_row(row, engine)).optional()?)
-}
-
-/// Up to `limit` jobs of `user`, newest first, optionally of one status and older than `before_id`.
-pub fn list(
-    conn: &Connection,
-    engine: &str,
-    user: &str,
-    status: Option<JobStatus>,
-    before_id: Option<&str>,
-    limit: usize,
-) -> Result<Vec<Job>, StoreError> {
-    let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE user_id = ?1");
-    sql.push_str(if status.is_some() { " AND status = ?2" } else { " AND ?2 IS NULL" });
-    sql.push_str(if before_id.is_some() { " AND id < ?3" } else { " AND ?3 IS NULL" });
-    sql.push_str(" ORDER BY id DESC LIMIT ?4");
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params![user, status.map(JobStatus::as_str), before_id, limit as i64], |row| {
-        job_from_row(row, engine)
-    })?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
 /// How many jobs are queued and running.

@@ -14,14 +14,14 @@ use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::touched::{self, Touched};
-use super::{breakers, fair, parking, queries, schedules};
+use super::{breakers, fair, operate, parking, queries, schedules};
 use crate::admission::AdmissionLimits;
 use crate::observability::queue_metrics::QueueMetrics;
 use crate::store::breakers::{Signal, probes_to_claim};
 use crate::store::changes::ChangeFeed;
 use crate::store::{
-    BreakerPolicy, CancelOutcome, EnqueueOutcome, Finish, FinishOutcome, NewJob, RetryPolicy, Schedule,
-    ScheduleOutcome, StoreError,
+    BreakerPolicy, EnqueueOutcome, Finish, FinishOutcome, JobAction, NewJob, RetryPolicy, Schedule, ScheduleOutcome,
+    StoreError,
 };
 
 /// The most requests committed in one transaction: bounds the latency one commit adds to its first caller.
@@ -53,9 +53,11 @@ pub enum WriteOp {
     },
     /// Several outcomes: (job id, lease token, outcome).
     FinishMany(Vec<(String, String, Finish)>),
-    Cancel {
+    /// Retry, cancel or delete those of `ids` that are `user`'s and in a state the action applies to.
+    Act {
         user: String,
-        job_id: String,
+        ids: Vec<String>,
+        action: JobAction,
     },
     ReapExpired,
     /// Delete up to `limit` jobs that finished before `before_ms`.
@@ -107,7 +109,7 @@ pub enum WriteDone {
     Heartbeat(i64, bool),
     Finished(FinishOutcome),
     FinishedMany(Vec<Result<FinishOutcome, StoreError>>),
-    Cancelled(CancelOutcome),
+    Acted(operate::Acted),
     Reaped(u64),
     Pruned(u64),
     /// Whether a whitelist edit changed anything.
@@ -265,6 +267,7 @@ fn makes_work_claimable(result: &Result<WriteDone, StoreError>) -> bool {
         // A resume (or any pause change) lets waiting claims look again.
         Ok(WriteDone::Changed(true)) => true,
         Ok(WriteDone::Fired(n)) => *n > 0,
+        Ok(WriteDone::Acted(acted)) => acted.done.iter().any(|job| job.status == JobStatus::Queued),
         _ => false,
     }
 }
@@ -414,8 +417,8 @@ fn apply(
             }
             Ok(WriteDone::FinishedMany(outcomes))
         }
-        WriteOp::Cancel { user, job_id } => {
-            queries::cancel(conn, &context.engine, user, job_id, now).map(WriteDone::Cancelled)
+        WriteOp::Act { user, ids, action } => {
+            operate::act(conn, &context.engine, user, ids, *action, now).map(WriteDone::Acted)
         }
         WriteOp::ReapExpired => {
             let lapsed = queries::reap_expired(conn, now)?;

@@ -12,7 +12,7 @@ from .errors import ApiError, api_error
 
 #: The engine-protocol version header (docs/engine-protocol.md) and the version this SDK speaks.
 PROTOCOL_HEADER = "Flowork-Protocol"
-PROTOCOL_VERSION = "1.0"
+PROTOCOL_VERSION = "1.1"
 
 USER_AGENT = "flowork-python/0.1"
 

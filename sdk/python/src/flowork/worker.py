@@ -92,6 +92,10 @@ class _Outcome:
         return _Outcome({"outcome": "failed", "error": message[:MAX_ERROR_CHARS], "retryable": retryable})
 
     @staticmethod
+    def timed_out(message: str) -> _Outcome:
+        return _Outcome({"outcome": "timed_out", "error": message[:MAX_ERROR_CHARS], "retryable": True})
+
+    @staticmethod
     def cancelled() -> _Outcome:
         return _Outcome({"outcome": "cancelled"})
 
@@ -397,7 +401,7 @@ class Worker:
                     result = await asyncio.wait_for(result, timeout)
         except asyncio.TimeoutError:
             ctx.cancel_event.set()
-            return _Outcome.failed(f"timed out after {job.get('timeout_ms')} ms", retryable=True)
+            return _Outcome.timed_out(f"timed out after {job.get('timeout_ms')} ms")
         except PermanentError as error:
             return _Outcome.failed(str(error) or type(error).__name__, retryable=False)
         except asyncio.CancelledError:
