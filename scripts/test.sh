@@ -67,7 +67,8 @@ else
 fi
 # The Python SDK's Client and Worker against the real gateway binary (a gateway per test, workers as processes).
 echo "==> running the Python SDK's tests"
-python3 -m pytest sdk/python -q -p no:cacheprovider || status=$?
+# This checkout's SDK first: an editable install made from another checkout must not stand in for it.
+PYTHONPATH="$PWD/sdk/python/src${PYTHONPATH:+:$PYTHONPATH}" python3 -m pytest sdk/python -q -p no:cacheprovider || status=$?
 # The TypeScript SDK's Client and Worker the same way (node:test, type-checked with tsc --strict first).
 echo "==> running the TypeScript SDK's tests"
 (cd sdk/typescript && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build && npm test) || status=$?

@@ -50,7 +50,18 @@ from flowork_client.api.engines import (
     pause_engine,
     resume_engine,
 )
-from flowork_client.api.jobs import cancel_job, create_job, create_job_batch, get_job, list_jobs
+from flowork_client.api.jobs import (
+    bulk_jobs,
+    cancel_job,
+    count_jobs,
+    create_job,
+    create_job_batch,
+    delete_job,
+    get_job,
+    list_job_attempts,
+    list_jobs,
+    retry_job,
+)
 from flowork_client.api.schedules import create_schedule, delete_schedule, list_schedules
 from flowork_client.api.status import (
     check_health,
@@ -62,6 +73,7 @@ from flowork_client.api.status import (
 )
 from flowork_client.models import (
     ApiKeyList,
+    AttemptEnd,
     AttemptOutcome,
     AuditLogPage,
     AuditVerdict,
@@ -70,6 +82,11 @@ from flowork_client.models import (
     BatchItemAccepted,
     BatchItemRefused,
     BatchJob,
+    BulkAnswer,
+    BulkRequest,
+    FilterFields,
+    JobAttempts,
+    JobCounts,
     ClaimRequest,
     ClaimResponse,
     CreatedApiKey,
@@ -348,6 +365,24 @@ def main():
     assert [(r.job_id, r.status) for r in results] == [(str(first.job.id), JobStatus.CANCELLED), (str(wallet_job.id), JobStatus.DEAD)]
     succeeded = answer(get_job.sync_detailed(job.id, client=owner), 200, Job, "GET /jobs/{id}")
     assert succeeded.status == JobStatus.SUCCEEDED and succeeded.result == {"n": 1, "ok": True} and succeeded.finished_at
+
+    # Operating jobs: the attempt history, retry of a dead job, delete of a final one, counts, a bulk action.
+    history = answer(list_job_attempts.sync_detailed(job.id, client=owner), 200, JobAttempts, "GET /jobs/{id}/attempts")
+    assert [(a.number, a.outcome, a.worker) for a in history.attempts] == [(1, AttemptEnd.SUCCEEDED, "contract-test")]
+    refused(list_job_attempts.sync_detailed(uuid.uuid4(), client=owner), 404, "job_not_found", "GET /jobs/{id}/attempts")
+    retried = answer(retry_job.sync_detailed(first.job.id, client=owner), 200, Job, "POST /jobs/{id}/retry")
+    assert retried.status == JobStatus.QUEUED and retried.attempts == 0
+    refused(retry_job.sync_detailed(first.job.id, client=owner), 409, "not_retryable", "POST /jobs/{id}/retry")
+    refused(delete_job.sync_detailed(first.job.id, client=owner), 409, "job_not_final", "DELETE /jobs/{id}")
+    answer(delete_job.sync_detailed(second.job.id, client=owner), 204, type(None), "DELETE /jobs/{id}")
+    refused(get_job.sync_detailed(second.job.id, client=owner), 404, "job_not_found", "GET /jobs/{id}")
+    counts = answer(count_jobs.sync_detailed(client=owner, engine=ENGINE), 200, JobCounts, "GET /jobs/counts")
+    assert counts.succeeded == 1 and counts.queued >= 1, counts
+    refused(count_jobs.sync_detailed(client=owner, engine="BAD"), 400, "invalid_engine", "GET /jobs/counts")
+    bulk = BulkRequest(action="cancel", filter_=FilterFields(engine=ENGINE, status="queued"))
+    cancelled_all = answer(bulk_jobs.sync_detailed(client=owner, body=bulk), 200, BulkAnswer, "POST /jobs/bulk")
+    assert cancelled_all.matched == cancelled_all.changed and cancelled_all.changed >= 1, cancelled_all
+    refused(bulk_jobs.sync_detailed(client=owner, body=BulkRequest(action="purge", ids=[str(job.id)])), 422, "invalid_action", "POST /jobs/bulk")
 
     # Drain last: new jobs are refused until it ends.
     assert answer(admin_start_drain.sync_detailed(client=admin), 200, DrainState, "POST /admin/drain").draining

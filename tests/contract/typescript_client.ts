@@ -273,6 +273,29 @@ async function main(): Promise<void> {
   assert.deepEqual([succeeded.status, succeeded.result], ["succeeded", { n: 1, ok: true }]);
   assert.ok(succeeded.finished_at);
 
+  // Operating jobs: the attempt history, retry of a dead job, delete of a final one, counts, a bulk action.
+  const history = ok("GET /jobs/{id}/attempts", 200, await owner.GET("/jobs/{id}/attempts", byId(job.id)));
+  assert.deepEqual(
+    history.attempts.map((a) => [a.number, a.outcome, a.worker]),
+    [[1, "succeeded", "contract-test"]],
+  );
+  refused("GET /jobs/{id}/attempts", 404, "job_not_found", await owner.GET("/jobs/{id}/attempts", byId(randomUUID())));
+  const retried = ok("POST /jobs/{id}/retry", 200, await owner.POST("/jobs/{id}/retry", byId(first.job.id)));
+  assert.deepEqual([retried.status, retried.attempts], ["queued", 0]);
+  refused("POST /jobs/{id}/retry", 409, "not_retryable", await owner.POST("/jobs/{id}/retry", byId(first.job.id)));
+  refused("DELETE /jobs/{id}", 409, "job_not_final", await owner.DELETE("/jobs/{id}", byId(first.job.id)));
+  const deletedJob = await owner.DELETE("/jobs/{id}", byId(second.job.id));
+  routes.add("DELETE /jobs/{id}");
+  assert.equal(deletedJob.response.status, 204);
+  refused("GET /jobs/{id}", 404, "job_not_found", await owner.GET("/jobs/{id}", byId(second.job.id)));
+  const counts = ok("GET /jobs/counts", 200, await owner.GET("/jobs/counts", { params: { query: { engine: ENGINE } } }));
+  assert.ok(counts.succeeded === 1 && counts.queued >= 1, JSON.stringify(counts));
+  refused("GET /jobs/counts", 400, "invalid_engine", await owner.GET("/jobs/counts", { params: { query: { engine: "BAD" } } }));
+  const bulkBody: Schemas["BulkRequest"] = { action: "cancel", filter: { engine: ENGINE, status: "queued" } };
+  const bulk = ok("POST /jobs/bulk", 200, await owner.POST("/jobs/bulk", { body: bulkBody }));
+  assert.ok(bulk.matched === bulk.changed && bulk.changed >= 1, JSON.stringify(bulk));
+  refused("POST /jobs/bulk", 422, "invalid_action", await owner.POST("/jobs/bulk", { body: { action: "purge", ids: [job.id] } }));
+
   // Drain last: new jobs are refused until it ends.
   assert.equal(ok("POST /admin/drain", 200, await admin.POST("/admin/drain")).draining, true);
   const late = await owner.POST("/jobs", { params: { header: { "Idempotency-Key": "ts-late" } }, body: { engine: ENGINE, kind: "echo" } });

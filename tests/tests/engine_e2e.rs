@@ -172,13 +172,27 @@ async fn builtin_handlers_and_timeouts() -> anyhow::Result<()> {
     assert_eq!(job("exec-ok")["result"].as_str().map(str::trim), Some("5"));
     assert_eq!(job("timeout")["status"], "dead");
     assert!(job("timeout")["error"].as_str().unwrap().contains("timed out"));
+    // Each attempt's record says how it ended: the engine reports a timeout as such (protocol 1.1).
+    let timeout_id = job("timeout")["id"].as_str().unwrap().to_string();
+    let history = api.get(&format!("/jobs/{timeout_id}/attempts")).await?;
+    let attempts = history.body["attempts"].as_array().cloned().unwrap_or_default();
+    assert!(!attempts.is_empty(), "{}", history.body);
+    for (index, attempt) in attempts.iter().enumerate() {
+        assert_eq!(attempt["number"], index + 1, "{attempt}");
+        assert_eq!(attempt["outcome"], "timed_out", "{attempt}");
+        assert!(attempt["error"].as_str().unwrap_or_default().contains("timed out"), "{attempt}");
+        assert!(attempt["worker"].is_string() && attempt["started_at"].is_string(), "{attempt}");
+    }
+    assert_eq!(job("exec-ok")["attempts"], 1);
     Ok(())
 }
 
 #[tokio::test]
 async fn a_running_job_reports_progress_and_can_be_cancelled() -> anyhow::Result<()> {
     let (ws, gw, api) = setup(&[]).await?;
-    let _engine = Engine::start(&ws, &gw, "local", 1, &["--lease-ms", "600"])?;
+    // A short lease, so a lapse after the cancel ends it quickly; long enough that a busy machine's heartbeats
+    // keep it before the cancel.
+    let _engine = Engine::start(&ws, &gw, "local", 1, &["--lease-ms", "1500"])?;
     let job = api.post_job("long", &json!({"engine": "local", "kind": "sleep", "payload": {"ms": 20_000}})).await?;
     let id = job.body["id"].as_str().unwrap().to_string();
     let running = eventually(Duration::from_secs(20), "progress", || async {
