@@ -10,6 +10,7 @@
 //! status 3 when an SLO is missed.
 
 mod baseline;
+mod bulk;
 mod chart;
 mod client;
 mod cpu;
@@ -36,6 +37,8 @@ pub enum Mode {
     Closed,
     Open,
     Startup,
+    /// `POST /jobs/bulk` over a backlog of `--jobs` jobs, and the enqueue latency while it runs.
+    Bulk,
 }
 
 #[derive(Debug, Clone, Parser)]
@@ -381,6 +384,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.mode == Mode::Bulk {
+        return bulk_runs(&args).await;
+    }
     if args.mode == Mode::Open && (args.rate.is_nan() || args.rate <= 0.0) {
         bail!("--rate must be above 0");
     }
@@ -428,6 +434,34 @@ async fn main() -> anyhow::Result<()> {
     if !missed.is_empty() {
         eprintln!("SLO missed: {}", missed.join("; "));
         std::process::exit(3);
+    }
+    Ok(())
+}
+
+/// Bulk mode: each run on a fresh gateway; prints each and writes them all to the report.
+async fn bulk_runs(args: &Args) -> anyhow::Result<()> {
+    let mut runs = Vec::new();
+    for run in 1..=args.runs.max(1) {
+        let report = bulk::run(args).await?;
+        println!(
+            "run {run}: bulk cancel of {} jobs ({} changed) in {:.2} s ({:.0}/s); POST /jobs alone p50 {:.2} ms p99 \
+             {:.2} ms max {:.2} ms; during the bulk p50 {:.2} ms p99 {:.2} ms max {:.2} ms ({} requests)",
+            report.backlog,
+            report.changed,
+            report.bulk_seconds,
+            report.changed_per_s,
+            report.enqueue_alone.p50_ms,
+            report.enqueue_alone.p99_ms,
+            report.enqueue_alone.max_ms,
+            report.enqueue_during_bulk.p50_ms,
+            report.enqueue_during_bulk.p99_ms,
+            report.enqueue_during_bulk.max_ms,
+            report.enqueue_during_bulk.count,
+        );
+        runs.push(report);
+    }
+    if let Some(path) = &args.report {
+        std::fs::write(path, serde_json::to_string_pretty(&json!({"mode": "bulk", "runs": runs}))?)?;
     }
     Ok(())
 }

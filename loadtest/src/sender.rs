@@ -63,6 +63,12 @@ impl Target {
         })
     }
 
+    /// The same target with another prefix for its idempotency keys.
+    pub fn with_tag(mut self, tag: &str) -> Self {
+        self.tag = tag.to_string();
+        self
+    }
+
     pub fn with_batch(mut self, batch: usize) -> Self {
         self.batch = batch.clamp(1, 1_000);
         self
