@@ -444,6 +444,28 @@ impl Api {
         Reply::read(self.http.delete(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await?).await
     }
 
+    /// How many of this user's jobs are in each state (`GET /jobs/counts`): a cheap poll, where listing every job
+    /// every few milliseconds would itself load the gateway under test.
+    pub async fn counts(&self) -> anyhow::Result<Value> {
+        let reply = self.get("/jobs/counts").await?;
+        if reply.status != StatusCode::OK {
+            bail!("GET /jobs/counts: {} {}", reply.status, reply.body);
+        }
+        Ok(reply.body)
+    }
+
+    /// Waits until this user has `total` jobs and none is queued or running (polling the counts), then lists them.
+    pub async fn wait_all_final(&self, total: u64, within: Duration) -> anyhow::Result<Vec<Value>> {
+        eventually(within, &format!("all {total} jobs to be final"), || async {
+            let counts = self.counts().await?;
+            let n = |s: &str| counts[s].as_u64().unwrap_or(0);
+            let finished = n("succeeded") + n("dead") + n("cancelled");
+            Ok((finished == total && n("queued") + n("running") == 0).then_some(()))
+        })
+        .await?;
+        self.all_jobs(None).await
+    }
+
     /// Every job of this user (following cursors), optionally of one status.
     pub async fn all_jobs(&self, status: Option<&str>) -> anyhow::Result<Vec<Value>> {
         let mut jobs = Vec::new();

@@ -35,16 +35,8 @@ async fn enqueue_many(api: &Api, count: usize, body: impl Fn(usize) -> Value) ->
 
 /// Waits until every job of the user is final; returns them by id.
 async fn wait_all_final(api: &Api, count: usize, within: Duration) -> anyhow::Result<HashMap<String, Value>> {
-    eventually(within, "every job to finish", || async {
-        let jobs = api.all_jobs(None).await?;
-        let done = jobs
-            .iter()
-            .filter(|j| ["succeeded", "dead", "cancelled"].contains(&j["status"].as_str().unwrap_or("")))
-            .count();
-        Ok((jobs.len() == count && done == count)
-            .then(|| jobs.into_iter().map(|j| (j["id"].as_str().unwrap_or_default().to_string(), j)).collect()))
-    })
-    .await
+    let jobs = api.wait_all_final(count as u64, within).await?;
+    Ok(jobs.into_iter().map(|j| (j["id"].as_str().unwrap_or_default().to_string(), j)).collect())
 }
 
 #[tokio::test]
