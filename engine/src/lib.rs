@@ -118,7 +118,7 @@ impl Engine {
 /// Claims and runs jobs of `args.engine_id` with `handlers`.
 async fn serve(args: EngineArgs, handlers: Registry) -> anyhow::Result<()> {
     let token = args.read_token()?;
-    let client = GatewayClient::new(&args.gateway, token, &args.engine_id)?;
+    let client = GatewayClient::new(&args.gateway, token, &args.engine_id, args.read_ca_file()?)?;
     let who = client.whoami().await.with_context(|| format!("checking the engine token with {}", args.gateway))?;
     if who.engine_id != args.engine_id {
         bail!("the token belongs to engine {:?}, not {:?}", who.engine_id, args.engine_id);
@@ -140,6 +140,7 @@ async fn serve(args: EngineArgs, handlers: Registry) -> anyhow::Result<()> {
         kinds = ?handlers.kinds(),
         "engine started"
     );
+    flowork_common::service::ready();
     let metrics = Arc::new(EngineMetrics::default());
     if let Some(addr) = args.metrics_listen {
         let (metrics, pool) = (metrics.clone(), pool.clone());

@@ -9,6 +9,7 @@ pub fn on_signal() -> CancellationToken {
     tokio::spawn(async move {
         flowork_common::signal::stop_requested().await;
         tracing::info!("stop requested: no new claims");
+        flowork_common::service::stopping();
         fire.cancel();
     });
     token
