@@ -40,6 +40,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    if tls.is_none() {
+        // `systemctl reload` (SIGHUP) must not end a gateway that has nothing to reload.
+        tokio::spawn(async {
+            let mut reloads = flowork_common::signal::ReloadRequests::new();
+            loop {
+                reloads.next().await;
+                tracing::info!("SIGHUP: nothing to reload without TLS");
+            }
+        });
+    }
     let protocols = Protocols { tls, h2c: args.h2c };
     // The store first: one this build cannot run on is refused before anything listens.
     let opened = OpenedStores::open(&args).await?;

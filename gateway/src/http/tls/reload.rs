@@ -32,8 +32,9 @@ impl ResolvesServerCert for CurrentCertificate {
     }
 }
 
-/// Reads the files every `every`; when their bytes differ from the pair in use, serves the new pair if it is
-/// whole, and otherwise warns once per new content (an operator mid-copy, or a wrong key) and keeps the old one.
+/// Reads the files every `every`, and at once on SIGHUP (`systemctl reload`); when their bytes differ from the
+/// pair in use, serves the new pair if it is whole, and otherwise warns once per new content (an operator mid-copy,
+/// or a wrong key) and keeps the old one.
 pub async fn follow(
     files: TlsFiles,
     provider: Arc<CryptoProvider>,
@@ -44,7 +45,12 @@ pub async fn follow(
 ) {
     let mut ticker = crate::background::periodic::Ticker::new(every, shutdown);
     let mut last_error: Option<String> = None;
-    while ticker.next().await {
+    let mut reloads = flowork_common::signal::ReloadRequests::new();
+    loop {
+        tokio::select! {
+            more = ticker.next() => if !more { return },
+            () = reloads.next() => tracing::info!("SIGHUP: reading the TLS certificate and key again"),
+        }
         let now = match pair::read_bytes(&files).await {
             Ok(now) => now,
             Err(error) => {
