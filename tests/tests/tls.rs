@@ -336,3 +336,51 @@ async fn a_stalled_handshake_is_closed_by_the_header_read_timeout() -> anyhow::R
     .await??;
     Ok(())
 }
+
+#[tokio::test]
+async fn the_connection_cap_and_the_idle_timeout_hold_under_tls() -> anyhow::Result<()> {
+    let ws = Workspace::new()?;
+    let ca = TestCa::new("flowork test CA")?;
+    let gw = Gateway::start_tls(&ws, &ca, &["--max-connections", "2", "--idle-timeout", "2s"]).await?;
+    let addr = addr(&gw).to_string();
+    let config = client_config(&ca, &[&rustls::version::TLS13])?;
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        // Two connections in use take both slots (the harness's readiness connection idles out first).
+        let mut held = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while held.len() < 2 {
+            anyhow::ensure!(std::time::Instant::now() < deadline, "could not open two connections");
+            let tcp = TcpStream::connect(&addr)?;
+            tcp.set_read_timeout(Some(Duration::from_secs(2)))?;
+            let connection =
+                ClientConnection::new(Arc::new(config.clone()), ServerName::try_from("127.0.0.1")?.to_owned())?;
+            let mut stream = StreamOwned::new(connection, tcp);
+            if healthz_on(&mut stream).is_ok() {
+                stream.sock.set_read_timeout(Some(Duration::from_secs(30)))?;
+                held.push(stream);
+            }
+        }
+        // A third waits in the backlog: its handshake gets no answer while both slots are held...
+        let third = TcpStream::connect(&addr)?;
+        third.set_read_timeout(Some(Duration::from_secs(1)))?;
+        let connection =
+            ClientConnection::new(Arc::new(config.clone()), ServerName::try_from("127.0.0.1")?.to_owned())?;
+        let mut waiting = StreamOwned::new(connection, third);
+        assert!(waiting.conn.complete_io(&mut waiting.sock).is_err(), "a third connection was served past a cap of 2");
+        // ...and the held ones, quiet past the idle timeout, are closed by the gateway, which frees the slots.
+        for mut stream in held {
+            let mut rest = Vec::new();
+            match stream.read_to_end(&mut rest) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+                Err(e) => anyhow::bail!("an idle TLS connection was kept open: {e}"),
+            }
+        }
+        waiting.sock.set_read_timeout(Some(Duration::from_secs(30)))?;
+        assert_eq!(healthz_on(&mut waiting)?, "HTTP/1.1 200 OK");
+        Ok(())
+    })
+    .await??;
+    Ok(())
+}
