@@ -33,6 +33,8 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 # (tests/tests/deploy.rs).
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v buildah >/dev/null 2>&1 || missing+=(buildah)
+# promtool (from Debian's prometheus) checks and unit-tests the rules in deploy/prometheus (tests/tests/slo.rs).
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
