@@ -1,7 +1,7 @@
 //! TLS on the gateway's listen port, with a certificate authority made in the test: HTTPS and HTTP/2 by ALPN
 //! (curl and reqwest), TLS 1.1 refused, a certificate swapped under a running gateway, a bad pair refused at
 //! start, the engine and a Socket.IO client (WSS) working through it, and the handshake bound by the header-read
-//! timeout.
+//! timeout, and HTTP/2 in clear text only with `--h2c`.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -382,5 +382,20 @@ async fn the_connection_cap_and_the_idle_timeout_hold_under_tls() -> anyhow::Res
         Ok(())
     })
     .await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn plain_http_is_http_1_1_unless_h2c_is_asked_for() -> anyhow::Result<()> {
+    let ws = Workspace::new()?;
+    let h2c = || reqwest::Client::builder().http2_prior_knowledge().build();
+    let plain = Gateway::start(&ws, &[]).await?;
+    assert!(h2c()?.get(format!("{}/healthz", plain.base)).send().await.is_err(), "h2c answered by default");
+    let ok = reqwest::get(format!("{}/healthz", plain.base)).await?;
+    assert_eq!((ok.status(), ok.version()), (StatusCode::OK, reqwest::Version::HTTP_11));
+    drop(plain);
+    let with_h2c = Gateway::start(&ws, &["--h2c"]).await?;
+    let answer = h2c()?.get(format!("{}/healthz", with_h2c.base)).send().await?;
+    assert_eq!((answer.status(), answer.version()), (StatusCode::OK, reqwest::Version::HTTP_2));
     Ok(())
 }

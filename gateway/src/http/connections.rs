@@ -14,6 +14,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
@@ -56,11 +57,7 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let connections = TaskTracker::new();
     let closing = CancellationToken::new();
-    // Our own watchdog bounds the wait for a request head (before the first request, and between requests by the
-    // idle timeout), so hyper's header timer, which would also cut keep-alive at the header deadline, is off.
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().header_read_timeout(None);
-    let builder = Arc::new(if protocols.tls.is_none() && !protocols.h2c { builder.http1_only() } else { builder });
+    let server = Arc::new(HttpServer::new(protocols.tls.is_some() || protocols.h2c));
     tokio::pin!(stop);
     loop {
         // A slot first: past the cap, new connections wait in the kernel's backlog instead of taking a descriptor.
@@ -86,7 +83,7 @@ pub async fn serve(
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
         let connection = Connection { peer, app: app.clone(), limits, closing: closing.clone(), _slot: slot };
-        connections.spawn(connection.serve(builder.clone(), tcp, protocols.tls.clone()));
+        connections.spawn(connection.serve(server.clone(), tcp, protocols.tls.clone()));
     }
     drop(listener);
     closing.cancel();
@@ -106,6 +103,61 @@ async fn pause_after_accept_error(error: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(250)).await;
 }
 
+/// How a connection's bytes are read as HTTP.
+enum HttpServer {
+    /// HTTP/1.1 or HTTP/2, told apart by the client's first bytes (the preface), with upgrades.
+    Auto(auto::Builder<TokioExecutor>),
+    /// HTTP/1.1 only (with upgrades): a clear-text HTTP/2 preface is refused. hyper-util's `auto` builder ignores its
+    /// own `http1_only` when upgrades are on, so this is hyper's HTTP/1 server itself.
+    Http1(http1::Builder),
+}
+
+impl HttpServer {
+    /// Our own watchdog bounds the wait for a request head (before the first request, and between requests by the
+    /// idle timeout), so hyper's header timer, which would also cut keep-alive at the header deadline, is off.
+    fn new(http2: bool) -> Self {
+        if http2 {
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder.http1().header_read_timeout(None);
+            Self::Auto(builder)
+        } else {
+            let mut builder = http1::Builder::new();
+            builder.header_read_timeout(None);
+            Self::Http1(builder)
+        }
+    }
+}
+
+/// Drives a served connection (`$connection`, either server's) until the peer closes it, it idles past its
+/// deadline, or the gateway stops (then it finishes the requests in flight). A macro, as the two servers'
+/// connection types share these methods but no trait.
+macro_rules! watch_connection {
+    ($connection:expr, $peer:expr, $limits:expr, $closing:expr, $activity:expr) => {{
+        let connection = $connection;
+        tokio::pin!(connection);
+        let mut asked_to_close = false;
+        loop {
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, peer = %$peer, "connection ended with an error");
+                    }
+                    return;
+                }
+                () = $closing.cancelled(), if !asked_to_close => {
+                    asked_to_close = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+                // Nothing in flight to lose: drop the socket.
+                () = $activity.idled_out($limits) => {
+                    tracing::debug!(peer = %$peer, "closing an idle connection");
+                    return;
+                }
+            }
+        }
+    }};
+}
+
 /// One accepted connection and what it is served with.
 struct Connection {
     peer: SocketAddr,
@@ -118,10 +170,10 @@ struct Connection {
 
 impl Connection {
     /// Serves the connection, after its TLS handshake when there is TLS.
-    async fn serve(self, builder: Arc<auto::Builder<TokioExecutor>>, tcp: TcpStream, tls: Option<TlsAcceptor>) {
+    async fn serve(self, server: Arc<HttpServer>, tcp: TcpStream, tls: Option<TlsAcceptor>) {
         let activity = Arc::new(Activity::new());
         let Some(tls) = tls else {
-            return self.serve_http(&builder, TokioIo::new(tcp), activity).await;
+            return self.serve_http(&server, TokioIo::new(tcp), activity).await;
         };
         // The handshake counts against the deadline for the first request's headers: a client that stalls in it
         // is dropped like one that stalls before its request.
@@ -139,11 +191,11 @@ impl Connection {
             }
             () = self.closing.cancelled() => return,
         };
-        self.serve_http(&builder, TokioIo::new(stream), activity).await;
+        self.serve_http(&server, TokioIo::new(stream), activity).await;
     }
 
     /// HTTP on the connection, until the peer closes it, it idles past its deadline, or the gateway stops.
-    async fn serve_http<I>(self, builder: &auto::Builder<TokioExecutor>, io: I, activity: Arc<Activity>)
+    async fn serve_http<I>(self, server: &HttpServer, io: I, activity: Arc<Activity>)
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
@@ -161,26 +213,18 @@ impl Connection {
                 }
             })
         };
-        let connection = builder.serve_connection_with_upgrades(io, service);
-        tokio::pin!(connection);
-        let mut asked_to_close = false;
-        loop {
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(error) = result {
-                        tracing::debug!(%error, %peer, "connection ended with an error");
-                    }
-                    return;
-                }
-                () = closing.cancelled(), if !asked_to_close => {
-                    asked_to_close = true;
-                    connection.as_mut().graceful_shutdown();
-                }
-                // Nothing in flight to lose: drop the socket.
-                () = activity.idled_out(limits) => {
-                    tracing::debug!(%peer, "closing an idle connection");
-                    return;
-                }
+        match server {
+            HttpServer::Auto(builder) => {
+                watch_connection!(builder.serve_connection_with_upgrades(io, service), peer, limits, closing, activity)
+            }
+            HttpServer::Http1(builder) => {
+                watch_connection!(
+                    builder.serve_connection(io, service).with_upgrades(),
+                    peer,
+                    limits,
+                    closing,
+                    activity
+                )
             }
         }
     }
