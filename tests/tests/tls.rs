@@ -1,5 +1,5 @@
 //! TLS on the gateway's listen port, with a certificate authority made in the test: HTTPS and HTTP/2 by ALPN
-//! (curl and reqwest), TLS 1.1 refused, a certificate swapped under a running gateway, a bad pair refused at
+//! (curl, reqwest, headless Chromium), TLS 1.1 refused, a certificate swapped under a running gateway, a bad pair refused at
 //! start, the engine and a Socket.IO client (WSS) working through it, and the handshake bound by the header-read
 //! timeout, and HTTP/2 in clear text only with `--h2c`.
 
@@ -397,5 +397,61 @@ async fn plain_http_is_http_1_1_unless_h2c_is_asked_for() -> anyhow::Result<()> 
     let with_h2c = Gateway::start(&ws, &["--h2c"]).await?;
     let answer = h2c()?.get(format!("{}/healthz", with_h2c.base)).send().await?;
     assert_eq!((answer.status(), answer.version()), (StatusCode::OK, reqwest::Version::HTTP_2));
+    Ok(())
+}
+
+/// `--ignore-certificate-errors-spki-list` of a key: base64 of the SHA-256 of its SubjectPublicKeyInfo.
+fn spki_pin(key_pem: &str) -> anyhow::Result<String> {
+    use base64::Engine as _;
+    use rcgen::PublicKeyData;
+    use sha2::Digest;
+    let key = rcgen::KeyPair::from_pem(key_pem)?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(key.subject_public_key_info())))
+}
+
+/// Headless Chromium loading `url` (its DOM) and its network log, trusting the key `pin` when given.
+async fn chromium(ws: &Workspace, url: &str, pin: Option<&str>, name: &str) -> anyhow::Result<(String, String)> {
+    let (dom, net_log, profile) = (
+        ws.path(&format!("{name}.html")),
+        ws.path(&format!("{name}.netlog.json")),
+        ws.path(&format!("{name}.profile")),
+    );
+    let mut command = std::process::Command::new("chromium");
+    command
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--log-net-log={}", net_log.display()))
+        .args(pin.map(|pin| format!("--ignore-certificate-errors-spki-list={pin}")))
+        .args(["--dump-dom", url]);
+    let mut browser = Process::spawn(command, ws.path(&format!("{name}.log")))?;
+    browser.wait_exit(Duration::from_secs(120)).await?;
+    // --dump-dom writes to stdout, which Process sends to the log file with stderr.
+    std::fs::copy(&browser.log, &dom)?;
+    Ok((std::fs::read_to_string(dom)?, std::fs::read_to_string(net_log).unwrap_or_default()))
+}
+
+#[tokio::test]
+async fn chromium_loads_the_gateway_over_https_and_http2_with_its_key_pinned() -> anyhow::Result<()> {
+    if std::process::Command::new("chromium").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: chromium is missing (Debian package chromium; scripts/test.sh installs it)");
+        return Ok(());
+    }
+    let ws = Workspace::new()?;
+    let ca = TestCa::new("flowork test CA")?;
+    let gw = Gateway::start_tls(&ws, &ca, &[]).await?;
+    let url = format!("{}/healthz", gw.base);
+    let pin = spki_pin(&std::fs::read_to_string(ws.path("tls-key.pem"))?)?;
+    let (dom, net_log) = chromium(&ws, &url, Some(&pin), "pinned").await?;
+    assert!(dom.contains(r#"{"status":"ok"}"#), "the page: {dom}");
+    assert!(net_log.contains(r#""negotiated_protocol":"h2""#), "Chromium did not negotiate h2");
+    // Without the pin, the browser refuses the private CA's certificate.
+    let (dom, _) = chromium(&ws, &url, None, "unpinned").await?;
+    assert!(!dom.contains(r#"{"status":"ok"}"#), "a certificate from an unknown CA was accepted");
     Ok(())
 }
