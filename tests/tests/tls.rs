@@ -1,7 +1,7 @@
-//! TLS on the gateway's listen port, with a certificate authority made in the test: HTTPS and HTTP/2 by ALPN
-//! (curl, reqwest, headless Chromium), TLS 1.1 refused, a certificate swapped under a running gateway, a bad pair refused at
+//! TLS on the gateway's listen port, with a certificate authority made in the test: HTTPS and HTTP/2 by ALPN (curl,
+//! reqwest, headless Chromium), TLS 1.1 refused, a certificate swapped under a running gateway, a bad pair refused at
 //! start, the engine and a Socket.IO client (WSS) working through it, and the handshake bound by the header-read
-//! timeout, and HTTP/2 in clear text only with `--h2c`.
+//! timeout, the connection cap and the idle timeout held under TLS, and HTTP/2 in clear text only with `--h2c`.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
