@@ -1,5 +1,5 @@
-//! Telling a service manager how the process is doing: systemd's `sd_notify` (`Type=notify`) on Unix, nothing
-//! elsewhere or when not started by systemd (no `NOTIFY_SOCKET`).
+//! Telling a service manager how the process is doing: systemd's `sd_notify` (`Type=notify`) on Linux; nothing on
+//! other systems (macOS, Windows) or when not started by systemd (no `NOTIFY_SOCKET`).
 
 /// The process serves: systemd marks the unit started (and `systemctl start` returns).
 pub fn ready() {
@@ -16,7 +16,7 @@ enum Status {
     Stopping,
 }
 
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 fn notify(status: Status) {
     let state = match status {
         Status::Ready => sd_notify::NotifyState::Ready,
@@ -29,5 +29,5 @@ fn notify(status: Status) {
     }
 }
 
-#[cfg(not(unix))]
+#[cfg(not(target_os = "linux"))]
 fn notify(_status: Status) {}

@@ -140,7 +140,6 @@ async fn serve(args: EngineArgs, handlers: Registry) -> anyhow::Result<()> {
         kinds = ?handlers.kinds(),
         "engine started"
     );
-    flowork_common::service::ready();
     let metrics = Arc::new(EngineMetrics::default());
     if let Some(addr) = args.metrics_listen {
         let (metrics, pool) = (metrics.clone(), pool.clone());
@@ -160,6 +159,8 @@ async fn serve(args: EngineArgs, handlers: Registry) -> anyhow::Result<()> {
         metrics: metrics.clone(),
     });
     let shutdown = shutdown::on_signal();
+    // After the stop signals are listened for: a stop right after readiness drains.
+    flowork_common::service::ready();
     let policy = AutoscalePolicy {
         target_latency_ms: args.slo_target_latency as f64,
         min_workers,

@@ -66,9 +66,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let stopping = state.clone();
     let grace = args.drain_grace;
     let control = state.control.clone();
+    // Listened for before readiness is announced: a stop right after it drains.
+    let stop_requests = flowork_common::signal::StopRequests::new();
     flowork_common::service::ready();
     let served = crate::http::connections::serve(listener, router, connection_limits, protocols, async move {
-        flowork_common::signal::stop_requested().await;
+        stop_requests.wait().await;
         flowork_common::service::stopping();
         drain_then_stop(&stopping, grace).await;
         // Open Socket.IO connections would hold the server open.

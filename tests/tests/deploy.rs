@@ -97,7 +97,7 @@ fn the_systemd_units_verify_and_are_hardened() -> anyhow::Result<()> {
 }
 
 /// Receives sd_notify datagrams on `socket` until one says `state` (e.g. `READY=1`).
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 async fn notified(socket: &std::sync::Arc<std::os::unix::net::UnixDatagram>, state: &str) -> anyhow::Result<()> {
     let (socket, state) = (socket.clone(), state.to_string());
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
@@ -113,7 +113,7 @@ async fn notified(socket: &std::sync::Arc<std::os::unix::net::UnixDatagram>, sta
     .await?
 }
 
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 #[tokio::test]
 async fn both_binaries_tell_systemd_when_they_are_ready_and_when_they_stop() -> anyhow::Result<()> {
     use std::os::unix::net::UnixDatagram;
