@@ -455,3 +455,19 @@ async fn chromium_loads_the_gateway_over_https_and_http2_with_its_key_pinned() -
     assert!(!dom.contains(r#"{"status":"ok"}"#), "a certificate from an unknown CA was accepted");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_sighup_reads_the_pair_again_and_the_gateway_goes_on_serving() -> anyhow::Result<()> {
+    let ws = Workspace::new()?;
+    let ca = TestCa::new("flowork test CA")?;
+    let mut gw = Gateway::start_tls(&ws, &ca, &[]).await?;
+    // `systemctl reload flowork-gateway` (ExecReload) sends SIGHUP.
+    gw.process.signal("HUP")?;
+    eventually(Duration::from_secs(30), "the SIGHUP to be taken as a reload", || async {
+        Ok(gw.process.log_text().contains("SIGHUP: reading the TLS certificate and key again").then_some(()))
+    })
+    .await?;
+    let answer = gw.http_client().get(format!("{}/healthz", gw.base)).send().await?;
+    assert_eq!(answer.status(), StatusCode::OK);
+    Ok(())
+}
