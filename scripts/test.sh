@@ -27,6 +27,14 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && command -v psql >/dev/null 2>&1 || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
+# curl: a real HTTP/2-over-TLS client for the gateway's TLS test (tests/tests/tls.rs).
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+# systemd-analyze verifies the units in deploy/systemd, buildah reads deploy/container/Containerfile
+# (tests/tests/deploy.rs).
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v buildah >/dev/null 2>&1 || missing+=(buildah)
+# promtool (from Debian's prometheus) checks and unit-tests the rules in deploy/prometheus (tests/tests/slo.rs).
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -50,6 +58,20 @@ python3 scripts/secret-scan.py .
 echo "==> checking formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+echo "==> checking that TLS is rustls only: no OpenSSL, native-tls or aws-lc in the dependency tree"
+if cargo tree --workspace --edges normal,build --prefix none --quiet \
+  | grep -E '^(openssl|openssl-sys|native-tls|aws-lc-rs|aws-lc-sys) '; then
+  echo "a crate above pulls in a TLS stack other than rustls with ring" >&2
+  exit 1
+fi
+
+echo "==> checking that cargo install works for both binaries (debug profile, sharing the build)"
+install_root="$(mktemp -d)"
+cargo install --quiet --locked --debug --path gateway --root "$install_root" --target-dir "${CARGO_TARGET_DIR:-target}"
+cargo install --quiet --locked --debug --path engine --root "$install_root" --target-dir "${CARGO_TARGET_DIR:-target}"
+"$install_root/bin/flowork-gateway" --version && "$install_root/bin/flowork-engine" --version
+rm -rf "$install_root"
 
 echo "==> building the binaries the end-to-end tests start"
 cargo build --workspace --bins --quiet

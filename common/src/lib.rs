@@ -9,6 +9,7 @@ pub mod eth;
 pub mod ids;
 pub mod logging;
 pub mod secret;
+pub mod service;
 pub mod signal;
 pub mod siwe;
 pub mod telemetry;

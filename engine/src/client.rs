@@ -57,12 +57,21 @@ pub struct JobRef<'a> {
 }
 
 impl GatewayClient {
-    pub fn new(base: &str, token: String, engine_id: &str) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
+    /// A client of the gateway at `base` that also trusts `extra_roots` (a self-signed gateway's authority).
+    pub fn new(
+        base: &str,
+        token: String,
+        engine_id: &str,
+        extra_roots: Vec<reqwest::Certificate>,
+    ) -> Result<Self, ClientError> {
+        let mut http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .build()?;
+            .tcp_nodelay(true);
+        for root in extra_roots {
+            http = http.add_root_certificate(root);
+        }
+        let http = http.build()?;
         Ok(Self { http, base: base.trim_end_matches('/').to_string(), token, engine_id: engine_id.to_string() })
     }
 

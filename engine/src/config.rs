@@ -23,6 +23,10 @@ pub struct EngineArgs {
     /// The engine token itself (for containers; prefer --token-file on shared hosts).
     #[arg(long, env = "FLOWORK_ENGINE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Trust the certificate authorities in this PEM file (besides the usual public ones) for an HTTPS gateway,
+    /// e.g. one with a self-signed certificate.
+    #[arg(long, env = "FLOWORK_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Jobs run at once.
     #[arg(long, env = "FLOWORK_WORKERS", default_value_t = 4)]
     pub workers: u32,
@@ -117,6 +121,19 @@ impl FileConfig {
 }
 
 impl EngineArgs {
+    /// The certificates of `--ca-file` (none without it); a file with none is refused.
+    pub fn read_ca_file(&self) -> Result<Vec<reqwest::Certificate>, ConfigError> {
+        let Some(path) = &self.ca_file else { return Ok(Vec::new()) };
+        let pem =
+            std::fs::read(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| ConfigError::Invalid(format!("--ca-file {}: {e}", path.display())))?;
+        if certificates.is_empty() {
+            return Err(ConfigError::Invalid(format!("--ca-file {} holds no PEM certificate", path.display())));
+        }
+        Ok(certificates)
+    }
+
     /// The engine token, from `--token` or the first line of `--token-file`.
     pub fn read_token(&self) -> Result<String, ConfigError> {
         let token = match (&self.token, &self.token_file) {

@@ -118,7 +118,7 @@ impl Engine {
 /// Claims and runs jobs of `args.engine_id` with `handlers`.
 async fn serve(args: EngineArgs, handlers: Registry) -> anyhow::Result<()> {
     let token = args.read_token()?;
-    let client = GatewayClient::new(&args.gateway, token, &args.engine_id)?;
+    let client = GatewayClient::new(&args.gateway, token, &args.engine_id, args.read_ca_file()?)?;
     let who = client.whoami().await.with_context(|| format!("checking the engine token with {}", args.gateway))?;
     if who.engine_id != args.engine_id {
         bail!("the token belongs to engine {:?}, not {:?}", who.engine_id, args.engine_id);
@@ -159,6 +159,8 @@ async fn serve(args: EngineArgs, handlers: Registry) -> anyhow::Result<()> {
         metrics: metrics.clone(),
     });
     let shutdown = shutdown::on_signal();
+    // After the stop signals are listened for: a stop right after readiness drains.
+    flowork_common::service::ready();
     let policy = AutoscalePolicy {
         target_latency_ms: args.slo_target_latency as f64,
         min_workers,

@@ -104,7 +104,7 @@ impl App {
                 internal: CidrRules { allow: args.engine_allow_cidrs.clone(), deny: args.engine_deny_cidrs.clone() },
             }),
             sign_in: Arc::new(SignInPolicy {
-                origins: allowed_origins(&args.allowed_origins, addr),
+                origins: allowed_origins(&args.allowed_origins, addr, args.tls_cert.is_some()),
                 chain_ids: args.chain_ids.clone(),
                 nonce_ttl: args.nonce_ttl,
                 max_nonces: args.max_nonces,
@@ -175,13 +175,14 @@ impl App {
 }
 
 /// The GUI origins: as configured, or else the gateway's own origin (so the locally served GUI works).
-fn allowed_origins(configured: &[String], addr: std::net::SocketAddr) -> Vec<String> {
+fn allowed_origins(configured: &[String], addr: std::net::SocketAddr, tls: bool) -> Vec<String> {
     if !configured.is_empty() {
         return configured.iter().map(|o| normalize_origin(o)).collect();
     }
-    let mut origins = vec![format!("http://{addr}")];
+    let scheme = if tls { "https" } else { "http" };
+    let mut origins = vec![format!("{scheme}://{addr}")];
     if addr.ip().is_loopback() {
-        origins.push(format!("http://localhost:{}", addr.port()));
+        origins.push(format!("{scheme}://localhost:{}", addr.port()));
     }
     origins
 }

@@ -205,6 +205,17 @@ pub struct ServeArgs {
     /// Unix only.
     #[arg(long, env = "FLOWORK_REUSE_PORT")]
     pub reuse_port: bool,
+    /// Serve HTTPS and WSS with this certificate chain (PEM, leaf first); needs --tls-key. Re-read when the file
+    /// changes: new connections get the new certificate, open ones keep theirs. Plain HTTP when absent.
+    #[arg(long, env = "FLOWORK_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1; keep it 0600), re-read with it.
+    #[arg(long, env = "FLOWORK_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Without TLS, also speak HTTP/2 in clear text (prior knowledge); off, plain connections are HTTP/1.1. With
+    /// TLS, HTTP/2 is always offered by ALPN.
+    #[arg(long, env = "FLOWORK_H2C")]
+    pub h2c: bool,
     /// A new connection that has not sent its first request's headers within this is closed (slowloris).
     #[arg(long, env = "FLOWORK_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub header_read_timeout: Duration,

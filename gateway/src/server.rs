@@ -5,7 +5,8 @@ use std::time::Duration;
 use crate::app::{App, OpenedStores};
 use crate::audit::AuditEntry;
 use crate::config::ServeArgs;
-use crate::http::connections::ConnectionLimits;
+use crate::http::connections::{ConnectionLimits, Protocols};
+use crate::http::tls::TlsFiles;
 use crate::state::AppState;
 
 /// Runs `flowork-gateway serve` until SIGINT/SIGTERM.
@@ -29,6 +30,27 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => tracing::info!(max_connections = connection_limits.max_connections, "open-file limit"),
     }
+    // A certificate that cannot be served is refused before the store is opened.
+    let tls_stop = tokio_util::sync::CancellationToken::new();
+    let _stop_tls_reload = tls_stop.clone().drop_guard();
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let files = TlsFiles { cert: cert.clone(), key: key.clone() };
+            Some(crate::http::tls::acceptor(files, tls_stop.clone()).await?)
+        }
+        _ => None,
+    };
+    if tls.is_none() {
+        // `systemctl reload` (SIGHUP) must not end a gateway that has nothing to reload.
+        tokio::spawn(async {
+            let mut reloads = flowork_common::signal::ReloadRequests::new();
+            loop {
+                reloads.next().await;
+                tracing::info!("SIGHUP: nothing to reload without TLS");
+            }
+        });
+    }
+    let protocols = Protocols { tls, h2c: args.h2c };
     // The store first: one this build cannot run on is refused before anything listens.
     let opened = OpenedStores::open(&args).await?;
     let listener = crate::http::listener::bind(args.listen, args.reuse_port)?;
@@ -37,14 +59,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(url) => tracing::info!(addr = %addr, store = %crate::connection_string::redact(url), "listening"),
         None => tracing::info!(addr = %addr, data_dir = %args.data.data_dir.display(), "listening"),
     }
+    tracing::info!(tls = protocols.tls.is_some(), h2c = protocols.h2c, "protocols");
     let app = App::assemble(&args, opened, addr).await?;
     app.start_background(&args);
     let App { state, router, live, .. } = app;
     let stopping = state.clone();
     let grace = args.drain_grace;
     let control = state.control.clone();
-    let served = crate::http::connections::serve(listener, router, connection_limits, async move {
-        flowork_common::signal::stop_requested().await;
+    // Listened for before readiness is announced: a stop right after it drains.
+    let stop_requests = flowork_common::signal::StopRequests::new();
+    flowork_common::service::ready();
+    let served = crate::http::connections::serve(listener, router, connection_limits, protocols, async move {
+        stop_requests.wait().await;
+        flowork_common::service::stopping();
         drain_then_stop(&stopping, grace).await;
         // Open Socket.IO connections would hold the server open.
         live.close().await;

@@ -5,6 +5,7 @@
 //! the test command builds them first (`cargo build --workspace --bins`).
 
 pub mod live;
+pub mod tls;
 pub mod wallet;
 
 use std::fs;
@@ -224,6 +225,10 @@ impl Drop for Process {
 pub struct Gateway {
     pub process: Process,
     pub base: String,
+    /// With TLS: the PEM file of the certificate authority that signed its certificate.
+    pub ca_file: Option<PathBuf>,
+    /// That authority's certificate, which `http_client` trusts.
+    ca: Option<reqwest::Certificate>,
 }
 
 impl Gateway {
@@ -247,6 +252,25 @@ impl Gateway {
         Self::spawn(ws, &[], listen, extra, envs).await
     }
 
+    /// Starts `flowork-gateway serve --tls-cert --tls-key` on an ephemeral port with a certificate for the loopback
+    /// names signed by `ca`; the files are `tls-cert.pem` and `tls-key.pem` in the workspace (a test may replace
+    /// them), and the CA's certificate is `ca.pem`, which the gateway's clients (`http_client`, engines) trust.
+    pub async fn start_tls(ws: &Workspace, ca: &tls::TestCa, extra: &[&str]) -> anyhow::Result<Self> {
+        let (cert, key, ca_file) = (ws.path("tls-cert.pem"), ws.path("tls-key.pem"), ws.path("ca.pem"));
+        ca.issue("flowork test gateway")?.write(&cert, &key)?;
+        ca.write(&ca_file)?;
+        let mut args: Vec<String> =
+            ["--tls-cert", path_str(&cert)?, "--tls-key", path_str(&key)?].iter().map(|s| s.to_string()).collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::spawn_with(ws, &[], "127.0.0.1:0", &args, &[], Some(ca_file)).await
+    }
+
+    /// A client of this gateway (trusting its CA when it serves TLS).
+    pub fn http_client(&self) -> reqwest::Client {
+        client_trusting(self.ca.clone())
+    }
+
     /// Starts `flowork-gateway serve` on an ephemeral port through `wrapper` (a program and its arguments that
     /// end by running the command after them, e.g. `sh -c 'ulimit -Sn 128 && exec "$@"' sh`).
     pub async fn start_under(
@@ -264,6 +288,17 @@ impl Gateway {
         listen: &str,
         extra: &[&str],
         envs: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        Self::spawn_with(ws, wrapper, listen, extra, envs, None).await
+    }
+
+    async fn spawn_with(
+        ws: &Workspace,
+        wrapper: &[&str],
+        listen: &str,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+        ca_file: Option<PathBuf>,
     ) -> anyhow::Result<Self> {
         let log = ws.path(&format!("gateway-{}.log", unique()));
         let mut command = match wrapper.split_first() {
@@ -291,8 +326,12 @@ impl Gateway {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
-        let base = format!("http://{addr}");
-        let client = reqwest::Client::new();
+        let base = format!("{}://{addr}", if ca_file.is_some() { "https" } else { "http" });
+        let ca = match &ca_file {
+            Some(path) => Some(reqwest::Certificate::from_pem(&fs::read(path)?)?),
+            None => None,
+        };
+        let client = client_trusting(ca.clone());
         loop {
             if let Ok(r) = client.get(format!("{base}/readyz")).send().await
                 && r.status().is_success()
@@ -304,8 +343,22 @@ impl Gateway {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        Ok(Self { process, base })
+        Ok(Self { process, base, ca_file, ca })
     }
+}
+
+/// A reqwest client that also trusts `ca` (the default client without one); like `reqwest::Client::new`, it
+/// panics only if the TLS backend cannot start.
+pub fn client_trusting(ca: Option<reqwest::Certificate>) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder();
+    if let Some(ca) = ca {
+        builder = builder.add_root_certificate(ca);
+    }
+    builder.build().expect("reqwest's TLS backend starts")
+}
+
+fn path_str(path: &Path) -> anyhow::Result<&str> {
+    path.to_str().with_context(|| format!("{} is not UTF-8", path.display()))
 }
 
 fn listening_addr(log: &str) -> Option<String> {
@@ -369,6 +422,7 @@ impl Engine {
             .arg(ws.token_file(engine))
             .arg("--workers")
             .arg(workers.to_string())
+            .args(gateway.ca_file.iter().flat_map(|ca| [std::ffi::OsStr::new("--ca-file"), ca.as_os_str()]))
             .args(extra)
             .envs(envs.iter().copied());
         Ok(Self { process: Process::spawn(command, log)? })
@@ -411,7 +465,7 @@ impl Reply {
 
 impl Api {
     pub fn new(gateway: &Gateway, token: &str) -> Self {
-        Self { http: reqwest::Client::new(), base: gateway.base.clone(), token: token.to_string() }
+        Self { http: gateway.http_client(), base: gateway.base.clone(), token: token.to_string() }
     }
 
     pub async fn post_job(&self, key: &str, body: &Value) -> anyhow::Result<Reply> {
@@ -501,7 +555,7 @@ pub struct EngineApi {
 
 impl EngineApi {
     pub fn new(gateway: &Gateway, token: &str) -> Self {
-        Self { http: reqwest::Client::new(), base: gateway.base.clone(), token: token.to_string() }
+        Self { http: gateway.http_client(), base: gateway.base.clone(), token: token.to_string() }
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Reply> {

@@ -16,15 +16,16 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Connects to `gateway` with the access `token`.
+    /// Connects to `gateway` with the access `token` (over WSS, trusting the gateway's CA, when it serves TLS).
     pub fn start(gateway: &Gateway, token: &str) -> anyhow::Result<Self> {
         let gui = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../gui");
-        let mut child = Command::new("node")
-            .current_dir(&gui)
-            .args(["scripts/live-listen.mjs", &gateway.base, token])
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| anyhow::anyhow!("node (with `npm ci` run in gui/) is needed: {e}"))?;
+        let mut command = Command::new("node");
+        command.current_dir(&gui).args(["scripts/live-listen.mjs", &gateway.base, token]).stdout(Stdio::piped());
+        if let Some(ca) = &gateway.ca_file {
+            command.env("NODE_EXTRA_CA_CERTS", ca);
+        }
+        let mut child =
+            command.spawn().map_err(|e| anyhow::anyhow!("node (with `npm ci` run in gui/) is needed: {e}"))?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
         let events = Arc::new(Mutex::new(Vec::new()));
         let sink = events.clone();

@@ -106,6 +106,7 @@ pub async fn claim(
     let histogram = state.metrics.claim_latency.get_or_create(&EngineLabels { engine: engine.id.clone() });
     for lease in &leases {
         let job = &lease.job;
+        state.metrics.end_to_end_clock.claimed(job);
         let runnable = [&job.enqueued_at, &job.run_at].into_iter().filter_map(|t| parse_ms(t)).max();
         if let (Some(runnable), Some(claimed)) = (runnable, job.claimed_at.as_deref().and_then(parse_ms)) {
             histogram.observe((claimed - runnable).max(0) as f64 / 1_000.0);
@@ -198,7 +199,7 @@ pub async fn finish(
     let finish = to_finish(&state.limits, request)?;
     note_job(log.as_ref().map(|l| &l.0), &id);
     let outcome = state.jobs.finish(&engine.id, &id, &lease_token, finish).await?;
-    state.metrics.record_attempt(&engine.id, &outcome.kind, outcome.status.as_str());
+    state.metrics.record_finish(&engine.id, &id, &outcome, state.clock.now_ms());
     Ok(Json(FinishResponse { status: outcome.status, run_at: outcome.run_at_ms.map(format_ms) }))
 }
 
@@ -275,7 +276,7 @@ pub async fn finish_batch(
         for ((index, job_id), outcome) in indexes.into_iter().zip(ids).zip(outcomes) {
             results[index] = Some(match outcome {
                 Ok(outcome) => {
-                    state.metrics.record_attempt(&engine.id, &outcome.kind, outcome.status.as_str());
+                    state.metrics.record_finish(&engine.id, &job_id, &outcome, state.clock.now_ms());
                     FinishItemResult {
                         job_id,
                         status: Some(outcome.status),

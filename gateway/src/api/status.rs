@@ -376,6 +376,8 @@ pub async fn drain(State(state): State<AppState>) -> Result<Json<DrainState>, Ap
 #[utoipa::path(get, path = "/metrics", tag = "status", operation_id = "get_metrics", security(()), responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let m = &state.metrics;
+    let ready = !state.drain.is_draining() && state.control.ping().await.is_ok();
+    m.ready.set(i64::from(ready));
     for engine in state.control.list_engines().await? {
         let labels = EngineLabels { engine: engine.id.clone() };
         let counts = match state.jobs.queue_counts(&engine.id).await {

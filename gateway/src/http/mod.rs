@@ -10,3 +10,4 @@ pub mod network;
 pub mod open_files;
 pub mod rate_limit;
 pub mod request_log;
+pub mod tls;

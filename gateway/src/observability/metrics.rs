@@ -14,7 +14,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::observability::end_to_end::EndToEndClock;
 use crate::observability::kind_labels::KindLabels;
+use crate::store::FinishOutcome;
 
 /// The `route` label of a request no route template matched (unknown paths, the GUI's files, Socket.IO).
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -69,6 +71,14 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 18))
 }
 
+/// Bounds of the end-to-end histogram, with the latency SLO's 1.5 s among them (its ratio is read off that bucket).
+const END_TO_END_BUCKETS: [f64; 16] =
+    [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1_800.0, 3_600.0];
+
+fn end_to_end_histogram() -> Histogram {
+    Histogram::new(END_TO_END_BUCKETS)
+}
+
 /// Every metric of the gateway.
 pub struct GatewayMetrics {
     registry: Registry,
@@ -76,6 +86,12 @@ pub struct GatewayMetrics {
     pub refusals: Family<RefusalLabels, Counter>,
     pub claim_latency: Family<EngineLabels, Histogram, fn() -> Histogram>,
     pub job_outcomes: Family<OutcomeLabels, Counter>,
+    /// Jobs (not attempts) by final outcome, with the time from enqueue (or `run_at`) to it.
+    pub end_to_end: Family<OutcomeLabels, Histogram, fn() -> Histogram>,
+    /// Where each job's end-to-end clock started.
+    pub end_to_end_clock: EndToEndClock,
+    /// 1 while this gateway would answer `/readyz` with 200 (the availability SLI's probe), refreshed per scrape.
+    pub ready: Gauge,
     pub queue_depth: Family<EngineLabels, Gauge>,
     pub running_jobs: Family<EngineLabels, Gauge>,
     pub workers: Family<EngineLabels, Gauge>,
@@ -121,6 +137,20 @@ impl Default for GatewayMetrics {
             "Finished attempts by engine, kind and where the job went",
             job_outcomes.clone(),
         );
+        let end_to_end =
+            Family::<OutcomeLabels, Histogram, fn() -> Histogram>::new_with_constructor(end_to_end_histogram);
+        registry.register(
+            "job_end_to_end_seconds",
+            "Jobs by final outcome (succeeded, dead, cancelled), engine and kind, with the time from their enqueue \
+             (or the run_at their user set) to that outcome",
+            end_to_end.clone(),
+        );
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 while this gateway is ready for work (/readyz answers 200), else 0",
+            ready.clone(),
+        );
         let queue_depth = Family::<EngineLabels, Gauge>::default();
         registry.register("queue_depth", "Queued jobs per engine", queue_depth.clone());
         let running_jobs = Family::<EngineLabels, Gauge>::default();
@@ -141,6 +171,9 @@ impl Default for GatewayMetrics {
             refusals,
             claim_latency,
             job_outcomes,
+            end_to_end,
+            end_to_end_clock: EndToEndClock::default(),
+            ready,
             queue_depth,
             running_jobs,
             workers,
@@ -168,6 +201,20 @@ impl GatewayMetrics {
             if outcome == "dead" || outcome == "queued" {
                 entry.0 += 1;
             }
+        }
+    }
+
+    /// Counts a finished attempt reported by an engine (see `record_attempt`), and when its outcome is final, the
+    /// job, with its end-to-end time up to `now_ms`.
+    pub fn record_finish(&self, engine: &str, job_id: &str, outcome: &FinishOutcome, now_ms: i64) {
+        self.record_attempt(engine, &outcome.kind, outcome.status.as_str());
+        let is_final = outcome.status.is_final();
+        let started = self.end_to_end_clock.started_ms(job_id, is_final);
+        if let (true, Some(started)) = (is_final, started) {
+            let kind = self.kinds.label(engine, &outcome.kind);
+            let labels =
+                OutcomeLabels { engine: engine.into(), kind: kind.into(), outcome: outcome.status.as_str().into() };
+            self.end_to_end.get_or_create(&labels).observe((now_ms - started).max(0) as f64 / 1_000.0);
         }
     }
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import httpx
 import pytest
 
 from flowork import Client
+from flowork._http import verify_option
 
 REPO = Path(__file__).resolve().parents[3]
 WORKER_APP = Path(__file__).resolve().parent / "worker_app.py"
@@ -73,8 +75,10 @@ class Gateway:
         return self.cli("token", "mint", "--user", user, "--ttl", "1h").strip()
 
 
-@pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[Gateway]:
+@contextmanager
+def running_gateway(tmp_path: Path, extra: list[str], ca_file: Path | None = None) -> Iterator[Gateway]:
+    """`flowork-gateway serve` on 127.0.0.1:0 with `extra` flags, once /readyz answers; HTTPS when `ca_file` (the
+    authority that signed its certificate) is given."""
     exe = binary("flowork-gateway")
     if not exe.exists():
         pytest.fail(f"{exe} is missing: run `cargo build --workspace --bins` first")
@@ -82,7 +86,7 @@ def gateway(tmp_path: Path) -> Iterator[Gateway]:
     log = tmp_path / "gateway.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [str(exe), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)],
+            [str(exe), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir), *extra],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -102,11 +106,11 @@ def gateway(tmp_path: Path) -> Iterator[Gateway]:
                     return str(entry["addr"])
             return None
 
-        base = "http://" + eventually(listening, "the gateway to listen")
+        base = ("https://" if ca_file else "http://") + eventually(listening, "the gateway to listen")
 
         def ready() -> bool:
             try:
-                return httpx.get(f"{base}/readyz", timeout=5).is_success
+                return httpx.get(f"{base}/readyz", timeout=5, verify=verify_option(str(ca_file) if ca_file else None)).is_success
             except httpx.TransportError:
                 return False
 
@@ -120,6 +124,19 @@ def gateway(tmp_path: Path) -> Iterator[Gateway]:
         process.wait()
 
 
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[Gateway]:
+    with running_gateway(tmp_path, []) as gateway:
+        yield gateway
+
+
+def make_test_ca(directory: Path) -> Path:
+    """A throw-away CA and a certificate for the loopback names it signed, in `directory` (the `test-ca` helper
+    of tests/src/bin): `ca.pem`, `tls-cert.pem`, `tls-key.pem`. Returns the CA file."""
+    subprocess.run([str(binary("test-ca")), str(directory)], check=True, timeout=60)
+    return directory / "ca.pem"
+
+
 @dataclass
 class Setup:
     """A gateway with engine `py` registered to alice, her token, and a client."""
@@ -131,7 +148,9 @@ class Setup:
     tmp: Path
     workers: list[WorkerProcess] = field(default_factory=list)
 
-    def start_worker(self, *, lease_ms: int = 1500, concurrency: int = 4, grace: float = 30.0) -> WorkerProcess:
+    def start_worker(
+        self, *, lease_ms: int = 1500, concurrency: int = 4, grace: float = 30.0, ca_file: Path | None = None
+    ) -> WorkerProcess:
         """Starts tests/worker_app.py as its own process (so it can be killed or stopped by a signal)."""
         log = self.tmp / f"worker-{len(self.workers)}.log"
         env = {
@@ -144,6 +163,8 @@ class Setup:
             "FLOWORK_GRACE": str(grace),
             "MARKER_DIR": str(self.tmp),
         }
+        if ca_file is not None:
+            env["FLOWORK_CA_FILE"] = str(ca_file)
         with open(log, "wb") as out:
             process = subprocess.Popen([sys.executable, str(WORKER_APP)], stdout=out, stderr=subprocess.STDOUT, env=env)
         worker = WorkerProcess(process, log)

@@ -22,6 +22,7 @@ worker = Worker(
     lease_ms=int(os.environ.get("FLOWORK_LEASE_MS", "1500")),
     wait_ms=2_000,
     grace=float(os.environ.get("FLOWORK_GRACE", "30")),
+    ca_file=os.environ.get("FLOWORK_CA_FILE"),
 )
 
 

@@ -3,6 +3,7 @@
 import { randomUUID } from "node:crypto";
 
 import { FloworkError, WaitTimeoutError } from "./errors.js";
+import { fetchTrusting, type Fetch } from "./fetcher.js";
 import { call, fullJitterMs, sleep, type Answer, type CallOptions } from "./http.js";
 import { USER_AGENT } from "./protocol.js";
 import {
@@ -23,6 +24,8 @@ export interface ClientOptions {
   token: string;
   /** The longest one HTTP call may take; default 30 s. */
   requestTimeoutMs?: number;
+  /** A PEM file of certificate authorities to trust besides the public ones (a gateway with a self-signed certificate). */
+  caFile?: string;
 }
 
 /** Default time `enqueue` keeps retrying a busy or away gateway. */
@@ -33,11 +36,13 @@ export class Client {
   readonly baseUrl: string;
   readonly #token: string;
   readonly #timeoutMs: number;
+  readonly #fetch: Fetch;
 
   constructor(options: ClientOptions) {
     this.baseUrl = options.baseUrl.replace(/\/+$/, "");
     this.#token = options.token;
     this.#timeoutMs = options.requestTimeoutMs ?? 30_000;
+    this.#fetch = fetchTrusting(options.caFile);
   }
 
   async #call<T>(method: CallOptions["method"], path: string, body?: unknown, headers: Record<string, string> = {}) {
@@ -45,6 +50,7 @@ export class Client {
       method,
       headers: { authorization: `Bearer ${this.#token}`, "user-agent": USER_AGENT, ...headers },
       timeoutMs: this.#timeoutMs,
+      fetch: this.#fetch,
     };
     if (body !== undefined) options.body = body;
     return call<T>(this.baseUrl, path, options);

@@ -1,5 +1,6 @@
 /** The gateway's engine (`/internal/*`) API as a worker sees it: whoami, claim, heartbeat, finish. */
 
+import type { Fetch } from "./fetcher.js";
 import { call, type CallOptions } from "./http.js";
 import { PROTOCOL_HEADER, PROTOCOL_VERSION, USER_AGENT } from "./protocol.js";
 import type { FinishItemResult, FinishReport, Lease, Progress } from "./types.js";
@@ -26,10 +27,12 @@ export interface ClaimRequest {
 export class EngineApi {
   readonly #base: string;
   readonly #token: string;
+  readonly #fetch: Fetch;
 
-  constructor(base: string, token: string) {
+  constructor(base: string, token: string, fetch: Fetch) {
     this.#base = base.replace(/\/+$/, "");
     this.#token = token;
+    this.#fetch = fetch;
   }
 
   #options(method: CallOptions["method"], timeoutMs: number, body?: unknown, traceparent?: string): CallOptions {
@@ -39,7 +42,7 @@ export class EngineApi {
       "user-agent": USER_AGENT,
     };
     if (traceparent !== undefined) headers["traceparent"] = traceparent;
-    const options: CallOptions = { method, headers, timeoutMs };
+    const options: CallOptions = { method, headers, timeoutMs, fetch: this.#fetch };
     if (body !== undefined) options.body = body;
     return options;
   }

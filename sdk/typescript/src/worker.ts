@@ -10,6 +10,7 @@ import process from "node:process";
 
 import { EngineApi } from "./engine-api.js";
 import { FloworkError, PermanentError } from "./errors.js";
+import { fetchTrusting } from "./fetcher.js";
 import { Finisher } from "./finisher.js";
 import { fullJitterMs, sleep } from "./http.js";
 import type { FinishReport, Job, Lease, Progress } from "./types.js";
@@ -49,6 +50,8 @@ export interface WorkerOptions {
   engineId: string;
   /** The engine's token. */
   token: string;
+  /** A PEM file of certificate authorities to trust besides the public ones (a gateway with a self-signed certificate). */
+  caFile?: string;
   /** Jobs run at once; default 4. */
   concurrency?: number;
   /** Lease length asked for each job; heartbeats renew it every third of it. Default 30 s. */
@@ -97,7 +100,7 @@ export class Worker {
     const concurrency = options.concurrency ?? 4;
     if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError("concurrency must be an integer >= 1");
     this.engineId = options.engineId;
-    this.#api = new EngineApi(options.gateway, options.token);
+    this.#api = new EngineApi(options.gateway, options.token, fetchTrusting(options.caFile));
     this.#finisher = new Finisher(this.#api);
     this.#concurrency = concurrency;
     this.#leaseMs = options.leaseMs ?? 30_000;

@@ -8,6 +8,8 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
+import { fetchTrusting } from "../dist/fetcher.js";
+
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, "..", "..", "..");
 /** Where the binaries are: `FLOWORK_BIN_DIR`, else `$CARGO_TARGET_DIR/debug`, else the workspace's debug build. */
@@ -82,8 +84,23 @@ export class Workspace {
     return child;
   }
 
-  /** Starts `flowork-gateway serve` on 127.0.0.1:0 and waits until `/readyz` answers; its base URL. */
-  async startGateway(extra = []) {
+  /**
+   * Starts `flowork-gateway serve` with HTTPS, on a certificate signed by a CA made for the test (the `test-ca`
+   * helper of tests/src/bin); `{ base, caFile }`.
+   */
+  async startTlsGateway(extra = []) {
+    const dir = path.join(this.dir, "tls");
+    execFileSync(path.join(binDir, "test-ca"), [dir]);
+    const caFile = path.join(dir, "ca.pem");
+    const tls = ["--tls-cert", path.join(dir, "tls-cert.pem"), "--tls-key", path.join(dir, "tls-key.pem")];
+    return { base: await this.startGateway([...tls, ...extra], caFile), caFile };
+  }
+
+  /**
+   * Starts `flowork-gateway serve` on 127.0.0.1:0 and waits until `/readyz` answers; its base URL (https:// when
+   * `caFile`, the CA of its certificate, is given).
+   */
+  async startGateway(extra = [], caFile = undefined) {
     const gateway = this.spawn(path.join(binDir, "flowork-gateway"), [
       "serve",
       "--listen",
@@ -105,10 +122,11 @@ export class Workspace {
       }
       return undefined;
     });
-    const base = `http://${addr}`;
+    const base = `${caFile === undefined ? "http" : "https"}://${addr}`;
+    const send = fetchTrusting(caFile);
     await eventually("/readyz", async () => {
       try {
-        return (await fetch(`${base}/readyz`)).ok;
+        return (await send(`${base}/readyz`, {})).ok;
       } catch {
         return false;
       }
