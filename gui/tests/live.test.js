@@ -99,6 +99,41 @@ test('each user receives only the events of their own jobs, live, up to the fina
   bobSocket.close();
 });
 
+test('a retried job comes back live and a deleted one is announced to its user only', async () => {
+  const alice = ws.mintToken('alice');
+  const bob = ws.mintToken('bob');
+  const aliceSocket = await connect({ token: alice });
+  const bobSocket = await connect({ token: bob });
+  const later = { engine: 'shared', kind: 'echo', run_at: '2999-01-01T00:00:00Z' };
+  const job = await postJob(gateway.base, alice, later, 'del-1');
+  assert.equal(job.status, 201);
+  const call = (method, path) =>
+    fetch(`${gateway.base}${path}`, { method, headers: { authorization: `Bearer ${alice}` } });
+  assert.equal((await call('POST', `/jobs/${job.body.id}/cancel`)).status, 200);
+  assert.equal((await call('POST', `/jobs/${job.body.id}/retry`)).status, 200);
+  // A retry runs it now: the engine picks it up and it succeeds, all of it seen live after the cancel.
+  await eventually('alice sees the retried job run to success', () =>
+    aliceSocket.seen.find(
+      (e, i) =>
+        e.event === 'job.updated' &&
+        e.data.id === job.body.id &&
+        e.data.status === 'succeeded' &&
+        aliceSocket.seen.slice(0, i).some((p) => p.data?.id === job.body.id && p.data?.status === 'cancelled'),
+    ),
+  );
+  assert.equal((await call('DELETE', `/jobs/${job.body.id}`)).status, 204);
+  const deleted = await eventually('alice hears the deletion', () =>
+    aliceSocket.seen.find((e) => e.event === 'job.deleted' && e.data.id === job.body.id),
+  );
+  assert.deepEqual(
+    { engine: deleted.data.engine, status: deleted.data.status, cursor: typeof deleted.data.cursor },
+    { engine: 'shared', status: 'succeeded', cursor: 'string' },
+  );
+  assert.ok(!bobSocket.seen.some((e) => e.data?.id === job.body.id), 'bob hears nothing of it');
+  aliceSocket.close();
+  bobSocket.close();
+});
+
 test('a reconnecting client gets what it missed since its cursor, and a reset for a cursor it cannot serve', async () => {
   const token = ws.mintToken('bob');
   const watcher = await connect({ token: ws.mintToken('alice') }); // keeps the feed live while bob is away

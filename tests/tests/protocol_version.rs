@@ -85,6 +85,7 @@ async fn the_rust_engine_sends_its_protocol_version() -> anyhow::Result<()> {
     socket.write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await?;
     engine.signal("KILL")?;
     assert!(head.starts_with("get /internal/whoami"), "{head}");
-    assert!(head.contains("\r\nflowork-protocol: 1.0\r\n"), "{head}");
+    let sent = format!("\r\nflowork-protocol: {}\r\n", flowork_common::wire::PROTOCOL_VERSION);
+    assert!(head.contains(&sent), "{head}");
     Ok(())
 }

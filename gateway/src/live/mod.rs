@@ -368,7 +368,7 @@ impl Live {
             let (name, data) = {
                 let mut journal = self.journal();
                 let cursor = journal.next_cursor();
-                match payload::render(&change.job, change.created, &cursor) {
+                match payload::render(change, &cursor) {
                     Ok((name, data)) => {
                         let data: Arc<RawValue> = Arc::from(data);
                         journal.append(user.clone(), name, data.clone());

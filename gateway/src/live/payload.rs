@@ -1,9 +1,12 @@
 //! What a job event carries: `job.created` a summary of the new job (no payload), `job.updated` only the fields
-//! that move (status, attempts, times, progress) and the result or error once the job is final.
+//! that move (status, attempts, times, progress) and the result or error once the job is final, `job.deleted` the
+//! id and the state it was deleted in.
 
-use flowork_common::wire::{Job, JobStatus};
+use flowork_common::wire::JobStatus;
 use serde::Serialize;
 use serde_json::value::RawValue;
+
+use crate::store::changes::JobChange;
 
 /// `job.created`.
 #[derive(Debug, Serialize)]
@@ -45,9 +48,24 @@ pub struct Updated<'a> {
     pub error: Option<&'a str>,
 }
 
+/// `job.deleted`: the job is gone (deleted by its user).
+#[derive(Debug, Serialize)]
+pub struct Deleted<'a> {
+    pub cursor: &'a str,
+    pub id: &'a str,
+    pub engine: &'a str,
+    /// The state it was deleted in (for counts kept by the client).
+    pub status: JobStatus,
+}
+
 /// The event name and its JSON for one change.
-pub fn render(job: &Job, created: bool, cursor: &str) -> serde_json::Result<(&'static str, Box<RawValue>)> {
-    if created {
+pub fn render(change: &JobChange, cursor: &str) -> serde_json::Result<(&'static str, Box<RawValue>)> {
+    let job = &change.job;
+    if change.deleted {
+        let event = Deleted { cursor, id: &job.id, engine: &job.engine, status: job.status };
+        return Ok(("job.deleted", serde_json::value::to_raw_value(&event)?));
+    }
+    if change.created {
         let event = Created {
             cursor,
             id: &job.id,

@@ -12,11 +12,26 @@ use tokio::sync::broadcast;
 /// How many committed batches may wait for the listener before it misses some (and says so).
 const FEED_CAPACITY: usize = 4_096;
 
-/// One job a committed write created (`created`) or changed.
+/// One job a committed write created (`created`), changed, or deleted (`deleted`: the job as it was).
 #[derive(Debug, Clone)]
 pub struct JobChange {
     pub created: bool,
+    pub deleted: bool,
     pub job: Job,
+}
+
+impl JobChange {
+    pub fn created(job: Job) -> Self {
+        Self { created: true, deleted: false, job }
+    }
+
+    pub fn changed(job: Job) -> Self {
+        Self { created: false, deleted: false, job }
+    }
+
+    pub fn deleted(job: Job) -> Self {
+        Self { created: false, deleted: true, job }
+    }
 }
 
 /// Where every shard of a store reports its committed job changes.

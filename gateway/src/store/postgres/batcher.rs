@@ -127,7 +127,7 @@ fn answer(context: &BatchContext, batch: Vec<Request>, outcomes: Vec<EnqueueOutc
         let created = outcomes
             .iter()
             .filter_map(|o| match o {
-                EnqueueOutcome::Created(job) => Some(JobChange { created: true, job: job.clone() }),
+                EnqueueOutcome::Created(job) => Some(JobChange::created(job.clone())),
                 _ => None,
             })
             .collect();

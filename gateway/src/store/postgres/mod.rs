@@ -151,7 +151,11 @@ impl PgStore {
             }
             acted
         });
-        if action != JobAction::Delete {
+        if action == JobAction::Delete {
+            if self.changes.is_live() {
+                self.changes.publish(acted.done.iter().cloned().map(JobChange::deleted).collect());
+            }
+        } else {
             self.publish(acted.done.iter().chain(&acted.requested).map(|job| (false, job.clone())));
         }
         Ok(acted)
@@ -183,7 +187,11 @@ impl PgStore {
     /// Publishes committed job changes, if anyone listens.
     fn publish(&self, jobs: impl IntoIterator<Item = (bool, Job)>) {
         if self.changes.is_live() {
-            self.changes.publish(jobs.into_iter().map(|(created, job)| JobChange { created, job }).collect());
+            self.changes.publish(
+                jobs.into_iter()
+                    .map(|(created, job)| if created { JobChange::created(job) } else { JobChange::changed(job) })
+                    .collect(),
+            );
         }
     }
 

@@ -80,7 +80,7 @@ pub fn read_changes(conn: &Connection, engine: &str, rows: &[Row]) -> Result<Vec
     for (rowid, created) in order {
         // A job deleted after it changed (retention in the same round) has nothing left to report.
         if let Some(job) = select.query_row([rowid], |row| job_from_row(row, engine)).optional()? {
-            changes.push(JobChange { created, job });
+            changes.push(if created { JobChange::created(job) } else { JobChange::changed(job) });
         }
     }
     Ok(changes)

@@ -18,7 +18,7 @@ use super::{breakers, fair, operate, parking, queries, schedules};
 use crate::admission::AdmissionLimits;
 use crate::observability::queue_metrics::QueueMetrics;
 use crate::store::breakers::{Signal, probes_to_claim};
-use crate::store::changes::ChangeFeed;
+use crate::store::changes::{ChangeFeed, JobChange};
 use crate::store::{
     BreakerPolicy, EnqueueOutcome, Finish, FinishOutcome, JobAction, NewJob, RetryPolicy, Schedule, ScheduleOutcome,
     StoreError,
@@ -216,8 +216,15 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<WriteRequest>, context: Writ
             }
         };
         let mut undelivered: Vec<(String, String)> = Vec::new();
+        let mut deleted: Vec<JobChange> = Vec::new();
         for (request, result) in batch.drain(..).zip(results) {
             wake |= makes_work_claimable(&result);
+            if let (WriteOp::Act { action: JobAction::Delete, .. }, Ok(WriteDone::Acted(acted))) =
+                (&request.op, &result)
+                && context.changes.is_live()
+            {
+                deleted.extend(acted.done.iter().cloned().map(JobChange::deleted));
+            }
             if let Err(Ok(WriteDone::Claimed { leases, .. })) = request.reply.send(result) {
                 // The claimer went away (client disconnected) after we leased: put the jobs straight back.
                 undelivered.extend(leases.into_iter().map(|l| (l.job.id, l.lease_token)));
@@ -251,6 +258,8 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<WriteRequest>, context: Writ
             }
         }
         changed.clear();
+        // The touched rows are read back above; deleted ones are gone, so they are published as they were.
+        context.changes.publish(std::mem::take(&mut deleted));
     }
 }
 
