@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from conftest import Setup
-from flowork import ApiError, Client, NotFoundError, UnavailableError, WaitTimeout
+from flowork import ApiError, Client, ConflictError, NotFoundError, UnavailableError, WaitTimeout
 
 
 def test_an_idempotent_enqueue_returns_the_same_job(setup: Setup) -> None:
@@ -81,3 +81,29 @@ def test_an_enqueue_waits_out_a_drain_by_its_retry_after(setup: Setup) -> None:
     job = setup.client.enqueue("py", "upper", {"text": "hi"})
     assert job["status"] == "queued"
     assert time.monotonic() - started >= 1.0  # it did wait: the drain ended only after a second
+
+
+def test_failed_work_is_operated_retry_delete_counts_and_bulk(setup: Setup) -> None:
+    later = "2999-01-01T00:00:00Z"
+    job = setup.client.enqueue("py", "upper", {"text": "x"}, run_at=later)
+    setup.client.cancel(job["id"])
+    assert setup.client.attempts(job["id"]) == [], "it never ran"
+    retried = setup.client.retry(job["id"])
+    assert (retried["id"], retried["status"], retried["attempts"]) == (job["id"], "queued", 0)
+    with pytest.raises(ConflictError) as not_retryable:
+        setup.client.retry(job["id"])
+    assert not_retryable.value.code == "not_retryable"
+    with pytest.raises(ConflictError) as not_final:
+        setup.client.delete(job["id"])
+    assert not_final.value.code == "job_not_final"
+    others = [setup.client.enqueue("py", "upper", {"n": i}, run_at=later)["id"] for i in range(3)]
+    assert setup.client.counts("py")["queued"] >= 4
+    cancelled = setup.client.bulk("cancel", status="queued", engine="py")
+    assert cancelled["matched"] == cancelled["changed"] >= 4
+    listed = setup.client.list(status=["cancelled"], engine="py", kind="upper", limit=100)
+    assert {job["id"], *others} <= {j["id"] for j in listed["jobs"]}
+    assert setup.client.bulk("delete", ids=[job["id"], *others]) == {"matched": 4, "changed": 4}
+    with pytest.raises(NotFoundError):
+        setup.client.get(job["id"])
+    with pytest.raises(NotFoundError):
+        setup.client.delete(job["id"])

@@ -39,6 +39,13 @@ def _rfc3339(value: datetime | str) -> str:
     return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _statuses(status: str | Sequence[str] | None) -> str | None:
+    """States as the gateway takes them: comma-separated."""
+    if status is None or isinstance(status, str):
+        return status
+    return ",".join(status)
+
+
 def _job_body(
     engine: str,
     kind: str,
@@ -188,14 +195,28 @@ class AsyncClient:
     async def list(
         self,
         *,
-        status: str | None = None,
+        status: str | Sequence[str] | None = None,
         engine: str | None = None,
+        kind: str | None = None,
+        after: datetime | str | None = None,
+        before: datetime | str | None = None,
+        id_prefix: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
     ) -> dict[str, Any]:
         """A page of your jobs, newest first: ``{"jobs": [...], "next_cursor": str | None}``; pass
-        ``next_cursor`` back as ``cursor`` for the next page."""
-        params = {"status": status, "engine": engine, "limit": limit, "cursor": cursor}
+        ``next_cursor`` back as ``cursor`` for the next page. ``status`` may name several states; ``after`` and
+        ``before`` bound the enqueue time."""
+        params = {
+            "status": _statuses(status),
+            "engine": engine,
+            "kind": kind,
+            "after": None if after is None else _rfc3339(after),
+            "before": None if before is None else _rfc3339(before),
+            "id_prefix": id_prefix,
+            "limit": limit,
+            "cursor": cursor,
+        }
         page: dict[str, Any] = (
             await self._request("GET", "/jobs", params={k: v for k, v in params.items() if v is not None})
         ).json()
@@ -225,9 +246,57 @@ class AsyncClient:
         return job
 
     async def retry(self, job_id: str) -> Job:
-        """Puts a ``dead`` or ``cancelled`` job back in the queue under the same id."""
+        """Puts a ``dead`` or ``cancelled`` job back in the queue now, under the same id, with a fresh budget of
+        attempts; ``ConflictError`` (``not_retryable``) for a job in another state."""
         job: Job = (await self._request("POST", f"/jobs/{job_id}/retry", retry=False)).json()
         return job
+
+    async def delete(self, job_id: str) -> None:
+        """Deletes a final job with its history; ``ConflictError`` (``job_not_final``) for a queued or running one."""
+        await self._request("DELETE", f"/jobs/{job_id}", retry=False)
+
+    async def attempts(self, job_id: str) -> list[dict[str, Any]]:
+        """Every attempt of a job, oldest first: ``number``, ``worker``, ``started_at``, ``finished_at``,
+        ``outcome`` (``succeeded``, ``failed``, ``timed_out``, ``lease_expired``, ``cancelled``; ``None`` while it
+        runs) and ``error``."""
+        answer: dict[str, Any] = (await self._request("GET", f"/jobs/{job_id}/attempts")).json()
+        return list(answer["attempts"])
+
+    async def counts(self, engine: str | None = None) -> dict[str, int]:
+        """How many of your jobs are in each state (on one engine, or all)."""
+        params = {} if engine is None else {"engine": engine}
+        counts: dict[str, int] = (await self._request("GET", "/jobs/counts", params=params)).json()
+        return counts
+
+    async def bulk(
+        self,
+        action: str,
+        *,
+        ids: Sequence[str] | None = None,
+        status: str | Sequence[str] | None = None,
+        engine: str | None = None,
+        kind: str | None = None,
+        after: datetime | str | None = None,
+        before: datetime | str | None = None,
+        id_prefix: str | None = None,
+    ) -> dict[str, int]:
+        """``retry``, ``cancel`` or ``delete`` many of your jobs: the ``ids`` given (at most 1,000), or every job
+        the filter selects. Returns ``{"matched", "changed"}``."""
+        body: dict[str, Any] = {"action": action}
+        if ids is not None:
+            body["ids"] = list(ids)
+        else:
+            fields = {
+                "status": _statuses(status),
+                "engine": engine,
+                "kind": kind,
+                "after": None if after is None else _rfc3339(after),
+                "before": None if before is None else _rfc3339(before),
+                "id_prefix": id_prefix,
+            }
+            body["filter"] = {k: v for k, v in fields.items() if v is not None}
+        answer: dict[str, int] = (await self._request("POST", "/jobs/bulk", json=body, retry=False)).json()
+        return answer
 
 
 class _LoopThread:
@@ -318,16 +387,9 @@ class Client:
         """See ``AsyncClient.get``."""
         return self._loop.run(self._async.get(job_id))
 
-    def list(
-        self,
-        *,
-        status: str | None = None,
-        engine: str | None = None,
-        limit: int | None = None,
-        cursor: str | None = None,
-    ) -> dict[str, Any]:
-        """See ``AsyncClient.list``."""
-        return self._loop.run(self._async.list(status=status, engine=engine, limit=limit, cursor=cursor))
+    def list(self, **filters: Any) -> dict[str, Any]:
+        """See ``AsyncClient.list`` (the same keyword arguments)."""
+        return self._loop.run(self._async.list(**filters))
 
     def wait(self, job_id: str, timeout: float | None = None, *, poll_interval: float = 0.25) -> Job:
         """See ``AsyncClient.wait``."""
@@ -340,3 +402,19 @@ class Client:
     def retry(self, job_id: str) -> Job:
         """See ``AsyncClient.retry``."""
         return self._loop.run(self._async.retry(job_id))
+
+    def delete(self, job_id: str) -> None:
+        """See ``AsyncClient.delete``."""
+        self._loop.run(self._async.delete(job_id))
+
+    def attempts(self, job_id: str) -> list[dict[str, Any]]:
+        """See ``AsyncClient.attempts``."""
+        return self._loop.run(self._async.attempts(job_id))
+
+    def counts(self, engine: str | None = None) -> dict[str, int]:
+        """See ``AsyncClient.counts``."""
+        return self._loop.run(self._async.counts(engine))
+
+    def bulk(self, action: str, **selection: Any) -> dict[str, int]:
+        """See ``AsyncClient.bulk`` (the same keyword arguments)."""
+        return self._loop.run(self._async.bulk(action, **selection))
