@@ -11,7 +11,9 @@ function parseCursor(cursor) {
 
 export class Live {
   /**
-   * `handlers`: { job(event, data), engine(data), drain(draining), reload() -> Promise, state(text) }.
+   * `handlers`: { job(event, data, mode), engine(data), drain(draining), reload() -> Promise, state(text),
+   * connected() }. `mode` is 'live', 'replay' (missed while away) or 'reloaded' (replayed over a list and
+   * counts read after the cursor: they may already show it).
    */
   constructor(base, session, handlers) {
     this.session = session;
@@ -29,7 +31,10 @@ export class Live {
     }
     this.socket.on('engine.status', (data) => handlers.engine(data));
     this.socket.on('gateway.drain', (data) => handlers.drain(Boolean(data?.draining)));
-    this.socket.on('connect', () => this.catchUp());
+    this.socket.on('connect', () => {
+      handlers.connected?.();
+      this.catchUp();
+    });
     // The gateway says events may have been lost (another gateway of the fleet stopped without a goodbye, or an
     // event could not be published): reload the list.
     this.socket.on('live.reset', () => this.reload());
@@ -60,10 +65,10 @@ export class Live {
     return next.boot !== last.boot || next.seq > last.seq;
   }
 
-  apply(event, data) {
+  apply(event, data, mode = 'live') {
     if (!this.isNew(data.cursor)) return;
     this.cursor = data.cursor;
-    this.handlers.job(event, data);
+    this.handlers.job(event, data, mode);
   }
 
   received(event, data) {
@@ -88,7 +93,9 @@ export class Live {
     this.handlers.state('catching up…');
     try {
       let answer = this.cursor ? await this.sync(this.cursor) : { reset: true };
+      let mode = 'replay';
       if (answer.reset) {
+        mode = 'reloaded';
         // Take a cursor first, then the list: every change after the cursor is replayed over the list.
         const { cursor } = await this.sync(null);
         await this.handlers.reload();
@@ -96,8 +103,8 @@ export class Live {
         answer = await this.sync(cursor);
         if (answer.reset) answer = { events: [] };
       }
-      for (const { event, data } of answer.events) this.apply(event, data);
-      for (const [event, data] of this.buffered) this.apply(event, data);
+      for (const { event, data } of answer.events) this.apply(event, data, mode);
+      for (const [event, data] of this.buffered) this.apply(event, data, mode);
       this.handlers.state('live');
     } catch (error) {
       this.handlers.state(`could not catch up: ${error.message}`);

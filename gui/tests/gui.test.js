@@ -134,9 +134,9 @@ test('sign in, submit a job and watch it go queued → running → succeeded liv
   // The engine card shows it online with its workers.
   await eventually('the engine card online', async () => (await page.textContent('[data-engine-id="local"]')).includes('online'));
 
-  // Every form control has a label, for screen readers.
+  // Every form control has a label (or, for a row's checkbox, an aria-label), for screen readers.
   const unlabelled = await page.$$eval('input, select, textarea', (controls) =>
-    controls.filter((c) => !c.labels || c.labels.length === 0).map((c) => c.id),
+    controls.filter((c) => (!c.labels || c.labels.length === 0) && !c.getAttribute('aria-label')).map((c) => c.id || c.outerHTML),
   );
   assert.deepEqual(unlabelled, []);
 
