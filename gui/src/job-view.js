@@ -58,7 +58,7 @@ export class JobView {
     this.root.ownerDocument.querySelector(`tr[data-job-id="${CSS.escape(id ?? '')}"] button`)?.focus();
   }
 
-  async refresh() {
+  async refresh({ quiet = false } = {}) {
     const id = this.id;
     if (!id) return;
     try {
@@ -71,7 +71,8 @@ export class JobView {
       this.attempts = attempts.attempts;
       this.render();
     } catch (failure) {
-      if (id === this.id) this.failed('Could not read the job', failure);
+      if (id === this.id && !quiet) this.failed('Could not read the job', failure);
+      if (id === this.id) this.render();
     }
   }
 
@@ -81,15 +82,19 @@ export class JobView {
     this.pending = label;
     this.say(`${label}…`);
     this.render();
+    let refused = false;
     try {
       const { data } = await call(id);
       if (data?.id) this.applyAnswer(data, guard);
       this.say(`${label}: done.`);
     } catch (failure) {
-      this.pending = null;
+      refused = true;
       this.failed(`${label} was refused`, failure);
     }
-    if (id === this.id) await this.refresh();
+    // From here the job's own fields tell (a running job's `cancel_requested`, a retried one's status).
+    this.pending = null;
+    // After a refusal the refusal stays on screen, whatever the re-read says.
+    if (id === this.id) await this.refresh({ quiet: refused });
   }
 
   cancel() {
@@ -129,8 +134,6 @@ export class JobView {
     if (!this.id) return;
     const live = this.store.get(this.id) ?? {};
     const job = { ...this.detail, ...live };
-    if (this.pending === 'cancel requested' && FINAL.has(job.status)) this.pending = null;
-    if (this.pending === 'retry requested' && !FINAL.has(job.status)) this.pending = null;
     const status = `${job.status ?? '…'}${job.cancel_requested && !FINAL.has(job.status) ? ' (cancel requested)' : this.pending ? ` (${this.pending})` : ''}`;
     const waiting = job.status === 'queued';
     this.fields([

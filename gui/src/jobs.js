@@ -28,6 +28,8 @@ export class JobStore {
     const known = this.jobs.get(data.id);
     if (guard && !guard(known, data)) return null;
     const { cursor: _cursor, ...fields } = data;
+    // `job.updated` leaves `cancel_requested` out when it is false (a retried job's earlier request is over).
+    if (event === 'job.updated') fields.cancel_requested = Boolean(data.cancel_requested);
     const job = known ? { ...known, ...fields } : { ...fields, history: [] };
     if (!FINAL.has(job.status)) {
       // Back to work (a retry): the previous outcome no longer describes the job.
