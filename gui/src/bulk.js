@@ -6,6 +6,7 @@ import { describe, toQuery } from './filters.js';
 import { count } from './format.js';
 
 const MAX_IDS = 1_000;
+const COUNT_PAGES = 10;
 const VERB = { retry: 'Retry', cancel: 'Cancel', delete: 'Delete' };
 /** The states each action applies to (the gateway skips the others). */
 const APPLIES = { retry: ['dead', 'cancelled'], cancel: ['queued', 'running'], delete: ['succeeded', 'dead', 'cancelled'] };
@@ -42,15 +43,22 @@ export class BulkActions {
     for (const button of this.root.querySelectorAll('button[data-action]')) button.disabled = !this.allMatching && n === 0;
   }
 
-  /** How many jobs the filter selects for `action`: exact from the counts when only status and engine filter, else
-   *  by reading up to 500 ids. */
+  /** How many jobs the filter selects for `action`: from the counts when only the status and engine filter, else
+   *  by reading the matching jobs, up to `COUNT_PAGES` pages of 500 (the gateway counts only by engine). */
   async matching(filter, action) {
     const states = (filter.status ? filter.status.split(',') : APPLIES[action]).filter((s) => APPLIES[action].includes(s));
     const onlyCounted = Object.keys(filter).every((key) => key === 'status' || (key === 'engine' && filter.engine === this.tabs.engine));
     if (onlyCounted) return { exact: true, n: states.reduce((sum, s) => sum + (this.tabs.counts[s] ?? 0), 0) };
     if (states.length === 0) return { exact: true, n: 0 };
-    const { data } = await this.api.get(`/jobs?${toQuery({ ...filter, status: states.join(',') }, { limit: 500 })}`);
-    return { exact: !data.next_cursor, n: data.jobs.length };
+    let n = 0;
+    let cursor = null;
+    for (let pages = 0; pages < COUNT_PAGES; pages += 1) {
+      const { data } = await this.api.get(`/jobs?${toQuery({ ...filter, status: states.join(',') }, { limit: 500, cursor })}`);
+      n += data.jobs.length;
+      cursor = data.next_cursor;
+      if (!cursor) return { exact: true, n };
+    }
+    return { exact: false, n };
   }
 
   async ask(action) {

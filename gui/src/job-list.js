@@ -87,6 +87,7 @@ export class JobPage {
     const rows = jobs.map((job) => this.makeRow(job));
     this.body.replaceChildren(...rows);
     this.updateEmpty();
+    this.updatePickAll();
   }
 
   makeRow(job) {
@@ -114,6 +115,7 @@ export class JobPage {
     if (added) {
       this.trim();
       this.updateEmpty();
+      this.updatePickAll();
     }
   }
 
@@ -187,9 +189,14 @@ export class JobPage {
     this.selectionListeners.add(listener);
   }
 
-  selectionChanged() {
+  /** The header checkbox is ticked when every row of this page is selected. */
+  updatePickAll() {
     const onPage = [...this.rows.keys()];
     this.pickAll.checked = onPage.length > 0 && onPage.every((id) => this.selected.has(id));
+  }
+
+  selectionChanged() {
+    this.updatePickAll();
     for (const listener of this.selectionListeners) listener(this.selected);
   }
 }

@@ -52,6 +52,7 @@ export async function signIn(page) {
   return address;
 }
 
-export async function shot(page, name) {
-  await page.screenshot({ path: path.join(artifactsDir, `${name}.png`), fullPage: true });
+/** Saves a screenshot (the whole page, or with `fullPage: false` what the viewport shows). */
+export async function shot(page, name, { fullPage = true } = {}) {
+  await page.screenshot({ path: path.join(artifactsDir, `${name}.png`), fullPage });
 }

@@ -41,7 +41,12 @@ const tabCount = (page, status) => page.getAttribute(`#status-tabs [data-status=
 const rowStatus = (page, id) => page.getAttribute(`#jobs tr[data-job-id="${id}"] .status`, 'data-status').catch(() => null);
 
 async function waitTab(page, status, n, timeout = 60_000) {
-  await page.waitForSelector(`#status-tabs [data-status="${status}"][data-count="${n}"]`, { timeout });
+  try {
+    await page.waitForSelector(`#status-tabs [data-status="${status}"][data-count="${n}"]`, { timeout });
+  } catch (error) {
+    const state = await page.evaluate(() => `${document.querySelector('#status-tabs').textContent}; ${document.querySelector('#live-state').textContent}; ${document.querySelector('#notice').textContent}`);
+    throw new Error(`the ${status} tab never read ${n} (${state}): ${error.message}`);
+  }
 }
 
 test('a dead job is retried from its view with every attempt shown; cancel says so at once; delete asks first', async () => {
@@ -103,5 +108,121 @@ test('a dead job is retried from its view with every attempt shown; cancel says 
   assert.match(await page.textContent('#notice'), /job_not_found/);
   assert.match(await page.textContent('#job-action-status'), /retry requested was refused: no job with id/);
   await shot(page, '12-refused');
+  assert.deepEqual(page.problems, []);
+});
+
+test('filters and paging reach an old job: older/newer pages, kind, enqueue time and id prefix', async () => {
+  const { page, api, token, gateway } = await dashboard();
+  // No engine runs: every job stays queued. One old job, then (in a later second) 120 newer ones.
+  const { body: old } = await api('POST', '/jobs', { engine: 'local', kind: 'sleep', payload: { ms: 1 } });
+  const oldAt = new Date(old.enqueued_at).getTime();
+  await new Promise((resolve) => setTimeout(resolve, 1_000 - (Date.now() % 1_000) + 50 + Math.max(0, oldAt + 1_000 - Date.now())));
+  await createJobs(gateway.base, token, 120, { engine: 'local', kind: 'echo', payload: {} }, 'newer');
+  await waitTab(page, 'queued', 121);
+  await page.selectOption('#page-size', '25');
+  await page.waitForFunction(() => document.querySelectorAll('#jobs tbody tr').length === 25);
+  // The old job is on the fifth page of 25, the last one.
+  for (let n = 2; n <= 5; n += 1) {
+    await page.click('#page-older');
+    await page.waitForFunction((text) => document.querySelector('#page-info').textContent.startsWith(text), `Page ${n}`);
+  }
+  await page.waitForSelector(`#jobs tr[data-job-id="${old.id}"]`);
+  assert.equal(await page.$$eval('#jobs tbody tr', (rows) => rows.length), 21);
+  assert.equal(await page.isDisabled('#page-older'), true, 'nothing older');
+  await shot(page, '13-last-page');
+  await page.click('#page-newer');
+  await page.waitForFunction(() => document.querySelector('#page-info').textContent.startsWith('Page 4'));
+  await page.waitForSelector(`#jobs tr[data-job-id="${old.id}"]`, { state: 'detached' });
+
+  const onlyRows = async (ids) =>
+    eventually(`exactly ${ids}`, async () => {
+      const shown = await page.$$eval('#jobs tbody tr', (rows) => rows.map((row) => row.dataset.jobId));
+      return JSON.stringify(shown) === JSON.stringify(ids);
+    });
+  // By kind.
+  await page.fill('#filter-kind', 'sleep');
+  await page.click('#filter-apply');
+  await onlyRows([old.id]);
+  assert.match(await page.textContent('#page-info'), /^Page 1/);
+  // By enqueue time: before the second the newer jobs began.
+  await page.click('#filter-reset');
+  const before = await page.evaluate((ms) => {
+    const date = new Date(Math.floor(ms / 1000) * 1000 + 1000);
+    const pad = (n) => String(n).padStart(2, '0');
+    return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
+  }, oldAt);
+  await page.fill('#filter-before', before);
+  await page.click('#filter-apply');
+  await onlyRows([old.id]);
+  await page.click('#filter-reset');
+  await page.fill('#filter-after', before);
+  await page.click('#filter-apply');
+  await eventually('only newer jobs', async () => {
+    const shown = await page.$$eval('#jobs tbody tr', (rows) => rows.map((row) => row.dataset.jobId));
+    return shown.length === 25 && !shown.includes(old.id);
+  });
+  // By id prefix, typed in capitals.
+  await page.click('#filter-reset');
+  await page.fill('#filter-id', old.id.slice(0, 30).toUpperCase());
+  await page.click('#filter-apply');
+  await onlyRows([old.id]);
+  await page.fill('#filter-id', 'xyz');
+  await page.click('#filter-apply');
+  assert.match(await page.textContent('#filter-error'), /hex digits/);
+  await shot(page, '14-filtered');
+  // The queued tab lists them; the dead tab none.
+  await page.click('#filter-reset');
+  await page.click('#status-tabs [data-status="dead"]');
+  await onlyRows([]);
+  assert.equal(await page.isVisible('#jobs-empty'), true);
+  await page.click('#status-tabs [data-status="queued"]');
+  await eventually('a page of queued jobs', async () => (await page.$$('#jobs tbody tr')).length === 25);
+  assert.deepEqual(page.problems, []);
+});
+
+test('bulk: cancel every job matching the filter, then delete 1,000 selected jobs, each after a confirmation', async () => {
+  const { page, gateway, token, api } = await dashboard();
+  await createJobs(gateway.base, token, 1000, { engine: 'local', kind: 'echo', payload: {} }, 'bulk');
+  await waitTab(page, 'queued', 1000);
+  // Cancel by filter: every queued job of kind echo.
+  await page.click('#status-tabs [data-status="queued"]');
+  await page.fill('#filter-kind', 'echo');
+  await page.click('#filter-apply');
+  await page.selectOption('#bulk-scope', 'filter');
+  await page.click('#bulk button[data-action="cancel"]');
+  await page.waitForSelector('#confirm[open]');
+  assert.match(await page.textContent('#confirm-text'), /^Cancel 1,000 jobs matching: status queued, kind echo\?/);
+  await shot(page, '15-confirm-cancel-by-filter', { fullPage: false });
+  await page.click('#confirm-ok');
+  await waitTab(page, 'cancelled', 1000, 120_000);
+  await waitTab(page, 'queued', 0);
+  assert.match(await page.textContent('#bulk-status'), /1,000 of 1,000 matched jobs changed/);
+
+  // Delete by selection: two pages of 500 on the cancelled tab, each selected whole.
+  await page.click('#filter-reset');
+  await page.selectOption('#bulk-scope', 'selected');
+  await page.selectOption('#page-size', '500');
+  await page.click('#status-tabs [data-status="cancelled"]');
+  await page.waitForFunction(() => document.querySelectorAll('#jobs tbody tr.row-cancelled').length === 500, null, { timeout: 60_000 });
+  await page.check('#pick-page');
+  await page.click('#page-older');
+  await page.waitForFunction(() => document.querySelector('#page-info').textContent.startsWith('Page 2'));
+  await page.waitForFunction(() => document.querySelectorAll('#jobs tbody tr').length === 500, null, { timeout: 60_000 });
+  await page.check('#pick-page');
+  assert.equal(await page.textContent('#bulk-summary'), '1,000 selected');
+  await page.click('#bulk button[data-action="delete"]');
+  await page.waitForSelector('#confirm[open]');
+  assert.match(await page.textContent('#confirm-text'), /^Delete 1,000 selected jobs\? Deleted jobs and their history are gone for good\./);
+  await shot(page, '16-confirm-delete', { fullPage: false });
+  // "Go back" deletes nothing.
+  await page.click('#confirm-cancel');
+  assert.equal(await tabCount(page, 'cancelled'), 1000);
+  await page.click('#bulk button[data-action="delete"]');
+  await page.click('#confirm-ok');
+  await waitTab(page, 'cancelled', 0, 120_000);
+  await page.waitForFunction(() => document.querySelectorAll('#jobs tbody tr').length === 0);
+  assert.match(await page.textContent('#bulk-status'), /1,000 of 1,000 matched jobs changed/);
+  assert.deepEqual((await api('GET', '/jobs/counts')).body, { queued: 0, running: 0, succeeded: 0, dead: 0, cancelled: 0 });
+  await shot(page, '17-after-bulk-delete', { fullPage: false });
   assert.deepEqual(page.problems, []);
 });
