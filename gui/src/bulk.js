@@ -82,7 +82,7 @@ export class BulkActions {
       what = `${count(ids.length)} selected job${ids.length === 1 ? '' : 's'}`;
     }
     const text = `${VERB[action]} ${what}?${action === 'delete' ? ' Deleted jobs and their history are gone for good.' : ''} Only jobs that are ${APPLIES[action].join(' or ')} are changed.`;
-    if (!(await confirmAction(this.dialog, text, VERB[action]))) return;
+    if (!(await confirmAction(this.dialog, text, `${VERB[action]} ${request.ids?.length === 1 ? 'job' : 'jobs'}`))) return;
     await this.run(request);
   }
 

@@ -108,7 +108,7 @@ export class JobView {
 
   async remove() {
     const id = this.id;
-    if (!(await confirmAction(this.dialog, `Delete job ${id} and its history for good?`, 'Delete'))) return;
+    if (!(await confirmAction(this.dialog, `Delete job ${id} and its history for good?`, 'Delete job'))) return;
     this.say('delete requested…');
     try {
       await this.api.delete(`/jobs/${encodeURIComponent(id)}`);

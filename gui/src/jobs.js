@@ -2,6 +2,8 @@
 // and the answers of actions, each with the status history this page saw. Every change reports the status the job
 // had before, so the counts can move without re-reading anything.
 
+import { parseCursor } from './cursor.js';
+
 export const FINAL = new Set(['succeeded', 'dead', 'cancelled']);
 export const STATUSES = ['queued', 'running', 'succeeded', 'dead', 'cancelled'];
 
@@ -27,6 +29,9 @@ export class JobStore {
   apply(event, data, guard = null) {
     const known = this.jobs.get(data.id);
     if (guard && !guard(known, data)) return null;
+    // An event older than the last one applied to this job (found late, after a loss) changes nothing.
+    const at = data.cursor ? parseCursor(data.cursor) : null;
+    if (at && known?.at && known.at.boot === at.boot && known.at.seq >= at.seq) return null;
     const { cursor: _cursor, ...fields } = data;
     // `job.updated` leaves `cancel_requested` out when it is false (a retried job's earlier request is over).
     if (event === 'job.updated') fields.cancel_requested = Boolean(data.cancel_requested);
@@ -37,6 +42,7 @@ export class JobStore {
       delete job.error;
     }
     if (job.status !== 'running') delete job.progress;
+    if (at) job.at = at;
     if (!known || known.status !== job.status) {
       job.history = [...(known?.history ?? []), { status: job.status, at: eventTime(job), live: true }];
     }

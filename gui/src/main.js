@@ -93,7 +93,12 @@ async function start() {
   const batch = new FrameBatch((items) => {
     const changes = [];
     const counted = [];
+    const deleted = [];
     for (const { event, data, guard, counts } of items) {
+      if (event === 'job.deleted') {
+        deleted.push(data);
+        continue;
+      }
       const change = store.apply(event, data, guard);
       if (!change) continue;
       changes.push(change);
@@ -102,7 +107,17 @@ async function start() {
     tabs.apply(counted);
     page.apply(changes);
     view.apply(changes);
+    if (deleted.length > 0) removeDeleted(deleted);
   });
+  // A deletion this page did not make (another tab, a script): off the page, out of the counts.
+  const removeDeleted = (jobs) => {
+    for (const { id } of jobs) {
+      const status = store.forget(id);
+      if (status) tabs.removed(status);
+      else tabs.reconcileSoon();
+    }
+    page.removeRows(jobs.map((job) => job.id));
+  };
   new SubmitForm($('#submit-form'), {
     api,
     notice,
@@ -133,8 +148,12 @@ async function start() {
       notice.failure(failure);
     }
     live = new Live(config.gateway, session, {
+      // Live events and lost ones found again come with cursors that order them per job; a replay over a fresh
+      // list must not move a job the list shows finished back.
       job: (event, data, mode) =>
-        batch.push({ event, data, guard: mode === 'live' ? null : notStale, counts: mode !== 'reloaded' }),
+        batch.push({ event, data, guard: mode === 'live' || mode === 'missed' ? null : notStale, counts: mode !== 'reloaded' }),
+      // Events were lost on the way and found again: counts read once things are quiet are exact again.
+      lost: () => tabs.reconcileSoon(),
       engine: (data) => engines.update(data),
       drain: showDrain,
       reload: async () => {
