@@ -77,8 +77,11 @@ export class JobView {
   }
 
   /** Runs an action: says so at once, shows the gateway's refusal with its message, re-reads the job after. */
-  async act(label, call, guard) {
+  async act(label, call) {
     const id = this.id;
+    // The answer describes the job as the action left it; an event applied since then is newer.
+    const since = this.store.seq;
+    const guard = (known) => !known || known.seq <= since;
     this.pending = label;
     this.say(`${label}…`);
     this.render();
@@ -99,11 +102,11 @@ export class JobView {
 
   cancel() {
     // A running job stops at its engine's next heartbeat: until then it reads "cancel requested".
-    return this.act('cancel requested', (id) => this.api.post(`/jobs/${encodeURIComponent(id)}/cancel`), (known) => !known || !FINAL.has(known.status));
+    return this.act('cancel requested', (id) => this.api.post(`/jobs/${encodeURIComponent(id)}/cancel`));
   }
 
   retry() {
-    return this.act('retry requested', (id) => this.api.post(`/jobs/${encodeURIComponent(id)}/retry`), (known) => !known || FINAL.has(known.status));
+    return this.act('retry requested', (id) => this.api.post(`/jobs/${encodeURIComponent(id)}/retry`));
   }
 
   async remove() {
