@@ -149,7 +149,7 @@ export class JobView {
       ['Waiting on', waiting ? this.detail?.waiting_on : undefined],
       ['Priority', job.priority],
       ['Enqueued', dateTime(job.enqueued_at)],
-      ['Run at', job.run_at && job.run_at !== job.enqueued_at ? dateTime(job.run_at) : undefined],
+      ['Run at', job.run_at && Math.abs(new Date(job.run_at) - new Date(job.enqueued_at)) >= 1000 ? dateTime(job.run_at) : undefined],
       ['Started', dateTime(job.claimed_at)],
       ['Finished', dateTime(job.finished_at)],
     ]);

@@ -266,7 +266,7 @@ test('a burst of 5,000 jobs with the page open: no long stalls, a bounded table,
   }
   await waitTab(page, '', total);
   const burstMs = Date.now() - started;
-  await page.locator('#jobs-title').scrollIntoViewIfNeeded();
+  await page.evaluate(() => document.querySelector('#status-tabs').scrollIntoView());
   await shot(page, '18-after-burst', { fullPage: false });
   const { longTasks, mostRows } = await page.evaluate(() => ({ longTasks: window.longTasks, mostRows: window.mostRows }));
   const longest = Math.max(0, ...longTasks);
@@ -298,5 +298,35 @@ test('a burst of 5,000 jobs with the page open: no long stalls, a bounded table,
   const shown = { succeeded: 0, cancelled: 0, dead: 0 };
   for (const status of seen.values()) shown[status] += 1;
   assert.deepEqual(shown, { succeeded: truth.succeeded, cancelled: truth.cancelled, dead: truth.dead });
+  assert.deepEqual(page.problems, []);
+});
+
+test('the jobs screen at 390 px and in dark mode: nothing wider than the phone, dead and cancelled told apart', async () => {
+  const { page, api } = await dashboard({ workers: 1, viewport: { width: 390, height: 844 }, colorScheme: 'dark' });
+  const { body: dead } = await api('POST', '/jobs', { engine: 'local', kind: 'no-such-kind', payload: {}, max_attempts: 1 });
+  const { body: slow } = await api('POST', '/jobs', { engine: 'local', kind: 'sleep', payload: { ms: 60_000 } });
+  await api('POST', '/jobs', { engine: 'local', kind: 'echo', payload: { ok: true } });
+  await eventually('the dead job', async () => (await rowStatus(page, dead.id)) === 'dead', 60_000);
+  assert.equal((await api('POST', `/jobs/${slow.id}/cancel`)).status < 300, true);
+  await eventually('the cancelled job', async () => (await rowStatus(page, slow.id)) === 'cancelled', 60_000);
+  const look = (id) =>
+    page.$eval(`#jobs tr[data-job-id="${id}"] .status`, (badge) => {
+      const style = getComputedStyle(badge);
+      return `${style.backgroundColor} ${style.color} ${style.borderStyle} ${badge.textContent}`;
+    });
+  assert.notEqual(await look(dead.id), await look(slow.id), 'dead and cancelled look different');
+  assert.equal(await page.evaluate(() => matchMedia('(prefers-color-scheme: dark)').matches), true);
+  const background = await page.evaluate(() => getComputedStyle(document.documentElement).backgroundColor);
+  assert.equal(background, 'rgb(13, 17, 23)', 'the dark palette follows the system');
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  assert.ok(overflow <= 0, `the page is ${overflow}px wider than a phone`);
+  assert.equal(await page.getAttribute('link[rel="icon"]', 'href'), './favicon.svg');
+  assert.equal((await page.request.get(new URL('favicon.svg', page.url()).href)).status(), 200);
+  await page.evaluate(() => document.querySelector('#status-tabs').scrollIntoView());
+  await shot(page, '19-phone-dark-jobs', { fullPage: false });
+  await page.click(`#jobs tr[data-job-id="${dead.id}"] button.link`);
+  await page.waitForSelector('#job-attempts tbody tr');
+  await page.locator('#job-view').scrollIntoViewIfNeeded();
+  await shot(page, '20-phone-dark-job', { fullPage: false });
   assert.deepEqual(page.problems, []);
 });
