@@ -330,3 +330,21 @@ test('the jobs screen at 390 px and in dark mode: nothing wider than the phone, 
   await shot(page, '20-phone-dark-job', { fullPage: false });
   assert.deepEqual(page.problems, []);
 });
+
+test('the drain banner clears when a restarted gateway comes back, and the page goes live again by itself', async () => {
+  const { ws, gateway, page } = await dashboard();
+  const admin = ws.cli('admin', 'token', '--scope', 'drain', '--ttl', '5m');
+  const drained = await fetch(`${gateway.base}/admin/drain`, { method: 'POST', headers: { Authorization: `Bearer ${admin}` } });
+  assert.equal(drained.status, 200);
+  await page.waitForSelector('#drain-banner:not([hidden])');
+  // The gateway dies without a word (no "not draining" event) and a new process starts on the same address.
+  gateway.child.kill('SIGKILL');
+  await page.waitForFunction(() => /paused|unavailable/.test(document.querySelector('#live-state').textContent), null, { timeout: 30_000 });
+  await shot(page, '21-gateway-away', { fullPage: false });
+  await ws.startGateway([], new URL(gateway.base).host);
+  await page.waitForFunction(() => document.querySelector('#live-state').textContent.endsWith('live'), null, { timeout: 60_000 });
+  await page.waitForSelector('#drain-banner', { state: 'hidden', timeout: 30_000 });
+  await shot(page, '22-gateway-back', { fullPage: false });
+  assert.equal(page.loads, 1, 'no reload');
+  assert.deepEqual(page.problems, []);
+});

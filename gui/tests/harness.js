@@ -65,11 +65,12 @@ export class Workspace {
     return proc;
   }
 
-  /** Starts `flowork-gateway serve` with the built GUI and waits until it is ready; returns its base URL. */
-  async startGateway(extra = []) {
+  /** Starts `flowork-gateway serve` with the built GUI (on `listen`, an ephemeral port by default) and waits until
+   *  it is ready; returns the process, with its base URL in `base`. */
+  async startGateway(extra = [], listen = '127.0.0.1:0') {
     const proc = this.spawn(
       'flowork-gateway',
-      ['serve', '--listen', '127.0.0.1:0', '--data-dir', this.dataDir, '--gui-dir', path.join(guiDir, 'dist'), ...extra],
+      ['serve', '--listen', listen, '--data-dir', this.dataDir, '--gui-dir', path.join(guiDir, 'dist'), ...extra],
       'gateway',
     );
     const deadline = Date.now() + 30_000;
