@@ -42,7 +42,8 @@ export class JobStore {
       delete job.error;
     }
     if (job.status !== 'running') delete job.progress;
-    if (at) job.at = at;
+    // An action's answer has no cursor: whatever it changed is not in counts read before.
+    job.at = at;
     if (!known || known.status !== job.status) {
       job.history = [...(known?.history ?? []), { status: job.status, at: eventTime(job), live: true }];
     }

@@ -126,6 +126,13 @@ export class Live {
     else this.apply(event, data);
   }
 
+  /** The feed's current cursor, parsed (null when not connected). */
+  async cursorNow() {
+    if (!this.socket.connected) return null;
+    const { cursor } = await this.sync(null);
+    return cursor ? parseCursor(cursor) : null;
+  }
+
   sync(cursor) {
     return this.socket.timeout(10_000).emitWithAck('sync', cursor ? { cursor } : {});
   }

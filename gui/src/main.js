@@ -61,7 +61,8 @@ async function start() {
     const size = Number($('#page-size').value);
     await Promise.all([tabs.load(filter.engine ?? ''), page.show(filter, size)]);
   };
-  const tabs = new StatusTabs($('#status-tabs'), { api, notice, onPick: showJobs });
+  let live = null;
+  const tabs = new StatusTabs($('#status-tabs'), { api, notice, onPick: showJobs, cursorNow: () => live?.cursorNow() ?? null });
   view = new JobView($('#job-view'), {
     api,
     store,
@@ -135,7 +136,6 @@ async function start() {
     showDrain(data.draining);
   };
 
-  let live = null;
   const enter = async () => {
     $('#sign-in').hidden = true;
     $('#app').hidden = false;

@@ -42,7 +42,11 @@ export async function openPage(browser, base, { viewport = { width: 1280, height
 export async function signIn(page) {
   await page.focus('#sign-in-dev');
   await page.keyboard.press('Enter');
-  await page.waitForSelector('#app:not([hidden])');
+  try {
+    await page.waitForSelector('#app:not([hidden])', { timeout: 60_000 });
+  } catch (error) {
+    throw new Error(`sign-in did not finish (notice: ${await page.textContent('#notice')}; problems: ${page.problems}): ${error.message}`);
+  }
   const who = await page.textContent('#who');
   const address = who.replace('Signed in as ', '');
   assert.match(address, /^0x[0-9a-f]{40}$/, 'signed in as a wallet address');

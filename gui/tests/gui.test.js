@@ -74,7 +74,7 @@ test('sign in, submit a job and watch it go queued → running → succeeded liv
   await shot(page, '02-queued');
   // The engine starts only now, so the job is seen waiting first.
   ws.startEngine(gateway.base, 'local', tokenFile, 2);
-  await page.waitForSelector('#jobs .status[data-status="running"]', { timeout: 30_000 });
+  await page.waitForSelector('#jobs .status[data-status="running"]', { timeout: 90_000 });
   await page.click('#jobs button.link');
   await page.waitForSelector('#job-view:not([hidden])');
   await shot(page, '03-running');
