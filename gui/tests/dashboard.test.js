@@ -80,6 +80,10 @@ test('a dead job is retried from its view with every attempt shown; cancel says 
   await eventually('the sleep job running', async () => (await rowStatus(page, slow.id)) === 'running', 60_000);
   await page.click(`#jobs tr[data-job-id="${slow.id}"] button.link`);
   await eventually('the view on the sleep job', async () => (await page.textContent('#job-fields')).includes(slow.id));
+  // The sleep handler reports progress; it shows as a bar.
+  await page.waitForSelector('#job-progress:not([hidden])', { timeout: 60_000 });
+  const percent = await page.$eval('#job-progress progress', (bar) => bar.value);
+  assert.ok(percent > 0 && percent < 100, `progress ${percent}`);
   await page.click('#job-cancel');
   assert.match(await page.textContent('#job-view-status'), /cancel requested/, 'said at once, before the gateway answers');
   await shot(page, '11-cancel-requested');
@@ -128,6 +132,10 @@ test('filters and paging reach an old job: older/newer pages, kind, enqueue time
   }
   await page.waitForSelector(`#jobs tr[data-job-id="${old.id}"]`);
   assert.equal(await page.$$eval('#jobs tbody tr', (rows) => rows.length), 21);
+  // The oldest queued job is next in line.
+  await page.click(`#jobs tr[data-job-id="${old.id}"] button.link`);
+  await eventually('its queue position', async () => /Queue position\s*0/.test(await page.textContent('#job-fields')));
+  await page.click('#job-close');
   assert.equal(await page.isDisabled('#page-older'), true, 'nothing older');
   await shot(page, '13-last-page');
   await page.click('#page-newer');
