@@ -44,6 +44,7 @@ export class JobView {
     this.detail = null;
     this.attempts = null;
     this.pending = null;
+    this.missing = false;
     this.$('#job-action-status').textContent = '';
     this.root.hidden = false;
     this.render();
@@ -131,13 +132,21 @@ export class JobView {
   failed(what, failure) {
     this.say(`${what}: ${failure.message}`);
     this.notice.failure(failure);
+    if (failure.status === 404 && this.id && !this.missing) this.gone();
+  }
+
+  /** The gateway no longer has the job (deleted elsewhere): off the table and the counts; the view says so. */
+  gone() {
+    this.missing = true;
+    this.removed(this.id, this.store.forget(this.id));
+    this.render();
   }
 
   render() {
     if (!this.id) return;
     const live = this.store.get(this.id) ?? {};
     const job = { ...this.detail, ...live };
-    const status = `${job.status ?? '…'}${job.cancel_requested && !FINAL.has(job.status) ? ' (cancel requested)' : this.pending ? ` (${this.pending})` : ''}`;
+    const status = this.missing ? 'deleted' : `${job.status ?? '…'}${job.cancel_requested && !FINAL.has(job.status) ? ' (cancel requested)' : this.pending ? ` (${this.pending})` : ''}`;
     const waiting = job.status === 'queued';
     this.fields([
       ['Id', job.id ?? this.id],
@@ -167,7 +176,10 @@ export class JobView {
     this.$('#job-cancel').hidden = !['queued', 'running'].includes(job.status) || Boolean(job.cancel_requested);
     this.$('#job-retry').hidden = !['dead', 'cancelled'].includes(job.status);
     this.$('#job-delete').hidden = !FINAL.has(job.status);
-    for (const button of ['#job-cancel', '#job-retry', '#job-delete']) this.$(button).disabled = busy;
+    for (const button of ['#job-cancel', '#job-retry', '#job-delete']) {
+      this.$(button).disabled = busy;
+      if (this.missing) this.$(button).hidden = true;
+    }
   }
 
   fields(rows) {

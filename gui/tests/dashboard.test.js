@@ -111,6 +111,11 @@ test('a dead job is retried from its view with every attempt shown; cancel says 
   await page.waitForSelector('#notice[data-status="404"]:not([hidden])');
   assert.match(await page.textContent('#notice'), /job_not_found/);
   assert.match(await page.textContent('#job-action-status'), /retry requested was refused: no job with id/);
+  // The job is gone: off the table and out of the counts, and the view says so.
+  await page.waitForSelector(`#jobs tr[data-job-id="${job.id}"]`, { state: 'detached' });
+  await waitTab(page, 'dead', 0);
+  assert.equal(await page.textContent('#job-view-status'), 'deleted');
+  assert.equal(await page.isVisible('#job-retry'), false);
   await shot(page, '12-refused');
   assert.deepEqual(page.problems, []);
 });
