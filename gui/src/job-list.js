@@ -5,8 +5,6 @@
 import { matches, toQuery } from './filters.js';
 import { createRow, updateRow } from './job-row.js';
 
-export const PAGE_SIZES = [25, 50, 100, 500];
-
 export class JobPage {
   constructor(table, { api, store, notice, onOpen, info, older, newer, empty }) {
     this.body = table.querySelector('tbody');
