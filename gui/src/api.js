@@ -74,4 +74,8 @@ export class Api {
   post(path, body, options = {}) {
     return this.call('POST', path, { ...options, body });
   }
+
+  delete(path, options) {
+    return this.call('DELETE', path, options);
+  }
 }

@@ -1,9 +1,11 @@
 // Engine cards: health, workers, busy ratio, queue depth and the capacity hint, from /status and live events.
 
 export class EngineCards {
-  constructor(list, select) {
+  /** `select`: the submit form's engine picker; `filter`: the jobs filter's (every engine, '' = any). */
+  constructor(list, select, filter) {
     this.list = list;
     this.select = select;
+    this.filter = filter;
     this.engines = new Map();
   }
 
@@ -35,6 +37,15 @@ export class EngineCards {
     this.list.replaceChildren(...cards);
     this.select.replaceChildren(...options);
     if (chosen && this.engines.has(chosen)) this.select.value = chosen;
+    const filtered = this.filter.value;
+    const any = document.createElement('option');
+    any.value = '';
+    any.textContent = 'any engine';
+    this.filter.replaceChildren(
+      any,
+      ...[...this.engines.keys()].map((id) => Object.assign(document.createElement('option'), { value: id, textContent: id })),
+    );
+    this.filter.value = this.engines.has(filtered) ? filtered : '';
   }
 }
 

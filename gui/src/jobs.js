@@ -1,93 +1,87 @@
-// The live job table: jobs by id, merged from the list and from live events, with the status history seen.
+// What the page knows of the user's jobs: a bounded cache of job summaries by id, merged from lists, live events
+// and the answers of actions, each with the status history this page saw. Every change reports the status the job
+// had before, so the counts can move without re-reading anything.
 
-const FINAL = new Set(['succeeded', 'dead', 'cancelled']);
+import { parseCursor } from './cursor.js';
 
-/** Formats an RFC 3339 time for the table (local time, seconds). */
-export function shortTime(text) {
-  if (!text) return '—';
-  const date = new Date(text);
-  return Number.isNaN(date.getTime()) ? text : date.toLocaleTimeString();
-}
+export const FINAL = new Set(['succeeded', 'dead', 'cancelled']);
+export const STATUSES = ['queued', 'running', 'succeeded', 'dead', 'cancelled'];
 
-export class JobTable {
-  /** `onOpen(id)` is called when the user opens a job. */
-  constructor(table, empty, onOpen) {
-    this.body = table.querySelector('tbody');
-    this.empty = empty;
-    this.onOpen = onOpen;
+/** Most jobs kept; the oldest-touched are forgotten first (a forgotten job's next event reconciles the counts). */
+const LIMIT = 20_000;
+
+export class JobStore {
+  constructor(limit = LIMIT) {
+    this.limit = limit;
     this.jobs = new Map();
-    this.listeners = new Set();
-  }
-
-  /** Called with a job whenever it changes. */
-  onChange(listener) {
-    this.listeners.add(listener);
-  }
-
-  /** Replaces everything with a fresh list (newest first), keeping the history already seen. */
-  load(jobs) {
-    const previous = this.jobs;
-    this.jobs = new Map();
-    for (const job of jobs) {
-      const known = previous.get(job.id);
-      this.jobs.set(job.id, { ...job, history: known?.history ?? historyOf(job) });
-    }
-    this.render();
-  }
-
-  /** Applies `job.created` or `job.updated`; a final status is never replaced by an earlier one. */
-  apply(event, data) {
-    const known = this.jobs.get(data.id);
-    if (known && FINAL.has(known.status) && !FINAL.has(data.status)) return;
-    const { cursor: _cursor, ...fields } = data;
-    const job = known ? { ...known, ...fields } : { ...fields, history: [] };
-    if (!known || known.status !== job.status) {
-      job.history = [...(known?.history ?? []), { status: job.status, at: eventTime(job), live: true }];
-    }
-    if (!known) {
-      this.jobs = new Map([[job.id, job], ...this.jobs]);
-    } else {
-      this.jobs.set(job.id, job);
-    }
-    this.render();
-    for (const listener of this.listeners) listener(job);
+    /** Grows with every change: a list read after `seq` = s is older than a job whose `seq` is above s. */
+    this.seq = 0;
   }
 
   get(id) {
     return this.jobs.get(id);
   }
 
-  render() {
-    const rows = [];
-    for (const job of this.jobs.values()) {
-      const row = document.createElement('tr');
-      row.dataset.jobId = job.id;
-      const idCell = document.createElement('td');
-      const open = document.createElement('button');
-      open.type = 'button';
-      open.className = 'link';
-      open.textContent = job.id.slice(-12);
-      open.setAttribute('aria-label', `Open job ${job.id}`);
-      open.addEventListener('click', () => this.onOpen(job.id));
-      idCell.append(open);
-      const status = document.createElement('td');
-      const badge = document.createElement('span');
-      badge.className = `status status-${job.status}`;
-      badge.dataset.status = job.status;
-      badge.textContent = job.status;
-      status.append(badge);
-      row.append(idCell, cell(job.engine), cell(job.kind), status, cell(`${job.attempts}/${job.max_attempts}`), cell(shortTime(job.enqueued_at)));
-      rows.push(row);
+  /**
+   * Applies a `job.created` / `job.updated` event or an action's answer; `guard(known, data)` may refuse it.
+   * Returns the change `{job, previous, created}` (`previous` undefined when the job was not known), or null.
+   */
+  apply(event, data, guard = null) {
+    const known = this.jobs.get(data.id);
+    if (guard && !guard(known, data)) return null;
+    // An event older than the last one applied to this job (found late, after a loss) changes nothing.
+    const at = data.cursor ? parseCursor(data.cursor) : null;
+    if (at && known?.at && known.at.boot === at.boot && known.at.seq >= at.seq) return null;
+    const { cursor: _cursor, ...fields } = data;
+    // `job.updated` leaves `cancel_requested` out when it is false (a retried job's earlier request is over).
+    if (event === 'job.updated') fields.cancel_requested = Boolean(data.cancel_requested);
+    const job = known ? { ...known, ...fields } : { ...fields, history: [] };
+    if (!FINAL.has(job.status)) {
+      // Back to work (a retry): the previous outcome no longer describes the job.
+      delete job.result;
+      delete job.error;
     }
-    this.body.replaceChildren(...rows);
-    this.empty.hidden = rows.length > 0;
+    if (job.status !== 'running') delete job.progress;
+    // An action's answer has no cursor: whatever it changed is not in counts read before.
+    job.at = at;
+    if (!known || known.status !== job.status) {
+      job.history = [...(known?.history ?? []), { status: job.status, at: eventTime(job), live: true }];
+    }
+    this.put(job);
+    return { job, previous: known?.status, created: event === 'job.created' && !known };
+  }
+
+  /** Merges jobs read from `GET /jobs` when the store was at `since`; a job changed after that keeps what it has. */
+  remember(jobs, since) {
+    const changes = [];
+    for (const listed of jobs) {
+      const known = this.jobs.get(listed.id);
+      if (known && known.seq > since) continue;
+      const job = { ...known, ...listed, history: known?.history ?? historyOf(listed) };
+      this.put(job);
+      if (known && known.status !== job.status) changes.push({ job, previous: known.status, created: false });
+    }
+    return changes;
+  }
+
+  /** Forgets a deleted job; returns its last status (or undefined). */
+  forget(id) {
+    const known = this.jobs.get(id);
+    this.jobs.delete(id);
+    return known?.status;
+  }
+
+  put(job) {
+    job.seq = ++this.seq;
+    this.jobs.delete(job.id);
+    this.jobs.set(job.id, job);
+    if (this.jobs.size > this.limit) this.jobs.delete(this.jobs.keys().next().value);
   }
 }
 
-function cell(text) {
-  const td = document.createElement('td');
-  td.textContent = text ?? '—';
-  return td;
+/** A replayed event older than what a list showed must not move a finished job back (a retry comes live). */
+export function notStale(known, data) {
+  return !(known && FINAL.has(known.status) && !FINAL.has(data.status));
 }
 
 /** When the status in `job` began, as far as its fields tell. */

@@ -2,10 +2,10 @@
 // retries after a network error or a 429/503, so a retry never creates a second job.
 
 export class SubmitForm {
-  constructor(form, { api, notice, session, table }) {
+  constructor(form, { api, notice, session, created }) {
     this.form = form;
     this.api = api;
-    this.table = table;
+    this.created = created;
     this.session = session;
     this.notice = notice;
     this.pending = null;
@@ -70,7 +70,7 @@ export class SubmitForm {
       this.status.textContent = `${status === 201 ? 'Created' : 'Already submitted'}: job ${data.id}`;
       // The job shows at once from the answer, whether or not its live `job.created` has arrived (or ever will, if
       // the live feed is down); a job the feed has already shown, perhaps further along, is left as it is.
-      if (this.table && !this.table.get(data.id)) this.table.apply('job.created', data);
+      this.created?.(data);
     } catch (failure) {
       // Worth retrying with the same key: the job may or may not exist; the key makes sure there is one.
       const retryable = failure.network || failure.status === 429 || failure.status === 503 || failure.status >= 500;

@@ -7,20 +7,15 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { Wallet, getBytes } from 'ethers';
-import { chromium } from 'playwright-core';
-import { Workspace, artifactsDir, assertBuilt, eventually } from './harness.js';
-
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+import { launchBrowser, openPage as openBrowserPage, shot, signIn } from './browser.js';
+import { Workspace, assertBuilt, eventually } from './harness.js';
 
 let browser;
 const workspaces = [];
 
 before(async () => {
   assertBuilt();
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--headless', '--disable-background-networking', '--disable-dev-shm-usage', '--disable-gpu', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchBrowser();
 });
 
 after(async () => {
@@ -28,51 +23,12 @@ after(async () => {
   for (const ws of workspaces) await ws.close();
 });
 
-/**
- * A page that records CSP violations and page errors, and whose reloads are counted; `prepare(page)` runs before
- * the first load (to inject a wallet, say).
- */
-async function openPage(base, { viewport = { width: 1280, height: 900 }, prepare = async () => {} } = {}) {
-  const context = await browser.newContext({ viewport });
-  const page = await context.newPage();
-  await prepare(page);
-  page.problems = [];
-  page.on('pageerror', (error) => page.problems.push(`page error: ${error.message}`));
-  page.on('console', (message) => {
-    if (message.type() === 'error' && /Content Security Policy/i.test(message.text())) page.problems.push(message.text());
-  });
-  page.loads = 0;
-  page.on('load', () => {
-    page.loads += 1;
-  });
-  const response = await page.goto(base);
-  assert.equal(response.status(), 200);
-  assert.match(response.headers()['content-security-policy'] ?? '', /script-src 'self'/, 'the _headers CSP is applied');
-  return page;
-}
-
-async function signIn(page) {
-  // By keyboard: the development key button is reachable and works with Enter.
-  await page.focus('#sign-in-dev');
-  await page.keyboard.press('Enter');
-  await page.waitForSelector('#app:not([hidden])');
-  const who = await page.textContent('#who');
-  const address = who.replace('Signed in as ', '');
-  assert.match(address, /^0x[0-9a-f]{40}$/, 'signed in as a wallet address');
-  const message = await page.textContent('#signed-message');
-  assert.match(message, /wants you to sign in with your Ethereum account:/, 'the EIP-4361 message is shown');
-  assert.match(message, /\nNonce: [0-9a-f]{32}\n/);
-  return address;
-}
+const openPage = (base, options) => openBrowserPage(browser, base, options);
 
 async function submit(page, { kind, payload }) {
   await page.fill('#job-kind', kind);
   await page.fill('#job-payload', JSON.stringify(payload));
   await page.click('#submit');
-}
-
-async function shot(page, name) {
-  await page.screenshot({ path: path.join(artifactsDir, `${name}.png`), fullPage: true });
 }
 
 test('sign in, submit a job and watch it go queued → running → succeeded live', async () => {
@@ -118,7 +74,7 @@ test('sign in, submit a job and watch it go queued → running → succeeded liv
   await shot(page, '02-queued');
   // The engine starts only now, so the job is seen waiting first.
   ws.startEngine(gateway.base, 'local', tokenFile, 2);
-  await page.waitForSelector('#jobs .status[data-status="running"]', { timeout: 30_000 });
+  await page.waitForSelector('#jobs .status[data-status="running"]', { timeout: 90_000 });
   await page.click('#jobs button.link');
   await page.waitForSelector('#job-view:not([hidden])');
   await shot(page, '03-running');
@@ -134,9 +90,9 @@ test('sign in, submit a job and watch it go queued → running → succeeded liv
   // The engine card shows it online with its workers.
   await eventually('the engine card online', async () => (await page.textContent('[data-engine-id="local"]')).includes('online'));
 
-  // Every form control has a label, for screen readers.
+  // Every form control has a label (or, for a row's checkbox, an aria-label), for screen readers.
   const unlabelled = await page.$$eval('input, select, textarea', (controls) =>
-    controls.filter((c) => !c.labels || c.labels.length === 0).map((c) => c.id),
+    controls.filter((c) => (!c.labels || c.labels.length === 0) && !c.getAttribute('aria-label')).map((c) => c.id || c.outerHTML),
   );
   assert.deepEqual(unlabelled, []);
 

@@ -65,11 +65,12 @@ export class Workspace {
     return proc;
   }
 
-  /** Starts `flowork-gateway serve` with the built GUI and waits until it is ready; returns its base URL. */
-  async startGateway(extra = []) {
+  /** Starts `flowork-gateway serve` with the built GUI (on `listen`, an ephemeral port by default) and waits until
+   *  it is ready; returns the process, with its base URL in `base`. */
+  async startGateway(extra = [], listen = '127.0.0.1:0') {
     const proc = this.spawn(
       'flowork-gateway',
-      ['serve', '--listen', '127.0.0.1:0', '--data-dir', this.dataDir, '--gui-dir', path.join(guiDir, 'dist'), ...extra],
+      ['serve', '--listen', listen, '--data-dir', this.dataDir, '--gui-dir', path.join(guiDir, 'dist'), ...extra],
       'gateway',
     );
     const deadline = Date.now() + 30_000;
@@ -137,4 +138,35 @@ export async function postJob(base, token, body, key) {
 /** The built GUI must exist: the test command builds it first. */
 export function assertBuilt() {
   readFileSync(path.join(guiDir, 'dist', 'index.html'));
+}
+
+/** Calls the gateway's API as `token`; returns `{status, body}` (body null when empty). */
+export async function callApi(base, token, method, pathAndQuery, body) {
+  const headers = { Authorization: `Bearer ${token}` };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  // POST /jobs wants an idempotency key; a fresh one per call.
+  if (method === 'POST' && pathAndQuery === '/jobs') headers['Idempotency-Key'] = crypto.randomUUID();
+  const response = await fetch(`${base}${pathAndQuery}`, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  return { status: response.status, body: text ? JSON.parse(text) : null };
+}
+
+/** Creates `count` jobs like `job` through `POST /jobs/batch` (1,000 per call); returns their ids in order. */
+export async function createJobs(base, token, count, job, tag = 'batch') {
+  const ids = [];
+  for (let start = 0; start < count; start += 1000) {
+    const jobs = [];
+    for (let i = start; i < Math.min(count, start + 1000); i += 1) jobs.push({ ...job, idempotency_key: `${tag}-${i}` });
+    const answer = await callApi(base, token, 'POST', '/jobs/batch', { jobs });
+    if (answer.status !== 200) throw new Error(`POST /jobs/batch: ${answer.status} ${JSON.stringify(answer.body)}`);
+    for (const item of answer.body.results) {
+      if (!item.job) throw new Error(`a batch item was refused: ${JSON.stringify(item)}`);
+      ids.push(item.job.id);
+    }
+  }
+  return ids;
 }
