@@ -1,4 +1,7 @@
-/** The public API as a user's program sees it: enqueue (idempotent, retried), batch, get, list, wait, cancel. */
+/**
+ * The public API as a user's program sees it: enqueue (idempotent, retried), batch, get, list, wait, cancel, and
+ * operating jobs: retry, delete, attempts, counts, bulk.
+ */
 
 import { randomUUID } from "node:crypto";
 
@@ -12,6 +15,10 @@ import {
   type BatchResult,
   type EnqueueOptions,
   type Job,
+  type BulkResult,
+  type JobAttempt,
+  type JobCounts,
+  type JobFilter,
   type JobPage,
   type ListOptions,
 } from "./types.js";
@@ -100,12 +107,46 @@ export class Client {
 
   /** A page of the caller's jobs, newest first (`GET /jobs`); pass `next_cursor` as `cursor` for the next one. */
   async list(options: ListOptions = {}): Promise<JobPage> {
-    const query = new URLSearchParams();
-    for (const [name, value] of Object.entries(options)) {
-      if (value !== undefined) query.set(name, String(value));
+    const query = new URLSearchParams(filterFields(options));
+    for (const name of ["limit", "cursor"] as const) {
+      if (options[name] !== undefined) query.set(name, String(options[name]));
     }
     const text = query.toString();
     return (await this.#call<JobPage>("GET", text ? `/jobs?${text}` : "/jobs")).body;
+  }
+
+  /**
+   * Puts a `dead` or `cancelled` job back in the queue now (`POST /jobs/{id}/retry`), same id, with a fresh budget
+   * of attempts; a `FloworkError` `not_retryable` (409) for a job in another state.
+   */
+  async retry(id: string): Promise<Job> {
+    return (await this.#call<Job>("POST", `/jobs/${encodeURIComponent(id)}/retry`)).body;
+  }
+
+  /** Deletes a final job with its history (`DELETE /jobs/{id}`); `job_not_final` (409) for a queued or running one. */
+  async delete(id: string): Promise<void> {
+    await this.#call<null>("DELETE", `/jobs/${encodeURIComponent(id)}`);
+  }
+
+  /** Every attempt of a job, oldest first (`GET /jobs/{id}/attempts`). */
+  async attempts(id: string): Promise<JobAttempt[]> {
+    return (await this.#call<{ attempts: JobAttempt[] }>("GET", `/jobs/${encodeURIComponent(id)}/attempts`)).body
+      .attempts;
+  }
+
+  /** How many of the caller's jobs are in each state, on one engine or all (`GET /jobs/counts`). */
+  async counts(engine?: string): Promise<JobCounts> {
+    const path = engine === undefined ? "/jobs/counts" : `/jobs/counts?engine=${encodeURIComponent(engine)}`;
+    return (await this.#call<JobCounts>("GET", path)).body;
+  }
+
+  /**
+   * Retries, cancels or deletes many of the caller's jobs (`POST /jobs/bulk`): the given ids (at most 1,000), or
+   * every job the filter selects.
+   */
+  async bulk(action: "retry" | "cancel" | "delete", selection: { ids: string[] } | JobFilter): Promise<BulkResult> {
+    const body = "ids" in selection ? { action, ids: selection.ids } : { action, filter: filterFields(selection) };
+    return (await this.#call<BulkResult>("POST", "/jobs/bulk", body)).body;
   }
 
   /**
@@ -173,5 +214,20 @@ function jobFields(options: Omit<EnqueueOptions, "idempotencyKey" | "traceparent
   if (options.maxAttempts !== undefined) fields["max_attempts"] = options.maxAttempts;
   if (options.timeoutMs !== undefined) fields["timeout_ms"] = options.timeoutMs;
   if (options.concurrencyKey !== undefined) fields["concurrency_key"] = options.concurrencyKey;
+  return fields;
+}
+
+/** A filter as the gateway takes it: states comma-separated, times in RFC 3339, unset fields left out. */
+function filterFields(filter: JobFilter): Record<string, string> {
+  const fields: Record<string, string> = {};
+  const time = (value: string | Date) => (value instanceof Date ? value.toISOString() : value);
+  if (filter.status !== undefined) {
+    fields["status"] = Array.isArray(filter.status) ? filter.status.join(",") : filter.status;
+  }
+  if (filter.engine !== undefined) fields["engine"] = filter.engine;
+  if (filter.kind !== undefined) fields["kind"] = filter.kind;
+  if (filter.after !== undefined) fields["after"] = time(filter.after);
+  if (filter.before !== undefined) fields["before"] = time(filter.before);
+  if (filter.id_prefix !== undefined) fields["id_prefix"] = filter.id_prefix;
   return fields;
 }

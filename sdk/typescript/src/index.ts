@@ -6,9 +6,13 @@ export { PROTOCOL_HEADER, PROTOCOL_VERSION } from "./protocol.js";
 export type {
   BatchItem,
   BatchResult,
+  BulkResult,
   EnqueueOptions,
   FinishReport,
   Job,
+  JobAttempt,
+  JobCounts,
+  JobFilter,
   JobPage,
   JobStatus,
   Json,

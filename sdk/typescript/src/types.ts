@@ -75,12 +75,48 @@ export type BatchResult =
   | { status: number; error: string; message: string };
 
 /** `GET /jobs` filters. */
-export interface ListOptions {
-  status?: JobStatus | string;
-  engine?: string;
-  kind?: string;
+export interface ListOptions extends JobFilter {
   limit?: number;
   cursor?: string;
+}
+
+/** Which of the caller's jobs: the filters of `GET /jobs`, `GET /jobs/counts` and `POST /jobs/bulk`. */
+export interface JobFilter {
+  /** One state, or several (`["dead", "cancelled"]` or `"dead,cancelled"`). */
+  status?: JobStatus | string | (JobStatus | string)[];
+  engine?: string;
+  kind?: string;
+  /** Enqueued at or after (RFC 3339 or a Date). */
+  after?: string | Date;
+  /** Enqueued before (RFC 3339 or a Date). */
+  before?: string | Date;
+  /** Ids that start with this. */
+  id_prefix?: string;
+}
+
+/** One attempt of a job (`GET /jobs/{id}/attempts`); `outcome` and `finished_at` are null while it runs. */
+export interface JobAttempt {
+  number: number;
+  worker: string | null;
+  started_at: string | null;
+  finished_at: string | null;
+  outcome: "succeeded" | "failed" | "timed_out" | "lease_expired" | "cancelled" | null;
+  error: string | null;
+}
+
+/** How many of the caller's jobs are in each state (`GET /jobs/counts`). */
+export interface JobCounts {
+  queued: number;
+  running: number;
+  succeeded: number;
+  dead: number;
+  cancelled: number;
+}
+
+/** What a bulk action did (`POST /jobs/bulk`). */
+export interface BulkResult {
+  matched: number;
+  changed: number;
 }
 
 /** A page of `GET /jobs`, newest first. */

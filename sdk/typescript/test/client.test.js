@@ -36,6 +36,28 @@ describe("Client", () => {
     );
   });
 
+  test("failed work is operated: retry, delete, attempts, counts, filters and bulk actions", async () => {
+    const later = { runAt: "2999-01-01T00:00:00Z" };
+    // Their own kind, so the bulk action by filter leaves the other tests' jobs alone.
+    const job = await client.enqueue("alpha", "ops", { n: "ops" }, later);
+    await client.cancel(job.id);
+    assert.deepEqual(await client.attempts(job.id), [], "it never ran");
+    const retried = await client.retry(job.id);
+    assert.deepEqual([retried.id, retried.status, retried.attempts], [job.id, "queued", 0]);
+    await assert.rejects(client.retry(job.id), (e) => e instanceof FloworkError && e.code === "not_retryable");
+    await assert.rejects(client.delete(job.id), (e) => e instanceof FloworkError && e.code === "job_not_final");
+    const others = [];
+    for (let i = 0; i < 3; i++) others.push((await client.enqueue("alpha", "ops", { i }, later)).id);
+    assert.ok((await client.counts("alpha")).queued >= 4);
+    const cancelled = await client.bulk("cancel", { status: ["queued"], engine: "alpha", kind: "ops" });
+    assert.deepEqual(cancelled, { matched: 4, changed: 4 });
+    const listed = await client.list({ status: ["cancelled", "dead"], kind: "ops", before: new Date(), limit: 100 });
+    for (const id of [job.id, ...others]) assert.ok(listed.jobs.some((j) => j.id === id), id);
+    assert.deepEqual(await client.bulk("delete", { ids: [job.id, ...others] }), { matched: 4, changed: 4 });
+    await assert.rejects(client.get(job.id), (e) => e instanceof FloworkError && e.code === "job_not_found");
+    await assert.rejects(client.delete(job.id), (e) => e instanceof FloworkError && e.status === 404);
+  });
+
   test("refusals are FloworkErrors with the gateway's code, status and message", async () => {
     await assert.rejects(client.get("0190b5a4-0000-7000-8000-000000000000"), (error) => {
       assert.ok(error instanceof FloworkError);
