@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { after, afterEach, before, describe, test } from "node:test";
 
-import { Client, PermanentError, Worker } from "../dist/index.js";
+import { Client, PermanentError, PROTOCOL_VERSION, Worker } from "../dist/index.js";
 import { eventually, startProxy, Workspace } from "./harness.js";
 
 /** A worker in this process, with its log lines kept. */
@@ -184,7 +184,7 @@ describe("Worker", () => {
       await client.wait(job.id, { timeoutMs: 30_000 });
       const internal = proxy.exchanges.filter((e) => e.request.url.startsWith("/internal/"));
       assert.ok(internal.length >= 3, "whoami, claim and finish went through the proxy");
-      assert.ok(internal.every((e) => e.request.headers["flowork-protocol"] === "1.0"));
+      assert.ok(internal.every((e) => e.request.headers["flowork-protocol"] === PROTOCOL_VERSION));
       speaks = false;
       await assert.rejects(running, (error) => error.code === "unsupported_protocol" && error.status === 400);
     } finally {
