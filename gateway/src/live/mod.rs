@@ -117,17 +117,6 @@ impl LiveIo {
         }
     }
 
-    /// Disconnects the sockets of a room (on every gateway, with Redis).
-    async fn disconnect_room(&self, room: String) {
-        let result = match self {
-            Self::Local(io) => io.to(room).disconnect().await.map_err(|e| e.to_string()),
-            Self::Redis(io) => io.to(room).disconnect().await.map_err(|e| e.to_string()),
-        };
-        if let Err(error) = result {
-            tracing::warn!(%error, "could not disconnect the sockets of a room that missed an event");
-        }
-    }
-
     async fn close(&self) {
         match self {
             Self::Local(io) => io.close().await,
@@ -159,10 +148,6 @@ pub struct Live {
     forwarder: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
-/// Packets each connection may have waiting to be written (socketioxide's default is 128): a burst of job events
-/// (a batch of 1,000 jobs, a bulk action) must fit, or its tail is lost for that client.
-const SOCKET_BUFFER: usize = 8_192;
-
 /// The room of one user's sockets.
 fn user_room(user: &str) -> String {
     format!("user:{user}")
@@ -176,7 +161,7 @@ impl Live {
         let mut heartbeat_client = None;
         let (layer, io) = match redis {
             None => {
-                let (layer, io) = SocketIo::builder().max_buffer_size(SOCKET_BUFFER).build_layer();
+                let (layer, io) = SocketIo::builder().build_layer();
                 (LiveLayer::Local(layer), LiveIo::Local(io))
             }
             Some(url) => {
@@ -194,10 +179,7 @@ impl Live {
                     )
                 })?;
                 heartbeat_client = Some(client);
-                let (layer, io) = SocketIo::builder()
-                    .max_buffer_size(SOCKET_BUFFER)
-                    .with_adapter::<RedisAdapter<_>>(adapter)
-                    .build_layer();
+                let (layer, io) = SocketIo::builder().with_adapter::<RedisAdapter<_>>(adapter).build_layer();
                 (LiveLayer::Redis(layer), LiveIo::Redis(io))
             }
         };
@@ -403,9 +385,6 @@ impl Live {
                 // sockets at once.
                 tracing::warn!(%error, "could not send a job event; clients will be asked to reload");
                 self.lost.fetch_add(1, Ordering::Relaxed);
-                // A socket whose buffer is full would miss the notice too: the user's sockets are disconnected,
-                // and a client that reconnects asks `sync` for what it missed since its cursor.
-                self.io.disconnect_room(user_room(&user)).await;
                 self.reset_clients(&ResetReason::EventsLost(self.boot.clone())).await;
             }
         }
