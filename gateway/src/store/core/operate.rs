@@ -5,7 +5,7 @@ use flowork_common::timefmt::format_ms;
 use flowork_common::wire::{AttemptEnd, JobAttempt, JobStatus};
 use serde::Deserialize;
 
-use crate::store::{JobAction, JobFilter, JobStore, StoreError};
+use crate::store::{ActOutcome, JobAction, JobFilter, JobStore, StoreError};
 
 /// Jobs one bulk step reads and changes: one short transaction each, so enqueues wait at most one step.
 pub const BULK_CHUNK: usize = 200;
@@ -42,6 +42,16 @@ impl JobAction {
             filter.statuses.iter().copied().filter(|s| applies.contains(s)).collect()
         };
         JobFilter { statuses, ..filter.clone() }
+    }
+}
+
+/// Why an action on one job changed nothing, from the job's state read again afterwards: gone, a retry by a user
+/// no longer on the whitelist (the state still applies), or a job that moved on to a state the action skips.
+pub fn unchanged(action: JobAction, status_now: Option<JobStatus>) -> ActOutcome {
+    match status_now {
+        None => ActOutcome::NotFound,
+        Some(status) if action == JobAction::Retry && action.applies_to().contains(&status) => ActOutcome::NotAllowed,
+        Some(status) => ActOutcome::NotApplicable(status),
     }
 }
 

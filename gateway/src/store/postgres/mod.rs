@@ -32,6 +32,7 @@ use crate::audit::{AuditEntry, AuditReport};
 use crate::observability::queue_metrics::QueueMetrics;
 use crate::store::breakers::{Signal, probes_to_claim};
 use crate::store::changes::{ChangeFeed, JobChange};
+use crate::store::core::operate::unchanged;
 use crate::store::core::wait::wait_for_work;
 use crate::store::{
     ActOutcome, AllowedUser, AuditPage, AuditQuery, BreakerPolicy, ClaimParams, ControlStore, EngineRecord,
@@ -350,14 +351,8 @@ impl JobStore for PgStore {
         if let Some(job) = acted.requested.into_iter().next() {
             return Ok(ActOutcome::Requested(Box::new(job)));
         }
-        // Nothing changed: the job moved on meanwhile, or a retry by a user no longer on the whitelist.
-        Ok(match read!(self, |client| operate::find(client, user, id).await?) {
-            None => ActOutcome::NotFound,
-            Some((_, status)) if action == JobAction::Retry && action.applies_to().contains(&status) => {
-                ActOutcome::NotAllowed
-            }
-            Some((_, status)) => ActOutcome::NotApplicable(status),
-        })
+        let now = read!(self, |client| operate::find(client, user, id).await?);
+        Ok(unchanged(action, now.map(|(_, status)| status)))
     }
 
     async fn act_on_many(

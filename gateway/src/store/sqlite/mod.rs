@@ -39,6 +39,7 @@ use crate::admission::AdmissionLimits;
 use crate::audit::{AuditEntry, AuditReport};
 use crate::secure_fs::create_private_dir;
 use crate::store::changes::ChangeFeed;
+use crate::store::core::operate::unchanged;
 use crate::store::core::wait::wait_for_work;
 use crate::store::{
     ActOutcome, AllowedUser, AuditPage, AuditQuery, BreakerPolicy, ClaimParams, ControlStore, EngineRecord,
@@ -382,14 +383,7 @@ impl JobStore for SqliteStore {
         if let Some(job) = acted.requested.into_iter().next() {
             return Ok(ActOutcome::Requested(Box::new(job)));
         }
-        // Nothing changed: the job moved on meanwhile, or a retry by a user no longer on the whitelist.
-        Ok(match self.find_job(user, id).await? {
-            None => ActOutcome::NotFound,
-            Some((_, status)) if action == JobAction::Retry && action.applies_to().contains(&status) => {
-                ActOutcome::NotAllowed
-            }
-            Some((_, status)) => ActOutcome::NotApplicable(status),
-        })
+        Ok(unchanged(action, self.find_job(user, id).await?.map(|(_, status)| status)))
     }
 
     async fn act_on_many(

@@ -46,6 +46,25 @@ def _statuses(status: str | Sequence[str] | None) -> str | None:
     return ",".join(status)
 
 
+def _filter_fields(
+    status: str | Sequence[str] | None,
+    engine: str | None,
+    kind: str | None,
+    after: datetime | str | None,
+    before: datetime | str | None,
+    id_prefix: str | None,
+) -> dict[str, Any]:
+    """The job filter of ``list`` and ``bulk`` as the gateway takes it (unset fields ``None``)."""
+    return {
+        "status": _statuses(status),
+        "engine": engine,
+        "kind": kind,
+        "after": None if after is None else _rfc3339(after),
+        "before": None if before is None else _rfc3339(before),
+        "id_prefix": id_prefix,
+    }
+
+
 def _job_body(
     engine: str,
     kind: str,
@@ -208,12 +227,7 @@ class AsyncClient:
         ``next_cursor`` back as ``cursor`` for the next page. ``status`` may name several states; ``after`` and
         ``before`` bound the enqueue time."""
         params = {
-            "status": _statuses(status),
-            "engine": engine,
-            "kind": kind,
-            "after": None if after is None else _rfc3339(after),
-            "before": None if before is None else _rfc3339(before),
-            "id_prefix": id_prefix,
+            **_filter_fields(status, engine, kind, after, before, id_prefix),
             "limit": limit,
             "cursor": cursor,
         }
@@ -286,14 +300,7 @@ class AsyncClient:
         if ids is not None:
             body["ids"] = list(ids)
         else:
-            fields = {
-                "status": _statuses(status),
-                "engine": engine,
-                "kind": kind,
-                "after": None if after is None else _rfc3339(after),
-                "before": None if before is None else _rfc3339(before),
-                "id_prefix": id_prefix,
-            }
+            fields = _filter_fields(status, engine, kind, after, before, id_prefix)
             body["filter"] = {k: v for k, v in fields.items() if v is not None}
         answer: dict[str, int] = (await self._request("POST", "/jobs/bulk", json=body, retry=False)).json()
         return answer
