@@ -202,6 +202,53 @@ pub struct JobCounts {
     pub cancelled: u64,
 }
 
+/// Two percentiles of a duration, in milliseconds, estimated from a histogram; `null` when nothing was measured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Percentiles {
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+}
+
+/// What happened to the caller's jobs in one span of time (a minute of `GET /jobs/stats`, or its whole window).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StatsFigures {
+    /// Jobs stored.
+    pub enqueued: u64,
+    /// Attempts that succeeded.
+    pub succeeded: u64,
+    /// Attempts that failed (errors, timeouts, lapsed leases), retried or not.
+    pub failed: u64,
+    /// Jobs that gave up (`dead`).
+    pub dead: u64,
+    /// From due to claimed, per claim.
+    pub queue_ms: Percentiles,
+    /// From claimed to finished, per finished attempt.
+    pub run_ms: Percentiles,
+}
+
+/// One minute of `GET /jobs/stats`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StatsBucket {
+    /// The minute's start.
+    #[schema(format = DateTime)]
+    pub start: String,
+    #[serde(flatten)]
+    pub figures: StatsFigures,
+}
+
+/// `GET /jobs/stats` answer: per-minute figures of the caller's jobs over a window, oldest minute first, every
+/// minute present; counted as jobs are stored, claimed and finished (kept 24 hours).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JobStats {
+    /// The engine asked for; `null` for all of the caller's engines.
+    pub engine: Option<String>,
+    pub window_seconds: u64,
+    pub bucket_seconds: u64,
+    pub buckets: Vec<StatsBucket>,
+    /// The whole window.
+    pub totals: StatsFigures,
+}
+
 impl JobCounts {
     /// How many jobs are in `status`.
     pub fn of(&self, status: JobStatus) -> u64 {

@@ -15,8 +15,9 @@ use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
 use flowork_common::wire::Lease;
 use flowork_gateway::admission::AdmissionLimits;
 use flowork_gateway::store::breakers::HeldBack;
+use flowork_gateway::store::core::stats::Tally;
 use flowork_gateway::store::sqlite::touched::{self, Touched};
-use flowork_gateway::store::sqlite::{connection, fair, migrate, queries};
+use flowork_gateway::store::sqlite::{connection, fair, migrate, queries, stats};
 use flowork_gateway::store::{EnqueueOutcome, NewJob};
 use rusqlite::{Connection, TransactionBehavior, params};
 
@@ -93,7 +94,13 @@ impl Shard {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).expect("begin");
         let items: Vec<(&str, &str, Option<&str>)> =
             leases.iter().map(|l| (l.job.id.as_str(), l.lease_token.as_str(), Some(r#"{"ok":true}"#))).collect();
-        let done = queries::finish_succeeded_many(&tx, &items, NOW).expect("finish");
+        let done = {
+            // As the writer does: the stats the batch adds, written once.
+            let mut tally = Tally::default();
+            let done = queries::finish_succeeded_many(&tx, &items, NOW, &mut tally).expect("finish");
+            stats::add(&tx, &tally).expect("finish");
+            done
+        };
         assert_eq!(done.len(), leases.len());
         tx.commit().expect("commit");
     }

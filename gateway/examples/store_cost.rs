@@ -7,7 +7,8 @@
 
 use flowork_gateway::admission::AdmissionLimits;
 use flowork_gateway::store::breakers::HeldBack;
-use flowork_gateway::store::sqlite::{connection, fair, migrate, queries};
+use flowork_gateway::store::core::stats::Tally;
+use flowork_gateway::store::sqlite::{connection, fair, migrate, queries, stats};
 use flowork_gateway::store::{EnqueueOutcome, NewJob};
 use rusqlite::TransactionBehavior;
 
@@ -63,7 +64,13 @@ fn main() -> anyhow::Result<()> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let items: Vec<(&str, &str, Option<&str>)> =
                 batch.iter().map(|l| (l.job.id.as_str(), l.lease_token.as_str(), Some(r#"{"ok":true}"#))).collect();
-            let done = queries::finish_succeeded_many(&tx, &items, NOW)?;
+            let done = {
+                // As the writer does: the stats the batch adds, written once.
+                let mut tally = Tally::default();
+                let done = queries::finish_succeeded_many(&tx, &items, NOW, &mut tally)?;
+                stats::add(&tx, &tally)?;
+                done
+            };
             tx.commit()?;
             anyhow::ensure!(done.len() == BATCH, "finished {}", done.len());
         }

@@ -125,7 +125,7 @@ fn many_successes_in_one_statement_finish_only_live_leases_once() {
     items.push((leases[68].job.id.as_str(), "not-the-token", None));
     items.push((leases[0].job.id.as_str(), leases[0].lease_token.as_str(), None));
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).unwrap();
-    let finished = queries::finish_succeeded_many(&tx, &items, NOW + 1).unwrap();
+    let finished = queries::finish_succeeded_many(&tx, &items, NOW + 1, &mut Default::default()).unwrap();
     tx.commit().unwrap();
     assert_eq!(finished.len(), 68);
     assert!(leases[..68].iter().all(|l| finished.get(&l.job.id).map(String::as_str) == Some("echo")));
@@ -140,5 +140,5 @@ fn many_successes_in_one_statement_finish_only_live_leases_once() {
     // A lease past its expiry is not finished.
     let late = [(leases[69].job.id.as_str(), leases[69].lease_token.as_str(), None)];
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).unwrap();
-    assert!(queries::finish_succeeded_many(&tx, &late, NOW + 60_000).unwrap().is_empty());
+    assert!(queries::finish_succeeded_many(&tx, &late, NOW + 60_000, &mut Default::default()).unwrap().is_empty());
 }

@@ -261,3 +261,73 @@ async fn a_bulk_action_walks_every_matching_job_in_chunks_and_touches_no_one_els
     let counts = store.queue_counts("e1").await.unwrap();
     assert_eq!((counts.queued, counts.running), (1, 1), "bob's queued job and the running one");
 }
+
+#[tokio::test]
+async fn stats_count_each_users_jobs_per_minute_as_they_move_and_are_pruned_after_a_day() {
+    use flowork_gateway::store::core::stats::{MINUTE_MS, Window, summarize};
+    let place = StorePlace::new();
+    let clock = Arc::new(ManualClock::new(START));
+    let store = store(&place, clock.clone()).await;
+    let figures = |rows: &[flowork_gateway::store::core::stats::StatRow], now: i64| {
+        summarize(None, Window::ending_at(now, 60), rows).totals
+    };
+    store.allow_user("e1", "bob", false).await.unwrap();
+    // Minute 0: alice stores three jobs on e1 and one on e2, bob one on e1.
+    let mut alice = Vec::new();
+    for key in ["a1", "a2", "a3"] {
+        alice.push(enqueue(&store, job_on("e1", "alice", key, "echo", 1)).await);
+    }
+    enqueue(&store, job_on("e2", "alice", "other-engine", "echo", 1)).await;
+    let bobs = enqueue(&store, job_on("e1", "bob", "b1", "echo", 1)).await;
+
+    // 40 ms later all four of e1 are claimed; 30 ms after that two of alice's and bob's succeed (one of them
+    // alone, the others batched) and alice's third fails for good.
+    clock.advance_ms(40);
+    let leases = store.claim("e1", claim(10), CancellationToken::new()).await.unwrap();
+    assert_eq!(leases.len(), 4);
+    let token = |id: &str| leases.iter().find(|l| l.job.id == id).expect("leased").lease_token.clone();
+    clock.advance_ms(30);
+    store.finish("e1", &alice[0], &token(&alice[0]), Finish::Succeeded { result: None }).await.unwrap();
+    let batch = vec![
+        (alice[1].clone(), token(&alice[1]), Finish::Succeeded { result: None }),
+        (bobs.clone(), token(&bobs), Finish::Succeeded { result: None }),
+    ];
+    for outcome in store.finish_many("e1", batch).await.unwrap() {
+        outcome.unwrap();
+    }
+    store.finish("e1", &alice[2], &token(&alice[2]), failed(false)).await.unwrap();
+
+    let now = clock.now_ms();
+    let on_e1 = figures(&store.job_stats("alice", Some("e1"), START).await.unwrap(), now);
+    assert_eq!((on_e1.enqueued, on_e1.succeeded, on_e1.failed, on_e1.dead), (3, 2, 1, 1));
+    let queue_p50 = on_e1.queue_ms.p50.expect("claims were measured");
+    assert!((25.0..=50.0).contains(&queue_p50), "40 ms in the queue falls in (25, 50]: {queue_p50}");
+    let run_p95 = on_e1.run_ms.p95.expect("attempts were measured");
+    assert!((25.0..=50.0).contains(&run_p95), "30 ms of running falls in (25, 50]: {run_p95}");
+    let everywhere = figures(&store.job_stats("alice", None, START).await.unwrap(), now);
+    assert_eq!((everywhere.enqueued, everywhere.succeeded), (4, 2), "e2's job counts without an engine");
+    let on_e2 = figures(&store.job_stats("alice", Some("e2"), START).await.unwrap(), now);
+    assert_eq!((on_e2.enqueued, on_e2.succeeded, on_e2.queue_ms.p50), (1, 0, None));
+    let bob = figures(&store.job_stats("bob", None, START).await.unwrap(), now);
+    assert_eq!((bob.enqueued, bob.succeeded, bob.failed), (1, 1, 0), "bob sees only his own job");
+    assert!(store.job_stats("carol", None, START).await.unwrap().is_empty());
+    assert!(store.job_stats("alice", Some("no-such-engine"), START).await.unwrap().is_empty());
+
+    // Minute 2: a lapsed lease is a failed attempt (the job has one more), counted in its own minute.
+    clock.advance_ms(2 * MINUTE_MS);
+    let lapsing = enqueue(&store, job_on("e1", "alice", "lapse", "echo", 2)).await;
+    assert_eq!(claim_one(&store, "e1").await.job.id, lapsing);
+    clock.advance_ms(10_001);
+    assert_eq!(store.reap_expired_leases().await.unwrap(), 1);
+    let now = clock.now_ms();
+    let stats = summarize(None, Window::ending_at(now, 3), &store.job_stats("alice", Some("e1"), START).await.unwrap());
+    let per_minute: Vec<(u64, u64, u64)> =
+        stats.buckets.iter().map(|b| (b.figures.enqueued, b.figures.succeeded, b.figures.failed)).collect();
+    assert_eq!(per_minute, vec![(3, 2, 1), (0, 0, 0), (1, 0, 1)]);
+    assert_eq!(stats.totals.dead, 1, "the lapsed job is queued again, not dead");
+
+    // A day later the pruner removes them.
+    clock.advance_ms(25 * 60 * MINUTE_MS);
+    store.prune_finished(clock.now_ms() - 1, 1_000).await.unwrap();
+    assert!(store.job_stats("alice", None, START).await.unwrap().is_empty(), "counters older than a day are pruned");
+}

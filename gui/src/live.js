@@ -64,6 +64,7 @@ export class Live {
 
   close() {
     clearTimeout(this.checkTimer);
+    clearTimeout(this.catchUpTimer);
     this.socket.close();
   }
 
@@ -166,8 +167,16 @@ export class Live {
       this.receivedSince = new Set();
       this.checkIn(CHECK_EVERY_MS);
       this.handlers.state('live');
+      this.catchUpFailures = 0;
     } catch (error) {
-      this.handlers.state(`could not catch up: ${error.message}`);
+      // A busy or restarting gateway may not answer in time: try again, backing off, while connected.
+      this.catchUpFailures = (this.catchUpFailures ?? 0) + 1;
+      const retryMs = Math.min(10_000, 500 * 2 ** this.catchUpFailures);
+      this.handlers.state(`could not catch up (${error.message}); trying again in ${Math.round(retryMs / 1_000)} s`);
+      clearTimeout(this.catchUpTimer);
+      this.catchUpTimer = setTimeout(() => {
+        if (this.socket.connected && !this.catchingUp) this.catchUp();
+      }, retryMs);
     } finally {
       this.buffered = [];
       this.catchingUp = false;

@@ -33,7 +33,12 @@ async function dashboard({ workers = 0, viewport, colorScheme } = {}) {
   ws.allow('local', user);
   const token = ws.mintToken(user, '30m');
   await page.waitForSelector('#job-engine option[value="local"]', { state: 'attached' });
-  await page.waitForFunction(() => document.querySelector('#live-state').textContent.endsWith('live'), null, { timeout: 30_000 });
+  try {
+    await page.waitForFunction(() => document.querySelector('#live-state').textContent.endsWith('live'), null, { timeout: 60_000 });
+  } catch (error) {
+    const state = await page.evaluate(() => `${document.querySelector('#live-state').textContent}; ${document.querySelector('#notice').textContent}`);
+    throw new Error(`the page never went live (${state}): ${error.message}`);
+  }
   return { ws, gateway, page, user, token, api: (method, path, body) => callApi(gateway.base, token, method, path, body) };
 }
 

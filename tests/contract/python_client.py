@@ -58,6 +58,7 @@ from flowork_client.api.jobs import (
     create_job_batch,
     delete_job,
     get_job,
+    job_stats,
     list_job_attempts,
     list_jobs,
     retry_job,
@@ -87,6 +88,7 @@ from flowork_client.models import (
     FilterFields,
     JobAttempts,
     JobCounts,
+    JobStats,
     ClaimRequest,
     ClaimResponse,
     CreatedApiKey,
@@ -379,6 +381,9 @@ def main():
     counts = answer(count_jobs.sync_detailed(client=owner, engine=ENGINE), 200, JobCounts, "GET /jobs/counts")
     assert counts.succeeded == 1 and counts.queued >= 1, counts
     refused(count_jobs.sync_detailed(client=owner, engine="BAD"), 400, "invalid_engine", "GET /jobs/counts")
+    stats = answer(job_stats.sync_detailed(client=owner, engine=ENGINE, window="15m"), 200, JobStats, "GET /jobs/stats")
+    assert len(stats.buckets) == 15 and stats.totals.succeeded >= 1 and stats.totals.enqueued >= 2, stats
+    refused(job_stats.sync_detailed(client=owner, window="30s"), 400, "invalid_window", "GET /jobs/stats")
     bulk = BulkRequest(action="cancel", filter_=FilterFields(engine=ENGINE, status="queued"))
     cancelled_all = answer(bulk_jobs.sync_detailed(client=owner, body=bulk), 200, BulkAnswer, "POST /jobs/bulk")
     assert cancelled_all.matched == cancelled_all.changed and cancelled_all.changed >= 1, cancelled_all

@@ -291,6 +291,9 @@ async function main(): Promise<void> {
   const counts = ok("GET /jobs/counts", 200, await owner.GET("/jobs/counts", { params: { query: { engine: ENGINE } } }));
   assert.ok(counts.succeeded === 1 && counts.queued >= 1, JSON.stringify(counts));
   refused("GET /jobs/counts", 400, "invalid_engine", await owner.GET("/jobs/counts", { params: { query: { engine: "BAD" } } }));
+  const stats = ok("GET /jobs/stats", 200, await owner.GET("/jobs/stats", { params: { query: { engine: ENGINE, window: "15m" } } }));
+  assert.ok(stats.buckets.length === 15 && stats.totals.succeeded >= 1 && stats.totals.enqueued >= 2, JSON.stringify(stats.totals));
+  refused("GET /jobs/stats", 400, "invalid_window", await owner.GET("/jobs/stats", { params: { query: { window: "30s" } } }));
   const bulkBody: Schemas["BulkRequest"] = { action: "cancel", filter: { engine: ENGINE, status: "queued" } };
   const bulk = ok("POST /jobs/bulk", 200, await owner.POST("/jobs/bulk", { body: bulkBody }));
   assert.ok(bulk.matched === bulk.changed && bulk.changed >= 1, JSON.stringify(bulk));

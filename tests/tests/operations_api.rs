@@ -202,3 +202,56 @@ async fn bulk_actions_change_only_the_callers_jobs_and_refuse_bad_requests() -> 
     assert_eq!((reply.status, reply.code()), (StatusCode::BAD_REQUEST, "invalid_status"));
     Ok(())
 }
+
+#[tokio::test]
+async fn stats_show_the_callers_jobs_per_minute_and_refuse_bad_windows() -> anyhow::Result<()> {
+    let ws = Workspace::new()?;
+    ws.add_engine("local")?;
+    let gw = Gateway::start(&ws, &[]).await?;
+    let alice = Api::new(&gw, &ws.mint("alice", "1h")?);
+    let bob = Api::new(&gw, &ws.mint("bob", "1h")?);
+    let _engine = Engine::start(&ws, &gw, "local", 2, &[])?;
+
+    for n in 0..3 {
+        let id = id_of(&alice, &format!("ok-{n}"), &json!({"engine": "local", "kind": "echo", "payload": n})).await?;
+        wait_status(&alice, &id, "succeeded").await?;
+    }
+    let dead = id_of(&alice, "doomed", &doomed("no-such-kind")).await?;
+    wait_status(&alice, &dead, "dead").await?;
+
+    let stats = alice.get("/jobs/stats?engine=local&window=15m").await?;
+    assert_eq!(stats.status, StatusCode::OK, "{}", stats.body);
+    let body = &stats.body;
+    assert_eq!((body["engine"].as_str(), body["window_seconds"].as_u64()), (Some("local"), Some(900)));
+    assert_eq!((body["bucket_seconds"].as_u64(), body["buckets"].as_array().map(Vec::len)), (Some(60), Some(15)));
+    let totals = &body["totals"];
+    let counts = ["enqueued", "succeeded", "failed", "dead"].map(|field| totals[field].as_u64());
+    assert_eq!(counts, [Some(4), Some(3), Some(1), Some(1)], "{totals}");
+    assert!(totals["queue_ms"]["p50"].is_number() && totals["run_ms"]["p95"].is_number(), "{totals}");
+    let per_minute: u64 = body["buckets"].as_array().into_iter().flatten().filter_map(|b| b["enqueued"].as_u64()).sum();
+    assert_eq!(per_minute, 4, "the minutes add up to the totals");
+    let newest = body["buckets"][14]["start"].as_str().unwrap_or_default();
+    assert!(newest.ends_with(":00.000Z"), "minutes start on the minute: {newest}");
+
+    // Without an engine: every engine of the caller; the default window is an hour.
+    let all = alice.get("/jobs/stats").await?;
+    assert_eq!((all.body["engine"].is_null(), all.body["window_seconds"].as_u64()), (true, Some(3_600)));
+    assert_eq!(all.body["totals"]["enqueued"], 4);
+    // Another user's figures are their own: none here.
+    let theirs = bob.get("/jobs/stats?engine=local").await?;
+    assert_eq!((theirs.status, theirs.body["totals"]["enqueued"].as_u64()), (StatusCode::OK, Some(0)));
+
+    for (query, code) in [
+        ("window=30s", "invalid_window"),
+        ("window=25h", "invalid_window"),
+        ("window=soon", "invalid_window"),
+        ("engine=Bad!", "invalid_engine"),
+    ] {
+        let reply = alice.get(&format!("/jobs/stats?{query}")).await?;
+        assert_eq!((reply.status, reply.code()), (StatusCode::BAD_REQUEST, code), "{query}: {}", reply.body);
+        assert!(reply.body["message"].as_str().is_some_and(|m| !m.is_empty()), "{query}");
+    }
+    let anonymous = reqwest::get(format!("{}/jobs/stats", gw.base)).await?;
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    Ok(())
+}

@@ -9,6 +9,7 @@ pub mod input_error;
 pub mod internal;
 pub mod job_filter;
 pub mod job_ops;
+pub mod job_stats;
 pub mod jobs;
 pub mod keys;
 pub mod openapi;
@@ -47,6 +48,7 @@ pub fn router(state: AppState, socket_io: LiveLayer, gui: Option<Router>) -> Rou
         .route("/jobs/batch", post(jobs::create_batch))
         .route("/jobs/bulk", post(job_ops::bulk))
         .route("/jobs/counts", get(job_ops::counts))
+        .route("/jobs/stats", get(job_stats::stats))
         .route("/jobs/{id}", get(jobs::get).delete(job_ops::delete))
         .route("/jobs/{id}/cancel", post(jobs::cancel))
         .route("/jobs/{id}/retry", post(job_ops::retry))

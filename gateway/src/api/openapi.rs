@@ -11,7 +11,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ContentBuilder, HeaderBuilder, ObjectBuilder, RefOr, ResponseBuilder, Type};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{admin, audit, auth, engines, internal, job_ops, jobs, keys, schedules, status};
+use super::{admin, audit, auth, engines, internal, job_ops, job_stats, jobs, keys, schedules, status};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,7 +19,7 @@ use super::{admin, audit, auth, engines, internal, job_ops, jobs, keys, schedule
     servers((url = "/", description = "this gateway")),
     paths(
         jobs::create, jobs::list, jobs::get, jobs::cancel, jobs::create_batch,
-        job_ops::retry, job_ops::delete, job_ops::attempts, job_ops::counts, job_ops::bulk,
+        job_ops::retry, job_ops::delete, job_ops::attempts, job_ops::counts, job_ops::bulk, job_stats::stats,
         auth::nonce, auth::verify, auth::refresh, auth::logout,
         keys::create, keys::list, keys::delete,
         status::healthz, status::readyz, status::status, status::drain, status::metrics,

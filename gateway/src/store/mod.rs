@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::{AuditEntry, AuditReport, AuditRow};
 use crate::observability::queue_metrics::QueueWindow;
+use crate::store::core::stats::StatRow;
 
 /// The newest schema version of each migration set this build carries, for `/status` and `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +172,14 @@ impl Finish {
             })
             .collect()
     }
+}
+
+/// One attempt's report as its engine sends it: the job, the lease token it holds and how the attempt ended.
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptReport<'a> {
+    pub job_id: &'a str,
+    pub lease_token: &'a str,
+    pub finish: &'a Finish,
 }
 
 /// Where a finished attempt left the job.
@@ -549,6 +558,8 @@ pub trait JobStore: Send + Sync + 'static {
     async fn attempts(&self, user: &str, id: &str) -> Result<Option<Vec<JobAttempt>>, StoreError>;
     /// How many of `user`'s jobs are in each state, on one engine or on all.
     async fn count_jobs(&self, user: &str, engine: Option<&str>) -> Result<JobCounts, StoreError>;
+    /// `user`'s per-minute counters (on `engine`, or on every engine) from the minute starting at `from_ms` on.
+    async fn job_stats(&self, user: &str, engine: Option<&str>, from_ms: i64) -> Result<Vec<StatRow>, StoreError>;
     /// Leases runnable jobs, waiting up to `wait_ms` (woken by enqueues, not by polling) unless `stop` fires.
     async fn claim(&self, engine: &str, params: ClaimParams, stop: CancellationToken)
     -> Result<Vec<Lease>, StoreError>;

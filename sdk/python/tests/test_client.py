@@ -107,3 +107,17 @@ def test_failed_work_is_operated_retry_delete_counts_and_bulk(setup: Setup) -> N
         setup.client.get(job["id"])
     with pytest.raises(NotFoundError):
         setup.client.delete(job["id"])
+
+
+def test_stats_count_your_jobs_per_minute_and_a_bad_window_is_refused(setup: Setup) -> None:
+    before = setup.client.stats("py", window="15m")
+    assert (before["engine"], before["window_seconds"], len(before["buckets"])) == ("py", 900, 15)
+    for n in range(3):
+        setup.client.enqueue("py", "upper", {"n": n}, run_at="2999-01-01T00:00:00Z")
+    after = setup.client.stats("py", window="15m")
+    assert after["totals"]["enqueued"] == before["totals"]["enqueued"] + 3
+    assert sum(b["enqueued"] for b in after["buckets"]) == after["totals"]["enqueued"]
+    assert setup.client.stats()["window_seconds"] == 3600
+    with pytest.raises(ApiError) as refused:
+        setup.client.stats("py", window="30s")
+    assert (refused.value.status, refused.value.code) == (400, "invalid_window")

@@ -18,6 +18,7 @@ import {
   type BulkResult,
   type JobAttempt,
   type JobCounts,
+  type JobStats,
   type JobFilter,
   type JobPage,
   type ListOptions,
@@ -138,6 +139,18 @@ export class Client {
   async counts(engine?: string): Promise<JobCounts> {
     const path = engine === undefined ? "/jobs/counts" : `/jobs/counts?engine=${encodeURIComponent(engine)}`;
     return (await this.#call<JobCounts>("GET", path)).body;
+  }
+
+  /**
+   * The caller's jobs per minute over `window` (`1m` to `24h`, default `1h`), on one engine or all
+   * (`GET /jobs/stats`).
+   */
+  async stats(options: { engine?: string; window?: string } = {}): Promise<JobStats> {
+    const query = new URLSearchParams();
+    if (options.engine !== undefined) query.set("engine", options.engine);
+    if (options.window !== undefined) query.set("window", options.window);
+    const suffix = query.toString() === "" ? "" : `?${query}`;
+    return (await this.#call<JobStats>("GET", `/jobs/stats${suffix}`)).body;
   }
 
   /**

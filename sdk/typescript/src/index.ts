@@ -12,6 +12,7 @@ export type {
   Job,
   JobAttempt,
   JobCounts,
+  JobStats,
   JobFilter,
   JobPage,
   JobStatus,
@@ -19,6 +20,8 @@ export type {
   Lease,
   ListOptions,
   Progress,
+  Percentiles,
+  StatsFigures,
 } from "./types.js";
 export { FINAL_STATUSES } from "./types.js";
 export { Worker, type Handler, type JobContext, type LogFn, type WorkerOptions } from "./worker.js";

@@ -113,6 +113,36 @@ export interface JobCounts {
   cancelled: number;
 }
 
+/** Two percentiles of a duration in milliseconds; `null` when nothing was measured. */
+export interface Percentiles {
+  p50: number | null;
+  p95: number | null;
+}
+
+/** What happened to the caller's jobs in a minute, or in a whole window (`GET /jobs/stats`). */
+export interface StatsFigures {
+  enqueued: number;
+  /** Attempts that succeeded. */
+  succeeded: number;
+  /** Attempts that failed (errors, timeouts, lapsed leases), retried or not. */
+  failed: number;
+  /** Jobs that gave up. */
+  dead: number;
+  /** From due to claimed, per claim. */
+  queue_ms: Percentiles;
+  /** From claimed to finished, per attempt. */
+  run_ms: Percentiles;
+}
+
+/** `GET /jobs/stats`: per-minute figures over a window, oldest minute first, every minute present. */
+export interface JobStats {
+  engine: string | null;
+  window_seconds: number;
+  bucket_seconds: number;
+  buckets: Array<StatsFigures & { start: string }>;
+  totals: StatsFigures;
+}
+
 /** What a bulk action did (`POST /jobs/bulk`). */
 export interface BulkResult {
   matched: number;

@@ -58,6 +58,20 @@ describe("Client", () => {
     await assert.rejects(client.delete(job.id), (e) => e instanceof FloworkError && e.status === 404);
   });
 
+  test("stats count the caller's jobs per minute; a bad window is refused", async () => {
+    const before = await client.stats({ engine: "alpha", window: "15m" });
+    assert.deepEqual([before.engine, before.window_seconds, before.buckets.length], ["alpha", 900, 15]);
+    for (let i = 0; i < 3; i++) await client.enqueue("alpha", "stats", { i }, { runAt: "2999-01-01T00:00:00Z" });
+    const after = await client.stats({ engine: "alpha", window: "15m" });
+    assert.equal(after.totals.enqueued, before.totals.enqueued + 3);
+    assert.equal(after.buckets.reduce((sum, b) => sum + b.enqueued, 0), after.totals.enqueued);
+    assert.equal((await client.stats()).window_seconds, 3_600);
+    await assert.rejects(
+      client.stats({ window: "30s" }),
+      (e) => e instanceof FloworkError && e.status === 400 && e.code === "invalid_window",
+    );
+  });
+
   test("refusals are FloworkErrors with the gateway's code, status and message", async () => {
     await assert.rejects(client.get("0190b5a4-0000-7000-8000-000000000000"), (error) => {
       assert.ok(error instanceof FloworkError);

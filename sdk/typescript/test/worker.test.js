@@ -325,7 +325,9 @@ describe("Worker processes", () => {
     const job = await client.enqueue("proc2", "slow", { ms: 1_500 });
     await eventually("the job to start", () => worker.stdout.includes(`started ${job.id}`));
     worker.kill("SIGTERM");
-    // Enqueued after SIGTERM: a draining worker must not take it.
+    // Enqueued once the worker has taken the signal (on a busy machine that can be later than kill() returns; a
+    // claim answered before it is the worker's to run): a draining worker must not take it.
+    await eventually("the worker to stop claiming", () => worker.stderr.includes("stop requested"));
     const later = await client.enqueue("proc2", "slow", { ms: 10 });
     const exit = await worker.exit;
     assert.deepEqual(exit, { code: 0, signal: null }, worker.stderr);

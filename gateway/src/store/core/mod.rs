@@ -8,4 +8,5 @@ pub mod hold;
 pub mod migration;
 pub mod operate;
 pub mod schedule;
+pub mod stats;
 pub mod wait;

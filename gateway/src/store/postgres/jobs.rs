@@ -9,16 +9,18 @@ use std::collections::HashMap;
 
 use deadpool_postgres::GenericClient;
 use flowork_common::timefmt::format_ms;
-use flowork_common::wire::{Job, JobStatus};
+use flowork_common::wire::{AttemptEnd, Job, JobStatus};
 use serde_json::value::RawValue;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
+use super::stats;
 use crate::admission::{AdmissionLimits, over};
 use crate::store::core::attempt::{after_attempt, attempt_end};
 use crate::store::core::created::created_job;
 use crate::store::core::hold::hold_for_run_at;
-use crate::store::{AllowedUser, EnqueueOutcome, Finish, FinishOutcome, NewJob, RetryPolicy, StoreError};
+use crate::store::core::stats::Tally;
+use crate::store::{AllowedUser, AttemptReport, EnqueueOutcome, FinishOutcome, NewJob, RetryPolicy, StoreError};
 
 /// The columns `job_from_row` reads, in order.
 pub const JOB_COLUMNS: &str = "id, user_id, kind, status, payload, attempts, max_attempts, priority, timeout_ms, \
@@ -81,6 +83,11 @@ pub fn job_from_row(row: &Row, engine: &str) -> Result<Job, StoreError> {
     })
 }
 
+/// How long the attempt of a row selected with `JOB_COLUMNS` ran until `now` (its `claimed_at` is kept).
+fn ran_ms(row: &Row, now: i64) -> Result<i64, StoreError> {
+    Ok(now - row.try_get::<_, Option<i64>>(11)?.unwrap_or(now))
+}
+
 /// Takes the engine's write lock (its counter row) and returns its queue depth; an unknown engine has none.
 pub async fn lock_engine(tx: &impl GenericClient, engine: &str) -> Result<i64, StoreError> {
     let row = query_opt(tx, "SELECT queued FROM queue_stats WHERE engine_id = $1 FOR UPDATE", &[&engine]).await?;
@@ -96,7 +103,26 @@ pub async fn notify_claimable(tx: &impl GenericClient, engine: &str) -> Result<(
 /// Enqueues jobs of one engine, each answered as the SQLite shard answers it: not allowed, over a cap (unless
 /// its key replays an accepted job), created, replayed, or key reused. Returns the outcomes in order. When no
 /// cap can be crossed, every allowed job goes in with one statement; otherwise one by one, so caps count exactly.
+/// The created jobs are counted for `GET /jobs/stats` in the same transaction.
 pub async fn enqueue_all(
+    tx: &impl GenericClient,
+    engine: &str,
+    jobs: &[NewJob],
+    now: i64,
+    caps: AdmissionLimits,
+) -> Result<Vec<EnqueueOutcome>, StoreError> {
+    let outcomes = admit_and_insert(tx, engine, jobs, now, caps).await?;
+    let mut tally = Tally::default();
+    for outcome in &outcomes {
+        if let EnqueueOutcome::Created(job) = outcome {
+            tally.enqueued(&job.user, now, 1);
+        }
+    }
+    stats::add(tx, engine, &tally).await?;
+    Ok(outcomes)
+}
+
+async fn admit_and_insert(
     tx: &impl GenericClient,
     engine: &str,
     jobs: &[NewJob],
@@ -326,15 +352,15 @@ const CLEAR_LEASE: &str = "lease_owner = NULL, lease_token = NULL, lease_expires
 pub async fn finish(
     tx: &impl GenericClient,
     engine: &str,
-    job_id: &str,
-    lease_token: &str,
-    outcome: &Finish,
+    report: AttemptReport<'_>,
     now: i64,
     policy: RetryPolicy,
+    tally: &mut Tally,
 ) -> Result<(FinishOutcome, Job), StoreError> {
+    let AttemptReport { job_id, lease_token, finish: outcome } = report;
     let held = query_opt(
         tx,
-        "SELECT attempts, max_attempts, cancel_requested, kind FROM jobs
+        "SELECT attempts, max_attempts, cancel_requested, kind, user_id, claimed_at FROM jobs
          WHERE engine_id = $1 AND id = $2 AND status = 'running' AND lease_token = $3 AND lease_expires_at > $4
          FOR UPDATE",
         &[&engine, &job_id, &lease_token, &now],
@@ -343,6 +369,7 @@ pub async fn finish(
     let Some(held) = held else { return Err(lease_failure(tx, engine, job_id).await?) };
     let (attempts, max_attempts): (i32, i32) = (held.try_get(0)?, held.try_get(1)?);
     let (cancel_requested, kind): (bool, String) = (held.try_get(2)?, held.try_get(3)?);
+    let (user, claimed_at): (String, Option<i64>) = (held.try_get(4)?, held.try_get(5)?);
     let (attempts, max_attempts) = (attempts.max(0) as u32, max_attempts.max(0) as u32);
     let next = after_attempt(outcome, attempts, max_attempts, cancel_requested, now, policy, rand::random());
     // PostgreSQL text cannot hold a NUL character; an engine's error message may.
@@ -359,6 +386,7 @@ pub async fn finish(
                 {CLEAR_LEASE}
          WHERE engine_id = $7 AND id = $8 RETURNING {JOB_COLUMNS}"
     );
+    let end_of_attempt = end;
     let end = end.as_str();
     let params: [&(dyn ToSql + Sync); 11] = [
         &next.status.as_str(),
@@ -374,6 +402,7 @@ pub async fn finish(
         &attempt_error,
     ];
     let row = query_opt(tx, &sql, &params).await?.ok_or_else(|| StoreError::LeaseLost(job_id.to_string()))?;
+    tally.finished(&user, now, now - claimed_at.unwrap_or(now), end_of_attempt, next.status);
     Ok((FinishOutcome { status: next.status, run_at_ms: next.run_at_ms, kind }, job_from_row(&row, engine)?))
 }
 
@@ -384,6 +413,7 @@ pub async fn finish_succeeded_many(
     engine: &str,
     items: &[(&str, &str, Option<&str>)],
     now: i64,
+    tally: &mut Tally,
 ) -> Result<HashMap<String, Job>, StoreError> {
     if items.is_empty() {
         return Ok(HashMap::new());
@@ -405,12 +435,23 @@ pub async fn finish_succeeded_many(
         JOB_COLUMNS.split(", ").map(|c| format!("jobs.{c}")).collect::<Vec<_>>().join(", ")
     );
     let rows = query(tx, &sql, &[&engine, &now, &ids, &tokens, &results]).await?;
-    rows.iter().map(|row| job_from_row(row, engine).map(|job| (job.id.clone(), job))).collect()
+    rows.iter()
+        .map(|row| {
+            let job = job_from_row(row, engine)?;
+            tally.finished(&job.user, now, ran_ms(row, now)?, AttemptEnd::Succeeded, JobStatus::Succeeded);
+            Ok((job.id.clone(), job))
+        })
+        .collect()
 }
 
 /// Requeues the engine's jobs whose lease expired (the attempt counts), or marks them `dead` when no attempt is
 /// left; the caller holds the engine's lock. Returns the jobs as they are now.
-pub async fn reap_expired(tx: &impl GenericClient, engine: &str, now: i64) -> Result<Vec<Job>, StoreError> {
+pub async fn reap_expired(
+    tx: &impl GenericClient,
+    engine: &str,
+    now: i64,
+    tally: &mut Tally,
+) -> Result<Vec<Job>, StoreError> {
     let sql = format!(
         "UPDATE jobs SET
              status = CASE WHEN cancel_requested THEN 'cancelled' WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
@@ -425,7 +466,15 @@ pub async fn reap_expired(tx: &impl GenericClient, engine: &str, now: i64) -> Re
          WHERE engine_id = $2 AND status = 'running' AND lease_expires_at <= $1
          RETURNING {JOB_COLUMNS}"
     );
-    query(tx, &sql, &[&now, &engine]).await?.iter().map(|row| job_from_row(row, engine)).collect()
+    query(tx, &sql, &[&now, &engine])
+        .await?
+        .iter()
+        .map(|row| {
+            let job = job_from_row(row, engine)?;
+            tally.finished(&job.user, now, ran_ms(row, now)?, AttemptEnd::LeaseExpired, job.status);
+            Ok(job)
+        })
+        .collect()
 }
 
 /// Deletes up to `limit` of the engine's jobs that finished before `before_ms`; returns how many.

@@ -29,6 +29,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "0005_attempt_log",
         sql: include_str!("../../../../migrations/postgres/0005_attempt_log.sql"),
     },
+    Migration {
+        version: 6,
+        name: "0006_job_stats",
+        sql: include_str!("../../../../migrations/postgres/0006_job_stats.sql"),
+    },
 ];
 
 /// The advisory lock every gateway takes while it migrates ("flowork" in ASCII, as a number).

@@ -12,6 +12,7 @@ pub mod migrate;
 pub mod operate;
 pub mod position;
 pub mod schedules;
+pub mod stats;
 pub mod tokens;
 pub mod wake;
 
@@ -33,11 +34,13 @@ use crate::observability::queue_metrics::QueueMetrics;
 use crate::store::breakers::{Signal, probes_to_claim};
 use crate::store::changes::{ChangeFeed, JobChange};
 use crate::store::core::operate::unchanged;
+use crate::store::core::stats::{KEPT_MS, StatRow, Tally};
 use crate::store::core::wait::wait_for_work;
 use crate::store::{
-    ActOutcome, AllowedUser, AuditPage, AuditQuery, BreakerPolicy, ClaimParams, ControlStore, EngineRecord,
-    EnqueueOutcome, Finish, FinishOutcome, JobAction, JobFilter, JobStore, KindBreaker, ListQuery, NewJob, NonceCheck,
-    QueueCounts, RefreshCheck, RefreshTokenRecord, RetryPolicy, Schedule, ScheduleOutcome, ShareSettings, StoreError,
+    ActOutcome, AllowedUser, AttemptReport, AuditPage, AuditQuery, BreakerPolicy, ClaimParams, ControlStore,
+    EngineRecord, EnqueueOutcome, Finish, FinishOutcome, JobAction, JobFilter, JobStore, KindBreaker, ListQuery,
+    NewJob, NonceCheck, QueueCounts, RefreshCheck, RefreshTokenRecord, RetryPolicy, Schedule, ScheduleOutcome,
+    ShareSettings, StoreError,
 };
 
 /// Connections per gateway process.
@@ -219,7 +222,8 @@ impl PgStore {
             if claim::lock_state(&tx, engine).await? {
                 (Vec::new(), Vec::new(), None)
             } else {
-                let reaped = jobs::reap_expired(&tx, engine, now).await?;
+                let mut tally = Tally::default();
+                let reaped = jobs::reap_expired(&tx, engine, now, &mut tally).await?;
                 breakers::record_lapsed(&tx, engine, &reaped, now, self.breaker).await?;
                 if breakers_on {
                     breakers::refresh(&tx, engine, now, self.breaker).await?;
@@ -251,6 +255,10 @@ impl PgStore {
                     None
                 };
                 self.metrics_of(engine).record_claims(now, &claimed.waited_ms);
+                for (lease, waited) in claimed.leases.iter().zip(&claimed.waited_ms) {
+                    tally.claimed(&lease.job.user, now, *waited);
+                }
+                stats::add(&tx, engine, &tally).await?;
                 (claimed.leases, reaped, next_due)
             }
         }))
@@ -384,6 +392,10 @@ impl JobStore for PgStore {
         Ok(read!(self, |client| operate::counts(client, user, engine).await?))
     }
 
+    async fn job_stats(&self, user: &str, engine: Option<&str>, from_ms: i64) -> Result<Vec<StatRow>, StoreError> {
+        Ok(read!(self, |client| stats::read(client, user, engine, from_ms).await?))
+    }
+
     async fn claim(
         &self,
         engine: &str,
@@ -442,7 +454,8 @@ impl JobStore for PgStore {
             let mut requeued = false;
             // Successes in one statement; the rest (and successes whose lease was lost, to say why) one by one.
             let successes = Finish::successes(&items);
-            let mut succeeded = jobs::finish_succeeded_many(&tx, engine, &successes, now).await?;
+            let mut tally = Tally::default();
+            let mut succeeded = jobs::finish_succeeded_many(&tx, engine, &successes, now, &mut tally).await?;
             for (job_id, token, finish) in &items {
                 // Taken out once: the same job twice in one batch finishes once; the second learns its lease is gone.
                 if let Some(job) = succeeded.remove(job_id.as_str()) {
@@ -456,7 +469,8 @@ impl JobStore for PgStore {
                     changed.push((false, job));
                     continue;
                 }
-                match jobs::finish(&tx, engine, job_id, token, finish, now, self.retry).await {
+                let report = AttemptReport { job_id, lease_token: token, finish };
+                match jobs::finish(&tx, engine, report, now, self.retry, &mut tally).await {
                     Ok((outcome, job)) => {
                         if let Some(signal) = finish.breaker_signal() {
                             breakers::record(&tx, engine, &outcome.kind, &job.user, job_id, signal, now, self.breaker)
@@ -479,6 +493,7 @@ impl JobStore for PgStore {
                     notify_claimable(&tx, engine).await?;
                 }
             }
+            stats::add(&tx, engine, &tally).await?;
             (outcomes, changed)
         });
         self.publish(changed);
@@ -486,6 +501,7 @@ impl JobStore for PgStore {
     }
 
     async fn prune_finished(&self, before_ms: i64, batch: u32) -> Result<u64, StoreError> {
+        read!(self, |client| stats::prune(client, self.clock.now_ms() - KEPT_MS).await?);
         let mut pruned = 0;
         for engine in self.list_engines().await? {
             pruned += in_tx!(self, |tx| jobs::prune_finished(&tx, &engine.id, before_ms, batch).await?);
@@ -499,8 +515,10 @@ impl JobStore for PgStore {
         for engine in self.engines_with_expired_leases(now).await? {
             let jobs = in_tx!(self, |tx| {
                 lock_engine(&tx, &engine).await?;
-                let jobs = jobs::reap_expired(&tx, &engine, now).await?;
+                let mut tally = Tally::default();
+                let jobs = jobs::reap_expired(&tx, &engine, now, &mut tally).await?;
                 breakers::record_lapsed(&tx, &engine, &jobs, now, self.breaker).await?;
+                stats::add(&tx, &engine, &tally).await?;
                 if !jobs.is_empty() {
                     claim::release_parked_keys(&tx, &engine).await?;
                     notify_claimable(&tx, &engine).await?;

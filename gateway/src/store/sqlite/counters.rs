@@ -257,7 +257,7 @@ mod tests {
         assert_eq!(counters(&conn), recount(&conn));
         let items: Vec<(&str, &str, Option<&str>)> =
             claimed.leases[..2].iter().map(|l| (l.job.id.as_str(), l.lease_token.as_str(), None)).collect();
-        let done = queries::finish_succeeded_many(&conn, &items, 1_500).unwrap();
+        let done = queries::finish_succeeded_many(&conn, &items, 1_500, &mut Default::default()).unwrap();
         assert_eq!(done.len(), 2);
         assert_eq!(counters(&conn), [2, 2, 4, 2, 2, 2]);
         conn.execute(

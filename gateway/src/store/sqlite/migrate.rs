@@ -95,6 +95,11 @@ pub const SHARD: &[Migration] = &[
         name: "0013_attempt_log",
         sql: include_str!("../../../../migrations/shard/0013_attempt_log.sql"),
     },
+    Migration {
+        version: 14,
+        name: "0014_job_stats",
+        sql: include_str!("../../../../migrations/shard/0014_job_stats.sql"),
+    },
 ];
 
 /// Brings the database up to the newest schema; refuses a database written by a newer build.

@@ -18,6 +18,7 @@ pub mod position;
 pub mod queries;
 pub mod schedules;
 pub mod shard;
+pub mod stats;
 pub mod tokens;
 pub mod touched;
 pub mod wake_file;
@@ -40,6 +41,7 @@ use crate::audit::{AuditEntry, AuditReport};
 use crate::secure_fs::create_private_dir;
 use crate::store::changes::ChangeFeed;
 use crate::store::core::operate::unchanged;
+use crate::store::core::stats::StatRow;
 use crate::store::core::wait::wait_for_work;
 use crate::store::{
     ActOutcome, AllowedUser, AuditPage, AuditQuery, BreakerPolicy, ClaimParams, ControlStore, EngineRecord,
@@ -443,6 +445,16 @@ impl JobStore for SqliteStore {
             }
         }
         Ok(total)
+    }
+
+    async fn job_stats(&self, user: &str, engine: Option<&str>, from_ms: i64) -> Result<Vec<StatRow>, StoreError> {
+        let filter = JobFilter { engine: engine.map(str::to_string), ..JobFilter::default() };
+        let mut rows = Vec::new();
+        for shard in self.shards_of(&filter).await? {
+            let user = user.to_string();
+            rows.extend(self.read(&shard, move |conn, _| stats::read(conn, &user, from_ms)).await?);
+        }
+        Ok(rows)
     }
 
     async fn claim(

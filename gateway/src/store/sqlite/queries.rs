@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
 use flowork_common::timefmt::format_ms;
-use flowork_common::wire::{Job, JobStatus};
+use flowork_common::wire::{AttemptEnd, Job, JobStatus};
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::value::RawValue;
@@ -17,7 +17,10 @@ use super::parking::hold_for_run_at;
 use crate::admission::{AdmissionLimits, over};
 use crate::store::core::attempt::{after_attempt, attempt_end};
 pub use crate::store::core::created::created_job;
-use crate::store::{AllowedUser, EnqueueOutcome, Finish, FinishOutcome, NewJob, QueueCounts, RetryPolicy, StoreError};
+use crate::store::core::stats::Tally;
+use crate::store::{
+    AllowedUser, AttemptReport, EnqueueOutcome, FinishOutcome, NewJob, QueueCounts, RetryPolicy, StoreError,
+};
 
 /// The columns `job_from_row` reads, in order.
 pub const JOB_COLUMNS: &str = "id, user_id, kind, status, payload, attempts, max_attempts, priority, timeout_ms, \
@@ -345,21 +348,23 @@ pub fn heartbeat(
 /// Records an attempt's outcome, if `lease_token` still holds a live lease (fencing), as `after_attempt` decides.
 pub fn finish(
     conn: &Connection,
-    job_id: &str,
-    lease_token: &str,
-    outcome: &Finish,
+    report: AttemptReport<'_>,
     now: i64,
     policy: RetryPolicy,
     jitter_unit: f64,
+    tally: &mut Tally,
 ) -> Result<FinishOutcome, StoreError> {
-    let held: Option<(u32, u32, bool, String)> = conn
+    let AttemptReport { job_id, lease_token, finish: outcome } = report;
+    let held: Option<(u32, u32, bool, String, String, Option<i64>)> = conn
         .prepare_cached(
-            "SELECT attempts, max_attempts, cancel_requested, kind FROM jobs
+            "SELECT attempts, max_attempts, cancel_requested, kind, user_id, claimed_at FROM jobs
              WHERE id = ?1 AND status = 'running' AND lease_token = ?2 AND lease_expires_at > ?3",
         )?
-        .query_row(params![job_id, lease_token, now], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))
+        .query_row(params![job_id, lease_token, now], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
+        })
         .optional()?;
-    let Some((attempts, max_attempts, cancel_requested, kind)) = held else {
+    let Some((attempts, max_attempts, cancel_requested, kind, user, claimed_at)) = held else {
         return Err(lease_failure(conn, job_id)?);
     };
     let next = after_attempt(outcome, attempts, max_attempts, cancel_requested, now, policy, jitter_unit);
@@ -385,6 +390,7 @@ pub fn finish(
         end.as_str(),
         attempt_error,
     ])?;
+    tally.finished(&user, now, now - claimed_at.unwrap_or(now), end, next.status);
     Ok(FinishOutcome { status: next.status, run_at_ms: next.run_at_ms, kind })
 }
 
@@ -395,6 +401,7 @@ pub fn finish_succeeded_many(
     conn: &Connection,
     items: &[(&str, &str, Option<&str>)],
     now: i64,
+    tally: &mut Tally,
 ) -> Result<HashMap<String, String>, StoreError> {
     if items.is_empty() {
         return Ok(HashMap::new());
@@ -416,7 +423,7 @@ pub fn finish_succeeded_many(
                  FROM (VALUES {values}) AS item
                  WHERE jobs.id = item.column1 AND jobs.lease_token = item.column2
                    AND jobs.status = 'running' AND jobs.lease_expires_at > ?1
-                 RETURNING jobs.id, jobs.kind, jobs.user_id, jobs.concurrency_key"
+                 RETURNING jobs.id, jobs.kind, jobs.user_id, jobs.concurrency_key, jobs.claimed_at"
             )
         });
         let mut stmt = conn.prepare_cached(sql)?;
@@ -429,7 +436,9 @@ pub fn finish_succeeded_many(
         let mut rows = stmt.raw_query();
         while let Some(row) = rows.next()? {
             finished.insert(row.get(0)?, row.get(1)?);
-            moved.push((row.get::<_, String>(2)?, row.get::<_, Option<String>>(3)?));
+            let (user, claimed_at) = (row.get::<_, String>(2)?, row.get::<_, Option<i64>>(4)?);
+            tally.finished(&user, now, now - claimed_at.unwrap_or(now), AttemptEnd::Succeeded, JobStatus::Succeeded);
+            moved.push((user, row.get::<_, Option<String>>(3)?));
         }
         rest = tail;
     }
@@ -453,7 +462,7 @@ pub fn release(conn: &Connection, leases: &[(String, String)]) -> Result<u64, St
 
 /// Requeues jobs whose lease expired (the attempt counts), or marks them `dead` when no attempt is left; returns
 /// them as (id, kind).
-pub fn reap_expired(conn: &Connection, now: i64) -> Result<Vec<(String, String)>, StoreError> {
+pub fn reap_expired(conn: &Connection, now: i64, tally: &mut Tally) -> Result<Vec<(String, String)>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "UPDATE jobs SET
                  status = CASE WHEN cancel_requested = 1 THEN 'cancelled' WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
@@ -466,9 +475,17 @@ pub fn reap_expired(conn: &Connection, now: i64) -> Result<Vec<(String, String)>
                                  'outcome', 'lease_expired', 'error', 'the engine stopped heartbeating')),
                  run_at = ?1, hold = 0, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
              WHERE status = 'running' AND lease_expires_at <= ?1
-             RETURNING id, kind",
+             RETURNING id, kind, user_id, claimed_at, status",
     )?;
-    let reaped = stmt.query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut rows = stmt.query([now])?;
+    let mut reaped = Vec::new();
+    while let Some(row) = rows.next()? {
+        let (user, claimed_at, status) =
+            (row.get::<_, String>(2)?, row.get::<_, Option<i64>>(3)?, row.get::<_, String>(4)?);
+        let status = JobStatus::parse(&status).unwrap_or(JobStatus::Queued);
+        tally.finished(&user, now, now - claimed_at.unwrap_or(now), AttemptEnd::LeaseExpired, status);
+        reaped.push((row.get(0)?, row.get(1)?));
+    }
     Ok(reaped)
 }
 

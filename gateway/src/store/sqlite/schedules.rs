@@ -10,6 +10,7 @@ use super::queries;
 use crate::admission::AdmissionLimits;
 use crate::cron::CronSchedule;
 use crate::store::core::schedule::{FIRE_BATCH, MAX_PER_USER, plan_ticks, refusal, tick_job};
+use crate::store::core::stats::Tally;
 use crate::store::{EnqueueOutcome, MissedTicks, Schedule, ScheduleOutcome, StoreError};
 
 const COLUMNS: &str = "id, user_id, kind, payload, cron, timezone, missed, priority, max_attempts, timeout_ms, \
@@ -104,6 +105,7 @@ pub fn fire_due(
     now: i64,
     grace_ms: u64,
     caps: AdmissionLimits,
+    tally: &mut Tally,
 ) -> Result<u64, StoreError> {
     let due: Vec<Schedule> = {
         let mut stmt = conn.prepare_cached(&format!(
@@ -128,6 +130,7 @@ pub fn fire_due(
             match queries::enqueue(conn, &tick_job(&schedule, *tick, now), now, caps)? {
                 EnqueueOutcome::Created(job) => {
                     created += 1;
+                    tally.enqueued(&job.user, now, 1);
                     (last_tick, last_job, last_error) = (Some(*tick), Some(job.id), None);
                 }
                 EnqueueOutcome::Replayed(job) => (last_tick, last_job) = (Some(*tick), Some(job.id)),

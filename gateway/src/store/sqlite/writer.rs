@@ -14,14 +14,15 @@ use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::touched::{self, Touched};
-use super::{breakers, fair, operate, parking, queries, schedules};
+use super::{breakers, fair, operate, parking, queries, schedules, stats};
 use crate::admission::AdmissionLimits;
 use crate::observability::queue_metrics::QueueMetrics;
 use crate::store::breakers::{Signal, probes_to_claim};
 use crate::store::changes::{ChangeFeed, JobChange};
+use crate::store::core::stats::{KEPT_MS, Tally};
 use crate::store::{
-    BreakerPolicy, EnqueueOutcome, Finish, FinishOutcome, JobAction, NewJob, RetryPolicy, Schedule, ScheduleOutcome,
-    StoreError,
+    AttemptReport, BreakerPolicy, EnqueueOutcome, Finish, FinishOutcome, JobAction, NewJob, RetryPolicy, Schedule,
+    ScheduleOutcome, StoreError,
 };
 
 /// The most requests committed in one transaction: bounds the latency one commit adds to its first caller.
@@ -303,12 +304,20 @@ fn commit_batch(
         touched.clear();
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // What the transaction stores, claims and finishes, for `GET /jobs/stats`: written once, before the commit.
+    let mut tally = Tally::default();
     // Every enqueue of the batch (single jobs and job batches) goes in first, in one statement.
-    let mut enqueued = enqueue_all(&tx, batch, now, context)?.into_iter();
+    let enqueued = enqueue_all(&tx, batch, now, context)?;
+    for outcome in &enqueued {
+        if let Ok(EnqueueOutcome::Created(job)) = outcome {
+            tally.enqueued(&job.user, now, 1);
+        }
+    }
+    let mut enqueued = enqueued.into_iter();
     let mut results = Vec::with_capacity(batch.len());
     for request in batch {
         let mark = touched.map(Touched::mark);
-        let result = apply(&tx, &request.op, now, context, &mut enqueued);
+        let result = apply(&tx, &request.op, now, context, &mut enqueued, &mut tally);
         // A heartbeat that reports no progress changes nothing a watcher sees.
         if let (Some(touched), Some(mark), WriteOp::Heartbeat { progress: None, .. }) = (touched, mark, &request.op) {
             touched.forget_since(mark);
@@ -320,6 +329,7 @@ fn commit_batch(
     }
     // Keys that got room in this batch (a job finished, was cancelled or was retried later) release parked jobs.
     let released = parking::release_parked_keys(&tx)?;
+    stats::add(&tx, &tally)?;
     tx.commit()?;
     let touched = touched.map(Touched::take).unwrap_or_default();
     Ok(Committed { results, released_parked: released > 0, touched })
@@ -354,6 +364,7 @@ fn apply(
     now: i64,
     context: &WriterContext,
     enqueued: &mut impl Iterator<Item = Result<EnqueueOutcome, StoreError>>,
+    tally: &mut Tally,
 ) -> Result<WriteDone, StoreError> {
     match op {
         WriteOp::Enqueue(_) => enqueued.next().unwrap_or_else(missing_outcome).map(WriteDone::Enqueued),
@@ -369,7 +380,7 @@ fn apply(
             Ok(WriteDone::Claimed { leases: Vec::new(), next_due_ms: None })
         }
         WriteOp::Claim { max, lease_ms, worker } => {
-            let lapsed = queries::reap_expired(conn, now)?;
+            let lapsed = queries::reap_expired(conn, now, tally)?;
             breakers::record_lapsed(conn, &lapsed, now, context.breaker)?;
             let breakers_on = context.breaker.failures > 0;
             if breakers_on {
@@ -394,6 +405,9 @@ fn apply(
             }
             // Counted before the commit: a claim that then fails to commit overstates the rate a little, once.
             context.metrics.record_claims(now, &claimed.waited_ms);
+            for (lease, waited) in claimed.leases.iter().zip(&claimed.waited_ms) {
+                tally.claimed(&lease.job.user, now, *waited);
+            }
             let next_due_ms =
                 if claimed.leases.is_empty() { queries::next_due(conn, context.breaker.cooldown_ms)? } else { None };
             Ok(WriteDone::Claimed { leases: claimed.leases, next_due_ms })
@@ -403,13 +417,13 @@ fn apply(
                 .map(|(expires, cancel)| WriteDone::Heartbeat(expires, cancel))
         }
         WriteOp::Finish { job_id, lease_token, finish } => {
-            finish_one(conn, job_id, lease_token, finish, now, context).map(WriteDone::Finished)
+            finish_one(conn, job_id, lease_token, finish, now, context, tally).map(WriteDone::Finished)
         }
         WriteOp::FinishMany(items) => {
             // Successes go in one statement; the rest (failures, cancellations, and successes whose lease was
             // lost, to say why) one by one.
             let successes = Finish::successes(items);
-            let mut succeeded = queries::finish_succeeded_many(conn, &successes, now)?;
+            let mut succeeded = queries::finish_succeeded_many(conn, &successes, now, tally)?;
             let mut outcomes = Vec::with_capacity(items.len());
             for (job_id, lease_token, finish) in items {
                 // Taken out once: the same job twice in one batch finishes once; the second learns its lease is gone.
@@ -418,7 +432,7 @@ fn apply(
                     outcomes.push(Ok(FinishOutcome { status: JobStatus::Succeeded, run_at_ms: None, kind }));
                     continue;
                 }
-                match finish_one(conn, job_id, lease_token, finish, now, context) {
+                match finish_one(conn, job_id, lease_token, finish, now, context, tally) {
                     // A database failure breaks the transaction; only refusals are per item.
                     Err(error) if error.breaks_transaction() => return Err(error),
                     outcome => outcomes.push(outcome),
@@ -430,11 +444,14 @@ fn apply(
             operate::act(conn, &context.engine, user, ids, *action, now).map(WriteDone::Acted)
         }
         WriteOp::ReapExpired => {
-            let lapsed = queries::reap_expired(conn, now)?;
+            let lapsed = queries::reap_expired(conn, now, tally)?;
             breakers::record_lapsed(conn, &lapsed, now, context.breaker)?;
             Ok(WriteDone::Reaped(lapsed.len() as u64))
         }
-        WriteOp::Prune { before_ms, limit } => queries::prune_finished(conn, *before_ms, *limit).map(WriteDone::Pruned),
+        WriteOp::Prune { before_ms, limit } => {
+            stats::prune(conn, now - KEPT_MS)?;
+            queries::prune_finished(conn, *before_ms, *limit).map(WriteDone::Pruned)
+        }
         WriteOp::AllowUser { user, is_owner } => {
             queries::allow_user(conn, user, *is_owner, now).map(WriteDone::Changed)
         }
@@ -445,7 +462,7 @@ fn apply(
         WriteOp::CreateSchedule(schedule) => schedules::create(conn, schedule).map(WriteDone::ScheduleCreated),
         WriteOp::DeleteSchedule { user, id } => schedules::delete(conn, user, id).map(WriteDone::Changed),
         WriteOp::FireSchedules { grace_ms } => {
-            schedules::fire_due(conn, &context.engine, now, *grace_ms, context.caps).map(WriteDone::Fired)
+            schedules::fire_due(conn, &context.engine, now, *grace_ms, context.caps, tally).map(WriteDone::Fired)
         }
     }
 }
@@ -458,9 +475,11 @@ fn finish_one(
     finish: &Finish,
     now: i64,
     context: &WriterContext,
+    tally: &mut Tally,
 ) -> Result<FinishOutcome, StoreError> {
     let unit: f64 = rand::random();
-    let outcome = queries::finish(conn, job_id, lease_token, finish, now, context.retry, unit)?;
+    let report = AttemptReport { job_id, lease_token, finish };
+    let outcome = queries::finish(conn, report, now, context.retry, unit, tally)?;
     if let Some(signal) = finish.breaker_signal() {
         breakers::record(conn, &outcome.kind, job_id, signal, now, context.breaker)?;
     }

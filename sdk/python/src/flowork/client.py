@@ -282,6 +282,14 @@ class AsyncClient:
         counts: dict[str, int] = (await self._request("GET", "/jobs/counts", params=params)).json()
         return counts
 
+    async def stats(self, engine: str | None = None, window: str = "1h") -> dict[str, Any]:
+        """Your jobs per minute over ``window`` (``1m`` to ``24h``), on one engine or all: ``buckets`` (oldest
+        first, each with ``start``, ``enqueued``, ``succeeded``, ``failed``, ``dead``, ``queue_ms`` and ``run_ms``
+        as ``{"p50", "p95"}``) and ``totals``."""
+        params = {"window": window} if engine is None else {"engine": engine, "window": window}
+        stats: dict[str, Any] = (await self._request("GET", "/jobs/stats", params=params)).json()
+        return stats
+
     async def bulk(
         self,
         action: str,
@@ -421,6 +429,10 @@ class Client:
     def counts(self, engine: str | None = None) -> dict[str, int]:
         """See ``AsyncClient.counts``."""
         return self._loop.run(self._async.counts(engine))
+
+    def stats(self, engine: str | None = None, window: str = "1h") -> dict[str, Any]:
+        """See ``AsyncClient.stats``."""
+        return self._loop.run(self._async.stats(engine, window))
 
     def bulk(self, action: str, **selection: Any) -> dict[str, int]:
         """See ``AsyncClient.bulk`` (the same keyword arguments)."""
