@@ -132,7 +132,9 @@ pub struct ServeArgs {
     #[arg(long, env = "FLOWORK_RETRY_CAP_MS", default_value_t = 3_600_000)]
     pub retry_cap_ms: u64,
     /// GUI origins allowed by CORS and for wallet sign-in (repeatable; default: the gateway's own origin).
-    #[arg(long = "allowed-origin", env = "FLOWORK_ALLOWED_ORIGINS", value_delimiter = ',')]
+    /// Each is `http(s)://host[:port]` (what a browser sends as `Origin`); anything else is refused at start.
+    #[arg(long = "allowed-origin", env = "FLOWORK_ALLOWED_ORIGINS", value_delimiter = ',',
+          value_parser = crate::auth::signin::parse_origin)]
     pub allowed_origins: Vec<String>,
     /// A Redis server (`redis://HOST:PORT`, Redis 7+) through which Socket.IO rooms span every gateway of a fleet;
     /// without it, live events reach only this gateway's connections.

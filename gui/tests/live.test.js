@@ -83,6 +83,11 @@ test('each user receives only the events of their own jobs, live, up to the fina
       ` succeeded after ${ms('job.updated:succeeded')} (debug build)`,
   );
   assert.equal(aliceFinal.data.payload, undefined, 'an update carries only what changed');
+  assert.deepEqual(
+    [aliceFinal.data.kind, aliceFinal.data.enqueued_at],
+    ['echo', a.body.enqueued_at],
+    'an update carries what filters and counts need: the kind and when the job was stored',
+  );
   const created = aliceSocket.seen.find((e) => e.event === 'job.created' && e.data.id === a.body.id);
   assert.ok(created, 'job.created was sent');
   assert.equal(created.data.kind, 'echo');

@@ -377,3 +377,19 @@ async fn a_second_rotation_during_the_grace_is_refused_unless_forced() -> anyhow
     assert_eq!(works(third).await?, StatusCode::OK);
     Ok(())
 }
+
+#[tokio::test]
+async fn an_allowed_origin_that_can_never_match_is_refused_at_start() -> anyhow::Result<()> {
+    let ws = Workspace::new()?;
+    for (origin, says) in [("app.example.com", "not an origin"), ("https://app.example.com/gui", "path")] {
+        let output = std::process::Command::new(flowork_tests::bin("flowork-gateway"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--allowed-origin", origin])
+            .arg("--data-dir")
+            .arg(ws.data_dir())
+            .output()?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "a usage error for {origin}: {stderr}");
+        assert!(stderr.contains("--allowed-origin") && stderr.contains(says), "{origin}: {stderr}");
+    }
+    Ok(())
+}

@@ -27,6 +27,33 @@ pub fn normalize_origin(origin: &str) -> String {
     origin.trim().trim_end_matches('/').to_ascii_lowercase()
 }
 
+/// Checks a configured GUI origin (`--allowed-origin`): `http` or `https`, a host, an optional port, and nothing
+/// else — a browser's `Origin` never has a path, a query or credentials, so such a value could never match.
+/// Returns it normalised.
+pub fn parse_origin(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let url = url::Url::parse(text).map_err(|e| {
+        format!("{text:?} is not an origin ({e}); write the scheme, host and port, e.g. https://app.example.com")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{text:?}: an origin is http:// or https://, not {}://", url.scheme()));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{text:?} names no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("{text:?}: an origin has no user name or password"));
+    }
+    let after_authority = text.splitn(4, '/').nth(3).unwrap_or("");
+    if !after_authority.is_empty() || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "{text:?} has a path, query or fragment, which a browser's Origin never has: use {}",
+            url.origin().ascii_serialization()
+        ));
+    }
+    Ok(normalize_origin(text))
+}
+
 /// A refused sign-in: its machine code and the reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -103,6 +130,23 @@ mod tests {
     use k256::ecdsa::SigningKey;
 
     const NOW: i64 = 1_795_600_000_000;
+
+    #[test]
+    fn an_allowed_origin_is_scheme_host_and_port_only() {
+        assert_eq!(parse_origin("https://App.Example.com/").as_deref(), Ok("https://app.example.com"));
+        assert_eq!(parse_origin("http://127.0.0.1:5173").as_deref(), Ok("http://127.0.0.1:5173"));
+        for (bad, says) in [
+            ("app.example.com", "not an origin"),
+            ("ftp://app.example.com", "http:// or https://"),
+            ("https://app.example.com/gui", "path, query or fragment"),
+            ("https://app.example.com?x=1", "path, query or fragment"),
+            ("https://user:pw@app.example.com", "no user name"),
+            ("", "not an origin"),
+        ] {
+            let error = parse_origin(bad).expect_err(bad);
+            assert!(error.contains(says), "{bad}: {error}");
+        }
+    }
 
     fn policy() -> SignInPolicy {
         SignInPolicy {

@@ -1,6 +1,6 @@
-//! What a job event carries: `job.created` a summary of the new job (no payload), `job.updated` only the fields
-//! that move (status, attempts, times, progress) and the result or error once the job is final, `job.deleted` the
-//! id and the state it was deleted in.
+//! What a job event carries: `job.created` a summary of the new job (no payload), `job.updated` the fields that
+//! move (status, attempts, times, progress), the kind and enqueue time a client's filters and counts need, and the
+//! result or error once the job is final, `job.deleted` the id and the state it was deleted in.
 
 use flowork_common::wire::JobStatus;
 use serde::Serialize;
@@ -33,6 +33,8 @@ pub struct Updated<'a> {
     pub cursor: &'a str,
     pub id: &'a str,
     pub engine: &'a str,
+    pub kind: &'a str,
+    pub enqueued_at: &'a str,
     pub status: JobStatus,
     pub attempts: u32,
     pub max_attempts: u32,
@@ -88,6 +90,8 @@ pub fn render(change: &JobChange, cursor: &str) -> serde_json::Result<(&'static 
         cursor,
         id: &job.id,
         engine: &job.engine,
+        kind: &job.kind,
+        enqueued_at: &job.enqueued_at,
         status: job.status,
         attempts: job.attempts,
         max_attempts: job.max_attempts,
