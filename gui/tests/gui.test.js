@@ -5,25 +5,12 @@
 
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { Wallet, getBytes } from 'ethers';
-import { launchBrowser, openPage as openBrowserPage, shot, signIn } from './browser.js';
-import { Workspace, assertBuilt, eventually } from './harness.js';
+import { browserSuite, shot, signIn } from './browser.js';
+import { eventually } from './harness.js';
 
-let browser;
-const workspaces = [];
-
-before(async () => {
-  assertBuilt();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  for (const ws of workspaces) await ws.close();
-});
-
-const openPage = (base, options) => openBrowserPage(browser, base, options);
+const { workspace, open: openPage } = browserSuite();
 
 async function submit(page, { kind, payload }) {
   await page.fill('#job-kind', kind);
@@ -32,8 +19,7 @@ async function submit(page, { kind, payload }) {
 }
 
 test('sign in, submit a job and watch it go queued → running → succeeded live', async () => {
-  const ws = new Workspace();
-  workspaces.push(ws);
+  const ws = workspace();
   ws.addEngine('local', 'operator');
   const tokenFile = path.join(ws.dir, 'local.token');
   const gateway = await ws.startGateway();
@@ -105,8 +91,7 @@ test('sign in, submit a job and watch it go queued → running → succeeded liv
 });
 
 test('the 429 message counts down Retry-After, and the drain banner comes and goes live', async () => {
-  const ws = new Workspace();
-  workspaces.push(ws);
+  const ws = workspace();
   ws.addEngine('capped', 'operator');
   // No engine runs and one queued job fills the engine's queue.
   const gateway = await ws.startGateway(['--max-queue-depth', '1']);
@@ -144,8 +129,7 @@ test('the 429 message counts down Retry-After, and the drain banner comes and go
 });
 
 test('an injected wallet signs in; an expired access token is refreshed unseen; 422 and 401 are explained', async () => {
-  const ws = new Workspace();
-  workspaces.push(ws);
+  const ws = workspace();
   ws.addEngine('local', 'operator');
   const gateway = await ws.startGateway(['--access-ttl', '2s']);
   const wallet = Wallet.createRandom();
