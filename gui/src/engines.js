@@ -50,8 +50,8 @@ export class EngineDirectory {
   /** Applies one `engine.status` event: the gateway sends it only to users the engine is open to. */
   update(engine) {
     this.engines.set(engine.id, { ...this.engines.get(engine.id), ...engine });
-    if (this.accessOf(engine.id) !== 'owner') this.grant(engine.id, 'allowed');
-    else this.render();
+    if (this.accessOf(engine.id) !== 'owner') this.access.set(engine.id, 'allowed');
+    this.render();
   }
 
   /** The engine took a job of the user's. */
@@ -69,7 +69,7 @@ export class EngineDirectory {
   }
 
   grant(id, access, force = false) {
-    if (!force && ACCESS_ORDER[access] > ACCESS_ORDER[this.accessOf(id)]) return;
+    if (access === this.accessOf(id) || (!force && ACCESS_ORDER[access] > ACCESS_ORDER[this.accessOf(id)])) return;
     this.access.set(id, access);
     this.render();
   }

@@ -207,7 +207,8 @@ async function start() {
         }
       },
       state: (text) => {
-        $('#live-state').textContent = `Live updates: ${text}`;
+        // While the gateway is away the banner says why; the feed's own error would only say it again.
+        $('#live-state').textContent = `Live updates: ${reach.down && text !== 'live' ? 'paused until the gateway is back' : text}`;
       },
     });
   };

@@ -88,7 +88,7 @@ export class Reachability {
         'csp',
         `This page's Content-Security-Policy (connect-src) does not allow connections to the gateway at ${this.gateway}: ` +
           `a GUI served from ${page} may only reach its own origin and https:/wss: addresses. Serve the gateway over ` +
-          `HTTPS (flowork-gateway serve --tls-cert … --tls-key …) and put its https:// URL in config.json, or add ` +
+          `HTTPS (\`flowork-gateway serve --tls-cert … --tls-key …\`) and put its https:// URL in config.json, or add ` +
           `${this.gateway} to connect-src in the _headers file.`,
       );
     }
@@ -106,7 +106,7 @@ export class Reachability {
         return this.show(
           'cors',
           `The gateway at ${this.gateway} answers, but does not allow this page's origin (${page}) to read its answers ` +
-            `(CORS). Start it with --allowed-origin ${page} (or add it to FLOWORK_ALLOWED_ORIGINS).`,
+            `(CORS). Start it with \`--allowed-origin ${page}\` (or add it to FLOWORK_ALLOWED_ORIGINS).`,
         );
       }
     }
@@ -123,8 +123,11 @@ export class Reachability {
     this.reason = reason;
     this.banner.dataset.reason = reason;
     this.banner.dataset.text = text;
+    // `…` marks a command or flag: shown as code, never broken at its hyphens.
     const message = document.createElement('span');
-    message.textContent = text;
+    text.split('`').forEach((part, i) => {
+      message.append(i % 2 ? Object.assign(document.createElement('code'), { textContent: part }) : part);
+    });
     this.banner.replaceChildren(message, this.retryText);
     this.banner.hidden = false;
   }
