@@ -69,7 +69,10 @@ export class EngineSettings {
       'details',
       { className: 'settings' },
       el('summary', { textContent: 'Manage: who may use it, shares, limits' }),
-      part(el('h4', { textContent: 'Who may submit jobs' }), this.users, allowForm),
+      el(
+        'div',
+        { className: 'settings-body' },
+        part(el('h4', { textContent: 'Who may submit jobs' }), this.users, allowForm),
       part(
         el('h4', { textContent: 'Shares (weights)' }),
         el('p', { className: 'hint', textContent: 'Each user has weight 1 unless set: a user with weight 3 gets three times the share of one with 1 when both have jobs waiting.' }),
@@ -81,7 +84,8 @@ export class EngineSettings {
         el('p', { className: 'hint', textContent: 'At most this many jobs with the same concurrency key run at once.' }),
         defaultForm,
         this.keys,
-        keyForm,
+          keyForm,
+        ),
       ),
       this.said,
     );

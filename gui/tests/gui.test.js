@@ -131,6 +131,7 @@ test('the 429 message counts down Retry-After, and the drain banner comes and go
 test('an injected wallet signs in; an expired access token is refreshed unseen; 422 and 401 are explained', async () => {
   const ws = workspace();
   ws.addEngine('local', 'operator');
+  ws.addEngine('retired', 'operator');
   const gateway = await ws.startGateway(['--access-ttl', '2s']);
   const wallet = Wallet.createRandom();
   // An EIP-1193 provider, as a wallet extension injects it; the key stays in the test (Node), like in a wallet.
@@ -157,11 +158,24 @@ test('an injected wallet signs in; an expired access token is refreshed unseen; 
   ws.allow('local', wallet.address.toLowerCase());
   await page.waitForSelector('#job-engine option[value="local"]', { state: 'attached' });
 
-  // 422: the gateway's reason is shown.
+  // A kind the gateway would refuse is refused in the browser, by its field, before anything is sent.
   await page.fill('#job-kind', 'not a kind!');
   await page.click('#submit');
-  await page.waitForSelector('#notice[data-status="422"]:not([hidden])');
-  assert.match(await page.textContent('#notice'), /invalid_kind/);
+  assert.match(await page.textContent('#payload-error'), /^Kind: the kind is 1-64 lowercase letters/);
+  assert.equal(await page.getAttribute('#job-kind', 'aria-invalid'), 'true');
+  assert.equal(await page.isVisible('#notice'), false);
+  // 422 from the gateway (an engine revoked after the page listed it): its reason is shown.
+  ws.cli('engine', 'revoke', 'retired');
+  await page.fill('#job-kind', 'echo');
+  await page.selectOption('#job-engine', 'retired');
+  // The gateway remembers engine records for a second: submit until the revocation is seen.
+  await eventually('the 422 of a revoked engine', async () => {
+    await page.click('#submit');
+    await page.waitForSelector('#notice[data-status]:not([hidden])');
+    return (await page.getAttribute('#notice', 'data-status')) === '422';
+  });
+  assert.match(await page.textContent('#notice'), /engine_revoked/);
+  await page.selectOption('#job-engine', 'local');
 
   // The 2 s access token expires; the next call refreshes it without the user noticing.
   await new Promise((resolve) => setTimeout(resolve, 3_000));
