@@ -244,6 +244,9 @@ async function start() {
   $('#sign-in-wallet').addEventListener('click', () => signInWith(browserWalletSigner));
   $('#sign-out').addEventListener('click', () => session.signOut());
   if (!window.ethereum) $('#sign-in-wallet').title = 'No browser wallet found on this page';
+  // A click before this point would have gone nowhere.
+  $('#sign-in-wallet').disabled = false;
+  $('#sign-in-dev').disabled = false;
 
   // Signed in from before (this tab), or else a first call shows at once whether the gateway can be reached.
   if (!(await session.resume().catch(() => false))) api.get('/healthz', { auth: false }).catch(() => {});

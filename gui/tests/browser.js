@@ -49,6 +49,7 @@ export async function openPage(
 
 /** Signs in with the page's development key (by keyboard); returns the user's address. */
 export async function signIn(page) {
+  await page.waitForSelector('#sign-in-dev:not([disabled])');
   await page.focus('#sign-in-dev');
   await page.keyboard.press('Enter');
   try {
