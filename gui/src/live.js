@@ -58,8 +58,18 @@ export class Live {
     });
   }
 
+  /** Connects again with a fresh access token; while the gateway is away, `resume()` does it once it is back. */
   async reconnectFresh() {
-    if (await this.session.refresh()) this.socket.connect();
+    try {
+      if (await this.session.refresh()) this.socket.connect();
+    } catch {
+      // not answered: the page calls resume() when the gateway is back
+    }
+  }
+
+  /** The gateway answers again: reconnect now if the socket gave up (a refused token) rather than waiting. */
+  resume() {
+    if (!this.socket.connected) this.reconnectFresh();
   }
 
   close() {

@@ -1,10 +1,13 @@
-// Flowork's GUI: reads the runtime config, signs the user in, and wires the job form, the jobs screen (tabs,
-// filters, table, bulk actions), the job view and the live feed; live changes are applied once per frame.
+// Flowork's GUI: reads the runtime config, signs the user in, and wires the screens (jobs: form, batch upload,
+// tabs, filters, table, bulk actions, job view; engines; schedules; operator), the live feed and the gateway's
+// reachability; live changes are applied once per frame.
 
+import { AdminTools } from './admin.js';
 import { Api } from './api.js';
+import { BatchUpload } from './batch-upload.js';
 import { BulkActions } from './bulk.js';
 import { StatusTabs } from './counts.js';
-import { EngineCards } from './engines.js';
+import { EngineDirectory } from './engines.js';
 import { readFilter } from './filters.js';
 import { FrameBatch } from './frame.js';
 import { JobPage } from './job-list.js';
@@ -12,6 +15,9 @@ import { JobView } from './job-view.js';
 import { JobStore, notStale } from './jobs.js';
 import { Live } from './live.js';
 import { Notice } from './notices.js';
+import { Reachability } from './reach.js';
+import { Schedules } from './schedules.js';
+import { Screens } from './screens.js';
 import { Session, browserWalletSigner, developmentSigner } from './session.js';
 import { SubmitForm } from './submit.js';
 
@@ -37,9 +43,18 @@ async function start() {
   const session = new Session({ chainId: config.chainId });
   const api = new Api(config.gateway, session);
   session.api = api;
+  const reach = new Reachability($('#reach'), { base: config.gateway, onBack: () => back() });
+  api.reach = reach;
 
   const store = new JobStore();
-  const engines = new EngineCards($('#engines'), $('#job-engine'), $('#filter-engine'));
+  const engines = new EngineDirectory($('#engines'), {
+    api,
+    notice,
+    session,
+    pickers: [$('#job-engine'), $('#schedule-engine')],
+    filter: $('#filter-engine'),
+    elsewhere: $('#engines-elsewhere'),
+  });
   const filterForm = $('#filter-form');
   const dialog = $('#confirm');
   let view = null;
@@ -119,14 +134,12 @@ async function start() {
     }
     page.removeRows(jobs.map((job) => job.id));
   };
-  new SubmitForm($('#submit-form'), {
-    api,
-    notice,
-    session,
-    // The job shows at once from the answer, whether or not its live `job.created` has arrived (or ever will, if
-    // the live feed is down); a job the feed has already shown, perhaps further along, is left as it is.
-    created: (data) => batch.push({ event: 'job.created', data, guard: (known) => !known, counts: true }),
-  });
+  // The job shows at once from the answer, whether or not its live `job.created` has arrived (or ever will, if the
+  // live feed is down); a job the feed has already shown, perhaps further along, is left as it is.
+  const created = (data) => batch.push({ event: 'job.created', data, guard: (known) => !known, counts: true });
+  new SubmitForm($('#submit-form'), { api, notice, session, engines, created });
+  new BatchUpload($('#batch-form'), { api, engines, created });
+  const schedules = new Schedules({ form: $('#schedule-form'), table: $('#schedules'), empty: $('#schedules-empty'), api, notice, dialog });
   const drainBanner = $('#drain-banner');
   const showDrain = (draining) => {
     drainBanner.hidden = !draining;
@@ -135,18 +148,41 @@ async function start() {
     const { data } = await api.get('/drain', { auth: false });
     showDrain(data.draining);
   };
+  new AdminTools($('#app > [data-screen="admin"]'), { api, showDrain });
+  const screens = new Screens($('#screens'), $('#app'), (name) => {
+    if (name === 'schedules' && session.user) schedules.load();
+  });
+
+  /** Reads what the gateway says of itself and its engines (again, after it was away). */
+  const loadGateway = async () => {
+    try {
+      const { data: status } = await api.get('/status', { auth: false });
+      showDrain(status.draining);
+      await engines.load(status.engines);
+    } catch (failure) {
+      notice.failure(failure);
+    }
+  };
+  /** The gateway answers again: what it said while away is stale; read it afresh and reconnect. */
+  const back = () => {
+    notice.clear();
+    session.revokeDiscarded();
+    if (!session.user) return;
+    loadGateway();
+    live?.resume();
+    if (screens.current === 'schedules') schedules.load();
+  };
 
   const enter = async () => {
     $('#sign-in').hidden = true;
     $('#app').hidden = false;
     $('#sign-out').hidden = false;
+    $('#screens').hidden = false;
     $('#who').textContent = `Signed in as ${session.user}`;
-    try {
-      const [{ data: status }] = await Promise.all([api.get('/status', { auth: false }), readDrain()]);
-      engines.load(status.engines);
-    } catch (failure) {
-      notice.failure(failure);
-    }
+    screens.follow();
+    if (live) return;
+    loadGateway();
+    if (screens.current === 'schedules') schedules.load();
     live = new Live(config.gateway, session, {
       // Live events and lost ones found again come with cursors that order them per job; a replay over a fresh
       // list must not move a job the list shows finished back.
@@ -162,8 +198,8 @@ async function start() {
         tabs.reconcileSoon();
       },
       connected: async () => {
-        // A gateway that restarted says nothing about draining: ask, and drop a notice of it being unreachable.
-        if ($('#notice').dataset.status === '0') notice.clear();
+        // A gateway that restarted says nothing about draining: ask. Connected at all means it is back.
+        reach.reached();
         try {
           await readDrain();
         } catch {
@@ -171,7 +207,8 @@ async function start() {
         }
       },
       state: (text) => {
-        $('#live-state').textContent = `Live updates: ${text}`;
+        // While the gateway is away the banner says why; the feed's own error would only say it again.
+        $('#live-state').textContent = `Live updates: ${reach.down && text !== 'live' ? 'paused until the gateway is back' : text}`;
       },
     });
   };
@@ -186,6 +223,7 @@ async function start() {
     $('#sign-in').hidden = false;
     $('#app').hidden = true;
     $('#sign-out').hidden = true;
+    $('#screens').hidden = true;
     $('#who').textContent = '';
   };
   session.onChange((user) => (user ? enter() : leave()));
@@ -206,8 +244,12 @@ async function start() {
   $('#sign-in-wallet').addEventListener('click', () => signInWith(browserWalletSigner));
   $('#sign-out').addEventListener('click', () => session.signOut());
   if (!window.ethereum) $('#sign-in-wallet').title = 'No browser wallet found on this page';
+  // A click before this point would have gone nowhere.
+  $('#sign-in-wallet').disabled = false;
+  $('#sign-in-dev').disabled = false;
 
-  await session.resume();
+  // Signed in from before (this tab), or else a first call shows at once whether the gateway can be reached.
+  if (!(await session.resume().catch(() => false))) api.get('/healthz', { auth: false }).catch(() => {});
 }
 
 start();

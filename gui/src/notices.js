@@ -22,10 +22,12 @@ export class Notice {
     delete this.element.dataset.status;
   }
 
-  /** Shows a failed call (`ApiFailure`); counts Retry-After down to zero. */
+  /** Shows a failed call (`ApiFailure`); counts Retry-After down to zero. A call that reached no gateway is left
+   *  to the reachability banner, which says so once. */
   failure(failure) {
+    if (failure.network) return;
     this.clear();
-    const advice = ADVICE[failure.status] ?? (failure.network ? 'The gateway could not be reached.' : 'The request failed.');
+    const advice = ADVICE[failure.status] ?? 'The request failed.';
     const title = document.createElement('strong');
     title.textContent = failure.status ? `${failure.status} ${failure.code}` : failure.code;
     const text = document.createElement('span');

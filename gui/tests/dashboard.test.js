@@ -4,43 +4,11 @@
 // of jobs with the page open (long tasks measured in the browser; every job reached, final, in the counts).
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { launchBrowser, openPage, shot, signIn } from './browser.js';
-import { Workspace, assertBuilt, callApi, createJobs, eventually } from './harness.js';
+import { test } from 'node:test';
+import { browserSuite, shot } from './browser.js';
+import { createJobs, eventually } from './harness.js';
 
-let browser;
-const workspaces = [];
-
-before(async () => {
-  assertBuilt();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  for (const ws of workspaces) await ws.close();
-});
-
-/** A gateway with an engine `local` (started when `workers` > 0) and a signed-in page allowed on it. */
-async function dashboard({ workers = 0, viewport, colorScheme } = {}) {
-  const ws = new Workspace();
-  workspaces.push(ws);
-  const tokenFile = ws.addEngine('local', 'operator');
-  const gateway = await ws.startGateway();
-  if (workers > 0) ws.startEngine(gateway.base, 'local', tokenFile, workers);
-  const page = await openPage(browser, gateway.base, { viewport, colorScheme });
-  const user = await signIn(page);
-  ws.allow('local', user);
-  const token = ws.mintToken(user, '30m');
-  await page.waitForSelector('#job-engine option[value="local"]', { state: 'attached' });
-  try {
-    await page.waitForFunction(() => document.querySelector('#live-state').textContent.endsWith('live'), null, { timeout: 60_000 });
-  } catch (error) {
-    const state = await page.evaluate(() => `${document.querySelector('#live-state').textContent}; ${document.querySelector('#notice').textContent}`);
-    throw new Error(`the page never went live (${state}): ${error.message}`);
-  }
-  return { ws, gateway, page, user, token, api: (method, path, body) => callApi(gateway.base, token, method, path, body) };
-}
+const { dashboard } = browserSuite();
 
 const tabCount = (page, status) => page.getAttribute(`#status-tabs [data-status="${status}"]`, 'data-count').then(Number);
 const rowStatus = (page, id) => page.getAttribute(`#jobs tr[data-job-id="${id}"] .status`, 'data-status').catch(() => null);

@@ -5,25 +5,12 @@
 
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { Wallet, getBytes } from 'ethers';
-import { launchBrowser, openPage as openBrowserPage, shot, signIn } from './browser.js';
-import { Workspace, assertBuilt, eventually } from './harness.js';
+import { browserSuite, shot, signIn } from './browser.js';
+import { eventually } from './harness.js';
 
-let browser;
-const workspaces = [];
-
-before(async () => {
-  assertBuilt();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  for (const ws of workspaces) await ws.close();
-});
-
-const openPage = (base, options) => openBrowserPage(browser, base, options);
+const { workspace, open: openPage } = browserSuite();
 
 async function submit(page, { kind, payload }) {
   await page.fill('#job-kind', kind);
@@ -32,8 +19,7 @@ async function submit(page, { kind, payload }) {
 }
 
 test('sign in, submit a job and watch it go queued → running → succeeded live', async () => {
-  const ws = new Workspace();
-  workspaces.push(ws);
+  const ws = workspace();
   ws.addEngine('local', 'operator');
   const tokenFile = path.join(ws.dir, 'local.token');
   const gateway = await ws.startGateway();
@@ -105,8 +91,7 @@ test('sign in, submit a job and watch it go queued → running → succeeded liv
 });
 
 test('the 429 message counts down Retry-After, and the drain banner comes and goes live', async () => {
-  const ws = new Workspace();
-  workspaces.push(ws);
+  const ws = workspace();
   ws.addEngine('capped', 'operator');
   // No engine runs and one queued job fills the engine's queue.
   const gateway = await ws.startGateway(['--max-queue-depth', '1']);
@@ -144,9 +129,9 @@ test('the 429 message counts down Retry-After, and the drain banner comes and go
 });
 
 test('an injected wallet signs in; an expired access token is refreshed unseen; 422 and 401 are explained', async () => {
-  const ws = new Workspace();
-  workspaces.push(ws);
+  const ws = workspace();
   ws.addEngine('local', 'operator');
+  ws.addEngine('retired', 'operator');
   const gateway = await ws.startGateway(['--access-ttl', '2s']);
   const wallet = Wallet.createRandom();
   // An EIP-1193 provider, as a wallet extension injects it; the key stays in the test (Node), like in a wallet.
@@ -173,11 +158,24 @@ test('an injected wallet signs in; an expired access token is refreshed unseen; 
   ws.allow('local', wallet.address.toLowerCase());
   await page.waitForSelector('#job-engine option[value="local"]', { state: 'attached' });
 
-  // 422: the gateway's reason is shown.
+  // A kind the gateway would refuse is refused in the browser, by its field, before anything is sent.
   await page.fill('#job-kind', 'not a kind!');
   await page.click('#submit');
-  await page.waitForSelector('#notice[data-status="422"]:not([hidden])');
-  assert.match(await page.textContent('#notice'), /invalid_kind/);
+  assert.match(await page.textContent('#payload-error'), /^Kind: the kind is 1-64 lowercase letters/);
+  assert.equal(await page.getAttribute('#job-kind', 'aria-invalid'), 'true');
+  assert.equal(await page.isVisible('#notice'), false);
+  // 422 from the gateway (an engine revoked after the page listed it): its reason is shown.
+  ws.cli('engine', 'revoke', 'retired');
+  await page.fill('#job-kind', 'echo');
+  await page.selectOption('#job-engine', 'retired');
+  // The gateway remembers engine records for a second: submit until the revocation is seen.
+  await eventually('the 422 of a revoked engine', async () => {
+    await page.click('#submit');
+    await page.waitForSelector('#notice[data-status]:not([hidden])');
+    return (await page.getAttribute('#notice', 'data-status')) === '422';
+  });
+  assert.match(await page.textContent('#notice'), /engine_revoked/);
+  await page.selectOption('#job-engine', 'local');
 
   // The 2 s access token expires; the next call refreshes it without the user noticing.
   await new Promise((resolve) => setTimeout(resolve, 3_000));

@@ -2,6 +2,8 @@
 
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -68,6 +70,7 @@ export class Workspace {
   /** Starts `flowork-gateway serve` with the built GUI (on `listen`, an ephemeral port by default) and waits until
    *  it is ready; returns the process, with its base URL in `base`. */
   async startGateway(extra = [], listen = '127.0.0.1:0') {
+    const tls = extra.includes('--tls-cert');
     const proc = this.spawn(
       'flowork-gateway',
       ['serve', '--listen', listen, '--data-dir', this.dataDir, '--gui-dir', path.join(guiDir, 'dist'), ...extra],
@@ -77,14 +80,14 @@ export class Workspace {
     let base = null;
     while (!base) {
       const line = proc.log.split('\n').find((l) => l.includes('"listening"'));
-      if (line) base = `http://${JSON.parse(line).addr}`;
+      if (line) base = `${tls ? 'https' : 'http'}://${JSON.parse(line).addr}`;
       if (proc.exited) throw new Error(`the gateway exited: ${proc.log}`);
       if (Date.now() > deadline) throw new Error(`the gateway did not start: ${proc.log}`);
       await sleep(20);
     }
     for (;;) {
       try {
-        if ((await fetch(`${base}/readyz`)).ok) break;
+        if (tls ? (await insecureCall(base, null, 'GET', '/readyz')).status === 200 : (await fetch(`${base}/readyz`)).ok) break;
       } catch {
         // not yet
       }
@@ -93,6 +96,16 @@ export class Workspace {
     }
     proc.base = base;
     return proc;
+  }
+
+  /** A self-signed certificate for 127.0.0.1 (openssl); returns the `serve` flags that use it. */
+  tlsFlags() {
+    const cert = path.join(this.dir, 'tls-cert.pem');
+    const key = path.join(this.dir, 'tls-key.pem');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
+      '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-addext', 'basicConstraints=critical,CA:FALSE',
+      '-keyout', key, '-out', cert], { stdio: 'ignore' });
+    return ['--tls-cert', cert, '--tls-key', key];
   }
 
   /** Starts an engine process for `name` against `base`. */
@@ -169,4 +182,71 @@ export async function createJobs(base, token, count, job, tag = 'batch') {
     }
   }
   return ids;
+}
+
+/** The `_headers` file as [pattern, headers] blocks (Cloudflare Pages' format: a path line, then indented headers). */
+function readHeaders(dir) {
+  const blocks = [];
+  for (const line of readFileSync(path.join(dir, '_headers'), 'utf8').split('\n')) {
+    if (!line.trim() || line.trim().startsWith('#')) continue;
+    if (!/^\s/.test(line)) blocks.push([line.trim(), {}]);
+    else {
+      const at = line.indexOf(':');
+      blocks.at(-1)[1][line.slice(0, at).trim()] = line.slice(at + 1).trim();
+    }
+  }
+  return blocks;
+}
+
+const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.svg': 'image/svg+xml', '.json': 'application/json' };
+
+/**
+ * Serves the built GUI on its own 127.0.0.1 port, as Cloudflare Pages would (the `_headers` applied), with a
+ * `config.json` naming `gateway`; returns `{base, gateway, close()}` (set `gateway` to point it elsewhere).
+ */
+export async function serveGui(gateway) {
+  const site = { gateway };
+  const dist = path.join(guiDir, 'dist');
+  const blocks = readHeaders(dist);
+  const server = createServer((request, response) => {
+    const route = new URL(request.url, 'http://x').pathname;
+    const file = route === '/' ? '/index.html' : route;
+    const headers = {};
+    for (const [pattern, values] of blocks) {
+      if (pattern === '/*' || pattern === route || (pattern.endsWith('*') && route.startsWith(pattern.slice(0, -1)))) Object.assign(headers, values);
+    }
+    let body;
+    if (file === '/config.json') body = JSON.stringify({ gateway: site.gateway, chainId: 1 });
+    else {
+      try {
+        body = readFileSync(path.join(dist, path.normalize(file).replace(/^(\.\.[/\\])+/, '')));
+      } catch {
+        response.writeHead(404, headers).end();
+        return;
+      }
+    }
+    response.writeHead(200, { ...headers, 'Content-Type': TYPES[path.extname(file)] ?? 'application/octet-stream' }).end(body);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  site.base = `http://127.0.0.1:${server.address().port}`;
+  site.close = () => new Promise((resolve) => server.close(resolve));
+  return site;
+}
+
+/** Calls a gateway that serves a self-signed certificate, trusting it (node's fetch cannot be told to). */
+export function insecureCall(base, token, method, route, body) {
+  return new Promise((resolve, reject) => {
+    const headers = token ? { Authorization: `Bearer ${token}` } : {};
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    const call = httpsRequest(`${base}${route}`, { method, headers, rejectUnauthorized: false }, (response) => {
+      let text = '';
+      response.setEncoding('utf8');
+      response.on('data', (chunk) => {
+        text += chunk;
+      });
+      response.on('end', () => resolve({ status: response.statusCode, body: text ? JSON.parse(text) : null }));
+    });
+    call.on('error', reject);
+    call.end(body === undefined ? undefined : JSON.stringify(body));
+  });
 }
