@@ -2,6 +2,7 @@
 //! `postgres`) only executes them in its own SQL, so a rule is written once.
 
 pub mod attempt;
+pub mod claim;
 pub mod created;
 pub mod fair;
 pub mod hold;

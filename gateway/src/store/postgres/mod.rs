@@ -5,6 +5,7 @@
 pub mod batcher;
 pub mod breakers;
 pub mod claim;
+pub mod claim_steps;
 pub mod control;
 pub mod error;
 pub mod jobs;
@@ -31,8 +32,10 @@ use self::jobs::{JOB_COLUMN_COUNT, JOB_COLUMNS, job_from_row, lock_engine, notif
 use crate::admission::AdmissionLimits;
 use crate::audit::{AuditEntry, AuditReport};
 use crate::observability::queue_metrics::QueueMetrics;
-use crate::store::breakers::{Signal, probes_to_claim};
+use crate::store::breakers::Signal;
 use crate::store::changes::{ChangeFeed, JobChange};
+use crate::store::core::claim as core_claim;
+use crate::store::core::fair::ClaimBy;
 use crate::store::core::operate::unchanged;
 use crate::store::core::stats::{KEPT_MS, StatRow, Tally};
 use crate::store::core::wait::wait_for_work;
@@ -216,51 +219,15 @@ impl PgStore {
         params: &ClaimParams,
     ) -> Result<(Vec<Lease>, Vec<Job>, Option<i64>), StoreError> {
         let now = self.clock.now_ms();
-        let breakers_on = self.breaker.failures > 0;
         Ok(in_tx!(self, |tx| {
             lock_engine(&tx, engine).await?;
-            if claim::lock_state(&tx, engine).await? {
-                (Vec::new(), Vec::new(), None)
-            } else {
-                let mut tally = Tally::default();
-                let reaped = jobs::reap_expired(&tx, engine, now, &mut tally).await?;
-                breakers::record_lapsed(&tx, engine, &reaped, now, self.breaker).await?;
-                if breakers_on {
-                    breakers::refresh(&tx, engine, now, self.breaker).await?;
-                }
-                let held = if breakers_on { breakers::held(&tx, engine).await? } else { Default::default() };
-                let by =
-                    claim::ClaimBy { engine, worker: &params.worker, max: params.max, lease_ms: params.lease_ms, now };
-                let mut claimed = claim::claim(&tx, &by, &held).await?;
-                if breakers_on {
-                    let wanting = breakers::wanting_a_probe(&tx, engine).await?;
-                    for (kind, user) in probes_to_claim(wanting, &held) {
-                        if claimed.leases.len() >= params.max as usize {
-                            break;
-                        }
-                        let probe = claim::claim_probe(&tx, &by, &kind, user.as_deref()).await?;
-                        if let Some(lease) = probe.leases.first() {
-                            breakers::set_probe(&tx, engine, &kind, user.as_deref(), &lease.job.id).await?;
-                        }
-                        claimed.leases.extend(probe.leases);
-                        claimed.waited_ms.extend(probe.waited_ms);
-                    }
-                }
-                if !reaped.is_empty() {
-                    claim::release_parked_keys(&tx, engine).await?;
-                }
-                let next_due = if claimed.leases.is_empty() {
-                    claim::next_due(&tx, engine, self.breaker.cooldown_ms).await?
-                } else {
-                    None
-                };
-                self.metrics_of(engine).record_claims(now, &claimed.waited_ms);
-                for (lease, waited) in claimed.leases.iter().zip(&claimed.waited_ms) {
-                    tally.claimed(&lease.job.user, now, *waited);
-                }
-                stats::add(&tx, engine, &tally).await?;
-                (claimed.leases, reaped, next_due)
-            }
+            let mut tally = Tally::default();
+            let by = ClaimBy { engine, worker: &params.worker, max: params.max, lease_ms: params.lease_ms, now };
+            let mut steps = claim_steps::EngineClaim { tx: &tx, engine };
+            let metrics = self.metrics_of(engine);
+            let done = core_claim::claim(&mut steps, &by, self.breaker, &metrics, &mut tally).await?;
+            stats::add(&tx, engine, &tally).await?;
+            (done.leases, done.lapsed, done.next_due_ms)
         }))
     }
 

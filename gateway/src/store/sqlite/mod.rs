@@ -6,6 +6,7 @@
 pub mod audit_files;
 pub mod breakers;
 pub mod checkpoint;
+pub mod claim_steps;
 pub mod connection;
 pub mod control;
 pub mod counters;

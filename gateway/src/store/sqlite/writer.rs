@@ -13,12 +13,15 @@ use flowork_common::wire::{JobStatus, Lease};
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use super::claim_steps::ShardClaim;
 use super::touched::{self, Touched};
 use super::{breakers, fair, operate, parking, queries, schedules, stats};
 use crate::admission::AdmissionLimits;
 use crate::observability::queue_metrics::QueueMetrics;
-use crate::store::breakers::{Signal, probes_to_claim};
+use crate::store::breakers::Signal;
 use crate::store::changes::{ChangeFeed, JobChange};
+use crate::store::core::claim as core_claim;
+use crate::store::core::fair::ClaimBy;
 use crate::store::core::stats::{KEPT_MS, Tally};
 use crate::store::{
     AttemptReport, BreakerPolicy, EnqueueOutcome, Finish, FinishOutcome, JobAction, NewJob, RetryPolicy, Schedule,
@@ -375,42 +378,12 @@ fn apply(
             outcomes.into_iter().collect::<Result<Vec<_>, _>>().map(WriteDone::EnqueuedMany)
         }
         WriteOp::SetPaused(paused) => queries::set_paused(conn, *paused, now).map(WriteDone::Changed),
-        WriteOp::Claim { .. } if queries::is_paused(conn)? => {
-            // A paused engine gets nothing; the waiting claim sleeps until resumed (resume wakes it).
-            Ok(WriteDone::Claimed { leases: Vec::new(), next_due_ms: None })
-        }
         WriteOp::Claim { max, lease_ms, worker } => {
-            let lapsed = queries::reap_expired(conn, now, tally)?;
-            breakers::record_lapsed(conn, &lapsed, now, context.breaker)?;
-            let breakers_on = context.breaker.failures > 0;
-            if breakers_on {
-                breakers::refresh(conn, now, context.breaker)?;
-            }
-            let held = breakers::held(conn, breakers_on)?;
-            let by = fair::ClaimBy { engine: &context.engine, worker, max: *max, lease_ms: *lease_ms, now };
-            let mut claimed = fair::claim(conn, &by, &held)?;
-            if breakers_on {
-                // One probe job for each breaker that has cooled down.
-                for (kind, user) in probes_to_claim(breakers::wanting_a_probe(conn)?, &held) {
-                    if claimed.leases.len() >= *max as usize {
-                        break;
-                    }
-                    let probe = fair::claim_probe(conn, &by, &kind, user.as_deref())?;
-                    if let Some(lease) = probe.leases.first() {
-                        breakers::set_probe(conn, &kind, user.as_deref(), &lease.job.id)?;
-                    }
-                    claimed.leases.extend(probe.leases);
-                    claimed.waited_ms.extend(probe.waited_ms);
-                }
-            }
-            // Counted before the commit: a claim that then fails to commit overstates the rate a little, once.
-            context.metrics.record_claims(now, &claimed.waited_ms);
-            for (lease, waited) in claimed.leases.iter().zip(&claimed.waited_ms) {
-                tally.claimed(&lease.job.user, now, *waited);
-            }
-            let next_due_ms =
-                if claimed.leases.is_empty() { queries::next_due(conn, context.breaker.cooldown_ms)? } else { None };
-            Ok(WriteDone::Claimed { leases: claimed.leases, next_due_ms })
+            let by = ClaimBy { engine: &context.engine, worker, max: *max, lease_ms: *lease_ms, now };
+            let mut steps = ShardClaim(conn);
+            let done =
+                core_claim::run_ready(core_claim::claim(&mut steps, &by, context.breaker, &context.metrics, tally))?;
+            Ok(WriteDone::Claimed { leases: done.leases, next_due_ms: done.next_due_ms })
         }
         WriteOp::Heartbeat { job_id, lease_token, lease_ms, progress } => {
             queries::heartbeat(conn, job_id, lease_token, *lease_ms, progress.as_deref(), now)
