@@ -23,18 +23,20 @@ pub type ProbeWanted = (String, Option<String>);
 // Used only with concrete drivers (static dispatch), so the futures' `Send` is the driver's own.
 #[allow(async_fn_in_trait)]
 pub trait ClaimSteps {
-    /// The jobs whose lease lapsed, in the form the driver's breakers record them.
-    type Lapsed: Default;
+    /// A job whose lease lapsed, in the form the driver's breakers record it.
+    type Lapsed;
 
     /// Whether the engine is paused (a paused engine hands out nothing).
     async fn paused(&mut self) -> Result<bool, StoreError>;
     /// Requeues (or buries) jobs whose lease expired, counting them in `tally`.
-    async fn reap_expired(&mut self, now: i64, tally: &mut Tally) -> Result<Self::Lapsed, StoreError>;
-    /// Whether reaping found anything.
-    fn any_lapsed(lapsed: &Self::Lapsed) -> bool;
+    async fn reap_expired(&mut self, now: i64, tally: &mut Tally) -> Result<Vec<Self::Lapsed>, StoreError>;
     /// Counts lapsed leases as failures of their kinds' breakers.
-    async fn record_lapsed(&mut self, lapsed: &Self::Lapsed, now: i64, policy: BreakerPolicy)
-    -> Result<(), StoreError>;
+    async fn record_lapsed(
+        &mut self,
+        lapsed: &[Self::Lapsed],
+        now: i64,
+        policy: BreakerPolicy,
+    ) -> Result<(), StoreError>;
     /// Opens, half-opens and closes breakers by the clock.
     async fn refresh_breakers(&mut self, now: i64, policy: BreakerPolicy) -> Result<(), StoreError>;
     /// What open breakers hold back.
@@ -54,11 +56,11 @@ pub trait ClaimSteps {
 }
 
 /// What one claim did.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ClaimDone<L> {
     pub leases: Vec<Lease>,
     /// The jobs whose lease lapsed and were reaped on the way.
-    pub lapsed: L,
+    pub lapsed: Vec<L>,
     /// When the next job becomes due, if nothing was claimable.
     pub next_due_ms: Option<i64>,
 }
@@ -73,7 +75,7 @@ pub async fn claim<S: ClaimSteps>(
 ) -> Result<ClaimDone<S::Lapsed>, StoreError> {
     if steps.paused().await? {
         // A paused engine gets nothing; the waiting claim sleeps until resumed (resume wakes it).
-        return Ok(ClaimDone::default());
+        return Ok(ClaimDone { leases: Vec::new(), lapsed: Vec::new(), next_due_ms: None });
     }
     let now = by.now;
     let lapsed = steps.reap_expired(now, tally).await?;
@@ -99,7 +101,7 @@ pub async fn claim<S: ClaimSteps>(
             claimed.waited_ms.extend(probe.waited_ms);
         }
     }
-    if S::any_lapsed(&lapsed) {
+    if !lapsed.is_empty() {
         steps.release_parked_keys().await?;
     }
     let next_due_ms = if claimed.leases.is_empty() { steps.next_due(breaker.cooldown_ms).await? } else { None };

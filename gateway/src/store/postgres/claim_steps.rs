@@ -17,24 +17,20 @@ pub struct EngineClaim<'a, C> {
 }
 
 impl<C: GenericClient + Sync> ClaimSteps for EngineClaim<'_, C> {
-    /// The reaped jobs as they are now (for live events).
-    type Lapsed = Vec<Job>;
+    /// The reaped job as it is now (for live events).
+    type Lapsed = Job;
 
     async fn paused(&mut self) -> Result<bool, StoreError> {
         claim::lock_state(self.tx, self.engine).await
     }
 
-    async fn reap_expired(&mut self, now: i64, tally: &mut Tally) -> Result<Self::Lapsed, StoreError> {
+    async fn reap_expired(&mut self, now: i64, tally: &mut Tally) -> Result<Vec<Self::Lapsed>, StoreError> {
         jobs::reap_expired(self.tx, self.engine, now, tally).await
-    }
-
-    fn any_lapsed(lapsed: &Self::Lapsed) -> bool {
-        !lapsed.is_empty()
     }
 
     async fn record_lapsed(
         &mut self,
-        lapsed: &Self::Lapsed,
+        lapsed: &[Self::Lapsed],
         now: i64,
         policy: BreakerPolicy,
     ) -> Result<(), StoreError> {

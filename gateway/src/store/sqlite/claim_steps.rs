@@ -13,24 +13,20 @@ use crate::store::{BreakerPolicy, StoreError};
 pub struct ShardClaim<'a>(pub &'a Connection);
 
 impl ClaimSteps for ShardClaim<'_> {
-    /// (job id, kind) of each lapsed lease.
-    type Lapsed = Vec<(String, String)>;
+    /// (job id, kind).
+    type Lapsed = (String, String);
 
     async fn paused(&mut self) -> Result<bool, StoreError> {
         queries::is_paused(self.0)
     }
 
-    async fn reap_expired(&mut self, now: i64, tally: &mut Tally) -> Result<Self::Lapsed, StoreError> {
+    async fn reap_expired(&mut self, now: i64, tally: &mut Tally) -> Result<Vec<Self::Lapsed>, StoreError> {
         queries::reap_expired(self.0, now, tally)
-    }
-
-    fn any_lapsed(lapsed: &Self::Lapsed) -> bool {
-        !lapsed.is_empty()
     }
 
     async fn record_lapsed(
         &mut self,
-        lapsed: &Self::Lapsed,
+        lapsed: &[Self::Lapsed],
         now: i64,
         policy: BreakerPolicy,
     ) -> Result<(), StoreError> {
