@@ -14,6 +14,7 @@ mod error;
 pub mod fair;
 pub mod migrate;
 pub mod operate;
+pub mod ops;
 pub mod parking;
 pub mod position;
 pub mod queries;
@@ -35,8 +36,8 @@ use flowork_common::wire::{Job, JobAttempt, JobCounts, JobPage, JobStatus, Lease
 use tokio_util::sync::CancellationToken;
 
 use self::control::ControlDb;
+use self::ops::{act::Act, claim as claim_ops, enqueue, finish, schedules as schedule_ops, settings, upkeep};
 use self::shard::Shard;
-use self::writer::{WriteDone, WriteOp};
 use crate::admission::AdmissionLimits;
 use crate::audit::{AuditEntry, AuditReport};
 use crate::secure_fs::create_private_dir;
@@ -75,10 +76,6 @@ where
     F: FnOnce() -> Result<T, StoreError> + Send + 'static,
 {
     tokio::task::spawn_blocking(work).await.map_err(|e| StoreError::Task(e.to_string()))?
-}
-
-fn unexpected(done: WriteDone) -> StoreError {
-    StoreError::Task(format!("shard writer answered with an unexpected result: {done:?}"))
 }
 
 impl SqliteStore {
@@ -282,10 +279,7 @@ impl SqliteStore {
         ids: Vec<String>,
         action: JobAction,
     ) -> Result<operate::Acted, StoreError> {
-        match shard.writer.write(WriteOp::Act { user: user.to_string(), ids, action }).await? {
-            WriteDone::Acted(acted) => Ok(acted),
-            other => Err(unexpected(other)),
-        }
+        shard.writer.write(Act { user: user.to_string(), ids, action }).await
     }
 
     async fn read<T, F>(&self, shard: &Arc<Shard>, work: F) -> Result<T, StoreError>
@@ -314,18 +308,12 @@ impl JobStore for SqliteStore {
 
     async fn enqueue(&self, job: NewJob) -> Result<EnqueueOutcome, StoreError> {
         let shard = self.shard(&job.engine).await?;
-        match shard.writer.write(WriteOp::Enqueue(job)).await? {
-            WriteDone::Enqueued(outcome) => Ok(outcome),
-            other => Err(unexpected(other)),
-        }
+        shard.writer.write(enqueue::Enqueue(job)).await
     }
 
     async fn enqueue_many(&self, engine: &str, jobs: Vec<NewJob>) -> Result<Vec<EnqueueOutcome>, StoreError> {
         let shard = self.shard(engine).await?;
-        match shard.writer.write(WriteOp::EnqueueMany(jobs)).await? {
-            WriteDone::EnqueuedMany(outcomes) => Ok(outcomes),
-            other => Err(unexpected(other)),
-        }
+        shard.writer.write(enqueue::EnqueueMany(jobs)).await
     }
 
     async fn replay(&self, job: &NewJob) -> Result<Option<EnqueueOutcome>, StoreError> {
@@ -466,11 +454,9 @@ impl JobStore for SqliteStore {
     ) -> Result<Vec<Lease>, StoreError> {
         let shard = self.shard(engine).await?;
         wait_for_work(&shard.wake, self.clock.as_ref(), params.wait_ms, &stop, || async {
-            let op = WriteOp::Claim { max: params.max, lease_ms: params.lease_ms, worker: params.worker.clone() };
-            match shard.writer.write(op).await? {
-                WriteDone::Claimed { leases, next_due_ms } => Ok((leases, next_due_ms)),
-                other => Err(unexpected(other)),
-            }
+            let op = claim_ops::Claim { max: params.max, lease_ms: params.lease_ms, worker: params.worker.clone() };
+            let claimed = shard.writer.write(op).await?;
+            Ok((claimed.leases, claimed.next_due_ms))
         })
         .await
     }
@@ -484,12 +470,13 @@ impl JobStore for SqliteStore {
         progress: Option<String>,
     ) -> Result<(i64, bool), StoreError> {
         let shard = self.shard(engine).await?;
-        let op =
-            WriteOp::Heartbeat { job_id: job_id.to_string(), lease_token: lease_token.to_string(), lease_ms, progress };
-        match shard.writer.write(op).await? {
-            WriteDone::Heartbeat(expires, cancel) => Ok((expires, cancel)),
-            other => Err(unexpected(other)),
-        }
+        let op = claim_ops::Heartbeat {
+            job_id: job_id.to_string(),
+            lease_token: lease_token.to_string(),
+            lease_ms,
+            progress,
+        };
+        shard.writer.write(op).await
     }
 
     async fn finish(
@@ -500,11 +487,8 @@ impl JobStore for SqliteStore {
         finish: Finish,
     ) -> Result<FinishOutcome, StoreError> {
         let shard = self.shard(engine).await?;
-        let op = WriteOp::Finish { job_id: job_id.to_string(), lease_token: lease_token.to_string(), finish };
-        match shard.writer.write(op).await? {
-            WriteDone::Finished(outcome) => Ok(outcome),
-            other => Err(unexpected(other)),
-        }
+        let op = finish::Finish { job_id: job_id.to_string(), lease_token: lease_token.to_string(), finish };
+        shard.writer.write(op).await
     }
 
     async fn finish_many(
@@ -513,19 +497,13 @@ impl JobStore for SqliteStore {
         items: Vec<(String, String, Finish)>,
     ) -> Result<Vec<Result<FinishOutcome, StoreError>>, StoreError> {
         let shard = self.shard(engine).await?;
-        match shard.writer.write(WriteOp::FinishMany(items)).await? {
-            WriteDone::FinishedMany(outcomes) => Ok(outcomes),
-            other => Err(unexpected(other)),
-        }
+        shard.writer.write(finish::FinishMany(items)).await
     }
 
     async fn prune_finished(&self, before_ms: i64, batch: u32) -> Result<u64, StoreError> {
         let mut pruned = 0;
         for shard in self.all_shards().await? {
-            match shard.writer.write(WriteOp::Prune { before_ms, limit: batch }).await? {
-                WriteDone::Pruned(n) => pruned += n,
-                other => return Err(unexpected(other)),
-            }
+            pruned += shard.writer.write(upkeep::Prune { before_ms, limit: batch }).await?;
         }
         Ok(pruned)
     }
@@ -537,10 +515,7 @@ impl JobStore for SqliteStore {
         };
         let mut reaped = 0;
         for shard in shards {
-            match shard.writer.write(WriteOp::ReapExpired).await? {
-                WriteDone::Reaped(n) => reaped += n,
-                other => return Err(unexpected(other)),
-            }
+            reaped += shard.writer.write(upkeep::ReapExpired).await?;
         }
         Ok(reaped)
     }
@@ -553,15 +528,15 @@ impl JobStore for SqliteStore {
     }
 
     async fn allow_user(&self, engine: &str, user: &str, is_owner: bool) -> Result<bool, StoreError> {
-        self.write_changed(engine, WriteOp::AllowUser { user: user.to_string(), is_owner }).await
+        self.write_changed(engine, settings::AllowUser { user: user.to_string(), is_owner }).await
     }
 
     async fn disallow_user(&self, engine: &str, user: &str) -> Result<bool, StoreError> {
-        self.write_changed(engine, WriteOp::DisallowUser { user: user.to_string() }).await
+        self.write_changed(engine, settings::DisallowUser(user.to_string())).await
     }
 
     async fn set_paused(&self, engine: &str, paused: bool) -> Result<bool, StoreError> {
-        self.write_changed(engine, WriteOp::SetPaused(paused)).await
+        self.write_changed(engine, settings::SetPaused(paused)).await
     }
 
     async fn is_paused(&self, engine: &str) -> Result<bool, StoreError> {
@@ -589,15 +564,15 @@ impl JobStore for SqliteStore {
     }
 
     async fn set_weight(&self, engine: &str, user: &str, weight: i64) -> Result<bool, StoreError> {
-        self.write_changed(engine, WriteOp::SetWeight { user: user.to_string(), weight }).await
+        self.write_changed(engine, settings::SetWeight { user: user.to_string(), weight }).await
     }
 
     async fn set_key_limit(&self, engine: &str, key: &str, limit: Option<i64>) -> Result<bool, StoreError> {
-        self.write_changed(engine, WriteOp::SetKeyLimit { key: key.to_string(), limit }).await
+        self.write_changed(engine, settings::SetKeyLimit { key: key.to_string(), limit }).await
     }
 
     async fn set_default_key_limit(&self, engine: &str, limit: Option<i64>) -> Result<bool, StoreError> {
-        self.write_changed(engine, WriteOp::SetDefaultKeyLimit(limit)).await
+        self.write_changed(engine, settings::SetDefaultKeyLimit(limit)).await
     }
 
     async fn share_settings(&self, engine: &str) -> Result<ShareSettings, StoreError> {
@@ -607,10 +582,7 @@ impl JobStore for SqliteStore {
 
     async fn create_schedule(&self, schedule: Schedule) -> Result<ScheduleOutcome, StoreError> {
         let shard = self.shard(&schedule.engine).await?;
-        match shard.writer.write(WriteOp::CreateSchedule(Box::new(schedule))).await? {
-            WriteDone::ScheduleCreated(outcome) => Ok(outcome),
-            other => Err(unexpected(other)),
-        }
+        shard.writer.write(schedule_ops::CreateSchedule(Box::new(schedule))).await
     }
 
     async fn list_schedules(&self, user: &str) -> Result<Vec<Schedule>, StoreError> {
@@ -625,8 +597,8 @@ impl JobStore for SqliteStore {
 
     async fn delete_schedule(&self, user: &str, id: &str) -> Result<bool, StoreError> {
         for shard in self.all_shards().await? {
-            let op = WriteOp::DeleteSchedule { user: user.to_string(), id: id.to_string() };
-            if let WriteDone::Changed(true) = shard.writer.write(op).await? {
+            let op = schedule_ops::DeleteSchedule { user: user.to_string(), id: id.to_string() };
+            if shard.writer.write(op).await? {
                 return Ok(true);
             }
         }
@@ -641,10 +613,7 @@ impl JobStore for SqliteStore {
             if !self.read(&shard, move |conn, _| schedules::any_due(conn, now)).await? {
                 continue;
             }
-            match shard.writer.write(WriteOp::FireSchedules { grace_ms: misfire_grace_ms }).await? {
-                WriteDone::Fired(n) => created += n,
-                other => return Err(unexpected(other)),
-            }
+            created += shard.writer.write(schedule_ops::FireSchedules { grace_ms: misfire_grace_ms }).await?;
         }
         Ok(created)
     }
@@ -652,12 +621,9 @@ impl JobStore for SqliteStore {
 
 impl SqliteStore {
     /// A settings write whose answer is whether anything changed.
-    async fn write_changed(&self, engine: &str, op: WriteOp) -> Result<bool, StoreError> {
+    async fn write_changed(&self, engine: &str, op: impl ops::ShardOp<Output = bool>) -> Result<bool, StoreError> {
         let shard = self.shard(engine).await?;
-        match shard.writer.write(op).await? {
-            WriteDone::Changed(changed) => Ok(changed),
-            other => Err(unexpected(other)),
-        }
+        shard.writer.write(op).await
     }
 }
 
