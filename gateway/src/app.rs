@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::AdmissionLimits;
 use crate::admission::enqueue::JobLimits;
+use crate::admission::gate::Admission;
 use crate::auth::engine_cache::EngineCache;
 use crate::auth::jwt::KeyRing;
 use crate::auth::signin::{SignInPolicy, normalize_origin};
@@ -88,16 +89,12 @@ impl App {
             engines: Arc::new(EngineCache::new(stores.control.clone(), Duration::from_secs(1))),
             keys: Arc::new(keys),
             limits: Arc::new(limits),
-            inflight: Arc::default(),
+            admission: Arc::new(Admission::new(stores.jobs.clone(), stores.control.clone(), caps)),
             clock,
             shutdown: CancellationToken::new(),
             started,
-            caps,
-            drain: Arc::default(),
             presence: Arc::default(),
             metrics: Arc::default(),
-            total_depth: Arc::new(tokio::sync::Mutex::new((started, 0, 0.0))),
-            created_since_total: Arc::default(),
             network: Arc::new(NetworkPolicy {
                 proxy: ProxyTrust { proxies: args.trusted_proxies.clone(), header: args.client_ip_header },
                 public: CidrRules { allow: args.allow_cidrs.clone(), deny: args.deny_cidrs.clone() },
@@ -166,7 +163,7 @@ impl App {
         ));
         tokio::spawn(crate::background::scheduler::run(
             store,
-            state.drain.clone(),
+            state.admission.drain.clone(),
             Duration::from_millis(args.schedule_interval_ms.max(10)),
             args.schedule_grace,
             shutdown,

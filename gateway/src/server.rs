@@ -88,13 +88,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// SIGTERM: refuse new jobs (503, `/readyz` failing), hand out no more work, let engines finish what runs, and
 /// return when nothing runs or `grace` is over. Queued jobs stay in their shards for the next start.
 async fn drain_then_stop(state: &AppState, grace: Duration) {
-    state.drain.stop();
+    state.admission.drain.stop();
     state.shutdown.cancel();
     state.audit(AuditEntry::new("signal", "gateway.drain", "ok").detail("SIGTERM")).await;
     tracing::info!(grace_ms = grace.as_millis() as u64, "draining: waiting for running jobs");
     let deadline = tokio::time::Instant::now() + grace;
     loop {
-        let running = match state.queue_totals().await {
+        let running = match state.admission.queue_totals().await {
             Ok(totals) => totals.running,
             Err(error) => {
                 tracing::warn!(%error, "could not count running jobs");

@@ -157,6 +157,23 @@ async fn admin_drain_refuses_new_jobs_while_engines_finish_the_queue() -> anyhow
     assert_eq!((new.status, new.code()), (StatusCode::SERVICE_UNAVAILABLE, "draining"));
     assert!(new.headers.get("retry-after").is_some());
     assert_eq!(api.post_job("q1", &sleep_job(200)).await?.status, StatusCode::OK, "replays still reconcile");
+    // The batch path passes the same door: new items are refused with the drain's wait, a replay is answered, and
+    // a batch with nothing to replay is a 503 as a whole.
+    let item = |key: &str| {
+        let mut job = sleep_job(200);
+        job["idempotency_key"] = json!(key);
+        job
+    };
+    let batch = api.post("/jobs/batch", &json!({"jobs": [item("q2"), item("new2")]})).await?;
+    assert_eq!(batch.status, StatusCode::OK, "{}", batch.body);
+    assert_eq!(batch.body["results"][0]["status"], 200, "{}", batch.body);
+    assert_eq!(batch.body["results"][0]["replayed"], true, "{}", batch.body);
+    let refused = &batch.body["results"][1];
+    assert_eq!((refused["status"].as_u64(), refused["error"].as_str()), (Some(503), Some("draining")), "{refused}");
+    assert!(refused["retry_after"].as_u64().is_some_and(|s| s > 0), "{refused}");
+    let whole = api.post("/jobs/batch", &json!({"jobs": [item("new3")]})).await?;
+    assert_eq!((whole.status, whole.code()), (StatusCode::SERVICE_UNAVAILABLE, "draining"), "{}", whole.body);
+    assert!(whole.headers.get("retry-after").is_some());
     assert_eq!(reqwest::get(format!("{}/readyz", gw.base)).await?.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reqwest::get(format!("{}/healthz", gw.base)).await?.status(), StatusCode::OK);
 

@@ -6,6 +6,7 @@
 
 pub mod drain;
 pub mod enqueue;
+pub mod gate;
 pub mod inflight;
 
 /// The caps of a gateway (0 = no cap).

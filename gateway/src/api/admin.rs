@@ -140,7 +140,7 @@ pub async fn start_drain(
     ip: ClientIp,
 ) -> Result<Json<DrainState>, ApiError> {
     admin.require("drain")?;
-    let already = state.drain.start();
+    let already = state.admission.drain.start();
     audited(&state, &admin, ip, "gateway.drain", if already { "already" } else { "started" }).await;
     super::status::drain(State(state)).await
 }
@@ -157,10 +157,10 @@ pub async fn stop_drain(
     ip: ClientIp,
 ) -> Result<Json<DrainState>, ApiError> {
     admin.require("drain")?;
-    if state.drain.is_stopping() {
+    if state.admission.drain.is_stopping() {
         return Err(ApiError::conflict("stopping", "the gateway is shutting down and cannot resume"));
     }
-    state.drain.resume();
+    state.admission.drain.resume();
     audited(&state, &admin, ip, "gateway.resume", "*").await;
     super::status::drain(State(state)).await
 }

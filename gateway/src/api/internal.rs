@@ -95,7 +95,7 @@ pub async fn claim(
 ) -> Result<Json<ClaimResponse>, ApiError> {
     let worker = check_claim(&request)?;
     state.presence.seen(&engine.id, state.clock.now_ms(), request.report);
-    if state.drain.is_stopping() {
+    if state.admission.drain.is_stopping() {
         // The gateway is shutting down: running jobs may finish, new ones wait for the next start.
         return Ok(Json(ClaimResponse { leases: Vec::new() }));
     }

@@ -13,14 +13,13 @@ use utoipa::{PartialSchema, ToSchema};
 
 use super::extract::{JsonBody, QueryParams};
 use super::job_filter::FilterFields;
-use crate::admission::drain::DRAIN_RETRY_AFTER_S;
 use crate::admission::enqueue::{build_new_job, parse_traceparent, validate_idempotency_key};
-use crate::admission::{admit, retry_after_s, slots_needed};
+use crate::admission::gate::{Admitted, Refused};
 use crate::auth::extract::AuthUser;
 use crate::http::error::ApiError;
 use crate::http::request_log::{RequestLog, note_job};
 use crate::state::AppState;
-use crate::store::{ActOutcome, EnqueueOutcome, JobAction, ListQuery, NewJob};
+use crate::store::{ActOutcome, JobAction, ListQuery, NewJob};
 use axum::Extension;
 
 pub(crate) const MAX_PAGE: usize = 500;
@@ -75,122 +74,26 @@ pub async fn create(
     }
     let job = build_new_job(&request, &user.id, key, traceparent, id, state.clock.now_ms(), &state.limits)?;
     require_active_engine(&state, &job.engine).await?;
-    if state.drain.is_draining() {
-        return match state.jobs.replay(&job).await? {
-            Some(outcome) => respond(&state, log.as_ref().map(|l| &l.0), outcome, &job.engine).await,
-            None => Err(ApiError::Unavailable {
-                code: "draining",
-                message: "this gateway is draining for maintenance and accepts no new jobs; retry shortly".into(),
-                retry_after_s: DRAIN_RETRY_AFTER_S,
-            }),
-        };
-    }
-    if let (_, Some(refusal)) = total_cap(&state, 1).await? {
-        return match state.jobs.replay(&job).await? {
-            Some(outcome) => respond(&state, log.as_ref().map(|l| &l.0), outcome, &job.engine).await,
-            None => Err(refusal),
-        };
-    }
-    let Some(_in_progress) = state.inflight.begin(&job.user, &job.engine, &job.idempotency_key) else {
-        return Err(ApiError::Conflict {
-            code: "idempotency_key_in_progress",
-            message: "a request with this Idempotency-Key is still being processed; retry shortly".into(),
-            retry_after_s: Some(1),
-        });
-    };
-    let engine = job.engine.clone();
-    let outcome = state.jobs.enqueue(job).await?;
-    respond(&state, log.as_ref().map(|l| &l.0), outcome, &engine).await
+    let admitted = state.admission.admit_one(job).await?;
+    respond(log.as_ref().map(|l| &l.0), admitted)
 }
 
-/// The HTTP answer for what an enqueue did.
-async fn respond(
-    state: &AppState,
-    log: Option<&RequestLog>,
-    outcome: EnqueueOutcome,
-    engine: &str,
-) -> Result<Response, ApiError> {
+/// The HTTP answer for an admitted job: 201 for a new one, 200 with `Idempotent-Replayed: true` for a replay.
+fn respond(log: Option<&RequestLog>, admitted: Admitted) -> Result<Response, ApiError> {
+    let (status, job) = match admitted {
+        Admitted::Created(job) => (StatusCode::CREATED, job),
+        Admitted::Replayed(job) => (StatusCode::OK, job),
+    };
+    note_job(log, &job.id);
     let location =
-        |job: &Job| HeaderValue::from_str(&format!("/jobs/{}", job.id)).map_err(|e| ApiError::Internal(e.to_string()));
-    match outcome {
-        EnqueueOutcome::Created(job) => {
-            note_job(log, &job.id);
-            state.created_since_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Ok((StatusCode::CREATED, [(header::LOCATION, location(&job)?)], Json(job)).into_response())
-        }
-        EnqueueOutcome::Replayed(job) => {
-            note_job(log, &job.id);
-            let replayed = HeaderValue::from_static("true");
-            Ok((
-                StatusCode::OK,
-                [
-                    (header::LOCATION, location(&job)?),
-                    (header::HeaderName::from_static("idempotent-replayed"), replayed),
-                ],
-                Json(job),
-            )
-                .into_response())
-        }
-        EnqueueOutcome::NotAllowed => Err(ApiError::forbidden(
-            "not_whitelisted",
-            format!("you are not on the whitelist of engine {engine:?}; ask its owner to add you"),
-        )),
-        EnqueueOutcome::KeyReused => Err(ApiError::unprocessable(
-            "idempotency_key_reused",
-            "this Idempotency-Key was already used with a different request; use a new key for a new job",
-        )),
-        EnqueueOutcome::QueueFull { depth } => Err(queue_full(state, engine, depth, 1).await),
-        EnqueueOutcome::UserLimit { inflight } => Err(user_limit(state, engine, inflight, 1).await),
+        HeaderValue::from_str(&format!("/jobs/{}", job.id)).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut response = (status, [(header::LOCATION, location)], Json(job)).into_response();
+    if status == StatusCode::OK {
+        response
+            .headers_mut()
+            .insert(header::HeaderName::from_static("idempotent-replayed"), HeaderValue::from_static("true"));
     }
-}
-
-/// How many of `wanted` new jobs the gateway-wide cap (`--max-total-depth`) admits, and the 429 for the rest.
-async fn total_cap(state: &AppState, wanted: u64) -> Result<(u64, Option<ApiError>), ApiError> {
-    let cap = state.caps.max_total_depth;
-    if cap == 0 {
-        return Ok((wanted, None));
-    }
-    let (total, rate) = state.total_depth().await?;
-    let decision = admit(cap, total, wanted, rate);
-    let refusal = decision.retry_after_s.map(|retry_after_s| ApiError::Overloaded {
-        code: "total_queue_full",
-        message: format!("the gateway holds {total} queued jobs and its cap is {cap}; retry later"),
-        retry_after_s,
-    });
-    Ok((decision.admitted, refusal))
-}
-
-/// The 429 for an engine's full queue (`--max-queue-depth`) holding `depth` jobs; `refused` jobs of this request
-/// were refused with it, and a retry needs room for all of them.
-async fn queue_full(state: &AppState, engine: &str, depth: u64, refused: u64) -> ApiError {
-    ApiError::Overloaded {
-        code: "queue_full",
-        message: format!("engine {engine:?} has {depth} queued jobs, its cap; retry later"),
-        retry_after_s: engine_retry_after(state, engine, state.caps.max_queue_depth, depth, refused).await,
-    }
-}
-
-/// The 429 for a user at their cap (`--max-user-inflight`) on an engine, as `queue_full`.
-async fn user_limit(state: &AppState, engine: &str, inflight: u64, refused: u64) -> ApiError {
-    ApiError::Overloaded {
-        code: "user_inflight_limit",
-        message: format!("you have {inflight} queued or running jobs on engine {engine:?}, your cap"),
-        retry_after_s: engine_retry_after(state, engine, state.caps.max_user_inflight, inflight, refused).await,
-    }
-}
-
-/// When `refused` jobs fit under an engine's cap holding `current`, at the rate the engine drains (a user's jobs
-/// leave at most that fast, so it is the estimate for the per-user cap too). A rate that cannot be read counts as
-/// unknown: the refusal still answers (in a batch, after other items were stored).
-async fn engine_retry_after(state: &AppState, engine: &str, cap: u64, current: u64, refused: u64) -> u64 {
-    let rate = match state.jobs.queue_counts(engine).await {
-        Ok(counts) => counts.window.drain_rate_per_s,
-        Err(error) => {
-            tracing::warn!(engine, %error, "no drain rate for a Retry-After");
-            0.0
-        }
-    };
-    retry_after_s(slots_needed(cap, current, refused), rate)
+    Ok(response)
 }
 
 /// A job id is a UUID; anything else is a job that does not exist (checked before any store sees it).
@@ -389,73 +292,28 @@ pub struct BatchItemRefused {
     /// The error code, as in `ErrorBody`.
     error: String,
     message: String,
-    /// For a cap's refusal (429): seconds to wait, as the `Retry-After` header `POST /jobs` would have sent.
+    /// For a cap's refusal (429) or a drain (503): seconds to wait, as the `Retry-After` header `POST /jobs` would
+    /// have sent.
     #[serde(skip_serializing_if = "Option::is_none")]
     retry_after: Option<u64>,
 }
 
-/// One item's answer, with the status `POST /jobs` would have given it; a cap's refusal (made by the caller,
-/// which knows how many items it refused) comes as an error.
-fn item_result(outcome: Result<EnqueueOutcome, ApiError>, engine: &str) -> BatchItemResult {
-    let refusal = match outcome {
-        Ok(EnqueueOutcome::Created(job)) => {
-            return BatchItemResult::Accepted(BatchItemAccepted { status: 201, replayed: None, job: Box::new(job) });
+/// One item's answer, with the status `POST /jobs` would have given it.
+fn item_result(answer: Result<Admitted, Refused>) -> BatchItemResult {
+    match answer {
+        Ok(Admitted::Created(job)) => {
+            BatchItemResult::Accepted(BatchItemAccepted { status: 201, replayed: None, job: Box::new(job) })
         }
-        Ok(EnqueueOutcome::Replayed(job)) => {
-            return BatchItemResult::Accepted(BatchItemAccepted {
-                status: 200,
-                replayed: Some(true),
-                job: Box::new(job),
-            });
+        Ok(Admitted::Replayed(job)) => {
+            BatchItemResult::Accepted(BatchItemAccepted { status: 200, replayed: Some(true), job: Box::new(job) })
         }
-        Ok(EnqueueOutcome::NotAllowed) => {
-            ApiError::forbidden("not_whitelisted", format!("you are not on the whitelist of engine {engine:?}"))
-        }
-        Ok(EnqueueOutcome::KeyReused) => {
-            ApiError::unprocessable("idempotency_key_reused", "this key was already used with a different request")
-        }
-        Ok(EnqueueOutcome::QueueFull { .. } | EnqueueOutcome::UserLimit { .. }) => {
-            ApiError::Internal("a cap's refusal without its Retry-After".into())
-        }
-        Err(error) => error,
-    };
-    refused_item(&refusal)
-}
-
-/// A refused item: its status, code and message, and for a cap (429) `retry_after` in seconds, as the
-/// `Retry-After` header `POST /jobs` would have sent.
-fn refused_item(error: &ApiError) -> BatchItemResult {
-    let (status, body) = error.status_and_body();
-    let retry_after = match error {
-        ApiError::Overloaded { retry_after_s, .. } => Some(*retry_after_s),
-        _ => None,
-    };
-    BatchItemResult::Refused(BatchItemRefused {
-        status: status.as_u16(),
-        error: body.error,
-        message: body.message,
-        retry_after,
-    })
-}
-
-/// The 429s for the items of one engine's enqueue its caps refused (queue, user): each with the `Retry-After` of
-/// a retry of all the items refused that way.
-async fn engine_cap_refusals(
-    state: &AppState,
-    engine: &str,
-    outcomes: &[EnqueueOutcome],
-) -> (Option<ApiError>, Option<ApiError>) {
-    let (mut full, mut depth, mut limited, mut inflight) = (0, 0, 0, 0);
-    for outcome in outcomes {
-        match outcome {
-            EnqueueOutcome::QueueFull { depth: d } => (full, depth) = (full + 1, depth.max(*d)),
-            EnqueueOutcome::UserLimit { inflight: i } => (limited, inflight) = (limited + 1, inflight.max(*i)),
-            _ => {}
-        }
+        Err(refused) => BatchItemResult::Refused(BatchItemRefused {
+            status: refused.status.as_u16(),
+            error: refused.body.error,
+            message: refused.body.message,
+            retry_after: refused.retry_after_s,
+        }),
     }
-    let queue = if full > 0 { Some(queue_full(state, engine, depth, full).await) } else { None };
-    let user = if limited > 0 { Some(user_limit(state, engine, inflight, limited).await) } else { None };
-    (queue, user)
 }
 
 /// Validates one batch item into a job.
@@ -492,7 +350,7 @@ pub async fn require_active_engine(state: &AppState, engine: &str) -> Result<(),
         (status = 200, description = "one result per item, in order", body = BatchAnswer),
         (status = 422, description = "`invalid_batch`: not 1 to 1000 jobs", body = ErrorBody),
         (status = 429, description = "`total_queue_full`: the gateway-wide cap admits none of the jobs; see `Retry-After`", body = ErrorBody),
-        (status = 503, description = "`draining`: this gateway accepts no new jobs now", body = ErrorBody),
+        (status = 503, description = "`draining`: this gateway accepts no new jobs now (and none of the items replays an earlier job)", body = ErrorBody),
     ))]
 pub async fn create_batch(
     State(state): State<AppState>,
@@ -502,70 +360,16 @@ pub async fn create_batch(
     if body.jobs.is_empty() || body.jobs.len() > MAX_BATCH {
         return Err(ApiError::unprocessable("invalid_batch", format!("a batch holds 1 to {MAX_BATCH} jobs")));
     }
-    if state.drain.is_draining() {
-        return Err(ApiError::Unavailable {
-            code: "draining",
-            message: "this gateway is draining and accepts no new jobs; retry shortly".into(),
-            retry_after_s: DRAIN_RETRY_AFTER_S,
-        });
-    }
     let mut results: Vec<Option<BatchItemResult>> = body.jobs.iter().map(|_| None).collect();
     let mut valid: Vec<(usize, NewJob)> = Vec::with_capacity(body.jobs.len());
     for (index, item) in body.jobs.into_iter().enumerate() {
         match batch_item(&state, &user.id, item).await {
             Ok(job) => valid.push((index, job)),
-            Err(error) => results[index] = Some(item_result(Err(error), "")),
+            Err(error) => results[index] = Some(item_result(Err(Refused::from(&error)))),
         }
     }
-    // The gateway-wide cap takes the same decision as for `POST /jobs`: the first jobs that fit go on, the rest
-    // are refused (a replay of an accepted job is still answered); when none goes on, the whole batch is a 429.
-    let (admitted, over_total) = total_cap(&state, valid.len() as u64).await?;
-    let refused_by_total = valid.split_off((admitted as usize).min(valid.len()));
-    if let Some(refusal) = over_total {
-        let mut replayed = false;
-        for (index, job) in refused_by_total {
-            results[index] = Some(match state.jobs.replay(&job).await? {
-                Some(outcome) => {
-                    replayed = true;
-                    item_result(Ok(outcome), &job.engine)
-                }
-                None => refused_item(&refusal),
-            });
-        }
-        if valid.is_empty() && !replayed {
-            return Err(refusal);
-        }
-    }
-    let mut by_engine: std::collections::BTreeMap<String, Vec<(usize, NewJob)>> = Default::default();
-    for (index, job) in valid {
-        by_engine.entry(job.engine.clone()).or_default().push((index, job));
-    }
-    for (engine, items) in by_engine {
-        let (indexes, jobs): (Vec<usize>, Vec<NewJob>) = items.into_iter().unzip();
-        match state.jobs.enqueue_many(&engine, jobs).await {
-            Ok(outcomes) => {
-                let refusals = engine_cap_refusals(&state, &engine, &outcomes).await;
-                for (index, outcome) in indexes.into_iter().zip(outcomes) {
-                    results[index] = Some(match (outcome, &refusals) {
-                        (EnqueueOutcome::QueueFull { .. }, (Some(refusal), _))
-                        | (EnqueueOutcome::UserLimit { .. }, (_, Some(refusal))) => refused_item(refusal),
-                        (outcome, _) => {
-                            if matches!(outcome, EnqueueOutcome::Created(_)) {
-                                state.created_since_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            }
-                            item_result(Ok(outcome), &engine)
-                        }
-                    });
-                }
-            }
-            Err(error) => {
-                let error = ApiError::from(error);
-                for index in indexes {
-                    results[index] = Some(refused_item(&error));
-                }
-                continue;
-            }
-        }
+    for (index, answer) in state.admission.admit_batch(valid).await? {
+        results[index] = Some(item_result(answer));
     }
     Ok(Json(BatchAnswer { results: results.into_iter().flatten().collect() }))
 }

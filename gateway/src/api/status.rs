@@ -40,7 +40,7 @@ pub async fn healthz() -> Json<Probe> {
         (status = 503, description = "`draining`: this gateway takes no new work; send it elsewhere", body = ErrorBody),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Probe>, ApiError> {
-    if state.drain.is_draining() {
+    if state.admission.drain.is_draining() {
         return Err(ApiError::Unavailable {
             code: "draining",
             message: "this gateway is draining; send new work elsewhere".into(),
@@ -95,7 +95,7 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<GatewayStatus>
         store: state.jobs.backend(),
         schema: SchemaVersions { control: schema.control, shard: schema.shard, postgres: schema.postgres },
         uptime_s: state.started.elapsed().as_secs(),
-        draining: state.drain.is_draining(),
+        draining: state.admission.drain.is_draining(),
         engines,
         quarantined: state.jobs.quarantined().into_iter().map(|(engine, _)| engine).collect(),
     }))
@@ -342,7 +342,7 @@ pub async fn engine_status(state: &AppState, engine: &EngineRecord) -> Result<En
         capacity: Capacity {
             sustainable_rate_per_s: window.drain_rate_per_s,
             retry_after_s: retry_after_s(1, window.drain_rate_per_s),
-            max_queue_depth: state.caps.max_queue_depth,
+            max_queue_depth: state.admission.caps.max_queue_depth,
         },
     };
     Ok(EngineStatus { public: to_json(EngineStatusView::Live(view))?, breakers })
@@ -368,15 +368,19 @@ pub struct DrainState {
 #[utoipa::path(get, path = "/drain", tag = "status", operation_id = "get_drain_state", security(()),
     responses((status = 200, description = "whether this gateway drains", body = DrainState)))]
 pub async fn drain(State(state): State<AppState>) -> Result<Json<DrainState>, ApiError> {
-    let totals = state.queue_totals().await?;
-    Ok(Json(DrainState { draining: state.drain.is_draining(), queued: totals.queued, running: totals.running }))
+    let totals = state.admission.queue_totals().await?;
+    Ok(Json(DrainState {
+        draining: state.admission.drain.is_draining(),
+        queued: totals.queued,
+        running: totals.running,
+    }))
 }
 
 /// `GET /metrics`: Prometheus / OpenMetrics text. Queue gauges are refreshed from the store at each scrape.
 #[utoipa::path(get, path = "/metrics", tag = "status", operation_id = "get_metrics", security(()), responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let m = &state.metrics;
-    let ready = !state.drain.is_draining() && state.control.ping().await.is_ok();
+    let ready = !state.admission.drain.is_draining() && state.control.ping().await.is_ok();
     m.ready.set(i64::from(ready));
     for engine in state.control.list_engines().await? {
         let labels = EngineLabels { engine: engine.id.clone() };

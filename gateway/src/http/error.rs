@@ -121,6 +121,11 @@ impl ApiError {
 
 impl ApiError {
     /// The status and body this error answers with (for per-item results of a batch).
+    /// The seconds a `Retry-After` header says, for the refusals that have one.
+    pub fn retry_after_s(&self) -> Option<u64> {
+        self.parts().2
+    }
+
     pub fn status_and_body(&self) -> (StatusCode, ErrorBody) {
         let (status, code, _) = self.parts();
         let message = match self {

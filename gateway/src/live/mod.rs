@@ -308,7 +308,7 @@ impl Live {
                 live.state.jobs.changes().set_live(false);
             }
         });
-        if self.state.drain.is_draining() {
+        if self.state.admission.drain.is_draining() {
             let _ = socket.emit("gateway.drain", &serde_json::json!({"draining": true}));
         }
     }
@@ -471,17 +471,17 @@ impl Live {
 
     /// `gateway.drain` when draining starts or ends; `engine.status` for each engine whose status changed.
     async fn announce_gateway(self: Arc<Self>) {
-        let mut last_draining = self.state.drain.is_draining();
+        let mut last_draining = self.state.admission.drain.is_draining();
         let mut last_status: std::collections::HashMap<String, Value> = Default::default();
         let mut tick = tokio::time::interval(ENGINE_STATUS_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = self.state.shutdown.cancelled() => return,
-                () = self.state.drain.changed() => {}
+                () = self.state.admission.drain.changed() => {}
                 _ = tick.tick() => {}
             }
-            let draining = self.state.drain.is_draining();
+            let draining = self.state.admission.drain.is_draining();
             if draining != last_draining {
                 last_draining = draining;
                 let notice = serde_json::json!({"draining": draining});
