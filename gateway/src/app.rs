@@ -38,16 +38,16 @@ pub struct OpenedStores {
 impl OpenedStores {
     pub async fn open(args: &ServeArgs) -> anyhow::Result<Self> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let retry = RetryPolicy { base_ms: args.retry_base_ms, cap_ms: args.retry_cap_ms };
+        let retry = RetryPolicy { base_ms: args.jobs.retry_base_ms, cap_ms: args.jobs.retry_cap_ms };
         let caps = AdmissionLimits {
-            max_queue_depth: args.max_queue_depth,
-            max_total_depth: args.max_total_depth,
-            max_user_inflight: args.max_user_inflight,
+            max_queue_depth: args.admission.max_queue_depth,
+            max_total_depth: args.admission.max_total_depth,
+            max_user_inflight: args.admission.max_user_inflight,
         };
         let breaker = BreakerPolicy {
-            failures: args.breaker_failures,
-            window_ms: args.breaker_window.as_millis() as u64,
-            cooldown_ms: args.breaker_cooldown.as_millis() as u64,
+            failures: args.jobs.breaker_failures,
+            window_ms: args.jobs.breaker_window.as_millis() as u64,
+            cooldown_ms: args.jobs.breaker_cooldown.as_millis() as u64,
         };
         let stores =
             crate::store::open::open(&args.data, clock.clone(), StorePolicies { retry, caps, breaker }).await?;
@@ -77,9 +77,9 @@ impl App {
         let OpenedStores { stores, keys, clock, caps } = opened;
         let started = std::time::Instant::now();
         let limits = JobLimits {
-            max_payload_bytes: args.max_payload_bytes,
-            default_max_attempts: args.default_max_attempts,
-            default_timeout_ms: args.default_timeout_ms,
+            max_payload_bytes: args.jobs.max_payload_bytes,
+            default_max_attempts: args.jobs.default_max_attempts,
+            default_timeout_ms: args.jobs.default_timeout_ms,
             ..JobLimits::default()
         };
         let state = AppState(Arc::new(AppInner {
@@ -96,28 +96,34 @@ impl App {
             presence: Arc::default(),
             metrics: Arc::default(),
             network: Arc::new(NetworkPolicy {
-                proxy: ProxyTrust { proxies: args.trusted_proxies.clone(), header: args.client_ip_header },
-                public: CidrRules { allow: args.allow_cidrs.clone(), deny: args.deny_cidrs.clone() },
-                internal: CidrRules { allow: args.engine_allow_cidrs.clone(), deny: args.engine_deny_cidrs.clone() },
+                proxy: ProxyTrust {
+                    proxies: args.network.trusted_proxies.clone(),
+                    header: args.network.client_ip_header,
+                },
+                public: CidrRules { allow: args.network.allow_cidrs.clone(), deny: args.network.deny_cidrs.clone() },
+                internal: CidrRules {
+                    allow: args.network.engine_allow_cidrs.clone(),
+                    deny: args.network.engine_deny_cidrs.clone(),
+                },
             }),
             sign_in: Arc::new(SignInPolicy {
-                origins: allowed_origins(&args.allowed_origins, addr, args.tls_cert.is_some()),
-                chain_ids: args.chain_ids.clone(),
-                nonce_ttl: args.nonce_ttl,
-                max_nonces: args.max_nonces,
+                origins: allowed_origins(&args.http.allowed_origins, addr, args.http.tls_cert.is_some()),
+                chain_ids: args.auth.chain_ids.clone(),
+                nonce_ttl: args.auth.nonce_ttl,
+                max_nonces: args.auth.max_nonces,
             }),
-            access_ttl: args.access_ttl,
-            refresh_ttl: args.refresh_ttl,
+            access_ttl: args.auth.access_ttl,
+            refresh_ttl: args.auth.refresh_ttl,
             rate_limits: Arc::new(RateLimits {
-                per_ip: Limit::new("per-ip", args.rate_ip),
-                ipv6_prefix: args.rate_ip_v6_prefix,
-                per_user: Limit::new("per-user", args.rate_user),
-                nonce_per_ip: Limit::new("nonce-per-ip", args.rate_nonce),
+                per_ip: Limit::new("per-ip", args.network.rate_ip),
+                ipv6_prefix: args.network.rate_ip_v6_prefix,
+                per_user: Limit::new("per-user", args.network.rate_user),
+                nonce_per_ip: Limit::new("nonce-per-ip", args.auth.rate_nonce),
             }),
         }));
         stores.watch_revocations(state.keys.clone(), state.shutdown.clone()).await?;
-        let gui = args.gui_dir.as_deref().map(crate::http::gui::service).transpose()?;
-        let (socket_io, live) = Live::start(&state, args.redis.as_deref()).await?;
+        let gui = args.http.gui_dir.as_deref().map(crate::http::gui::service).transpose()?;
+        let (socket_io, live) = Live::start(&state, args.http.redis.as_deref()).await?;
         let router = crate::api::router(state.clone(), socket_io, gui);
         Ok(Self { state, router, live, stores })
     }
@@ -128,14 +134,14 @@ impl App {
         let (state, shutdown) = (&self.state, self.state.shutdown.clone());
         let store = state.jobs.clone();
         tokio::spawn(forget_idle_buckets(state.rate_limits.clone(), shutdown.clone()));
-        tokio::spawn(prune_audit_log(state.control.clone(), args.audit_retention, shutdown.clone()));
+        tokio::spawn(prune_audit_log(state.control.clone(), args.upkeep.audit_retention, shutdown.clone()));
         let rules = AlertRules {
-            webhooks: args.alert_webhooks.clone(),
-            queue_latency_p95_ms: args.alert_queue_latency_p95_ms,
-            queue_depth: args.alert_queue_depth,
-            error_rate: args.alert_error_rate,
-            error_window: args.alert_error_window,
-            interval: args.alert_interval,
+            webhooks: args.alerts.alert_webhooks.clone(),
+            queue_latency_p95_ms: args.alerts.alert_queue_latency_p95_ms,
+            queue_depth: args.alerts.alert_queue_depth,
+            error_rate: args.alerts.alert_error_rate,
+            error_window: args.alerts.alert_error_window,
+            interval: args.alerts.alert_interval,
         };
         tokio::spawn(crate::background::alerts::run(state.clone(), Arc::new(rules), shutdown.clone()));
         self.stores.refresh_shared_keys(state.keys.clone(), shutdown.clone());
@@ -151,21 +157,21 @@ impl App {
         }
         tokio::spawn(reap_expired_leases(
             store.clone(),
-            Duration::from_millis(args.reap_interval_ms.max(10)),
+            Duration::from_millis(args.upkeep.reap_interval_ms.max(10)),
             shutdown.clone(),
         ));
         tokio::spawn(crate::background::retention::run(
             store.clone(),
             state.clock.clone(),
-            args.retention,
-            args.retention_interval.max(Duration::from_secs(1)),
+            args.upkeep.retention,
+            args.upkeep.retention_interval.max(Duration::from_secs(1)),
             shutdown.clone(),
         ));
         tokio::spawn(crate::background::scheduler::run(
             store,
             state.admission.drain.clone(),
-            Duration::from_millis(args.schedule_interval_ms.max(10)),
-            args.schedule_grace,
+            Duration::from_millis(args.upkeep.schedule_interval_ms.max(10)),
+            args.upkeep.schedule_grace,
             shutdown,
         ));
     }

@@ -109,28 +109,60 @@ pub struct DataArgs {
     pub store: Option<String>,
 }
 
+/// `flowork-gateway serve`: its options, in the sections `--help` shows.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
     pub data: DataArgs,
+    #[command(flatten, next_help_heading = "HTTP")]
+    pub http: HttpArgs,
+    #[command(flatten, next_help_heading = "Sign-in and tokens")]
+    pub auth: AuthArgs,
+    #[command(flatten, next_help_heading = "Rate limits and networks")]
+    pub network: NetworkArgs,
+    #[command(flatten, next_help_heading = "Jobs")]
+    pub jobs: JobArgs,
+    #[command(flatten, next_help_heading = "Admission")]
+    pub admission: AdmissionArgs,
+    #[command(flatten, next_help_heading = "Alerts")]
+    pub alerts: AlertArgs,
+    #[command(flatten, next_help_heading = "Upkeep")]
+    pub upkeep: UpkeepArgs,
+}
+
+/// The listener: address, TLS, HTTP/2, connection limits and timeouts, the GUI and its origins.
+#[derive(Debug, Clone, Args)]
+pub struct HttpArgs {
     /// Address to listen on (port 0 picks a free one; the chosen address is logged as `listening`).
     #[arg(long, env = "FLOWORK_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Largest job payload accepted, in bytes (JSON as stored).
-    #[arg(long, env = "FLOWORK_MAX_PAYLOAD_BYTES", default_value_t = 256 * 1024)]
-    pub max_payload_bytes: usize,
-    /// Attempts a job gets when its request names none.
-    #[arg(long, env = "FLOWORK_DEFAULT_MAX_ATTEMPTS", default_value_t = 5)]
-    pub default_max_attempts: u32,
-    /// Timeout of a job (ms) when its request names none.
-    #[arg(long, env = "FLOWORK_DEFAULT_TIMEOUT_MS", default_value_t = 30_000)]
-    pub default_timeout_ms: u64,
-    /// Base of the retry backoff (ms): the n-th retry waits a random time up to base * 2^(n-1).
-    #[arg(long, env = "FLOWORK_RETRY_BASE_MS", default_value_t = 1_000)]
-    pub retry_base_ms: u64,
-    /// Cap of the retry backoff (ms).
-    #[arg(long, env = "FLOWORK_RETRY_CAP_MS", default_value_t = 3_600_000)]
-    pub retry_cap_ms: u64,
+    /// Share the listen port with another `serve` that also sets it (SO_REUSEPORT; a canary beside the old build).
+    /// Unix only.
+    #[arg(long, env = "FLOWORK_REUSE_PORT")]
+    pub reuse_port: bool,
+    /// Serve HTTPS and WSS with this certificate chain (PEM, leaf first); needs --tls-key. Re-read when the file
+    /// changes: new connections get the new certificate, open ones keep theirs. Plain HTTP when absent.
+    #[arg(long, env = "FLOWORK_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1; keep it 0600), re-read with it.
+    #[arg(long, env = "FLOWORK_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Without TLS, also speak HTTP/2 in clear text (prior knowledge); off, plain connections are HTTP/1.1. With
+    /// TLS, HTTP/2 is always offered by ALPN.
+    #[arg(long, env = "FLOWORK_H2C")]
+    pub h2c: bool,
+    /// A new connection that has not sent its first request's headers within this is closed (slowloris).
+    #[arg(long, env = "FLOWORK_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long, after its first request, is closed.
+    #[arg(long, env = "FLOWORK_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// Open connections at most (kept within 3/4 of the open-file limit); further ones wait in the listen backlog.
+    #[arg(long, env = "FLOWORK_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// A built GUI folder (`gui/dist`) to serve at `/`, with the headers of its `_headers` file; none by default.
+    #[arg(long, env = "FLOWORK_GUI_DIR")]
+    pub gui_dir: Option<std::path::PathBuf>,
     /// GUI origins allowed by CORS and for wallet sign-in (repeatable; default: the gateway's own origin).
     /// Each is `http(s)://host[:port]` (what a browser sends as `Origin`); anything else is refused at start.
     #[arg(long = "allowed-origin", env = "FLOWORK_ALLOWED_ORIGINS", value_delimiter = ',',
@@ -140,9 +172,11 @@ pub struct ServeArgs {
     /// without it, live events reach only this gateway's connections.
     #[arg(long, env = "FLOWORK_REDIS")]
     pub redis: Option<String>,
-    /// A built GUI folder (`gui/dist`) to serve at `/`, with the headers of its `_headers` file; none by default.
-    #[arg(long, env = "FLOWORK_GUI_DIR")]
-    pub gui_dir: Option<std::path::PathBuf>,
+}
+
+/// Wallet sign-in and the tokens it issues.
+#[derive(Debug, Clone, Args)]
+pub struct AuthArgs {
     /// Chain ids accepted in sign-in messages (repeatable).
     #[arg(long = "chain-id", env = "FLOWORK_CHAIN_IDS", value_delimiter = ',', default_value = "1")]
     pub chain_ids: Vec<u64>,
@@ -152,6 +186,20 @@ pub struct ServeArgs {
     /// Lifetime of refresh tokens.
     #[arg(long, env = "FLOWORK_REFRESH_TTL", default_value = "30d", value_parser = humantime::parse_duration)]
     pub refresh_ttl: Duration,
+    /// Sign-in nonces (`GET /auth/nonce`) per client address (0 = off); beyond it 429 `rate_limited`.
+    #[arg(long, env = "FLOWORK_RATE_NONCE", default_value = "30/m")]
+    pub rate_nonce: Rate,
+    /// How long a sign-in nonce may be used.
+    #[arg(long, env = "FLOWORK_NONCE_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub nonce_ttl: Duration,
+    /// Unused, unexpired sign-in nonces kept at most, over all clients; beyond it 429 `too_many_nonces`.
+    #[arg(long, env = "FLOWORK_MAX_NONCES", default_value_t = 10_000)]
+    pub max_nonces: u64,
+}
+
+/// Who may call, how often, and which proxies are believed.
+#[derive(Debug, Clone, Args)]
+pub struct NetworkArgs {
     /// Requests per client address (`100/s`, `6000/m`; 0 = off), on every route but the probes.
     #[arg(long, env = "FLOWORK_RATE_IP", default_value = "2000/s")]
     pub rate_ip: Rate,
@@ -183,15 +231,26 @@ pub struct ServeArgs {
     /// These networks may not use the engine API (CIDR).
     #[arg(long = "engine-deny-cidr", env = "FLOWORK_ENGINE_DENY_CIDRS", value_delimiter = ',')]
     pub engine_deny_cidrs: Vec<IpNet>,
-    /// Cap of queued jobs per engine shard (0 = none); beyond it POST /jobs answers 429 `queue_full`.
-    #[arg(long, env = "FLOWORK_MAX_QUEUE_DEPTH", default_value_t = 100_000)]
-    pub max_queue_depth: u64,
-    /// Cap of queued jobs over all engines (0 = none); beyond it 429 `total_queue_full`.
-    #[arg(long, env = "FLOWORK_MAX_TOTAL_DEPTH", default_value_t = 1_000_000)]
-    pub max_total_depth: u64,
-    /// Cap of queued + running jobs per user per engine (0 = none); beyond it 429 `user_inflight_limit`.
-    #[arg(long, env = "FLOWORK_MAX_USER_INFLIGHT", default_value_t = 10_000)]
-    pub max_user_inflight: u64,
+}
+
+/// What a job may be and how its failures are retried and held back.
+#[derive(Debug, Clone, Args)]
+pub struct JobArgs {
+    /// Largest job payload accepted, in bytes (JSON as stored).
+    #[arg(long, env = "FLOWORK_MAX_PAYLOAD_BYTES", default_value_t = 256 * 1024)]
+    pub max_payload_bytes: usize,
+    /// Attempts a job gets when its request names none.
+    #[arg(long, env = "FLOWORK_DEFAULT_MAX_ATTEMPTS", default_value_t = 5)]
+    pub default_max_attempts: u32,
+    /// Timeout of a job (ms) when its request names none.
+    #[arg(long, env = "FLOWORK_DEFAULT_TIMEOUT_MS", default_value_t = 30_000)]
+    pub default_timeout_ms: u64,
+    /// Base of the retry backoff (ms): the n-th retry waits a random time up to base * 2^(n-1).
+    #[arg(long, env = "FLOWORK_RETRY_BASE_MS", default_value_t = 1_000)]
+    pub retry_base_ms: u64,
+    /// Cap of the retry backoff (ms).
+    #[arg(long, env = "FLOWORK_RETRY_CAP_MS", default_value_t = 3_600_000)]
+    pub retry_cap_ms: u64,
     /// Retryable failed attempts of one user's jobs of one kind on one engine, within --breaker-window, that open
     /// that user's breaker of the kind (their jobs of it then wait instead of burning attempts); the kind's breaker
     /// for everyone opens only on failures from two users or more; 0 = never.
@@ -203,42 +262,28 @@ pub struct ServeArgs {
     /// How long an open breaker waits before letting one probe job through.
     #[arg(long, env = "FLOWORK_BREAKER_COOLDOWN", default_value = "30s", value_parser = humantime::parse_duration)]
     pub breaker_cooldown: Duration,
-    /// Share the listen port with another `serve` that also sets it (SO_REUSEPORT; a canary beside the old build).
-    /// Unix only.
-    #[arg(long, env = "FLOWORK_REUSE_PORT")]
-    pub reuse_port: bool,
-    /// Serve HTTPS and WSS with this certificate chain (PEM, leaf first); needs --tls-key. Re-read when the file
-    /// changes: new connections get the new certificate, open ones keep theirs. Plain HTTP when absent.
-    #[arg(long, env = "FLOWORK_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<std::path::PathBuf>,
-    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1; keep it 0600), re-read with it.
-    #[arg(long, env = "FLOWORK_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<std::path::PathBuf>,
-    /// Without TLS, also speak HTTP/2 in clear text (prior knowledge); off, plain connections are HTTP/1.1. With
-    /// TLS, HTTP/2 is always offered by ALPN.
-    #[arg(long, env = "FLOWORK_H2C")]
-    pub h2c: bool,
-    /// A new connection that has not sent its first request's headers within this is closed (slowloris).
-    #[arg(long, env = "FLOWORK_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub header_read_timeout: Duration,
-    /// A connection with no request in flight for this long, after its first request, is closed.
-    #[arg(long, env = "FLOWORK_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
-    pub idle_timeout: Duration,
-    /// Open connections at most (kept within 3/4 of the open-file limit); further ones wait in the listen backlog.
-    #[arg(long, env = "FLOWORK_MAX_CONNECTIONS", default_value_t = 10_000)]
-    pub max_connections: usize,
-    /// Sign-in nonces (`GET /auth/nonce`) per client address (0 = off); beyond it 429 `rate_limited`.
-    #[arg(long, env = "FLOWORK_RATE_NONCE", default_value = "30/m")]
-    pub rate_nonce: Rate,
-    /// How long a sign-in nonce may be used.
-    #[arg(long, env = "FLOWORK_NONCE_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
-    pub nonce_ttl: Duration,
-    /// Unused, unexpired sign-in nonces kept at most, over all clients; beyond it 429 `too_many_nonces`.
-    #[arg(long, env = "FLOWORK_MAX_NONCES", default_value_t = 10_000)]
-    pub max_nonces: u64,
+}
+
+/// The caps on queued work, and the drain on SIGTERM.
+#[derive(Debug, Clone, Args)]
+pub struct AdmissionArgs {
+    /// Cap of queued jobs per engine shard (0 = none); beyond it POST /jobs answers 429 `queue_full`.
+    #[arg(long, env = "FLOWORK_MAX_QUEUE_DEPTH", default_value_t = 100_000)]
+    pub max_queue_depth: u64,
+    /// Cap of queued jobs over all engines (0 = none); beyond it 429 `total_queue_full`.
+    #[arg(long, env = "FLOWORK_MAX_TOTAL_DEPTH", default_value_t = 1_000_000)]
+    pub max_total_depth: u64,
+    /// Cap of queued + running jobs per user per engine (0 = none); beyond it 429 `user_inflight_limit`.
+    #[arg(long, env = "FLOWORK_MAX_USER_INFLIGHT", default_value_t = 10_000)]
+    pub max_user_inflight: u64,
     /// On SIGTERM, how long running jobs may take before the gateway exits anyway.
     #[arg(long, env = "FLOWORK_DRAIN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub drain_grace: Duration,
+}
+
+/// Alert rules and where they are sent.
+#[derive(Debug, Clone, Args)]
+pub struct AlertArgs {
     /// Webhook URLs that receive alert notifications (repeatable; JSON with a Slack/Discord `text` field).
     #[arg(long = "alert-webhook", env = "FLOWORK_ALERT_WEBHOOKS", value_delimiter = ',')]
     pub alert_webhooks: Vec<String>,
@@ -257,6 +302,11 @@ pub struct ServeArgs {
     /// How often alert rules are evaluated.
     #[arg(long, env = "FLOWORK_ALERT_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
     pub alert_interval: Duration,
+}
+
+/// The background loops: reaping, retention, cron ticks.
+#[derive(Debug, Clone, Args)]
+pub struct UpkeepArgs {
     /// How often expired leases are put back in the queue (ms); claims also do it as they go.
     #[arg(long, env = "FLOWORK_REAP_INTERVAL_MS", default_value_t = 1_000)]
     pub reap_interval_ms: u64,

@@ -13,11 +13,14 @@ use crate::state::AppState;
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // First, before the databases take descriptors.
     let open_files = crate::http::open_files::raise_open_file_limit();
-    crate::background::retention::check(args.retention).map_err(anyhow::Error::msg)?;
+    crate::background::retention::check(args.upkeep.retention).map_err(anyhow::Error::msg)?;
     let connection_limits = ConnectionLimits {
-        header_read_timeout: args.header_read_timeout,
-        idle_timeout: args.idle_timeout,
-        max_connections: crate::http::open_files::connection_cap(args.max_connections, open_files.map(|(_, now)| now)),
+        header_read_timeout: args.http.header_read_timeout,
+        idle_timeout: args.http.idle_timeout,
+        max_connections: crate::http::open_files::connection_cap(
+            args.http.max_connections,
+            open_files.map(|(_, now)| now),
+        ),
     };
     match open_files {
         Some((before, now)) => {
@@ -33,7 +36,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // A certificate that cannot be served is refused before the store is opened.
     let tls_stop = tokio_util::sync::CancellationToken::new();
     let _stop_tls_reload = tls_stop.clone().drop_guard();
-    let tls = match (&args.tls_cert, &args.tls_key) {
+    let tls = match (&args.http.tls_cert, &args.http.tls_key) {
         (Some(cert), Some(key)) => {
             let files = TlsFiles { cert: cert.clone(), key: key.clone() };
             Some(crate::http::tls::acceptor(files, tls_stop.clone()).await?)
@@ -50,10 +53,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         });
     }
-    let protocols = Protocols { tls, h2c: args.h2c };
+    let protocols = Protocols { tls, h2c: args.http.h2c };
     // The store first: one this build cannot run on is refused before anything listens.
     let opened = OpenedStores::open(&args).await?;
-    let listener = crate::http::listener::bind(args.listen, args.reuse_port)?;
+    let listener = crate::http::listener::bind(args.http.listen, args.http.reuse_port)?;
     let addr = listener.local_addr()?;
     match &args.data.store {
         Some(url) => tracing::info!(addr = %addr, store = %crate::connection_string::redact(url), "listening"),
@@ -64,7 +67,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     app.start_background(&args);
     let App { state, router, live, .. } = app;
     let stopping = state.clone();
-    let grace = args.drain_grace;
+    let grace = args.admission.drain_grace;
     let control = state.control.clone();
     // Listened for before readiness is announced: a stop right after it drains.
     let stop_requests = flowork_common::signal::StopRequests::new();
