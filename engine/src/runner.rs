@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use flowork_common::wire::{AttemptOutcome, FinishRequest, HeartbeatRequest, Lease};
 use serde_json::value::RawValue;
 use tracing::Instrument;
@@ -12,6 +14,9 @@ use crate::finisher::Finisher;
 use crate::handlers::{JobFailure, ProgressSink, Registry};
 use crate::metrics::{EngineMetrics, KindLabels};
 use crate::pool::WorkerPool;
+
+/// The least time between two heartbeats sent for progress: a progress bar moves within a second of a report.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// How an attempt ended on this engine.
 enum Attempt {
@@ -98,18 +103,31 @@ impl JobRunner {
         }
     }
 
-    /// Renews the lease every third of its length, carrying the latest progress; returns only when the gateway
-    /// says the lease is gone or the job was cancelled.
+    /// Renews the lease every third of its length, and sooner when the handler reports progress (at most once per
+    /// `PROGRESS_EVERY`), carrying the latest progress; returns only when the gateway says the lease is gone or the
+    /// job was cancelled.
     async fn keep_lease(&self, job: JobRef<'_>, lease_token: &str, progress: &ProgressSink) -> LeaseEnd {
         let job_id = job.id;
         let every = Duration::from_millis((self.lease_ms / 3).max(50));
+        let mut renew_at = Instant::now() + every;
+        let mut sent_at: Option<Instant> = None;
         loop {
-            tokio::time::sleep(every).await;
+            tokio::select! {
+                () = tokio::time::sleep_until(renew_at) => {}
+                () = progress.reported() => {
+                    // Progress goes out promptly, but a handler reporting in a tight loop costs one call a second.
+                    if let Some(sent_at) = sent_at {
+                        tokio::time::sleep_until((sent_at + PROGRESS_EVERY).min(renew_at)).await;
+                    }
+                }
+            }
             let request = HeartbeatRequest {
                 lease_token: lease_token.to_string(),
                 lease_ms: self.lease_ms,
                 progress: progress.take(),
             };
+            sent_at = Some(Instant::now());
+            renew_at = Instant::now() + every;
             match self.client.heartbeat(job, &request).await {
                 Ok(answer) if answer.cancel_requested => return LeaseEnd::CancelRequested,
                 Ok(_) => {}

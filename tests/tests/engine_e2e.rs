@@ -180,6 +180,24 @@ async fn builtin_handlers_and_timeouts() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn progress_reaches_the_gateway_without_waiting_for_the_lease_renewal() -> anyhow::Result<()> {
+    let (ws, gw, api) = setup(&[]).await?;
+    // A 120 s lease is renewed every 40 s: progress that waited for the renewal would not be seen in the first
+    // 30 s. The sleep reports progress every tenth (3 s), and each report goes out within about a second.
+    let _engine = Engine::start(&ws, &gw, "local", 1, &["--lease-ms", "120000"])?;
+    let job = api.post_job("prompt", &json!({"engine": "local", "kind": "sleep", "payload": {"ms": 30_000}})).await?;
+    let id = job.body["id"].as_str().unwrap().to_string();
+    let seen = eventually(Duration::from_secs(25), "progress before the first renewal", || async {
+        let job = api.get(&format!("/jobs/{id}")).await?;
+        Ok((job.body["progress"]["percent"].as_f64() >= Some(20.0)).then_some(job.body))
+    })
+    .await?;
+    assert_eq!(seen["status"], "running", "{seen}");
+    assert!(seen["progress"]["message"].as_str().unwrap_or_default().contains("slept"), "{seen}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_running_job_reports_progress_and_can_be_cancelled() -> anyhow::Result<()> {
     let (ws, gw, api) = setup(&[]).await?;
     // A short lease, so a lapse after the cancel ends it quickly; long enough that a busy machine's heartbeats

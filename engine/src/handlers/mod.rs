@@ -36,21 +36,34 @@ impl JobFailure {
     }
 }
 
-/// Where a handler reports how far it has come; the next heartbeat carries it to the gateway.
+/// Where a handler reports how far it has come; a heartbeat carries it to the gateway within about a second.
 #[derive(Debug, Clone, Default)]
-pub struct ProgressSink(std::sync::Arc<std::sync::Mutex<Option<Progress>>>);
+pub struct ProgressSink(std::sync::Arc<ProgressSlot>);
+
+/// The latest progress and the signal that some was reported.
+#[derive(Debug, Default)]
+pub struct ProgressSlot {
+    latest: std::sync::Mutex<Option<Progress>>,
+    reported: tokio::sync::Notify,
+}
 
 impl ProgressSink {
     /// Records progress (0-100) and an optional short message.
     pub fn report(&self, percent: f64, message: Option<String>) {
-        if let Ok(mut slot) = self.0.lock() {
+        if let Ok(mut slot) = self.0.latest.lock() {
             *slot = Some(Progress { percent: percent.clamp(0.0, 100.0), message });
         }
+        self.0.reported.notify_one();
     }
 
     /// The progress reported since the last call, if any.
     pub fn take(&self) -> Option<Progress> {
-        self.0.lock().ok().and_then(|mut slot| slot.take())
+        self.0.latest.lock().ok().and_then(|mut slot| slot.take())
+    }
+
+    /// Returns once progress has been reported (at once if some was since the last wait).
+    pub async fn reported(&self) {
+        self.0.reported.notified().await;
     }
 }
 
