@@ -29,12 +29,20 @@ def test_a_python_function_runs_as_a_job(setup: Setup) -> None:
     assert "no handler" in dead["error"]
 
 
-def test_progress_reaches_the_job(setup: Setup) -> None:
-    setup.start_worker(lease_ms=900)
+def test_progress_reaches_the_job_without_waiting_for_the_lease_renewal(setup: Setup) -> None:
+    # A 120 s lease is renewed every 40 s, after the 30 s each wait below allows: progress must go out on its own.
+    setup.start_worker(lease_ms=120_000)
     job = setup.client.enqueue("py", "progress", {})
     seen = eventually(lambda: setup.job(job["id"]).get("progress"), "progress on GET /jobs/{id}")
     assert seen == {"percent": 42.0, "message": "almost half"}
     assert setup.job(job["id"])["status"] == "running"
+    # A second report soon after the first still goes out (within the second after it), not with the renewal.
+    (setup.tmp / f"next-{job['id']}").write_text("")
+    later = eventually(
+        lambda: (progress := setup.job(job["id"]).get("progress")) and progress["percent"] == 84.0 and progress,
+        "the second progress",
+    )
+    assert later == {"percent": 84.0, "message": "nearly there"}
     (setup.tmp / f"release-{job['id']}").write_text("")
     assert setup.client.wait(job["id"], timeout=30)["status"] == "succeeded"
 

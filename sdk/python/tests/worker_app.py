@@ -43,12 +43,19 @@ async def upper_async(payload: Any, ctx: JobContext) -> Any:
 
 @worker.handler("progress")
 def progress(payload: Any, ctx: JobContext) -> Any:
-    """Reports progress, then holds until the test has seen it (a marker file) or a minute passes."""
+    """Reports progress, then more once the test has seen it, then holds until released (marker files; a minute
+    at most each)."""
     ctx.progress(42, "almost half")
-    deadline = time.monotonic() + 60
-    while not (MARKERS / f"release-{ctx.job_id}").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    hold_until(f"next-{ctx.job_id}")
+    ctx.progress(84, "nearly there")
+    hold_until(f"release-{ctx.job_id}")
     return "done"
+
+
+def hold_until(marker: str) -> None:
+    deadline = time.monotonic() + 60
+    while not (MARKERS / marker).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 @worker.handler("wait_cancel")

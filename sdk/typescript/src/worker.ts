@@ -263,7 +263,7 @@ export class Worker {
   async #runJob(lease: Lease, controller: AbortController): Promise<void> {
     const job = lease.job;
     const started = Date.now();
-    let progress: Progress | undefined;
+    const progress = new ProgressSlot();
     const ctx: JobContext = {
       jobId: job.id,
       kind: job.kind,
@@ -275,14 +275,10 @@ export class Worker {
         if (!Number.isFinite(percent) || percent < 0 || percent > 100) {
           throw new RangeError("progress percent must be between 0 and 100");
         }
-        progress = message === undefined ? { percent } : { percent, message: message.slice(0, 500) };
+        progress.put(message === undefined ? { percent } : { percent, message: message.slice(0, 500) });
       },
     };
-    const keeper = this.#keepLease(lease, () => {
-      const taken = progress;
-      progress = undefined;
-      return taken;
-    });
+    const keeper = this.#keepLease(lease, progress);
     const handled = this.#execute(job, ctx);
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<Ending>((resolve) => {
@@ -349,18 +345,28 @@ export class Worker {
   }
 
   /**
-   * Renews the lease every third of its length with the latest progress. `ended` resolves only when the gateway
-   * says the lease is gone or the job was cancelled; a failed heartbeat is retried at the next beat.
+   * Renews the lease every third of its length, and sooner when the handler reports progress (at most once per
+   * `PROGRESS_EVERY_MS`), carrying the latest progress. `ended` resolves only when the gateway says the lease is
+   * gone or the job was cancelled; a failed heartbeat is retried at the next beat.
    */
-  #keepLease(lease: Lease, takeProgress: () => Progress | undefined) {
+  #keepLease(lease: Lease, progress: ProgressSlot) {
     const stopped = new AbortController();
     const every = Math.max(Math.floor(this.#leaseMs / 3), 50);
     const ended = (async (): Promise<Ending> => {
+      let renewAt = Date.now() + every;
+      let sentAt: number | undefined;
       for (;;) {
-        await sleep(every, stopped.signal);
+        await sleep(Math.max(0, renewAt - Date.now()), progress.wakeOnReport());
         if (stopped.signal.aborted) return new Promise<Ending>(() => undefined);
-        const progress = takeProgress();
-        const body = { lease_token: lease.lease_token, lease_ms: this.#leaseMs, ...(progress ? { progress } : {}) };
+        // Progress goes out promptly, but a handler reporting in a tight loop costs one call a second.
+        if (progress.waiting() && sentAt !== undefined) {
+          await sleep(Math.max(0, Math.min(sentAt + PROGRESS_EVERY_MS, renewAt) - Date.now()), stopped.signal);
+          if (stopped.signal.aborted) return new Promise<Ending>(() => undefined);
+        }
+        const taken = progress.take();
+        const body = { lease_token: lease.lease_token, lease_ms: this.#leaseMs, ...(taken ? { progress: taken } : {}) };
+        sentAt = Date.now();
+        renewAt = sentAt + every;
         try {
           const answer = await this.#api.heartbeat(lease.job.id, lease.job.traceparent, body);
           if (answer.cancel_requested) return { kind: "cancelled" };
@@ -370,7 +376,11 @@ export class Worker {
         }
       }
     })();
-    return { ended, stop: () => stopped.abort() };
+    const stop = () => {
+      stopped.abort();
+      progress.wake();
+    };
+    return { ended, stop };
   }
 
   /** Waits for running jobs up to the grace period; then aborts their signals and lets their leases lapse. */
@@ -388,6 +398,42 @@ export class Worker {
       });
       for (const job of this.#running.values()) job.abort(new Error("the worker stopped before the job finished"));
     }
+  }
+}
+
+/** The least time between two heartbeats sent for progress: a progress bar moves within a second of a report. */
+const PROGRESS_EVERY_MS = 1_000;
+
+/** The latest progress a handler reported, and the wake-up of the heartbeat loop waiting to carry it. */
+class ProgressSlot {
+  #latest: Progress | undefined;
+  #waiter: AbortController | undefined;
+
+  put(progress: Progress): void {
+    this.#latest = progress;
+    this.wake();
+  }
+
+  take(): Progress | undefined {
+    const taken = this.#latest;
+    this.#latest = undefined;
+    return taken;
+  }
+
+  waiting(): boolean {
+    return this.#latest !== undefined;
+  }
+
+  /** A signal that aborts at the next report (at once if progress is already waiting) or `wake()`. */
+  wakeOnReport(): AbortSignal {
+    const waiter = new AbortController();
+    this.#waiter = waiter;
+    if (this.#latest !== undefined) waiter.abort();
+    return waiter.signal;
+  }
+
+  wake(): void {
+    this.#waiter?.abort();
   }
 }
 

@@ -79,11 +79,15 @@ describe("Worker", () => {
     );
   });
 
-  test("progress reported by the handler reaches GET /jobs/{id}", async () => {
-    const { worker } = start("beta");
+  test("progress reported by the handler reaches GET /jobs/{id} without waiting for the lease renewal", async () => {
+    // A 120 s lease is renewed every 40 s, after the 30 s each wait below allows: the progress must go out on its own.
+    const { worker } = start("beta", { leaseMs: 120_000 });
+    const next = gate();
     const release = gate();
     worker.handle("long", async (_payload, ctx) => {
       ctx.progress(40, "reading input");
+      await next.promise;
+      ctx.progress(80, "writing output");
       await release.promise;
       return "ok";
     });
@@ -94,6 +98,13 @@ describe("Worker", () => {
     });
     assert.equal(running.status, "running");
     assert.deepEqual(running.progress, { percent: 40, message: "reading input" });
+    // A second report within the second after the first still goes out (a little later), not with the renewal.
+    next.open();
+    const later = await eventually("the second progress", async () => {
+      const now = await client.get(job.id);
+      return now.progress?.percent === 80 ? now : undefined;
+    });
+    assert.deepEqual(later.progress, { percent: 80, message: "writing output" });
     release.open();
     assert.equal((await client.wait(job.id, { timeoutMs: 30_000 })).status, "succeeded");
   });

@@ -29,6 +29,8 @@ log = logging.getLogger("flowork.worker")
 
 #: The most characters of an error message the gateway keeps.
 MAX_ERROR_CHARS = 8192
+#: The least time between two heartbeats sent for progress: a progress bar moves within a second of a report.
+PROGRESS_EVERY_S = 1.0
 
 Handler = Callable[[Any, "JobContext"], Any | Awaitable[Any]]
 """A function of ``(payload, ctx)``, sync or async, returning the job's result (anything JSON can hold)."""
@@ -54,6 +56,9 @@ class JobContext:
         self.cancel_event = threading.Event()
         self._progress: dict[str, Any] | None = None
         self._lock = threading.Lock()
+        # Set (from any thread) when progress is reported, to wake the heartbeat that carries it.
+        self._reported: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         # The thread future of a sync handler: its slot stays taken until the thread returns.
         self._thread: asyncio.Future[Any] | None = None
 
@@ -63,13 +68,29 @@ class JobContext:
         return self.cancel_event.is_set()
 
     def progress(self, percent: float, message: str | None = None) -> None:
-        """Records how far the job has come (0-100) and a short message; the next heartbeat carries it to the
-        gateway, where ``GET /jobs/{id}`` shows it. Safe to call from any thread, as often as you like."""
+        """Records how far the job has come (0-100) and a short message; a heartbeat carries it to the gateway
+        within about a second, where ``GET /jobs/{id}`` shows it. Safe to call from any thread, as often as you
+        like (at most one heartbeat a second goes out for it)."""
         progress: dict[str, Any] = {"percent": max(0.0, min(100.0, float(percent)))}
         if message is not None:
             progress["message"] = message[:500]
         with self._lock:
             self._progress = progress
+            loop, reported = self._loop, self._reported
+        if loop is not None and reported is not None:
+            try:
+                loop.call_soon_threadsafe(reported.set)
+            except RuntimeError:
+                pass  # the loop has closed: the worker has stopped
+
+    def _watch_progress(self) -> asyncio.Event:
+        """The event set whenever progress is reported (set now if some is waiting); called on the worker's loop."""
+        with self._lock:
+            self._loop = asyncio.get_running_loop()
+            self._reported = asyncio.Event()
+            if self._progress is not None:
+                self._reported.set()
+            return self._reported
 
     def _take_progress(self) -> dict[str, Any] | None:
         with self._lock:
@@ -415,15 +436,29 @@ class Worker:
         return _Outcome.succeeded(result)
 
     async def _keep_lease(self, api: EngineApi, ctx: JobContext, token: str) -> str:
-        """Renews the lease every third of its length with the latest progress; returns ``"cancel"`` when the
-        user cancelled the job, ``"lost"`` when the lease is gone."""
+        """Renews the lease every third of its length, and sooner when the handler reports progress (at most once
+        per ``PROGRESS_EVERY_S``), carrying the latest progress; returns ``"cancel"`` when the user cancelled the
+        job, ``"lost"`` when the lease is gone."""
+        loop = asyncio.get_running_loop()
         every = max(self.lease_ms / 3, 50) / 1000
+        reported = ctx._watch_progress()
+        renew_at = loop.time() + every
+        sent_at: float | None = None
         while True:
-            await asyncio.sleep(every)
+            try:
+                await asyncio.wait_for(reported.wait(), max(0.0, renew_at - loop.time()))
+                # Progress goes out promptly, but a handler reporting in a tight loop costs one call a second.
+                if sent_at is not None:
+                    await asyncio.sleep(max(0.0, min(sent_at + PROGRESS_EVERY_S, renew_at) - loop.time()))
+            except asyncio.TimeoutError:
+                pass
+            reported.clear()
             request: dict[str, Any] = {"lease_token": token, "lease_ms": self.lease_ms}
             progress = ctx._take_progress()
             if progress is not None:
                 request["progress"] = progress
+            sent_at = loop.time()
+            renew_at = sent_at + every
             try:
                 answer = await api.heartbeat(ctx.job_id, request, ctx.traceparent)
             except (ApiError, httpx.TransportError, ValueError) as error:
